@@ -1,0 +1,30 @@
+"""Settings, read once from the environment (pydantic-settings); fail fast on bad values."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = REPO_ROOT / "var" / "results"
+    models_dir: Path = REPO_ROOT / "models"
+    execution_provider: Literal["auto", "cuda", "cpu"] = "auto"
+    api_key: str | None = None
+    dicomweb_store_url: str | None = None
+    max_concurrent_analyses: int = Field(2, ge=1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

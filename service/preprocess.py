@@ -1,0 +1,258 @@
+"""Preprocessing shared by training and serving (no train/serve skew).
+
+In: 2-D slices as arrays (axis order y, x) with their pixel spacing in mm as
+(row spacing, column spacing). Out: model-space arrays and the
+:class:`GridTransform` that maps them back onto the original pixel grid.
+
+Every crop and resampling is one axis-aligned affine map between pixel
+grids, ``source = scale * model + offset`` with pixel centres at integer
+indices, so the inverse is exact and one code path serves the cascade's
+whole-image and bounding-box inputs and the ENet's Hough-circle crop.
+Pure functions only: no DICOM, no disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.feature import canny
+
+Spacing = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class GridTransform:
+    """Axis-aligned map from a model grid onto a source grid.
+
+    ``source_index = scale * model_index + offset`` per axis (row, column).
+    """
+
+    scale: tuple[float, float]
+    offset: tuple[float, float]
+    model_shape: tuple[int, int]
+    source_shape: tuple[int, int]
+
+    @classmethod
+    def from_box(cls, top_left: tuple[float, float], side: tuple[float, float],
+                 model_shape: tuple[int, int], source_shape: tuple[int, int]) -> GridTransform:
+        """A box given by its outer edges in source pixels (edges at index - 0.5)."""
+        scale = (side[0] / model_shape[0], side[1] / model_shape[1])
+        offset = tuple(top_left[a] - 0.5 + 0.5 * scale[a] for a in range(2))
+        return cls(scale=scale, offset=offset, model_shape=tuple(model_shape),
+                   source_shape=tuple(source_shape))
+
+    def to_model(self, image: np.ndarray, order: int = 1) -> np.ndarray:
+        """Sample ``image`` (source grid) on the model grid; outside the image is 0.
+
+        Downsampling first low-passes the image so that thin bright structures
+        (scar) are averaged, not aliased.
+        """
+        image = np.asarray(image, dtype=np.float32)
+        sigma = [max(0.0, (s - 1.0) / 2.0) for s in self.scale]
+        if order > 0 and any(s > 0 for s in sigma):
+            image = ndimage.gaussian_filter(image, sigma, mode="constant")
+        return ndimage.affine_transform(
+            image, np.asarray(self.scale), offset=np.asarray(self.offset),
+            output_shape=self.model_shape, order=order, mode="constant", cval=0.0,
+            prefilter=False,
+        )
+
+    def to_source(self, model_array: np.ndarray, order: int = 1) -> np.ndarray:
+        """Sample a model-grid array (e.g. class probabilities) on the source grid."""
+        inv = np.array([1.0 / s for s in self.scale])
+        off = np.array([-o / s for o, s in zip(self.offset, self.scale, strict=True)])
+        return ndimage.affine_transform(
+            np.asarray(model_array, dtype=np.float32), inv, offset=off,
+            output_shape=self.source_shape, order=order, mode="constant", cval=0.0,
+            prefilter=False,
+        )
+
+    def mask_to_source(self, model_mask: np.ndarray) -> np.ndarray:
+        """A binary model mask back on the source grid (linear interpolation, then 0.5)."""
+        return self.to_source(model_mask.astype(np.float32), order=1) >= 0.5
+
+
+def to_float(stored: np.ndarray, slope: float = 1.0, intercept: float = 0.0) -> np.ndarray:
+    """Stored pixel values to physical values (Rescale Slope/Intercept)."""
+    return np.asarray(stored, dtype=np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def zscore(image: np.ndarray, mask: np.ndarray | None = None,
+           percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Z-score as in the ENet paper, made robust to outliers.
+
+    Values are clipped at the given percentiles before the mean and standard
+    deviation are taken, so a few very bright pixels (fat, flow artefacts) do
+    not set the scale. With ``mask``, statistics come from inside the mask and
+    everything outside becomes 0 (Protocol 2: the image times the myocardium).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    values = image[mask.astype(bool)] if mask is not None else image.ravel()
+    if values.size < 2:
+        return np.zeros_like(image)
+    lo, hi = np.percentile(values, percentiles)
+    clipped = np.clip(values, lo, hi)
+    std = float(clipped.std())
+    out = (np.clip(image, lo, hi) - float(clipped.mean())) / (std if std > 1e-6 else 1.0)
+    if mask is not None:
+        out = np.where(mask.astype(bool), out, 0.0)
+    return out.astype(np.float32)
+
+
+def resample_transform(source_shape: tuple[int, int], spacing: Spacing, target_spacing: float,
+                       model_shape: tuple[int, int]) -> GridTransform:
+    """Whole image at ``target_spacing`` mm, centred, padded or cropped to ``model_shape``."""
+    side = tuple(model_shape[a] * target_spacing / spacing[a] for a in range(2))
+    top_left = tuple((source_shape[a] - side[a]) / 2.0 for a in range(2))
+    return GridTransform.from_box(top_left, side, model_shape, source_shape)
+
+
+def square_box_transform(centre: tuple[float, float], side_mm: float, spacing: Spacing,
+                         model_shape: tuple[int, int], source_shape: tuple[int, int]
+                         ) -> GridTransform:
+    """A square of ``side_mm`` (physical, so non-square pixels stay undistorted)."""
+    side = (side_mm / spacing[0], side_mm / spacing[1])
+    top_left = (centre[0] - side[0] / 2.0, centre[1] - side[1] / 2.0)
+    return GridTransform.from_box(top_left, side, model_shape, source_shape)
+
+
+def bounding_box_transform(mask: np.ndarray, spacing: Spacing, model_shape: tuple[int, int],
+                           margin_mm: float = 12.0, min_side_mm: float = 60.0
+                           ) -> GridTransform | None:
+    """Square crop around the heart's bounding box (cascade U-Net, CNN2 input).
+
+    ``mask`` is the myocardium on the source grid (2-D; pass the union over
+    slices for one box per series). Returns None when the mask is empty.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return None
+    rows, cols = np.nonzero(mask)
+    r0, r1 = rows.min() - 0.5, rows.max() + 0.5
+    c0, c1 = cols.min() - 0.5, cols.max() + 0.5
+    centre = ((r0 + r1) / 2.0, (c0 + c1) / 2.0)
+    side_mm = max((r1 - r0) * spacing[0], (c1 - c0) * spacing[1]) + 2 * margin_mm
+    return square_box_transform(centre, max(side_mm, min_side_mm), spacing, model_shape,
+                                mask.shape)
+
+
+@dataclass(frozen=True)
+class Circle:
+    centre: tuple[float, float]  # (row, column) in source pixels
+    radius_mm: float
+    score: float
+
+
+def hough_candidates(image: np.ndarray, spacing: Spacing,
+                     radius_range_mm: tuple[float, float] = (10.0, 40.0),
+                     n_peaks: int = 4) -> list[Circle]:
+    """Strongest bright-inside circles of one slice (gradient-directed circle Hough).
+
+    On dark-blood LGE the LV cavity is brighter than the nulled myocardium
+    around it, so each Canny edge votes only towards the brighter side along
+    its gradient. That ignores dark disks (aorta, lung) and halves the noise of
+    an undirected transform. The slice is first resampled to isotropic 2 mm so
+    radii mean the same thing whatever the matrix.
+    """
+    iso = 2.0
+    shape = (max(8, round(image.shape[0] * spacing[0] / iso)),
+             max(8, round(image.shape[1] * spacing[1] / iso)))
+    grid = resample_transform(image.shape, spacing, iso, shape)
+    small = grid.to_model(zscore(image), order=1)
+    edges = canny(small, sigma=1.0, low_threshold=0.2, high_threshold=0.6)
+    ys, xs = np.nonzero(edges)
+    if ys.size == 0:
+        return []
+    gy = ndimage.sobel(ndimage.gaussian_filter(small, 1.0), axis=0)[ys, xs]
+    gx = ndimage.sobel(ndimage.gaussian_filter(small, 1.0), axis=1)[ys, xs]
+    norm = np.hypot(gy, gx) + 1e-9
+    uy, ux = gy / norm, gx / norm
+    radii = np.arange(radius_range_mm[0] / iso, radius_range_mm[1] / iso + 1e-6, 1.0)
+    acc = np.zeros((radii.size, *shape), dtype=np.float32)
+    for k, r in enumerate(radii):
+        cy = np.rint(ys + r * uy).astype(int)
+        cx = np.rint(xs + r * ux).astype(int)
+        ok = (cy >= 0) & (cy < shape[0]) & (cx >= 0) & (cx < shape[1])
+        np.add.at(acc[k], (cy[ok], cx[ok]), 1.0)
+        # Fraction of the circumference that voted, so large circles are not favoured.
+        acc[k] = ndimage.uniform_filter(acc[k], 3) * 9 / (2 * np.pi * r)
+    best_r = acc.argmax(axis=0)
+    flat = acc.max(axis=0)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    peaks = []
+    for _ in range(n_peaks * 3):
+        y, x = np.unravel_index(int(flat.argmax()), flat.shape)
+        if flat[y, x] <= 0.15:
+            break
+        r = radii[best_r[y, x]]
+        # The LV cavity is much brighter than the nulled ring around it; the
+        # spine or liver are only a little brighter than their surroundings.
+        dist = np.hypot(yy - y, xx - x)
+        inside = small[dist < 0.8 * r]
+        ring = small[(dist > r + 0.5) & (dist < r + 3.5)]
+        contrast = (float(np.median(inside) - np.percentile(ring, 75))
+                    if inside.size and ring.size else 0.0)
+        # The heart is planned near the centre of a short-axis field of view.
+        off_centre_mm = iso * np.hypot(y - (shape[0] - 1) / 2, x - (shape[1] - 1) / 2)
+        prior = np.exp(-0.5 * (off_centre_mm / 35.0) ** 2)
+        src = (grid.scale[0] * y + grid.offset[0], grid.scale[1] * x + grid.offset[1])
+        peaks.append(Circle(centre=src, radius_mm=float(r * iso),
+                            score=float(flat[y, x]) * max(contrast, 0.0) * prior))
+        flat[max(0, y - 5):y + 6, max(0, x - 5):x + 6] = 0
+    peaks.sort(key=lambda c: -c.score)
+    return [c for c in peaks[:n_peaks] if c.score > 0]
+
+
+def hough_lv_circles(slices: Sequence[np.ndarray], spacing: Spacing,
+                     radius_range_mm: tuple[float, float] = (10.0, 40.0),
+                     max_jump_mm: float = 20.0) -> list[Circle]:
+    """One LV circle per slice of a stack, consistent along the long axis.
+
+    Per-slice Hough peaks can lock onto the RV, the aorta or the spine. The
+    LV is the centre that most slices agree on, so each candidate is scored by
+    the support it gets from the other slices' candidates within
+    ``max_jump_mm``; every slice then takes its candidate nearest to that
+    consensus, or the consensus itself (median radius) when it has none.
+    """
+    per_slice = [hough_candidates(s, spacing, radius_range_mm) for s in slices]
+    flat = [c for cands in per_slice for c in cands]
+    if not flat:
+        centre = (slices[0].shape[0] / 2.0, slices[0].shape[1] / 2.0)
+        return [Circle(centre, radius_range_mm[1] / 2, 0.0) for _ in slices]
+    pts = np.array([c.centre for c in flat]) * np.asarray(spacing)
+    weights = np.array([c.score for c in flat])
+    dist = np.linalg.norm(pts[:, None, :] - pts[None, :, :], axis=-1)
+    support = ((dist < max_jump_mm) * weights[None, :]).sum(axis=1)
+    best = int(np.argmax(support))
+    near = dist[best] < max_jump_mm
+    consensus = np.average(pts[near], axis=0, weights=weights[near]) / np.asarray(spacing)
+    median_radius = float(np.median([c.radius_mm for c, ok in zip(flat, near, strict=True) if ok]))
+    chosen = []
+    for cands in per_slice:
+        # A slice's own circle must sit close to the consensus (the LV axis is
+        # planned along the slice normal); farther ones are papillary gaps or RV.
+        best_c, best_d = None, max_jump_mm / 2
+        for c in cands:
+            d = float(np.linalg.norm((np.asarray(c.centre) - consensus) * np.asarray(spacing)))
+            if d < best_d:
+                best_c, best_d = c, d
+        chosen.append(best_c or Circle(tuple(consensus), median_radius, 0.0))
+    return chosen
+
+
+def hough_crop_transform(circle: Circle, spacing: Spacing, source_shape: tuple[int, int],
+                         model_side: int = 64, wall_mm: float = 10.0,
+                         min_side_mm: float = 110.0) -> GridTransform:
+    """ENet crop: a square centred on the LV, side twice the LV diameter, to 64x64.
+
+    The Hough circle is the endocardium (the bright cavity), so the LV
+    (epicardial) diameter is its diameter plus two typical walls. Near the
+    apex or under heavy scar the circle can be small or off-centre, so the
+    side never drops below ``min_side_mm`` and the whole LV stays inside.
+    """
+    side_mm = max(4.0 * (circle.radius_mm + wall_mm), min_side_mm)
+    return square_box_transform(circle.centre, side_mm, spacing, (model_side, model_side),
+                                source_shape)

@@ -1,0 +1,51 @@
+"""Shared fixtures: phantom series are made on the fly, never shipped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from training.phantoms import generate_one
+
+PHANTOM_SEED = 20261124
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six small phantom series written to disk (seeded, so identical every run)."""
+    out = tmp_path_factory.mktemp("phantoms")
+    for index in range(6):
+        generate_one(PHANTOM_SEED, index, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def many_series_dirs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Twenty-four series for statistics over slices (a different seed from the above)."""
+    out = tmp_path_factory.mktemp("phantoms_many")
+    for index in range(24):
+        generate_one(PHANTOM_SEED + 1, index, out)
+    return sorted(out.glob("phantom_*"))
+
+
+@pytest.fixture(scope="session")
+def series_dirs(phantom_dir: Path) -> list[Path]:
+    return sorted(phantom_dir.glob("phantom_*"))
+
+
+def read_series(series_dir: Path) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(p) for p in sorted((series_dir / "dicom").glob("*.dcm"))]
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; in CI a missing tool fails instead of skipping."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed; .ci/run must install it")
+        pytest.skip(f"{name} is not installed")
+    return path

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.app import app
+from service.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_healthz() -> None:
+    with TestClient(app) as client:
+        r = client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_readyz_not_ready_without_models() -> None:
+    with TestClient(app) as client:
+        r = client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["models"] == []
+
+
+def test_unknown_path_gets_contract_error_body() -> None:
+    with TestClient(app) as client:
+        r = client.get("/no/such/thing")
+    assert r.status_code == 404
+    assert set(r.json()) == {"error"}
+    assert r.json()["error"]["code"] == "not_found"
+
+
+def test_settings_defaults_and_env(monkeypatch) -> None:
+    s = Settings()
+    assert s.host == "127.0.0.1" and s.port == 8000 and s.execution_provider == "auto"
+    assert s.models_dir == ROOT / "models"
+    monkeypatch.setenv("EXECUTION_PROVIDER", "cpu")
+    monkeypatch.setenv("MAX_CONCURRENT_ANALYSES", "3")
+    s = Settings()
+    assert s.execution_provider == "cpu" and s.max_concurrent_analyses == 3
+
+
+def test_service_never_imports_tensorflow_or_training() -> None:
+    pattern = re.compile(r"^\s*(import|from)\s+(tensorflow|keras|tf2onnx|training)\b", re.M)
+    offenders = [p.name for p in (ROOT / "service").rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
+
+
+def test_base_install_has_no_tensorflow() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"]).lower()
+    assert "tensorflow" not in base and "keras" not in base
+    assert any(d.startswith("tensorflow") for d in project["optional-dependencies"]["train"])
+    for dep in project["dependencies"]:
+        assert "==" in dep, f"unpinned dependency {dep}"

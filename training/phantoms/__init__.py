@@ -1,0 +1,39 @@
+"""Synthetic dark-blood LGE short-axis phantoms with ground truth.
+
+There is no patient data in this project; these phantoms are what the models
+are trained and tested on. See ``docs/phantoms.md`` for the file format.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .dicom import build_datasets, series_id, write_series
+from .render import RenderedSeries, render
+from .spec import PhantomSpec, sample_spec
+
+__all__ = [
+    "PhantomSpec", "RenderedSeries", "build_datasets", "generate_one", "load_truth",
+    "render", "sample_spec", "series_id", "write_series",
+]
+
+
+def generate_one(seed: int, index: int, out_dir: Path) -> dict:
+    """Render and write series ``index`` of data set ``seed``; returns its meta.json."""
+    spec = sample_spec(seed, index)
+    series_dir = write_series(spec, render(spec), Path(out_dir))
+    return json.loads((series_dir / "meta.json").read_text())
+
+
+def load_truth(series_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Ground truth of one written series as ``{sop_instance_uid: {"myocardium", "scar"}}``."""
+    with np.load(Path(series_dir) / "truth.npz") as data:
+        uids = [str(u) for u in data["sop_instance_uids"]]
+        return {
+            uid: {"myocardium": data["myocardium"][k], "scar": data["scar"][k],
+                  "mvo": data["mvo"][k]}
+            for k, uid in enumerate(uids)
+        }
