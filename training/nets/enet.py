@@ -78,6 +78,17 @@ def _conv_bn_prelu(x, filters, kernel, name, strides=1, dilation=1, weight_decay
     return layers.PReLU(shared_axes=[1, 2], name=f"{name}_prelu")(x)
 
 
+def _expand_and_merge(main, ext, filters: int, name: str, dropout: float, weight_decay: float):
+    """Close a bottleneck: 1x1 expansion, batch norm, spatial dropout, sum, PReLU."""
+    ext = layers.Conv2D(filters, 1, use_bias=False,
+                        kernel_regularizer=keras.regularizers.l2(weight_decay),
+                        name=f"{name}_expand")(ext)
+    ext = layers.BatchNormalization(name=f"{name}_expand_bn")(ext)
+    ext = layers.SpatialDropout2D(dropout, name=f"{name}_dropout")(ext)
+    y = layers.Add(name=f"{name}_add")([main, ext])
+    return layers.PReLU(shared_axes=[1, 2], name=f"{name}_out")(y)
+
+
 def initial_block(x, weight_decay: float = 2e-4):
     conv = layers.Conv2D(13, 3, strides=2, padding="same",
                          kernel_regularizer=keras.regularizers.l2(weight_decay),
@@ -110,13 +121,7 @@ def bottleneck(x, filters: int, name: str, kind: str = "regular", dilation: int 
         ext = _conv_bn_prelu(ext, inner, 3, f"{name}_main",
                              dilation=dilation if kind == "dilated" else 1,
                              weight_decay=weight_decay)
-    ext = layers.Conv2D(filters, 1, use_bias=False,
-                        kernel_regularizer=keras.regularizers.l2(weight_decay),
-                        name=f"{name}_expand")(ext)
-    ext = layers.BatchNormalization(name=f"{name}_expand_bn")(ext)
-    ext = layers.SpatialDropout2D(dropout, name=f"{name}_dropout")(ext)
-    y = layers.Add(name=f"{name}_add")([main, ext])
-    return layers.PReLU(shared_axes=[1, 2], name=f"{name}_out")(y), argmax
+    return _expand_and_merge(main, ext, filters, name, dropout, weight_decay), argmax
 
 
 def upsampling_bottleneck(x, filters: int, argmax, pooled_from, name: str,
@@ -141,13 +146,7 @@ def upsampling_bottleneck(x, filters: int, argmax, pooled_from, name: str,
                                  name=f"{name}_deconv")(ext)
     ext = layers.BatchNormalization(name=f"{name}_deconv_bn")(ext)
     ext = layers.PReLU(shared_axes=[1, 2], name=f"{name}_deconv_prelu")(ext)
-    ext = layers.Conv2D(filters, 1, use_bias=False,
-                        kernel_regularizer=keras.regularizers.l2(weight_decay),
-                        name=f"{name}_expand")(ext)
-    ext = layers.BatchNormalization(name=f"{name}_expand_bn")(ext)
-    ext = layers.SpatialDropout2D(dropout, name=f"{name}_dropout")(ext)
-    y = layers.Add(name=f"{name}_add")([main, ext])
-    return layers.PReLU(shared_axes=[1, 2], name=f"{name}_out")(y)
+    return _expand_and_merge(main, ext, filters, name, dropout, weight_decay)
 
 
 # Stage 2/3 pattern after the first bottleneck (ENet table 1).
