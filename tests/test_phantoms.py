@@ -173,3 +173,21 @@ def test_cli_writes_index(tmp_path: Path) -> None:
     index = json.loads((tmp_path / "index.json").read_text())
     assert [s["series_id"] for s in index["series"]] == ["phantom_0009_00000", "phantom_0009_00001"]
     assert "phantoms" in out.stderr  # the progress bar
+
+
+def test_preview_montage_draws_truth(series_dirs: list[Path]) -> None:
+    from training.phantoms.preview import montage
+
+    for series_dir in series_dirs:
+        meta = json.loads((series_dir / "meta.json").read_text())
+        if meta["scar_percent"] > 0:
+            break
+    else:
+        pytest.fail("no fixture series with scar")
+    grid = montage(series_dir, half_side_px=40)
+    n = min(8, meta["n_slices"])
+    assert grid.shape == (160, 80 * n, 3)
+    top, bottom = grid[:80].astype(int), grid[80:].astype(int)
+    assert (top[..., 0] == top[..., 1]).all(), "top row is plain grey"
+    assert ((bottom[..., 0] - bottom[..., 1]) > 80).any(), "scar drawn in red"
+    assert ((bottom[..., 1] - bottom[..., 0]) > 80).any(), "myocardium drawn in green"

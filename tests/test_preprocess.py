@@ -16,9 +16,7 @@ from service.preprocess import (
     to_float,
     zscore,
 )
-from training.phantoms import load_truth
-
-from .conftest import read_series
+from training.phantoms import load_series, load_truth
 
 
 def _ring(shape=(200, 240), centre=(90, 130), r_in=18, r_out=28) -> np.ndarray:
@@ -139,11 +137,8 @@ def test_hough_crop_contains_whole_lv_on_phantoms(series_dirs: list[Path],
     total = contained = 0
     for series_dir in [*series_dirs, *many_series_dirs]:
         truth = load_truth(series_dir)
-        order = list(truth)
-        datasets = sorted(read_series(series_dir), key=lambda d: order.index(d.SOPInstanceUID))
+        datasets, images = load_series(series_dir)
         spacing = tuple(float(v) for v in datasets[0].PixelSpacing)
-        images = [to_float(d.pixel_array, float(d.get("RescaleSlope", 1)),
-                           float(d.get("RescaleIntercept", 0))) for d in datasets]
         circles = hough_lv_circles(images, spacing)
         for ds, image, circle in zip(datasets, images, circles, strict=True):
             myo = truth[ds.SOPInstanceUID]["myocardium"].astype(bool)

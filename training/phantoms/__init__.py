@@ -10,6 +10,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pydicom
+
+from service.preprocess import to_float
 
 from .dicom import build_datasets, series_id, write_series
 from .render import RenderedSeries, render
@@ -17,7 +20,7 @@ from .spec import PhantomSpec, sample_spec
 
 __all__ = [
     "PhantomSpec", "RenderedSeries", "build_datasets", "generate_one", "load_truth",
-    "render", "sample_spec", "series_id", "write_series",
+    "load_series", "render", "sample_spec", "series_id", "write_series",
 ]
 
 
@@ -37,3 +40,19 @@ def load_truth(series_dir: Path) -> dict[str, dict[str, np.ndarray]]:
                   "mvo": data["mvo"][k]}
             for k, uid in enumerate(uids)
         }
+
+
+def load_series(series_dir: Path) -> tuple[list[pydicom.Dataset], list[np.ndarray]]:
+    """Datasets and physical-value images of a written series, in truth (base-to-apex) order.
+
+    For tools and tests that know the truth; the service orders slices by
+    geometry instead.
+    """
+    series_dir = Path(series_dir)
+    with np.load(series_dir / "truth.npz") as data:
+        order = {str(u): k for k, u in enumerate(data["sop_instance_uids"])}
+    datasets = sorted((pydicom.dcmread(p) for p in (series_dir / "dicom").glob("*.dcm")),
+                      key=lambda d: order[d.SOPInstanceUID])
+    images = [to_float(d.pixel_array, float(d.get("RescaleSlope", 1)),
+                       float(d.get("RescaleIntercept", 0))) for d in datasets]
+    return datasets, images

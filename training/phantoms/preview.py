@@ -10,26 +10,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from PIL import Image
 
-from service.preprocess import to_float
-
-from . import load_truth
+from . import load_series, load_truth
 
 
 def montage(series_dir: Path, half_side_px: int = 48, max_slices: int = 8) -> np.ndarray:
     truth = load_truth(series_dir)
-    order = list(truth)
-    datasets = sorted((pydicom.dcmread(p) for p in (series_dir / "dicom").glob("*.dcm")),
-                      key=lambda d: order.index(d.SOPInstanceUID))[:max_slices]
+    datasets, images = load_series(series_dir)
     union = np.any([t["myocardium"] for t in truth.values()], axis=0)
     ys, xs = np.nonzero(union) if union.any() else ([union.shape[0] // 2], [union.shape[1] // 2])
     cy, cx = int(np.mean(ys)), int(np.mean(xs))
     top, bottom = [], []
-    for ds in datasets:
-        image = to_float(ds.pixel_array, float(ds.get("RescaleSlope", 1)),
-                         float(ds.get("RescaleIntercept", 0)))
+    for ds, image in list(zip(datasets, images, strict=True))[:max_slices]:
         lo, hi = np.percentile(image, [1, 99.5])
         grey = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
         rgb = np.repeat(grey[..., None], 3, axis=-1)
