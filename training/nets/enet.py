@@ -153,7 +153,8 @@ def upsampling_bottleneck(x, filters: int, argmax, pooled_from, name: str,
 _MIDDLE = (("regular", 1), ("dilated", 2), ("asymmetric", 1), ("dilated", 4),
            ("regular", 1), ("dilated", 8), ("asymmetric", 1), ("dilated", 16))
 
-STAGE_COUNTS = (5, 9, 8, 3, 2)
+# Bottlenecks per stage (seed 001, Fig. 1); stages 2 and 3 follow _MIDDLE.
+STAGE_COUNTS = (5, 1 + len(_MIDDLE), len(_MIDDLE), 3, 2)
 
 
 def build_enet(input_size: int = 64, n_classes: int = 2, weight_decay: float = 2e-4,
@@ -162,7 +163,7 @@ def build_enet(input_size: int = 64, n_classes: int = 2, weight_decay: float = 2
     x0 = initial_block(inputs, weight_decay)
     # Stage 1: 5 bottlenecks, the first downsampling to 64 maps.
     x, idx1 = bottleneck(x0, 64, "b1_0", "downsampling", dropout=0.01, weight_decay=weight_decay)
-    for i in range(1, 5):
+    for i in range(1, STAGE_COUNTS[0]):
         x, _ = bottleneck(x, 64, f"b1_{i}", dropout=0.01, weight_decay=weight_decay)
     x1 = x
     # Stage 2: 9 bottlenecks, the first downsampling to 128 maps.
@@ -174,11 +175,12 @@ def build_enet(input_size: int = 64, n_classes: int = 2, weight_decay: float = 2
         x, _ = bottleneck(x, 128, f"b3_{i}", kind, dil, weight_decay=weight_decay)
     # Stage 4: 3 bottlenecks, the first upsampling to 64 maps.
     x = upsampling_bottleneck(x, 64, idx2, x1, "b4_0", weight_decay=weight_decay)
-    for i in range(1, 3):
+    for i in range(1, STAGE_COUNTS[3]):
         x, _ = bottleneck(x, 64, f"b4_{i}", weight_decay=weight_decay)
     # Stage 5: 2 bottlenecks, the first upsampling to 16 maps.
     x = upsampling_bottleneck(x, 16, idx1, x0, "b5_0", weight_decay=weight_decay)
-    x, _ = bottleneck(x, 16, "b5_1", weight_decay=weight_decay)
+    for i in range(1, STAGE_COUNTS[4]):
+        x, _ = bottleneck(x, 16, f"b5_{i}", weight_decay=weight_decay)
     logits = layers.Conv2DTranspose(n_classes, 2, strides=2, padding="same", name="fullconv")(x)
     probs = layers.Softmax(name="probabilities")(logits)
     return keras.Model(inputs, probs, name=name)
