@@ -14,7 +14,8 @@ Pure functions only: no DICOM, no disk.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -44,8 +45,8 @@ class GridTransform:
         return cls(scale=scale, offset=offset, model_shape=tuple(model_shape),
                    source_shape=tuple(source_shape))
 
-    def to_model(self, image: np.ndarray, order: int = 1) -> np.ndarray:
-        """Sample ``image`` (source grid) on the model grid; outside the image is 0.
+    def to_model(self, image: np.ndarray, order: int = 1, fill: float = 0.0) -> np.ndarray:
+        """Sample ``image`` (source grid) on the model grid; outside the image is ``fill``.
 
         Downsampling first low-passes the image so that thin bright structures
         (scar) are averaged, not aliased.
@@ -53,10 +54,10 @@ class GridTransform:
         image = np.asarray(image, dtype=np.float32)
         sigma = [max(0.0, (s - 1.0) / 2.0) for s in self.scale]
         if order > 0 and any(s > 0 for s in sigma):
-            image = ndimage.gaussian_filter(image, sigma, mode="constant")
+            image = ndimage.gaussian_filter(image, sigma, mode="nearest")
         return ndimage.affine_transform(
             image, np.asarray(self.scale), offset=np.asarray(self.offset),
-            output_shape=self.model_shape, order=order, mode="constant", cval=0.0,
+            output_shape=self.model_shape, order=order, mode="constant", cval=fill,
             prefilter=False,
         )
 
@@ -256,3 +257,99 @@ def hough_crop_transform(circle: Circle, spacing: Spacing, source_shape: tuple[i
     side_mm = max(4.0 * (circle.radius_mm + wall_mm), min_side_mm)
     return square_box_transform(circle.centre, side_mm, spacing, (model_side, model_side),
                                 source_shape)
+
+
+# --- Model inputs ----------------------------------------------------------
+# One function per kind of network input, so training and serving cut and
+# normalise slices identically. Parameters come from the model's manifest entry.
+
+
+def whole_image_input(image: np.ndarray, spacing: Spacing, target_spacing: float = 2.0,
+                      shape: tuple[int, int] = (128, 128)) -> tuple[np.ndarray, GridTransform]:
+    """Cascade CNN1: the whole slice z-scored, at ``target_spacing`` mm, centred.
+
+    Field of view beyond the image is filled with the darkest kept value
+    (air), not with 0, which after the z-score would be mid-gray tissue.
+    """
+    z = zscore(image)
+    transform = resample_transform(np.shape(image), spacing, target_spacing, shape)
+    return transform.to_model(z, fill=float(z.min())), transform
+
+
+def crop_input(image: np.ndarray, transform: GridTransform,
+               mask: np.ndarray | None = None) -> np.ndarray:
+    """A crop (heart box or Hough circle) z-scored on itself, as the ENet paper does.
+
+    With ``mask`` (source grid, e.g. the myocardium) the crop is multiplied
+    by the mask and normalised from inside it: the ENet paper's Protocol 2.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    crop = transform.to_model(image, fill=float(np.percentile(image, 0.5)))
+    if mask is None:
+        return zscore(crop)
+    model_mask = transform.to_model(np.asarray(mask, dtype=np.float32), order=1) >= 0.5
+    return zscore(crop, model_mask)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a network sees a slice; written into and read back from ``models/manifest.json``.
+
+    ``crop``: ``whole_image`` (resampled to ``spacing_mm``), ``heart_box`` (the
+    square around the union of the myocardium over the series, plus
+    ``margin_mm``) or ``hough_circle`` (per slice, side twice the LV
+    diameter). ``masked``: multiply by the myocardium (ENet Protocol 2).
+    """
+
+    crop: Literal["whole_image", "heart_box", "hough_circle"]
+    shape: tuple[int, int]
+    spacing_mm: float | None = None
+    masked: bool = False
+    margin_mm: float = 12.0
+    min_side_mm: float = 60.0
+    normalisation: str = "z-score per input, values clipped at the 0.5th/99.5th percentile"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known | {"shape": tuple(data["shape"])})
+
+
+def crop_transforms(images: Sequence[np.ndarray], spacing: Spacing, spec: InputSpec,
+                    myocardium: np.ndarray | None = None) -> list[GridTransform] | None:
+    """The crop of every slice for a ``heart_box`` or ``hough_circle`` network.
+
+    A heart box needs the myocardium (z, y, x); None when it is empty.
+    """
+    if spec.crop == "heart_box":
+        if myocardium is None:
+            raise ValueError("a heart_box crop needs the myocardium")
+        box = bounding_box_transform(np.asarray(myocardium).any(axis=0), spacing, spec.shape,
+                                     spec.margin_mm, spec.min_side_mm)
+        return None if box is None else [box] * len(images)
+    if spec.crop == "hough_circle":
+        circles = hough_lv_circles(images, spacing)
+        return [hough_crop_transform(c, spacing, np.shape(im), model_side=spec.shape[0])
+                for c, im in zip(circles, images, strict=True)]
+    raise ValueError(f"{spec.crop} is not a crop")
+
+
+def model_inputs(images: Sequence[np.ndarray], spacing: Spacing, spec: InputSpec,
+                 transforms: Sequence[GridTransform] | None = None,
+                 myocardium: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, list[GridTransform]]:
+    """The batch (N, H, W, 1) a network gets for a series, and each slice's transform."""
+    if spec.crop == "whole_image":
+        pairs = [whole_image_input(im, spacing, spec.spacing_mm, spec.shape) for im in images]
+        batch, transforms = [p[0] for p in pairs], [p[1] for p in pairs]
+    else:
+        if transforms is None:
+            raise ValueError("a crop network needs its crop transforms")
+        if spec.masked and myocardium is None:
+            raise ValueError("a masked (Protocol 2) network needs the myocardium")
+        batch = [crop_input(im, t, myocardium[k] if spec.masked else None)
+                 for k, (im, t) in enumerate(zip(images, transforms, strict=True))]
+    return np.stack(batch)[..., None].astype(np.float32), list(transforms)

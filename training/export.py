@@ -18,9 +18,16 @@ import tf2onnx
 OPSET = 17
 
 
-def export_onnx(model: keras.Model, path: Path, opset: int = OPSET) -> str:
-    """Write ``model`` as ONNX at ``path``; returns the file's sha256."""
+def export_onnx(model: keras.Model, path: Path, opset: int = OPSET,
+                input_hw: tuple[int, int] | None = None) -> str:
+    """Write ``model`` as ONNX at ``path``; returns the file's sha256.
+
+    ``input_hw`` fixes the height and width of a network built with free
+    spatial dimensions (trained on random crops, served on whole inputs).
+    """
     _, height, width, channels = model.input_shape
+    if input_hw is not None:
+        height, width = input_hw
     spec = (tf.TensorSpec((None, height, width, channels), tf.float32, name="image"),)
 
     @tf.function(input_signature=spec)

@@ -1,0 +1,57 @@
+"""onnxruntime sessions: one per model, created once, run on whole series in one batch.
+
+CUDA is used when onnxruntime offers it (and the setting allows), else the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class Predictor(Protocol):
+    """Class probabilities for a batch: (N, H, W, 1) float32 in, (N, H, W, C) out."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def choose_providers(preference: str = "auto") -> list[str]:
+    """Providers for ``auto``, ``cuda`` or ``cpu``.
+
+    ``cuda`` without CUDA is an error, not a silent fallback.
+    """
+    available = ort.get_available_providers()
+    if preference == "cpu":
+        return [CPU]
+    if CUDA in available:
+        return [CUDA, CPU]
+    if preference == "cuda":
+        raise RuntimeError(f"EXECUTION_PROVIDER=cuda but onnxruntime offers only {available}")
+    return [CPU]
+
+
+class OnnxModel:
+    """An ONNX segmentation network behind the :class:`Predictor` interface."""
+
+    def __init__(self, path: Path, providers: Sequence[str] = (CPU,),
+                 intra_op_threads: int = 0) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(str(path), sess_options=options,
+                                            providers=list(providers))
+        self.input_name = self.session.get_inputs()[0].name
+        self.execution_provider = self.session.get_providers()[0]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim == 3:
+            batch = batch[..., None]
+        return self.session.run(None, {self.input_name: batch})[0]

@@ -1,0 +1,59 @@
+"""Model probabilities on the source grid to clean binary masks.
+
+Pure array functions; volumes are (z, y, x) with slice 0 the most basal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a 2-D mask (empty stays empty)."""
+    labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+    return labels == (1 + int(np.argmax(sizes)))
+
+
+def encloses_a_hole(mask: np.ndarray) -> bool:
+    return bool((ndimage.binary_fill_holes(mask) & ~mask).any())
+
+
+def clean_myocardium(probability: np.ndarray, threshold: float = 0.5,
+                     min_area_px: int = 10) -> np.ndarray:
+    """Per slice, keep the LV ring: the largest component, preferring one that encloses a hole.
+
+    Stray islands (RV wall, papillary muscle touching nothing) are dropped.
+    A ring (a component around the cavity) wins over a larger solid blob,
+    except near the apex where the myocardium may legitimately be a disk.
+    """
+    masks = np.asarray(probability) >= threshold
+    out = np.zeros_like(masks, dtype=bool)
+    for k, mask in enumerate(masks):
+        labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+        if n == 0:
+            continue
+        sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+        order = np.argsort(-sizes)
+        chosen = labels == (1 + order[0])
+        for idx in order:
+            if sizes[idx] < max(min_area_px, 0.3 * sizes[order[0]]):
+                break
+            candidate = labels == (1 + idx)
+            if encloses_a_hole(candidate):
+                chosen = candidate
+                break
+        if chosen.sum() >= min_area_px:
+            out[k] = chosen
+    return out
+
+
+def scar_inside(probability: np.ndarray, myocardium: np.ndarray,
+                threshold: float = 0.5) -> np.ndarray:
+    """Scar is only ever inside the myocardium."""
+    return (np.asarray(probability) >= threshold) & np.asarray(myocardium, dtype=bool)

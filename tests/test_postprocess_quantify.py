@@ -1,0 +1,91 @@
+"""Mask cleaning and the classical thresholds on hand-made slices with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.draw import disk
+
+from service.postprocess import clean_myocardium, largest_component, scar_inside
+from service.quantify import fwhm_scar, nsd_scar, remote_statistics, scar_fraction, sector_labels
+
+
+def _ring(shape=(96, 96), centre=(48, 48), r_in=14, r_out=22) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[disk(centre, r_out, shape=shape)] = True
+    mask[disk(centre, r_in, shape=shape)] = False
+    return mask
+
+
+def test_largest_component_keeps_only_the_biggest() -> None:
+    mask = np.zeros((20, 20), bool)
+    mask[1:4, 1:4] = True
+    mask[10:18, 10:18] = True
+    out = largest_component(mask)
+    assert out.sum() == 64 and not out[2, 2]
+
+
+def test_clean_myocardium_prefers_the_ring_over_a_larger_blob() -> None:
+    ring = _ring()
+    blob = np.zeros_like(ring)
+    blob[0:23, 50:96] = True  # a solid 1058 px blob clear of the ring (rows 26-70)
+    assert blob.sum() > ring.sum()
+    probability = np.stack([(ring | blob).astype(np.float32)])
+    out = clean_myocardium(probability)
+    assert np.array_equal(out[0], ring)
+
+
+def test_clean_myocardium_keeps_an_apical_disk_and_drops_islands() -> None:
+    solid = np.zeros((64, 64), bool)
+    solid[disk((32, 32), 8)] = True
+    island = np.zeros_like(solid)
+    island[2:5, 2:5] = True
+    out = clean_myocardium(np.stack([(solid | island).astype(np.float32),
+                                     np.zeros((64, 64), np.float32)]))
+    assert np.array_equal(out[0], solid)
+    assert not out[1].any()
+
+
+def test_scar_is_clipped_to_the_myocardium() -> None:
+    myo = np.zeros((1, 10, 10), bool)
+    myo[0, 2:8, 2:8] = True
+    prob = np.full((1, 10, 10), 0.9, np.float32)
+    assert np.array_equal(scar_inside(prob, myo), myo)
+
+
+def test_sector_labels_split_a_ring_into_equal_sectors() -> None:
+    labels = sector_labels(_ring(), 6)
+    counts = np.bincount(labels[labels >= 0], minlength=6)
+    assert set(np.unique(labels)) == {-1, 0, 1, 2, 3, 4, 5}
+    assert counts.min() / counts.max() > 0.9
+
+
+def _scarred_slice(rng, scar_signal=300.0):
+    """Dark ring (mean 50, SD 10) with its screen-upper-right sixth enhanced."""
+    ring = _ring()
+    image = rng.normal(50.0, 10.0, ring.shape).astype(np.float32)
+    scar = ring & (sector_labels(ring, 6) == 0)
+    image[scar] = rng.normal(scar_signal, 10.0, int(scar.sum()))
+    return image, ring, scar
+
+
+def test_remote_region_is_the_darkest_sector() -> None:
+    image, ring, _ = _scarred_slice(np.random.default_rng(0))
+    mean, sd = remote_statistics(image, ring)
+    assert abs(mean - 50.0) < 4 and abs(sd - 10.0) < 3
+
+
+def test_nsd_and_fwhm_find_a_bright_sector() -> None:
+    image, ring, scar = _scarred_slice(np.random.default_rng(1))
+    for found in (nsd_scar([image], ring[None], 4.0)[0], fwhm_scar([image], ring[None])[0]):
+        assert (found & scar).sum() / scar.sum() > 0.95
+        assert (found & ~scar).sum() < 0.01 * ring.sum()
+
+
+def test_scar_fraction() -> None:
+    myo = np.zeros((2, 4, 4), bool)
+    myo[:, :2] = True  # 16 px
+    scar = np.zeros_like(myo)
+    scar[0, 0] = True  # 4 px
+    scar[1, 3] = True  # outside the myocardium: ignored
+    assert scar_fraction(scar, myo) == 0.25
+    assert scar_fraction(scar, np.zeros_like(myo)) == 0.0

@@ -1,0 +1,118 @@
+"""Training data, augmentation, splits and the resumable loop (no full training here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.augment import augment_pair, dihedral
+from training.dataset import (
+    ENET_P2,
+    MYOCARDIUM_UNET,
+    SCAR_UNET,
+    TASKS,
+    Arrays,
+    kfold_series,
+    series_arrays,
+)
+
+
+def test_dihedral_gives_the_eight_distinct_flips_and_rotations() -> None:
+    a = np.arange(9).reshape(3, 3)
+    images = {dihedral(a, k).tobytes() for k in range(8)}
+    assert len(images) == 8
+    assert np.array_equal(dihedral(a, 0), a)
+
+
+def test_augmentation_moves_image_and_target_together() -> None:
+    rng = np.random.default_rng(3)
+    image = np.zeros((64, 64), np.float32)
+    image[10:20, 30:50] = 5.0
+    target = (image > 0).astype(np.float32)
+    for _ in range(20):
+        aug_image, aug_target = augment_pair(image, target, rng)
+        assert 0.0 <= aug_target.min() and aug_target.max() <= 1.0
+        # Where the target is solidly foreground, the image is the bright square.
+        solid = aug_target > 0.9
+        assert solid.any()
+        assert aug_image[solid].mean() > aug_image[aug_target < 0.1].mean() + 1.0
+
+
+def test_masked_augmentation_keeps_the_outside_at_zero() -> None:
+    rng = np.random.default_rng(4)
+    image = np.zeros((32, 32), np.float32)
+    image[8:24, 8:24] = rng.normal(0, 1, (16, 16))
+    for _ in range(10):
+        aug, _ = augment_pair(image, np.zeros_like(image), rng, masked=True)
+        assert np.all(aug[:4] == 0) and np.all(aug[:, -4:] == 0)
+
+
+def test_kfold_series_partitions_whole_series() -> None:
+    vals = []
+    for fold in range(5):
+        train, val = kfold_series(23, 5, fold)
+        assert not set(train) & set(val)
+        assert len(train) + len(val) == 23
+        vals.extend(val)
+    assert sorted(vals) == list(range(23))
+    with pytest.raises(ValueError):
+        kfold_series(10, 5, 5)
+
+
+def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
+    arrays = series_arrays(series_dirs[0], series_number=7)
+    n = len(list((series_dirs[0] / "dicom").glob("*.dcm")))
+    assert set(arrays) == set(TASKS)
+    for task, spec in TASKS.items():
+        a = arrays[task]
+        assert a.x.shape[1:] == (*spec.shape, 1) and a.x.dtype == np.float32
+        assert a.y.shape == a.x.shape[:3]
+        assert 0.0 <= a.y.min() and a.y.max() <= 1.0
+        assert np.all(a.series == 7)
+    assert MYOCARDIUM_UNET.spacing_mm == 2.0 and len(arrays["myocardium_unet"].x) == n
+    assert len(arrays["scar_unet"].x) == 2 * n  # two jittered heart boxes per slice
+    # The myocardium is inside CNN1's field of view on every slice and soft at its border.
+    y = arrays["myocardium_unet"].y
+    assert np.all(y.reshape(n, -1).max(axis=1) > 0.9)
+    assert ((y > 0.05) & (y < 0.95)).any()
+    # Protocol 2 is zero outside the (perturbed) myocardium: most of the crop.
+    assert (arrays["enet_p2"].x == 0).mean() > 0.5 and ENET_P2.masked
+    assert SCAR_UNET.crop == "heart_box"
+
+
+def test_arrays_round_trip_and_select(tmp_path: Path) -> None:
+    a = Arrays(np.random.rand(4, 8, 8, 1).astype(np.float32),
+               np.random.rand(4, 8, 8).astype(np.float32), np.array([0, 0, 1, 2]))
+    a.save(tmp_path / "a.npz")
+    b = Arrays.load(tmp_path / "a.npz")
+    assert np.allclose(a.x, b.x, atol=1e-3) and np.array_equal(a.series, b.series)
+    assert len(b.select(b.series == 0).x) == 2
+
+
+def test_training_resumes_where_it_stopped(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from training.nets import build_unet
+    from training.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (16, 16, 16, 1)).astype(np.float32)
+    y = (x[..., 0] > 0.5).astype(np.float32)
+    data = Arrays(x, y, np.arange(16))
+
+    def build():
+        return build_unet((16, 16, 1), base_filters=4, depth=2)
+
+    config = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=4)
+    _, first = train(build, data, data, config, tmp_path, "tiny")
+    assert first.done and first.epoch == 1 and (tmp_path / "curves.png").exists()
+    # Asking for more epochs continues from epoch 1 rather than starting again.
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["done"] = False
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    more = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4)
+    _, second = train(build, data, data, more, tmp_path, "tiny")
+    assert second.epoch == 2 and [h["epoch"] for h in second.history] == [1, 2]
+    assert 0.0 <= second.best_val_dsc <= 1.0

@@ -1,0 +1,162 @@
+"""Training arrays from written phantom series, cut by the service's own preprocessing.
+
+Every input goes through :func:`service.preprocess.model_inputs`, the same
+function the service calls, so the networks never see anything the service
+would not give them. Targets are the ground-truth masks resampled onto the
+model grid as fractions (soft labels): a 2 mm pixel half covered by
+myocardium is 0.5 myocardium, which lets the network place a border between
+pixels, and the probability mapped back to the source grid lands there.
+
+Two things differ from serving, on purpose:
+
+* the heart box is made from the true myocardium with random margin and
+  shift, so the scar U-Net sees the spread of boxes CNN1 will give it;
+* the Protocol 2 mask is the true myocardium, randomly eroded or dilated by
+  one pixel, so the ENet does not rely on a perfect mask it will not get.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from service.preprocess import GridTransform, InputSpec, crop_transforms, model_inputs
+
+from .phantoms import load_series, load_truth
+
+# The input of each trained network (written into models/manifest.json).
+MYOCARDIUM_UNET = InputSpec(crop="whole_image", shape=(128, 128), spacing_mm=2.0)
+SCAR_UNET = InputSpec(crop="heart_box", shape=(96, 96), margin_mm=12.0, min_side_mm=60.0)
+ENET_P1 = InputSpec(crop="hough_circle", shape=(64, 64), masked=False)
+ENET_P2 = InputSpec(crop="hough_circle", shape=(64, 64), masked=True)
+
+TASKS = {"myocardium_unet": MYOCARDIUM_UNET, "scar_unet": SCAR_UNET,
+         "enet_p1": ENET_P1, "enet_p2": ENET_P2}
+BOX_JITTERS_PER_SERIES = 2
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """Inputs (N, H, W, 1) float32, soft targets (N, H, W) float32, and each row's series."""
+
+    x: np.ndarray
+    y: np.ndarray
+    series: np.ndarray
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Arrays]) -> Arrays:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("x", "y", "series")))
+
+    def select(self, keep: np.ndarray) -> Arrays:
+        return Arrays(self.x[keep], self.y[keep], self.series[keep])
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, x=self.x.astype(np.float16), y=self.y.astype(np.float16),
+                 series=self.series)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Arrays:
+        with np.load(path) as d:
+            return cls(d["x"].astype(np.float32), d["y"].astype(np.float32), d["series"])
+
+
+def _targets(transforms: Sequence[GridTransform], masks: np.ndarray) -> np.ndarray:
+    return np.stack([t.to_model(m.astype(np.float32), order=1)
+                     for t, m in zip(transforms, masks, strict=True)]).clip(0.0, 1.0)
+
+
+def _jittered_box(box: GridTransform, spacing, rng: np.random.Generator) -> GridTransform:
+    """Heart box grown or shrunk by up to 15 % and shifted by up to 8 mm."""
+    zoom = rng.uniform(0.85, 1.15)
+    shift = rng.uniform(-8.0, 8.0, size=2) / np.asarray(spacing)
+    scale = tuple(s * zoom for s in box.scale)
+    centre = [box.offset[a] + box.scale[a] * (box.model_shape[a] - 1) / 2 + shift[a]
+              for a in range(2)]
+    offset = tuple(centre[a] - scale[a] * (box.model_shape[a] - 1) / 2 for a in range(2))
+    return dataclasses.replace(box, scale=scale, offset=offset)
+
+
+def _perturbed_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    choice = rng.integers(3)
+    if choice == 1:
+        return ndimage.binary_erosion(mask)
+    if choice == 2:
+        return ndimage.binary_dilation(mask)
+    return mask
+
+
+def series_arrays(series_dir: Path, series_number: int, seed: int = 0) -> dict[str, Arrays]:
+    """Inputs and targets of one series for every network."""
+    rng = np.random.default_rng([seed, series_number])
+    datasets, images = load_series(series_dir)
+    truth = load_truth(series_dir)
+    spacing = tuple(float(v) for v in datasets[0].PixelSpacing)
+    myo = np.stack([truth[d.SOPInstanceUID]["myocardium"] for d in datasets]).astype(bool)
+    scar = np.stack([truth[d.SOPInstanceUID]["scar"] for d in datasets]).astype(bool)
+    n = len(images)
+    tag = np.full(n, series_number, dtype=np.int32)
+    out = {}
+
+    x, transforms = model_inputs(images, spacing, MYOCARDIUM_UNET)
+    out["myocardium_unet"] = Arrays(x, _targets(transforms, myo), tag)
+
+    box = crop_transforms(images, spacing, SCAR_UNET, myo)[0]
+    parts = []
+    for _ in range(BOX_JITTERS_PER_SERIES):
+        boxes = [_jittered_box(box, spacing, rng)] * n
+        x, _ = model_inputs(images, spacing, SCAR_UNET, boxes, myo)
+        parts.append(Arrays(x, _targets(boxes, scar), tag))
+    out["scar_unet"] = Arrays.concatenate(parts)
+
+    circles = crop_transforms(images, spacing, ENET_P1)
+    x, _ = model_inputs(images, spacing, ENET_P1, circles)
+    y = _targets(circles, scar)
+    out["enet_p1"] = Arrays(x, y, tag)
+    rough = np.stack([_perturbed_mask(m, rng) for m in myo])
+    x, _ = model_inputs(images, spacing, ENET_P2, circles, rough)
+    out["enet_p2"] = Arrays(x, y, tag)
+    return out
+
+
+def _series_arrays_star(args: tuple[Path, int, int]) -> dict[str, Arrays]:
+    return series_arrays(*args)
+
+
+def build_arrays(series_dirs: Sequence[Path], cache_dir: Path, split: str, seed: int = 0,
+                 workers: int | None = None) -> dict[str, Arrays]:
+    """Arrays of every network for a list of series, cached as ``<cache>/<split>_<task>.npz``."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    paths = {task: cache_dir / f"{split}_{task}.npz" for task in TASKS}
+    if all(p.exists() for p in paths.values()):
+        return {task: Arrays.load(p) for task, p in paths.items()}
+    jobs = [(Path(d), i, seed) for i, d in enumerate(series_dirs)]
+    per_series = []
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for item in tqdm(pool.map(_series_arrays_star, jobs), total=len(jobs), unit="series",
+                         desc=f"arrays {split}"):
+            per_series.append(item)
+    arrays = {task: Arrays.concatenate([s[task] for s in per_series]) for task in TASKS}
+    for task, a in arrays.items():
+        a.save(paths[task])
+    return arrays
+
+
+def kfold_series(n_series: int, folds: int, fold: int, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Series indices (train, validation) of one fold: whole series, never split slices."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} is not in 0..{folds - 1}")
+    order = np.random.default_rng(seed).permutation(n_series)
+    val = np.sort(np.array_split(order, folds)[fold])
+    return np.setdiff1d(np.arange(n_series), val), val

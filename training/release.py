@@ -1,0 +1,170 @@
+"""``models/``: the ONNX files, ``manifest.json``, a model card per model, EVALUATION.md.
+
+The manifest is what the service trusts: it loads only files whose sha256
+matches, and cuts its inputs as each model's ``input`` entry says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.models import sha256_of
+from service.preprocess import InputSpec
+
+MANIFEST_SCHEMA = 1
+NOT_CLINICAL = ("Trained and evaluated on synthetic phantoms only; not validated on patient "
+                "data; not for clinical use.")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    key: str  # task name in training (myocardium_unet, scar_unet, enet_p1, enet_p2)
+    name: str
+    architecture: str
+    purpose: str
+    classes: tuple[str, ...]
+    paper: str
+
+
+MODELS = (
+    ModelEntry("myocardium_unet", "myocardium-unet", "U-Net, 4 levels, 16-128 filters",
+               "LV myocardium on the whole slice; its bounding box feeds the scar U-Net, its "
+               "mask feeds ENet Protocol 2, and it is the myocardium of every pipeline.",
+               ("background", "myocardium"), "seed 000 (cascade, CNN1)"),
+    ModelEntry("scar_unet", "scar-unet", "U-Net, 4 levels, 16-128 filters",
+               "Scar (LGE) inside the square around the heart's bounding box.",
+               ("background", "scar"), "seed 000 (cascade, CNN2)"),
+    ModelEntry("enet_p2", "enet-p2", "modified ENet (14-map initial block, 5/9/8/3/2 "
+               "bottlenecks, max unpooling)",
+               "Scar on the 64x64 Hough-circle crop multiplied by the myocardium mask "
+               "(Protocol 2).", ("background", "scar"), "seed 001 (Protocol 2)"),
+    ModelEntry("enet_p1", "enet-p1", "modified ENet (14-map initial block, 5/9/8/3/2 "
+               "bottlenecks, max unpooling)",
+               "Scar on the raw 64x64 Hough-circle crop (Protocol 1).",
+               ("background", "scar"), "seed 001 (Protocol 1)"),
+)
+
+PIPELINES = {
+    "cascade-unet": {"myocardium": "myocardium-unet", "scar": "scar-unet", "default": True},
+    "enet": {"myocardium": "myocardium-unet", "scar": "enet-p2", "default": False},
+    "enet-raw": {"myocardium": "myocardium-unet", "scar": "enet-p1", "default": False},
+}
+
+
+def _clean(value):
+    """JSON has no NaN: missing figures become null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[str, InputSpec],
+                   parameters: Mapping[str, int], training: Mapping[str, dict],
+                   evaluation: Mapping[str, dict], training_data: dict) -> dict:
+    models = []
+    for entry in MODELS:
+        path = onnx_files[entry.key]
+        spec = specs[entry.key]
+        models.append({
+            "name": entry.name, "version": version, "file": path.name,
+            "sha256": sha256_of(path), "architecture": entry.architecture,
+            "parameters": int(parameters[entry.key]), "paper": entry.paper,
+            "purpose": entry.purpose,
+            "input": {"name": "image", "shape": [None, *spec.shape, 1], "dtype": "float32",
+                      **spec.to_dict()},
+            "output": {"name": "probabilities", "shape": [None, *spec.shape, len(entry.classes)],
+                       "classes": list(entry.classes), "activation": "softmax"},
+            "training": training[entry.key],
+            "evaluation": evaluation.get(entry.key, {}),
+            "card": f"cards/{entry.name}.md",
+        })
+    return _clean({"schema_version": MANIFEST_SCHEMA, "version": version,
+                   "intended_use": NOT_CLINICAL, "training_data": training_data,
+                   "pipelines": PIPELINES, "models": models})
+
+
+def model_card(model: dict, training_data: dict) -> str:
+    t = model["training"]
+    ev = model["evaluation"]
+    figures = "\n".join(f"| {k} | {v} |" for k, v in ev.items()) or "| (none) | |"
+    spec = model["input"]
+    return f"""# Model card: {model['name']} {model['version']}
+
+**{NOT_CLINICAL}**
+
+## What it does
+{model['purpose']}
+
+Architecture: {model['architecture']} ({model['parameters']:,} parameters), after {model['paper']}
+in `shared/seeds/`. File `{model['file']}`, sha256 `{model['sha256']}`.
+
+## Input and output
+- Input `{spec['name']}`: float32 {spec['shape']} (batch, rows, columns, 1); crop
+  `{spec['crop']}`{f", {spec['spacing_mm']} mm pixels" if spec.get('spacing_mm') else ""}
+  {"multiplied by the myocardium mask" if spec['masked'] else ""}; {spec['normalisation']}.
+  Cut by `service.preprocess.model_inputs`, the same code in training and serving.
+- Output `probabilities`: softmax over {', '.join(model['output']['classes'])}; mapped back to
+  the source pixel grid by the inverse of the crop and thresholded at 0.5.
+
+## Intended use
+Research and engineering of the DB-LGE scar service: segmenting the LV myocardium and
+scar on dark-blood late-gadolinium-enhancement short-axis stacks, to be read by a cardiac
+imager who checks every contour. Not a medical device.
+
+## Training data
+{training_data['description']} Train {training_data['train_series']} series / validation
+{training_data['validation_series']} series (split by series, never by slice); phantom
+seed {training_data['train_seed']}.
+
+Training: {t['epochs']} epochs x {t['steps_per_epoch']} steps, batch {t['batch_size']}, Adam
+5e-4 decaying exponentially to 5e-5, L2 weight decay 2e-4, weighted cross-entropy + soft
+Dice, flips/rotations + intensity + elastic augmentation; best epoch by validation DSC
+({t['best_epoch']}, DSC {t['best_val_dsc']:.3f} on the model grid), {t['minutes']:.1f} min on
+2 CPU cores.
+
+## Evaluation
+Held-out phantoms: seed {training_data['test_seed']}, {training_data['test_series']} series.
+
+| figure | value |
+|---|---|
+{figures}
+
+Full results, box plots and the statistical comparisons: `models/EVALUATION.md`.
+
+## Known limits
+- Phantoms are not patients: real anatomy, motion, arrhythmia, implants, poor nulling,
+  non-ischaemic patterns (mid-wall, epicardial) and other vendors' contrast are not
+  represented; expect lower accuracy on real images until validated on them.
+- Short-axis dark-blood LGE only; no long-axis views, no bright-blood LGE.
+- Slices of 6-14 per stack, 1.2-2.0 mm pixels were seen in training; other geometries are
+  resampled but untested.
+"""
+
+
+def write_models_dir(models_dir: Path, manifest: dict, onnx_files: Mapping[str, Path],
+                     evaluation_md: str, figures: Mapping[str, Path]) -> None:
+    """Replace the released files in ``models_dir`` (README.md is kept)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for old in models_dir.glob("*.onnx"):
+        old.unlink()
+    for path in onnx_files.values():
+        shutil.copy2(path, models_dir / path.name)
+    (models_dir / "cards").mkdir(exist_ok=True)
+    for model in manifest["models"]:
+        (models_dir / model["card"]).write_text(model_card(model, manifest["training_data"]))
+    (models_dir / "evaluation").mkdir(exist_ok=True)
+    for name, path in figures.items():
+        shutil.copy2(path, models_dir / "evaluation" / name)
+    (models_dir / "EVALUATION.md").write_text(evaluation_md)
+    tmp = models_dir / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(models_dir / "manifest.json")

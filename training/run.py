@@ -1,0 +1,201 @@
+"""The one training command: phantoms, arrays, four networks, ONNX, evaluation, ``models/``.
+
+``python -m training --work runs/train --models models``
+
+Every stage keeps its output under ``--work`` and is skipped or resumed
+when run again (phantom series already written, cached arrays, finished
+or half-finished training runs), so an interrupted run carries on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from service import __version__
+from service.infer import OnnxModel
+from service.segment import Network
+
+from .dataset import TASKS, Arrays, build_arrays, kfold_series
+from .evaluate import box_plots, evaluate, markdown_report, summarise, write_csv
+from .phantoms.__main__ import generate_many
+from .release import MODELS, build_manifest, write_models_dir
+from .train import TrainConfig, train
+
+CONFIGS = {
+    # CNN1 learns on random 96x96 crops of its 128x128 input (fully convolutional,
+    # 45 % cheaper per step, and a free translation augmentation).
+    "myocardium_unet": TrainConfig(epochs=16, steps_per_epoch=100, batch_size=8, train_crop=96,
+                                   foreground_weight=2.0),
+    "scar_unet": TrainConfig(epochs=12, steps_per_epoch=100, batch_size=8),
+    "enet_p2": TrainConfig(epochs=12, steps_per_epoch=150, batch_size=8, masked=True),
+    "enet_p1": TrainConfig(epochs=12, steps_per_epoch=150, batch_size=8),
+}
+TARGETS = {"myocardium_dsc": 0.90, "scar_dsc": 0.85, "abs_scar_percent_error": 1.5}
+
+
+def build_network(task: str):
+    from .nets import build_enet, build_unet
+
+    if task == "myocardium_unet":
+        return build_unet((None, None, 1), name="myocardium_unet")
+    if task == "scar_unet":
+        return build_unet((96, 96, 1), name="scar_unet")
+    return build_enet(64, name=task)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/train"),
+                        help="working folder (phantoms, arrays, checkpoints); reused to resume")
+    parser.add_argument("--models", type=Path, default=Path("models"),
+                        help="where the released ONNX files, manifest and cards go")
+    parser.add_argument("--train-series", type=int, default=160,
+                        help="phantom series for training + validation")
+    parser.add_argument("--val-series", type=int, default=24)
+    parser.add_argument("--test-series", type=int, default=40)
+    parser.add_argument("--train-seed", type=int, default=1000)
+    parser.add_argument("--test-seed", type=int, default=2000)
+    parser.add_argument("--folds", type=int, default=0,
+                        help="also run K-fold cross-validation by series (K trainings per "
+                        "network) and report the validation DSC of each fold")
+    parser.add_argument("--epochs", type=int, default=None, help="override every network's")
+    parser.add_argument("--steps", type=int, default=None, help="override steps per epoch")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    return parser.parse_args(argv)
+
+
+def _configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
+    out = {}
+    for task, cfg in CONFIGS.items():
+        changes = {}
+        if args.epochs is not None:
+            changes["epochs"] = args.epochs
+        if args.steps is not None:
+            changes["steps_per_epoch"] = args.steps
+        out[task] = dataclasses.replace(cfg, **changes)
+    return out
+
+
+def _cross_validate(pool: dict[str, Arrays], n_series: int, folds: int,
+                    configs: dict[str, TrainConfig], work: Path) -> dict:
+    results = {}
+    for task in TASKS:
+        scores = []
+        for fold in range(folds):
+            train_idx, val_idx = kfold_series(n_series, folds, fold)
+            data = pool[task]
+            _, state = train(lambda t=task: build_network(t),
+                             data.select(np.isin(data.series, train_idx)),
+                             data.select(np.isin(data.series, val_idx)), configs[task],
+                             work / "cv" / f"fold{fold}" / task, f"{task} fold {fold}")
+            scores.append(state.best_val_dsc)
+        results[task] = {"folds": folds, "val_dsc": scores, "mean": float(np.mean(scores))}
+    (work / "cv.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from .export import export_onnx
+
+    started = time.perf_counter()
+    minutes: dict[str, float] = {}
+
+    def lap(stage: str, since: float) -> float:
+        now = time.perf_counter()
+        minutes[stage] = (now - since) / 60.0
+        return now
+
+    work: Path = args.work
+    t = time.perf_counter()
+    train_dirs = generate_many(work / "phantoms" / "train", args.train_series, args.train_seed,
+                               workers=args.workers)
+    test_dirs = generate_many(work / "phantoms" / "test", args.test_series, args.test_seed,
+                              workers=args.workers)
+    t = lap("phantoms", t)
+    pool = build_arrays(train_dirs, work / "arrays", f"train{args.train_seed}_{args.train_series}",
+                        workers=args.workers)
+    t = lap("arrays", t)
+
+    configs = _configs(args)
+    cv = _cross_validate(pool, len(train_dirs), args.folds, configs, work) if args.folds else None
+    if cv:
+        t = lap("cross-validation", t)
+
+    val_idx = np.random.default_rng(args.train_seed).permutation(len(train_dirs))[:args.val_series]
+    onnx_files, parameters, training = {}, {}, {}
+    for task, spec in TASKS.items():
+        data = pool[task]
+        is_val = np.isin(data.series, val_idx)
+        model, state = train(lambda t=task: build_network(t), data.select(~is_val),
+                             data.select(is_val), configs[task], work / "runs" / task, task)
+        name = next(m.name for m in MODELS if m.key == task)
+        onnx_files[task] = work / "export" / f"{name}.onnx"
+        export_onnx(model, onnx_files[task], input_hw=spec.shape)
+        parameters[task] = model.count_params()
+        training[task] = dataclasses.asdict(configs[task]) | {
+            "best_epoch": state.best_epoch, "best_val_dsc": state.best_val_dsc,
+            "minutes": state.seconds / 60.0, "train_slices": int((~is_val).sum()),
+            "val_slices": int(is_val.sum())}
+        if cv:
+            training[task]["cross_validation"] = cv[task]
+        t = lap(f"train + export {task}", t)
+
+    networks = {task: Network(OnnxModel(onnx_files[task]), spec) for task, spec in TASKS.items()}
+    scores = evaluate(test_dirs, networks)
+    summary = summarise(scores)
+    figures_dir = work / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(scores, figures_dir / "scores.csv")
+    box_plots(scores, figures_dir / "boxplots.png")
+    for task in TASKS:
+        shutil.copy2(work / "runs" / task / "curves.png", figures_dir / f"curves_{task}.png")
+    t = lap("evaluation", t)
+    minutes["total"] = (time.perf_counter() - started) / 60.0
+
+    training_data = {
+        "description": "Synthetic dark-blood LGE short-axis phantoms made by "
+                       "`python -m training.phantoms` (docs/phantoms.md); no patient data.",
+        "train_seed": args.train_seed, "train_series": len(train_dirs) - len(val_idx),
+        "validation_series": len(val_idx), "test_seed": args.test_seed,
+        "test_series": len(test_dirs)}
+    m = summary["methods"]
+    evaluation = {
+        "myocardium_unet": {"myocardium_dsc_median": m["cascade-unet"]["myocardium_dsc"]["median"]},
+        "scar_unet": {f"{f}_median": m["cascade-unet"][f]["median"]
+                      for f in ("scar_dsc", "scar_sensitivity", "scar_specificity",
+                                "abs_scar_percent_error")},
+        "enet_p2": {f"{f}_median": m["enet"][f]["median"]
+                    for f in ("scar_dsc", "scar_sensitivity", "abs_scar_percent_error")},
+        "enet_p1": {f"{f}_median": m["enet-raw"][f]["median"]
+                    for f in ("scar_dsc", "scar_sensitivity", "abs_scar_percent_error")},
+    }
+    manifest = build_manifest(__version__, onnx_files, TASKS, parameters, training, evaluation,
+                              training_data)
+    context = {
+        "command": "python -m training " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}",
+        "test_series": len(test_dirs), "test_seed": args.test_seed,
+        "test_scar_series": sum(1 for s in scores if s.method == "cascade-unet" and s.has_scar),
+        "train_series": training_data["train_series"],
+        "validation_series": len(val_idx), "train_seed": args.train_seed, "minutes": minutes}
+    figures = {p.name: p for p in figures_dir.iterdir()}
+    write_models_dir(args.models, manifest, onnx_files,
+                     markdown_report(summary, TARGETS, context), figures)
+    (work / "summary.json").write_text(json.dumps(
+        {"summary": summary, "minutes": minutes}, indent=1, default=float))
+    print(json.dumps({"minutes": minutes, "cascade": m["cascade-unet"]}, indent=1,
+                     default=float))
+    return 0
