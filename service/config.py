@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     api_key: str | None = None
     dicomweb_store_url: str | None = None
     max_concurrent_analyses: int = Field(2, ge=1)
+    max_request_bytes: int = Field(512 * 2**20, ge=1, description="upload size cap")
+    max_files: int = Field(1000, ge=2, description="DICOM files per analysis")
+    max_unzipped_bytes: int = Field(1024 * 2**20, ge=1, description="zip expansion cap")
+    analysis_timeout_s: float = Field(120.0, gt=0, description="longest wait for one analysis")
 
 
 @lru_cache

@@ -80,3 +80,103 @@ def scar_fraction(scar: np.ndarray, myocardium: np.ndarray) -> float:
     """Scar volume over myocardium volume, 0..1 (0 without myocardium)."""
     myo = int(np.count_nonzero(myocardium))
     return int(np.count_nonzero(np.asarray(scar) & np.asarray(myocardium))) / myo if myo else 0.0
+
+
+# --- AHA 16-segment model -----------------------------------------------------
+
+AHA_NAMES = {
+    1: "basal anterior", 2: "basal anteroseptal", 3: "basal inferoseptal", 4: "basal inferior",
+    5: "basal inferolateral", 6: "basal anterolateral", 7: "mid anterior",
+    8: "mid anteroseptal", 9: "mid inferoseptal", 10: "mid inferior", 11: "mid inferolateral",
+    12: "mid anterolateral", 13: "apical anterior", 14: "apical septal", 15: "apical inferior",
+    16: "apical lateral",
+}
+TRANSMURALITY_CLASSES = ((0.0, "0%"), (25.0, "1-25%"), (50.0, "26-50%"), (75.0, "51-75%"),
+                         (100.0, "76-100%"))
+PATIENT_ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
+PATIENT_RIGHT_LPS = np.array([-1.0, 0.0, 0.0])
+
+
+def transmurality_class(percent: float) -> str:
+    if percent <= 0.0:
+        return "0%"
+    for upper, label in TRANSMURALITY_CLASSES[1:]:
+        if percent <= upper:
+            return label
+    return TRANSMURALITY_CLASSES[-1][1]
+
+
+def myocardial_angles(myocardium: np.ndarray, spacing: Spacing, row_direction: np.ndarray,
+                      column_direction: np.ndarray) -> np.ndarray:
+    """Angle (degrees, 0..360) of each pixel around the LV centre; NaN outside the myocardium.
+
+    0 degrees is the patient's anterior direction projected onto the slice,
+    90 degrees points to the septum (the patient's right, made orthogonal).
+    ``row_direction`` is the direction of increasing column index (the first
+    three ImageOrientationPatient values), ``column_direction`` of increasing row.
+    """
+    angles = np.full(myocardium.shape, np.nan)
+    rows, cols = np.nonzero(myocardium)
+    if rows.size == 0:
+        return angles
+    normal = np.cross(row_direction, column_direction)
+    anterior = PATIENT_ANTERIOR_LPS - (PATIENT_ANTERIOR_LPS @ normal) * normal
+    anterior /= np.linalg.norm(anterior)
+    septal = PATIENT_RIGHT_LPS - (PATIENT_RIGHT_LPS @ normal) * normal
+    septal -= (septal @ anterior) * anterior
+    septal /= np.linalg.norm(septal)
+    dr = (rows - rows.mean()) * spacing[0]
+    dc = (cols - cols.mean()) * spacing[1]
+    offsets = np.outer(dc, row_direction) + np.outer(dr, column_direction)
+    angles[rows, cols] = np.degrees(np.arctan2(offsets @ septal, offsets @ anterior)) % 360.0
+    return angles
+
+
+def _segment_of(angle: np.ndarray, third: int) -> np.ndarray:
+    if third < 2:  # basal (1-6) and mid (7-12): six 60-degree sectors, anterior centred on 0
+        return 1 + 6 * third + ((angle + 30.0) % 360.0 // 60.0).astype(int)
+    return 13 + ((angle + 45.0) % 360.0 // 90.0).astype(int)  # apical: four 90-degree sectors
+
+
+def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
+                 row_direction: np.ndarray, column_direction: np.ndarray,
+                 chord_degrees: float = 6.0) -> list[dict]:
+    """Scar % and transmurality of the 16 AHA segments.
+
+    Slices with myocardium are split base to apex into thirds (basal, mid,
+    apical). Transmurality is how deep the scar reaches where it is: per
+    ``chord_degrees`` wedge of the wall, the scar fraction of the wall;
+    the segment's figure is the median over its wedges that contain scar
+    (0 when none does), classed 0, 1-25, 26-50, 51-75, 76-100 %.
+    """
+    myocardium, scar = np.asarray(myocardium, bool), np.asarray(scar, bool) & myocardium
+    with_myo = [k for k in range(len(myocardium)) if myocardium[k].any()]
+    thirds = np.array_split(np.array(with_myo, dtype=int), 3) if with_myo else [[], [], []]
+    myo_px = dict.fromkeys(AHA_NAMES, 0)
+    scar_px = dict.fromkeys(AHA_NAMES, 0)
+    chords: dict[int, list[float]] = {s: [] for s in AHA_NAMES}
+    for third, slice_indices in enumerate(thirds):
+        for k in slice_indices:
+            angles = myocardial_angles(myocardium[k], spacing, row_direction, column_direction)
+            inside = myocardium[k]
+            segments = _segment_of(angles[inside], third)
+            is_scar = scar[k][inside]
+            wedges = (angles[inside] // chord_degrees).astype(int)
+            for s in np.unique(segments):
+                in_s = segments == s
+                myo_px[s] += int(in_s.sum())
+                scar_px[s] += int(is_scar[in_s].sum())
+                for w in np.unique(wedges[in_s]):
+                    in_w = in_s & (wedges == w)
+                    fraction = float(is_scar[in_w].mean())
+                    if fraction > 0:
+                        chords[s].append(100.0 * fraction)
+    out = []
+    for s, name in AHA_NAMES.items():
+        transmural = float(np.median(chords[s])) if chords[s] else 0.0
+        out.append({"segment": s, "name": name,
+                    "scar_percent": 100.0 * scar_px[s] / myo_px[s] if myo_px[s] else 0.0,
+                    "transmurality_percent": transmural,
+                    "transmurality_class": transmurality_class(transmural),
+                    "myocardium_pixels": myo_px[s]})
+    return out

@@ -1,0 +1,171 @@
+"""One analysis end to end: volume -> segment -> quantify -> encode, with stage timings.
+
+Called from a worker thread; everything here is synchronous and pure apart
+from the ONNX sessions it is handed.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pydicom
+
+from .encode.seg import build_seg
+from .encode.sr import build_sr
+from .models import Pipeline
+from .postprocess import clean_myocardium, scar_inside
+from .quantify import aha_segments, fwhm_scar, nsd_scar, pixel_area_mm2, scar_fraction
+from .report import Report
+from .segment import Network, myocardium_probability, scar_probability
+from .volume import Volume
+
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+AHA_REFERENCE = ("AHA 16 segments: slices with myocardium split base to apex into thirds; "
+                 "sectors measured around the LV centre from the patient's anterior direction "
+                 "projected on the slice (segment 1/7 and 13 centred on it), septum towards "
+                 "the patient's right.")
+
+
+class _TimedPredictor:
+    """Adds up the time spent inside the network, so preprocessing is timed apart."""
+
+    def __init__(self, predict) -> None:
+        self.predict = predict
+        self.seconds = 0.0
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self.predict(batch)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    report: Report
+    seg: pydicom.Dataset
+    sr: pydicom.Dataset
+    myocardium: np.ndarray
+    scar: np.ndarray
+
+
+def _to_bytes(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _figures(myocardium: np.ndarray, scar: np.ndarray, volume: Volume) -> dict:
+    voxel_ml = pixel_area_mm2(volume.spacing) * volume.slice_spacing_mm / 1000.0
+    myo_ml = float(np.count_nonzero(myocardium)) * voxel_ml
+    scar_ml = float(np.count_nonzero(scar & myocardium)) * voxel_ml
+    ratio = scar_fraction(scar, myocardium)
+    return {"myocardium_volume_ml": myo_ml, "scar_volume_ml": scar_ml,
+            "myocardium_mass_g": myo_ml * MYOCARDIAL_DENSITY_G_PER_ML,
+            "scar_mass_g": scar_ml * MYOCARDIAL_DENSITY_G_PER_ML,
+            "scar_to_myocardium_ratio": ratio, "scar_percent": 100.0 * ratio}
+
+
+def _baseline(name: str, method: str, scar: np.ndarray, myocardium: np.ndarray,
+              volume: Volume) -> dict:
+    f = _figures(myocardium, scar, volume)
+    return {"scar_percent": f["scar_percent"], "scar_volume_ml": f["scar_volume_ml"],
+            "scar_mass_g": f["scar_mass_g"], "method": method}
+
+
+def _quality_warnings(myocardium: np.ndarray, scar_probability_map: np.ndarray,
+                      volume: Volume) -> list[str]:
+    warnings = []
+    empty = [k for k in range(len(myocardium)) if not myocardium[k].any()]
+    if len(empty) == len(myocardium):
+        warnings.append("no myocardium was found on any slice; is this a short-axis LGE "
+                        "stack?")
+    elif empty:
+        warnings.append(f"no myocardium found on slices {empty} (0 = most basal)")
+    if volume.slice_spacing_mm > 15.0:
+        warnings.append(f"slice spacing {volume.slice_spacing_mm:.1f} mm is wider than the "
+                        "6-14 mm the models were trained on")
+    if not (0.6 <= min(volume.spacing) and max(volume.spacing) <= 3.0):
+        warnings.append(f"pixel spacing {volume.spacing} mm is outside the 0.6-3.0 mm range "
+                        "the models were trained on")
+    return warnings
+
+
+def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisResult:
+    started = time.perf_counter()
+    images = volume.images
+    t0 = time.perf_counter()
+    myo_timer = _TimedPredictor(pipeline.myocardium.network.predict)
+    scar_timer = _TimedPredictor(pipeline.scar.network.predict)
+    myo_net = Network(myo_timer, pipeline.myocardium.network.spec)
+    scar_net = Network(scar_timer, pipeline.scar.network.spec)
+    myo_p = myocardium_probability(images, volume.spacing, myo_net)
+    myocardium = clean_myocardium(myo_p)
+    scar_p = scar_probability(images, volume.spacing, myocardium, scar_net)
+    scar = scar_inside(scar_p, myocardium)
+    inference_ms = (myo_timer.seconds + scar_timer.seconds) * 1000.0
+    preprocess_ms = (time.perf_counter() - t0) * 1000.0 - inference_ms
+
+    t0 = time.perf_counter()
+    figures = _figures(myocardium, scar, volume)
+    area = pixel_area_mm2(volume.spacing)
+    slices = []
+    for k, s in enumerate(volume.slices):
+        myo_px, scar_px = int(myocardium[k].sum()), int((scar[k] & myocardium[k]).sum())
+        slices.append({"index": k, "sop_instance_uid": s.sop_instance_uid,
+                       "frame_number": s.frame_number, "myocardium_area_mm2": myo_px * area,
+                       "scar_area_mm2": scar_px * area,
+                       "scar_percent": 100.0 * scar_px / myo_px if myo_px else 0.0})
+    orientation = volume.slices[0].orientation
+    segments = aha_segments(myocardium, scar, volume.spacing, orientation[:3], orientation[3:])
+    baselines = {
+        "4sd": _baseline("4sd", "remote mean + 4 SD inside the predicted myocardium; remote = "
+                         "darkest of six sectors per slice", nsd_scar(images, myocardium, 4.0),
+                         myocardium, volume),
+        "fwhm": _baseline("fwhm", "half of the series' peak (99th percentile) myocardial "
+                          "signal, inside the predicted myocardium",
+                          fwhm_scar(images, myocardium), myocardium, volume),
+    }
+    quantify_ms = (time.perf_counter() - t0) * 1000.0
+
+    t0 = time.perf_counter()
+    algorithm = pipeline.name
+    version = pipeline.scar.version
+    seg = build_seg(volume, myocardium, scar, algorithm, version)
+    sources = list({id(s.dataset): s.dataset for s in volume.slices}.values())
+    sr = build_sr(sources, seg, figures, algorithm, version)
+    encode_ms = (time.perf_counter() - t0) * 1000.0
+
+    total_ms = decode_ms + (time.perf_counter() - started) * 1000.0
+    report = Report(
+        id=uuid.uuid4().hex, created_at=datetime.now(UTC), pipeline=pipeline.name,
+        models=[{"name": m.name, "version": m.version, "sha256": m.sha256}
+                for m in (pipeline.myocardium, pipeline.scar)],
+        execution_provider=pipeline.scar.execution_provider,
+        study_instance_uid=volume.study_instance_uid,
+        series_instance_uid=volume.series_instance_uid,
+        seg_series_instance_uid=str(seg.SeriesInstanceUID),
+        seg_sop_instance_uid=str(seg.SOPInstanceUID), sr_sop_instance_uid=str(sr.SOPInstanceUID),
+        slices=slices, slice_spacing_mm=volume.slice_spacing_mm,
+        pixel_spacing_mm=volume.spacing, aha_segments=segments, aha_reference=AHA_REFERENCE,
+        baselines=baselines,
+        timings_ms={"decode": decode_ms, "preprocess": preprocess_ms, "inference": inference_ms,
+                    "quantify": quantify_ms, "encode": encode_ms, "total": total_ms},
+        warnings=[*volume.warnings, *_quality_warnings(myocardium, scar_p, volume)],
+        **figures)
+    return AnalysisResult(report=report, seg=seg, sr=sr, myocardium=myocardium, scar=scar)
+
+
+def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
+    """SEG, SR and the arrays the overlay needs, as bytes for the store."""
+    arrays = io.BytesIO()
+    np.savez_compressed(arrays, myocardium=result.myocardium, scar=result.scar,
+                        images=np.stack(volume.images).astype(np.float32))
+    return {"seg": _to_bytes(result.seg), "sr": _to_bytes(result.sr),
+            "arrays": arrays.getvalue()}

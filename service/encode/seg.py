@@ -1,0 +1,74 @@
+"""The analysis as a DICOM Segmentation (highdicom), following the contract's conventions.
+
+BINARY, two segments (Myocardium, Scar) with SCT codes, one frame per
+source image and segment with empty frames kept (viewers misplace masks
+when they are omitted), per-frame references to the source MR instances,
+same Study and Frame of Reference, a new Series.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from highdicom.sr.coding import CodedConcept
+from pydicom.sr.codedict import codes
+
+from .. import __version__
+from ..volume import Volume
+
+MYOCARDIUM_CATEGORY = CodedConcept("91723000", "SCT", "Anatomical Structure")
+MYOCARDIUM_TYPE = CodedConcept("74281007", "SCT", "Myocardium")
+SCAR_CATEGORY = CodedConcept("49755003", "SCT", "Morphologically Abnormal Structure")
+SCAR_TYPE = CodedConcept("55641003", "SCT", "Infarct")
+# Colour-blind-safe pair (Okabe-Ito sky blue and vermillion), shown by OHIF and Slicer.
+MYOCARDIUM_RGB = (86, 180, 233)
+SCAR_RGB = (213, 94, 0)
+MANUFACTURER = "DB-LGE scar service (research use)"
+SEG_SERIES_NUMBER = 9901
+
+
+def segment_descriptions(algorithm_name: str, algorithm_version: str
+                         ) -> list[hd.seg.SegmentDescription]:
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name, version=algorithm_version,
+        family=codes.cid7162.ArtificialIntelligence)
+    return [
+        hd.seg.SegmentDescription(
+            segment_number=1, segment_label="Myocardium",
+            segmented_property_category=MYOCARDIUM_CATEGORY,
+            segmented_property_type=MYOCARDIUM_TYPE, algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm, tracking_id="Myocardium",
+            tracking_uid=hd.UID(), display_color=hd.color.CIELabColor.from_rgb(*MYOCARDIUM_RGB)),
+        hd.seg.SegmentDescription(
+            segment_number=2, segment_label="Scar", segmented_property_category=SCAR_CATEGORY,
+            segmented_property_type=SCAR_TYPE, algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm, tracking_id="Scar", tracking_uid=hd.UID(),
+            anatomic_regions=[MYOCARDIUM_TYPE],
+            display_color=hd.color.CIELabColor.from_rgb(*SCAR_RGB)),
+    ]
+
+
+def build_seg(volume: Volume, myocardium: np.ndarray, scar: np.ndarray, algorithm_name: str,
+              algorithm_version: str, series_uid: str | None = None,
+              sop_instance_uid: str | None = None) -> pydicom.Dataset:
+    """One SEG instance over every slice of ``volume`` (masks ordered like its slices)."""
+    if any(s.frame_number is not None for s in volume.slices):
+        source_images = [volume.slices[0].dataset]
+        order = np.argsort([s.frame_number for s in volume.slices])
+    else:
+        source_images = [s.dataset for s in volume.slices]
+        order = np.arange(len(volume.slices))
+    labels = np.stack([myocardium, scar], axis=-1).astype(bool)[order]
+    return hd.seg.Segmentation(
+        source_images=source_images, pixel_array=labels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segment_descriptions(algorithm_name, algorithm_version),
+        series_instance_uid=series_uid or hd.UID(), series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=sop_instance_uid or hd.UID(), instance_number=1,
+        manufacturer=MANUFACTURER, manufacturer_model_name=algorithm_name,
+        software_versions=__version__, device_serial_number="0",
+        series_description="LGE myocardium and scar (research, not for clinical use)",
+        content_label="SCAR", content_description="Automatic myocardium and scar",
+        omit_empty_frames=False,
+    )

@@ -1,0 +1,71 @@
+"""The measurements as a DICOM Comprehensive 3D SR (TID 1500), referencing the SEG.
+
+Two volumetric ROI groups (TID 1411), one per SEG segment: myocardium
+volume and mass, scar volume and mass and the scar extent in per cent of
+the myocardium. The extent has no standard code; it carries a local one
+(scheme ``99DBLGE``), as PS3.16 allows for private concepts.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import pydicom
+from highdicom.sr.coding import CodedConcept
+from pydicom.sr.codedict import codes
+
+from .. import __version__
+from .seg import MANUFACTURER, MYOCARDIUM_TYPE, SCAR_TYPE
+
+ML = CodedConcept("ml", "UCUM", "milliliter")
+GRAM = CodedConcept("g", "UCUM", "gram")
+PERCENT = CodedConcept("%", "UCUM", "Percent")
+SCAR_EXTENT = CodedConcept("SCAR-EXTENT", "99DBLGE", "Scar extent of LV myocardium")
+CARDIAC_MRI = CodedConcept("241620005", "SCT", "Magnetic resonance imaging of heart")
+LV_MYOCARDIUM = CodedConcept("49848007", "SCT", "Left Ventricle Myocardium")
+SR_SERIES_NUMBER = 9902
+
+
+def _group(seg: pydicom.Dataset, segment: int, label: str, finding: CodedConcept,
+           measurements: list[hd.sr.Measurement], algorithm: hd.sr.AlgorithmIdentification
+           ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label),
+        referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, segment),
+        finding_type=finding, algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(LV_MYOCARDIUM)], measurements=measurements)
+
+
+def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures: dict,
+             algorithm_name: str, algorithm_version: str) -> pydicom.Dataset:
+    """``figures``: myocardium_volume_ml, myocardium_mass_g, scar_volume_ml, scar_mass_g,
+    scar_percent."""
+    algorithm = hd.sr.AlgorithmIdentification(name=algorithm_name, version=algorithm_version)
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(), name=algorithm_name, manufacturer_name=MANUFACTURER))
+    groups = [
+        _group(seg, 1, "Myocardium", MYOCARDIUM_TYPE, [
+            hd.sr.Measurement(name=codes.SCT.Volume, value=figures["myocardium_volume_ml"],
+                              unit=ML, algorithm_id=algorithm),
+            hd.sr.Measurement(name=codes.SCT.Mass, value=figures["myocardium_mass_g"],
+                              unit=GRAM, algorithm_id=algorithm),
+        ], algorithm),
+        _group(seg, 2, "Scar", SCAR_TYPE, [
+            hd.sr.Measurement(name=codes.SCT.Volume, value=figures["scar_volume_ml"], unit=ML,
+                              algorithm_id=algorithm),
+            hd.sr.Measurement(name=codes.SCT.Mass, value=figures["scar_mass_g"], unit=GRAM,
+                              algorithm_id=algorithm),
+            hd.sr.Measurement(name=SCAR_EXTENT, value=figures["scar_percent"], unit=PERCENT,
+                              algorithm_id=algorithm),
+        ], algorithm),
+    ]
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=CARDIAC_MRI, imaging_measurements=groups)
+    return hd.sr.Comprehensive3DSR(
+        evidence=[*source_images, seg], content=report[0], series_instance_uid=hd.UID(),
+        series_number=SR_SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
+        series_description="LGE scar measurements (research, not for clinical use)",
+        software_versions=__version__)

@@ -1,0 +1,161 @@
+"""Request bodies to DICOM datasets: multipart/form-data, zip, multipart/related.
+
+Everything here distrusts its input: sizes are capped before anything is
+held in memory, zip members are checked for paths escaping the archive and
+for expanding past a limit, and every failure is an :class:`InputError`
+with a code that says which rule was broken.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import PurePosixPath
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from .errors import InputError
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_bytes: int
+    max_files: int
+    max_unzipped_bytes: int
+
+
+@dataclass(frozen=True)
+class Blob:
+    name: str  # where it came from (part or zip member), for error messages
+    data: bytes
+
+
+async def read_capped(chunks: AsyncIterator[bytes], limit: int,
+                      declared_length: str | None) -> bytes:
+    """The request body, refused as soon as it is known to exceed ``limit`` bytes."""
+    if declared_length is not None:
+        try:
+            declared = int(declared_length)
+        except ValueError:
+            raise InputError("Content-Length is not a number", code="bad_content_length") \
+                from None
+        if declared > limit:
+            raise InputError(f"request of {declared} bytes exceeds the limit of {limit}",
+                             code="payload_too_large", status_code=413)
+    body = bytearray()
+    async for chunk in chunks:
+        body.extend(chunk)
+        if len(body) > limit:
+            raise InputError(f"request exceeds the limit of {limit} bytes",
+                             code="payload_too_large", status_code=413)
+    return bytes(body)
+
+
+def _multipart_parts(content_type: str, body: bytes) -> Iterator[tuple[str, str, bytes]]:
+    """(form field name or '', part content type, payload) of each MIME part."""
+    if "boundary=" not in content_type:
+        raise InputError("multipart body without a boundary parameter",
+                         code="bad_multipart")
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        raise InputError("multipart body could not be parsed", code="bad_multipart")
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True) or b""
+        yield (part.get_param("name", header="content-disposition") or "",
+               part.get_content_type(), payload)
+
+
+def _unzip(data: bytes, name: str, limits: Limits) -> list[Blob]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = [m for m in archive.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise InputError(f"{name} is not a readable zip archive ({exc})", code="bad_zip") \
+            from None
+    if len(members) > limits.max_files:
+        raise InputError(f"{name} holds {len(members)} files; the limit is {limits.max_files}",
+                         code="too_many_files", status_code=413)
+    declared = sum(m.file_size for m in members)
+    if declared > limits.max_unzipped_bytes:
+        raise InputError(f"{name} expands to {declared} bytes; the limit is "
+                         f"{limits.max_unzipped_bytes}", code="zip_too_large", status_code=413)
+    blobs, total = [], 0
+    for member in members:
+        path = PurePosixPath(member.filename.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+            raise InputError(f"zip member {member.filename!r} escapes the archive",
+                             code="zip_path_traversal")
+        if path.name.startswith(".") or path.name.upper() == "DICOMDIR":
+            continue  # macOS resource forks, dot files and media directories
+        try:
+            with archive.open(member) as f:
+                # Read at most the remaining allowance + 1: a lying header cannot expand further.
+                content = f.read(limits.max_unzipped_bytes - total + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+            raise InputError(f"zip member {member.filename!r} cannot be read ({exc})",
+                             code="bad_zip") from None
+        total += len(content)
+        if total > limits.max_unzipped_bytes:
+            raise InputError(f"{name} expands past the limit of {limits.max_unzipped_bytes} "
+                             "bytes", code="zip_too_large", status_code=413)
+        blobs.append(Blob(f"{name}:{member.filename}", content))
+    return blobs
+
+
+def split_body(content_type: str | None, body: bytes, limits: Limits) -> list[Blob]:
+    """The files of one upload, zips expanded, whatever the contract's content type."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if not body:
+        raise InputError("the request body is empty; send the series' DICOM files",
+                         code="empty_body")
+    if media == "multipart/form-data":
+        raw = [Blob(f"part {i}", data) for i, (field, _, data)
+               in enumerate(_multipart_parts(content_type, body)) if field == "files"]
+        if not raw:
+            raise InputError("multipart/form-data without any 'files' part", code="no_files")
+    elif media == "multipart/related":
+        raw = [Blob(f"part {i}", data) for i, (_, _, data)
+               in enumerate(_multipart_parts(content_type, body))]
+    elif media in ("application/zip", "application/x-zip-compressed"):
+        raw = [Blob("body", body)]
+    elif media == "application/dicom":
+        raw = [Blob("body", body)]
+    else:
+        raise InputError(f"content type {media or '(none)'} is not accepted; send "
+                         "multipart/form-data, application/zip or multipart/related; "
+                         "type=\"application/dicom\"", code="unsupported_media_type",
+                         status_code=415)
+    blobs = []
+    for blob in raw:
+        blobs.extend(_unzip(blob.data, blob.name, limits) if blob.data[:4] == ZIP_MAGIC
+                     else [blob])
+        if len(blobs) > limits.max_files:
+            raise InputError(f"more than {limits.max_files} files", code="too_many_files",
+                             status_code=413)
+    if not blobs:
+        raise InputError("no files in the request", code="no_files")
+    return blobs
+
+
+def read_datasets(blobs: list[Blob]) -> list[pydicom.Dataset]:
+    """Parse every blob as DICOM Part 10; pixel data are decoded later, in the volume stage."""
+    datasets = []
+    for blob in blobs:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(blob.data))
+        except InvalidDicomError:
+            raise InputError(f"{blob.name} is not a DICOM Part 10 file (no DICM preamble)",
+                             code="not_dicom") from None
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on bad bytes
+            raise InputError(f"{blob.name} is truncated or corrupt DICOM "
+                             f"({type(exc).__name__}: {exc})", code="corrupt_dicom") from None
+        datasets.append(ds)
+    return datasets

@@ -1,0 +1,98 @@
+"""The analysis report of the contract, as pydantic models (shown in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    sha256: str
+
+
+class SliceResult(BaseModel):
+    index: int = Field(description="0 = most basal, by geometry along the slice normal")
+    sop_instance_uid: str
+    frame_number: int | None = Field(None, description="frame of an Enhanced MR instance")
+    myocardium_area_mm2: float
+    scar_area_mm2: float
+    scar_percent: float
+
+
+class AhaSegment(BaseModel):
+    segment: int = Field(ge=1, le=16)
+    name: str
+    scar_percent: float
+    transmurality_percent: float = Field(
+        description="median scar fraction of the wall thickness over the segment's scarred "
+        "wedges")
+    transmurality_class: str = Field(description="0%, 1-25%, 26-50%, 51-75% or 76-100%")
+
+
+class BaselineResult(BaseModel):
+    scar_percent: float
+    scar_volume_ml: float
+    scar_mass_g: float
+    method: str
+
+
+class Timings(BaseModel):
+    decode: float
+    preprocess: float
+    inference: float
+    quantify: float
+    encode: float
+    total: float
+
+
+class Report(BaseModel):
+    id: str
+    status: str = "completed"
+    created_at: datetime
+    pipeline: str
+    models: list[ModelRef]
+    execution_provider: str
+    study_instance_uid: str
+    series_instance_uid: str
+    seg_series_instance_uid: str
+    seg_sop_instance_uid: str
+    sr_sop_instance_uid: str
+    slices: list[SliceResult]
+    slice_spacing_mm: float
+    pixel_spacing_mm: tuple[float, float]
+    myocardium_volume_ml: float
+    scar_volume_ml: float
+    myocardium_mass_g: float
+    scar_mass_g: float
+    scar_to_myocardium_ratio: float = Field(ge=0.0, le=1.0)
+    scar_percent: float = Field(ge=0.0, le=100.0)
+    aha_segments: list[AhaSegment]
+    aha_reference: str
+    baselines: dict[str, BaselineResult]
+    timings_ms: Timings
+    warnings: list[str]
+    disclaimer: str = ("Research use only: the models are trained on synthetic phantoms and are "
+                       "not validated for clinical use.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    execution_provider: str
+
+
+class PipelineInfo(BaseModel):
+    name: str
+    default: bool
+    myocardium_model: ModelInfo
+    scar_model: ModelInfo
+    description: str
+
+
+class Readiness(BaseModel):
+    status: str
+    models: list[ModelInfo]

@@ -1,0 +1,252 @@
+"""DICOM datasets to one short-axis stack, ordered by geometry from base to apex.
+
+Slices are ordered by the position of their centre along the slice normal
+(ImagePositionPatient projected on the cross product of the two
+ImageOrientationPatient directions), never by file order, file name or
+InstanceNumber. The stack's direction is then chosen so that index 0 is the
+base: the LV apex points to the patient's left, anterior and inferior (LPS
++x, -y, -z), so the apical end is the one further along (1, -1, -1).
+Dextrocardia and situs inversus would be ordered apex first; a warning
+cannot detect them, the reader must.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+from pydicom.uid import UID
+
+from .errors import InputError
+from .preprocess import to_float
+
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
+APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)
+ORIENTATION_TOLERANCE = 1e-3
+SPACING_TOLERANCE_MM = 1e-3
+SAME_POSITION_MM = 0.01
+
+
+class GeometryError(InputError):
+    status_code = 422
+    code = "inconsistent_geometry"
+
+
+@dataclass(frozen=True)
+class Slice:
+    dataset: pydicom.Dataset
+    frame_number: int | None  # 1-based frame of an Enhanced MR instance, None for single-frame
+    image: np.ndarray  # float32, physical values (rescale applied)
+    position: np.ndarray  # ImagePositionPatient of the first pixel, mm
+    orientation: np.ndarray  # 6 direction cosines
+    spacing: tuple[float, float]
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.dataset.SOPInstanceUID)
+
+
+@dataclass(frozen=True)
+class Volume:
+    slices: list[Slice]  # base to apex
+    spacing: tuple[float, float]  # (row, column) mm
+    slice_spacing_mm: float  # median centre-to-centre distance
+    normal: np.ndarray  # unit vector from base to apex
+    study_instance_uid: str
+    series_instance_uid: str
+    frame_of_reference_uid: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        return [s.image for s in self.slices]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.slices), *self.slices[0].image.shape)
+
+
+def _required(ds: pydicom.Dataset, keyword: str, what: str):
+    value = ds.get(keyword)
+    if value is None or value == "":
+        raise GeometryError(f"{keyword} is missing, so the {what} is unknown",
+                            code="missing_geometry")
+    return value
+
+
+def _decode(ds: pydicom.Dataset) -> np.ndarray:
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise InputError(f"instance {ds.get('SOPInstanceUID', '?')} has no pixel data",
+                         code="no_pixel_data", status_code=422)
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    try:
+        return ds.pixel_array
+    except NotImplementedError as exc:
+        raise InputError(f"transfer syntax {syntax} ({syntax.name}) cannot be decoded here: "
+                         f"{exc}", code="unsupported_transfer_syntax", status_code=415) from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise many kinds on damaged data
+        if not syntax.is_transfer_syntax:
+            raise InputError(f"transfer syntax {syntax or '(none)'} is not supported",
+                             code="unsupported_transfer_syntax", status_code=415) from None
+        raise InputError(f"pixel data of instance {ds.get('SOPInstanceUID', '?')} cannot be "
+                         f"decoded ({type(exc).__name__}: {exc}); the file may be truncated",
+                         code="corrupt_dicom") from None
+
+
+def _rescale(item: pydicom.Dataset) -> tuple[float, float]:
+    return float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
+
+
+def _single_frame_slices(ds: pydicom.Dataset) -> list[Slice]:
+    position = np.array(_required(ds, "ImagePositionPatient", "slice position"), float)
+    orientation = np.array(_required(ds, "ImageOrientationPatient", "slice orientation"), float)
+    spacing = tuple(float(v) for v in _required(ds, "PixelSpacing", "pixel size"))
+    pixels = _decode(ds)
+    if pixels.ndim != 2:
+        raise InputError(f"expected one 2-D image per MR instance, got shape {pixels.shape}",
+                         code="unsupported_image", status_code=422)
+    return [Slice(ds, None, to_float(pixels, *_rescale(ds)), position, orientation, spacing)]
+
+
+def _functional(ds: pydicom.Dataset, frame: pydicom.Dataset, sequence: str):
+    for groups in (frame, ds.get("SharedFunctionalGroupsSequence", [None])[0]):
+        if groups is not None and sequence in groups and len(groups[sequence].value):
+            return groups[sequence][0]
+    raise GeometryError(f"{sequence} is missing from the Enhanced MR functional groups",
+                        code="missing_geometry")
+
+
+def _enhanced_slices(ds: pydicom.Dataset) -> list[Slice]:
+    frames = ds.get("PerFrameFunctionalGroupsSequence")
+    if not frames:
+        raise GeometryError("Enhanced MR without PerFrameFunctionalGroupsSequence",
+                            code="missing_geometry")
+    pixels = _decode(ds)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if pixels.shape[0] != len(frames):
+        raise GeometryError(f"{pixels.shape[0]} frames of pixel data but {len(frames)} "
+                            "per-frame functional groups")
+    out = []
+    for k, frame in enumerate(frames):
+        position = np.array(_functional(ds, frame, "PlanePositionSequence")
+                            .ImagePositionPatient, float)
+        orientation = np.array(_functional(ds, frame, "PlaneOrientationSequence")
+                               .ImageOrientationPatient, float)
+        spacing = tuple(float(v) for v in _functional(ds, frame, "PixelMeasuresSequence")
+                        .PixelSpacing)
+        try:
+            slope, intercept = _rescale(_functional(ds, frame,
+                                                    "PixelValueTransformationSequence"))
+        except GeometryError:
+            slope, intercept = 1.0, 0.0
+        out.append(Slice(ds, k + 1, to_float(pixels[k], slope, intercept), position,
+                         orientation, spacing))
+    return out
+
+
+def _check_one_mr_series(datasets: list[pydicom.Dataset]) -> None:
+    for ds in datasets:
+        modality = str(ds.get("Modality", ""))
+        sop_class = str(ds.get("SOPClassUID", ""))
+        if modality != "MR" or sop_class not in (MR_IMAGE_STORAGE, ENHANCED_MR_IMAGE_STORAGE):
+            found = f"{modality or 'no modality'}, SOP class {sop_class or 'none'}"
+            raise InputError(f"instance is {found}; send MR Image or Enhanced MR Image "
+                             "instances",
+                             code="not_mr", status_code=422)
+    series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
+    if "" in series:
+        raise InputError("an instance has no SeriesInstanceUID", code="missing_attribute",
+                         status_code=422)
+    if len(series) > 1:
+        raise InputError(f"the request holds {len(series)} series; send one series per "
+                         "analysis (or use STOW-RS, which splits them)", code="multiple_series",
+                         status_code=422)
+    studies = {str(ds.get("StudyInstanceUID", "")) for ds in datasets}
+    if len(studies) != 1 or "" in studies:
+        raise InputError("instances of one series must share one StudyInstanceUID",
+                         code="missing_attribute", status_code=422)
+
+
+def _check_consistent(slices: list[Slice]) -> None:
+    first = slices[0]
+    for s in slices[1:]:
+        if np.abs(s.orientation - first.orientation).max() > ORIENTATION_TOLERANCE:
+            raise GeometryError("slices have different ImageOrientationPatient; send one "
+                                "short-axis stack")
+        if max(abs(a - b) for a, b in zip(s.spacing, first.spacing, strict=True)) \
+                > SPACING_TOLERANCE_MM:
+            raise GeometryError(f"slices have different PixelSpacing ({s.spacing} vs "
+                                f"{first.spacing})")
+        if s.image.shape != first.image.shape:
+            raise GeometryError(f"slices have different matrix sizes ({s.image.shape} vs "
+                                f"{first.image.shape})")
+    row, col = first.orientation[:3], first.orientation[3:]
+    if abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01 \
+            or abs(row @ col) > 0.01:
+        raise GeometryError("ImageOrientationPatient is not two orthogonal unit vectors",
+                            code="missing_geometry")
+    if min(first.spacing) <= 0:
+        raise GeometryError(f"PixelSpacing {first.spacing} is not positive",
+                            code="missing_geometry")
+
+
+def build_volume(datasets: list[pydicom.Dataset]) -> Volume:
+    """Check, decode and order one series; InputError says what is wrong with it."""
+    if not datasets:
+        raise InputError("no DICOM instances", code="no_files")
+    _check_one_mr_series(datasets)
+    slices: list[Slice] = []
+    for ds in datasets:
+        is_enhanced = str(ds.SOPClassUID) == ENHANCED_MR_IMAGE_STORAGE
+        slices.extend(_enhanced_slices(ds) if is_enhanced else _single_frame_slices(ds))
+    _check_consistent(slices)
+    warnings: list[str] = []
+
+    normal = np.cross(slices[0].orientation[:3], slices[0].orientation[3:])
+    normal /= np.linalg.norm(normal)
+    if normal @ APEX_DIRECTION_LPS < 0:
+        normal = -normal
+    # Ties (duplicates) break on InstanceNumber then UID, so file order never matters.
+    slices.sort(key=lambda s: (round(float(s.position @ normal) / SAME_POSITION_MM),
+                               int(s.dataset.get("InstanceNumber", 0) or 0),
+                               s.sop_instance_uid, s.frame_number or 0))
+
+    unique: list[Slice] = []
+    for s in slices:
+        if unique and abs(float((s.position - unique[-1].position) @ normal)) < SAME_POSITION_MM:
+            if unique[-1].sop_instance_uid == s.sop_instance_uid \
+                    and unique[-1].frame_number == s.frame_number:
+                warnings.append(f"instance {s.sop_instance_uid} was sent more than once; "
+                                "the copy was ignored")
+            else:
+                warnings.append("two images share one slice position; the one with the "
+                                f"lower InstanceNumber was kept, {s.sop_instance_uid} ignored")
+            continue
+        unique.append(s)
+    if len(unique) < 2:
+        raise InputError("the series has a single slice position; scar volume needs a "
+                         "short-axis stack", code="single_slice", status_code=422)
+
+    positions = np.array([float(s.position @ normal) for s in unique])
+    steps = np.diff(positions)
+    slice_spacing = float(np.median(steps))
+    for k in np.nonzero(steps > 1.5 * slice_spacing)[0]:
+        warnings.append(f"gap of {steps[k]:.1f} mm between slices {k} and {k + 1} (usual "
+                        f"spacing {slice_spacing:.1f} mm); volumes assume the usual spacing")
+    in_plane_offsets = [np.linalg.norm((s.position - unique[0].position)
+                                       - ((s.position - unique[0].position) @ normal) * normal)
+                        for s in unique]
+    if max(in_plane_offsets) > 0.5 * max(unique[0].spacing):
+        warnings.append("slices are shifted in-plane relative to each other; masks are "
+                        "reported on each slice's own grid")
+
+    ds0 = unique[0].dataset
+    return Volume(
+        slices=unique, spacing=unique[0].spacing, slice_spacing_mm=slice_spacing,
+        normal=normal, study_instance_uid=str(ds0.StudyInstanceUID),
+        series_instance_uid=str(ds0.SeriesInstanceUID),
+        frame_of_reference_uid=str(_required(ds0, "FrameOfReferenceUID", "frame of reference")),
+        warnings=warnings)
