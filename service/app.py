@@ -70,16 +70,6 @@ async def lifespan(app: FastAPI):
         app.state.store.close()
 
 
-app = FastAPI(
-    title="DB-LGE scar service",
-    version=__version__,
-    summary="Myocardium and scar segmentation of dark-blood LGE short-axis MRI. "
-    "Research use only: models are trained on synthetic phantoms, not validated clinically.",
-    lifespan=lifespan,
-)
-
-
-@app.exception_handler(ServiceError)
 async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
     if exc.status_code >= 500 and not isinstance(exc, Overloaded):
         log.exception("internal error", exc_info=exc)
@@ -87,7 +77,6 @@ async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 
-@app.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
         exc.status_code, "http_error")
@@ -95,7 +84,6 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
                         status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
-@app.exception_handler(RequestValidationError)
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     return JSONResponse({"error": {"code": "invalid_request", "message": message}},
@@ -121,13 +109,16 @@ def _registry(request: Request) -> Registry:
     return registry
 
 
-@app.get("/healthz", tags=["health"])
+health = APIRouter(tags=["health"])
+
+
+@health.get("/healthz")
 def healthz() -> dict[str, str]:
     """200 while the process is up."""
     return {"status": "ok"}
 
 
-@app.get("/readyz", tags=["health"], response_model=Readiness)
+@health.get("/readyz", response_model=Readiness)
 def readyz(request: Request) -> JSONResponse:
     """200 once every model is loaded, with the models and where they run; 503 before."""
     registry = request.app.state.registry
@@ -228,4 +219,21 @@ def get_sr(analysis_id: str, request: Request) -> FileResponse:
     return FileResponse(path, media_type="application/dicom", filename=f"{analysis_id}_sr.dcm")
 
 
-app.include_router(api)
+def create_app() -> FastAPI:
+    """A new app; settings are read when it starts (tests start several side by side)."""
+    application = FastAPI(
+        title="DB-LGE scar service",
+        version=__version__,
+        summary="Myocardium and scar segmentation of dark-blood LGE short-axis MRI. Research "
+        "use only: models are trained on synthetic phantoms, not validated clinically.",
+        lifespan=lifespan,
+    )
+    application.add_exception_handler(ServiceError, _service_error)
+    application.add_exception_handler(StarletteHTTPException, _http_error)
+    application.add_exception_handler(RequestValidationError, _validation_error)
+    application.include_router(health)
+    application.include_router(api)
+    return application
+
+
+app = create_app()

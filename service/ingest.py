@@ -157,5 +157,9 @@ def read_datasets(blobs: list[Blob]) -> list[pydicom.Dataset]:
         except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on bad bytes
             raise InputError(f"{blob.name} is truncated or corrupt DICOM "
                              f"({type(exc).__name__}: {exc})", code="corrupt_dicom") from None
+        missing = [k for k in ("SOPClassUID", "SOPInstanceUID") if not ds.get(k)]
+        if missing:
+            raise InputError(f"{blob.name} has no {' or '.join(missing)}; the file is "
+                             "truncated or not a DICOM instance", code="corrupt_dicom")
         datasets.append(ds)
     return datasets

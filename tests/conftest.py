@@ -49,3 +49,19 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is not installed; .ci/run must install it")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_result_store(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The app writes results to one temporary store per test session, never to var/."""
+    os.environ["DATA_DIR"] = str(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Settings are cached per process; a test that changes the environment must not leak."""
+    from service.config import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

@@ -5,27 +5,30 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from service.app import app
+from service.app import create_app
 from service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_healthz() -> None:
-    with TestClient(app) as client:
+    with TestClient(create_app()) as client:
         r = client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
-def test_readyz_not_ready_without_models() -> None:
+def test_readyz_not_ready_while_models_load() -> None:
+    app = create_app()
     with TestClient(app) as client:
+        app.state.registry = None  # as between start-up and the end of model loading
         r = client.get("/readyz")
-    assert r.status_code == 503
-    assert r.json()["models"] == []
+        busy = client.get("/v1/models")
+    assert r.status_code == 503 and r.json()["models"] == []
+    assert busy.status_code == 503 and "Retry-After" in busy.headers
 
 
 def test_unknown_path_gets_contract_error_body() -> None:
-    with TestClient(app) as client:
+    with TestClient(create_app()) as client:
         r = client.get("/no/such/thing")
     assert r.status_code == 404
     assert set(r.json()) == {"error"}

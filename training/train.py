@@ -133,7 +133,7 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
     state = TrainState()
     if state_path.exists():
         state = TrainState(**json.loads(state_path.read_text()))
-        if state.done:
+        if state.epoch >= config.epochs:
             model.load_weights(out_dir / "best.weights.h5")
             return model, state
         model.load_weights(out_dir / "last.weights.h5")

@@ -1,0 +1,237 @@
+"""The contract's /v1 endpoints end to end with the shipped models (TestClient, CPU)."""
+
+from __future__ import annotations
+
+import io
+import random
+import subprocess
+import zipfile
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import get_settings
+from training.phantoms import load_truth
+
+from .conftest import require_tool
+
+VOLATILE = {"id", "created_at", "timings_ms", "seg_series_instance_uid", "seg_sop_instance_uid",
+            "sr_sop_instance_uid"}
+
+
+def series_files(series_dir: Path) -> list[tuple[str, bytes]]:
+    return [(p.name, p.read_bytes()) for p in sorted((series_dir / "dicom").glob("*.dcm"))]
+
+
+def multipart(files: list[tuple[str, bytes]]) -> list:
+    return [("files", (name, data, "application/dicom")) for name, data in files]
+
+
+def related_body(files: list[tuple[str, bytes]], boundary: str = "dicomboundary") -> bytes:
+    parts = [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
+             for _, data in files]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with TestClient(create_app()) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def posted(client, series_dirs):
+    files = series_files(series_dirs[0])
+    r = client.post("/v1/analyses", files=multipart(files))
+    assert r.status_code == 201, r.text
+    return r
+
+
+def test_readyz_lists_every_model_on_cpu(client) -> None:
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+    models = r.json()["models"]
+    assert {m["name"] for m in models} == {"myocardium-unet", "scar-unet", "enet-p1", "enet-p2"}
+    assert all(m["execution_provider"] == "CPUExecutionProvider" and len(m["sha256"]) == 64
+               for m in models)
+
+
+def test_models_endpoint_lists_the_three_pipelines(client) -> None:
+    pipelines = {p["name"]: p for p in client.get("/v1/models").json()}
+    assert set(pipelines) == {"cascade-unet", "enet", "enet-raw"}
+    assert pipelines["cascade-unet"]["default"] and not pipelines["enet"]["default"]
+    assert pipelines["enet"]["scar_model"]["name"] == "enet-p2"
+
+
+def test_report_follows_the_contract(posted, series_dirs) -> None:
+    report = posted.json()
+    assert posted.headers["location"] == f"/v1/analyses/{report['id']}"
+    for key in ("id", "status", "created_at", "pipeline", "models", "execution_provider",
+                "study_instance_uid", "series_instance_uid", "slices", "myocardium_volume_ml",
+                "scar_volume_ml", "myocardium_mass_g", "scar_mass_g",
+                "scar_to_myocardium_ratio", "scar_percent", "aha_segments", "baselines",
+                "timings_ms", "warnings"):
+        assert key in report, key
+    assert report["pipeline"] == "cascade-unet"
+    assert set(report["timings_ms"]) == {"decode", "preprocess", "inference", "quantify",
+                                         "encode", "total"}
+    assert set(report["baselines"]) == {"4sd", "fwhm"}
+    assert [s["segment"] for s in report["aha_segments"]] == list(range(1, 17))
+    # Slice 0 is the most basal: the same order as the phantom's truth (base to apex).
+    with np.load(series_dirs[0] / "truth.npz") as truth:
+        assert [s["sop_instance_uid"] for s in report["slices"]] == \
+            [str(u) for u in truth["sop_instance_uids"]]
+    assert [s["index"] for s in report["slices"]] == list(range(len(report["slices"])))
+    # Totals agree with the slices, the ratio and the density of 1.05 g/mL.
+    myo_mm2 = sum(s["myocardium_area_mm2"] for s in report["slices"])
+    scar_mm2 = sum(s["scar_area_mm2"] for s in report["slices"])
+    assert report["myocardium_volume_ml"] == pytest.approx(
+        myo_mm2 * report["slice_spacing_mm"] / 1000, rel=1e-6)
+    assert report["scar_to_myocardium_ratio"] == pytest.approx(scar_mm2 / myo_mm2, rel=1e-6)
+    assert report["scar_percent"] == pytest.approx(100 * report["scar_to_myocardium_ratio"])
+    assert report["myocardium_mass_g"] == pytest.approx(1.05 * report["myocardium_volume_ml"])
+    assert report["scar_mass_g"] == pytest.approx(1.05 * report["scar_volume_ml"])
+
+
+def test_report_is_close_to_the_truth(posted, series_dirs) -> None:
+    report = posted.json()
+    truth = load_truth(series_dirs[0])
+    true_myo = sum(int(t["myocardium"].sum()) for t in truth.values())
+    true_scar = sum(int(t["scar"].sum()) for t in truth.values())
+    assert abs(report["scar_percent"] - 100 * true_scar / true_myo) < 5.0
+    pixel = np.prod(report["pixel_spacing_mm"])
+    myo_px = sum(s["myocardium_area_mm2"] for s in report["slices"]) / pixel
+    assert abs(myo_px - true_myo) / true_myo < 0.2
+
+
+def test_stored_report_seg_and_sr_are_served(client, posted) -> None:
+    report = posted.json()
+    base = posted.headers["location"]
+    assert client.get(base).json() == report
+    seg = client.get(f"{base}/seg")
+    sr = client.get(f"{base}/sr")
+    assert seg.headers["content-type"] == sr.headers["content-type"] == "application/dicom"
+    seg_ds = pydicom.dcmread(io.BytesIO(seg.content))
+    sr_ds = pydicom.dcmread(io.BytesIO(sr.content))
+    assert seg_ds.SOPInstanceUID == report["seg_sop_instance_uid"]
+    assert sr_ds.SOPInstanceUID == report["sr_sop_instance_uid"]
+    assert seg_ds.StudyInstanceUID == sr_ds.StudyInstanceUID == report["study_instance_uid"]
+    assert seg_ds.SeriesInstanceUID != report["series_instance_uid"]
+
+
+def test_seg_follows_the_contract_and_reads_back_to_the_report(client, posted,
+                                                                series_dirs) -> None:
+    report = posted.json()
+    seg_ds = pydicom.dcmread(io.BytesIO(client.get(f"{posted.headers['location']}/seg").content))
+    sources = [pydicom.dcmread(p) for p in (series_dirs[0] / "dicom").glob("*.dcm")]
+    assert seg_ds.SegmentationType == "BINARY"
+    assert seg_ds.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+    assert seg_ds.ReferencedSeriesSequence[0].SeriesInstanceUID == report["series_instance_uid"]
+    assert int(seg_ds.NumberOfFrames) == 2 * len(sources)  # empty frames kept
+
+    def triple(item):
+        return (item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning)
+
+    myo, scar = seg_ds.SegmentSequence
+    assert myo.SegmentLabel == "Myocardium" and scar.SegmentLabel == "Scar"
+    assert triple(myo.SegmentedPropertyCategoryCodeSequence[0]) == \
+        ("91723000", "SCT", "Anatomical Structure")
+    assert triple(myo.SegmentedPropertyTypeCodeSequence[0]) == ("74281007", "SCT", "Myocardium")
+    assert triple(scar.SegmentedPropertyCategoryCodeSequence[0]) == \
+        ("49755003", "SCT", "Morphologically Abnormal Structure")
+    assert triple(scar.SegmentedPropertyTypeCodeSequence[0]) == ("55641003", "SCT", "Infarct")
+    assert triple(scar.AnatomicRegionSequence[0]) == ("74281007", "SCT", "Myocardium")
+    for segment in (myo, scar):
+        assert segment.SegmentAlgorithmType == "AUTOMATIC"
+        assert segment.SegmentAlgorithmName == "cascade-unet"
+        assert "RecommendedDisplayCIELabValue" in segment
+    source_uids = {d.SOPInstanceUID for d in sources}
+    for frame in seg_ds.PerFrameFunctionalGroupsSequence:
+        ref = frame.DerivationImageSequence[0].SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID in source_uids
+    # highdicom reads the masks back; per-slice areas equal the report's.
+    seg = hd.seg.Segmentation.from_dataset(seg_ds)
+    pixel = np.prod(report["pixel_spacing_mm"])
+    for s in report["slices"]:
+        for number, key in ((1, "myocardium_area_mm2"), (2, "scar_area_mm2")):
+            mask = seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=[s["sop_instance_uid"]], segment_numbers=[number],
+                assert_missing_frames_are_empty=True)
+            assert mask.sum() * pixel == pytest.approx(s[key]), (s["index"], key)
+
+
+def test_seg_and_sr_pass_dciodvfy(client, posted, tmp_path) -> None:
+    tool = require_tool("dciodvfy")
+    for kind in ("seg", "sr"):
+        path = tmp_path / f"{kind}.dcm"
+        path.write_bytes(client.get(f"{posted.headers['location']}/{kind}").content)
+        out = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
+        errors = [line for line in (out.stdout + out.stderr).splitlines()
+                  if line.startswith("Error")]
+        assert errors == [], (kind, errors)
+
+
+def test_shuffled_zip_and_related_give_the_identical_report(client, posted, series_dirs) -> None:
+    files = series_files(series_dirs[0])
+    random.Random(5).shuffle(files)
+    renamed = [(f"{i:03d}.dcm", data) for i, (_, data) in enumerate(files)]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, data in renamed:
+            z.writestr(f"study/series/{name}", data)
+    answers = [
+        client.post("/v1/analyses", files=multipart(renamed)),
+        client.post("/v1/analyses", content=buffer.getvalue(),
+                    headers={"content-type": "application/zip"}),
+        client.post("/v1/analyses", content=related_body(files), headers={
+            "content-type": 'multipart/related; type="application/dicom"; '
+                            "boundary=dicomboundary"}),
+    ]
+    expected = {k: v for k, v in posted.json().items() if k not in VOLATILE}
+    for r in answers:
+        assert r.status_code == 201, r.text
+        assert {k: v for k, v in r.json().items() if k not in VOLATILE} == expected
+
+
+@pytest.mark.parametrize("pipeline", ["enet", "enet-raw"])
+def test_enet_pipelines(client, series_dirs, pipeline) -> None:
+    r = client.post(f"/v1/analyses?pipeline={pipeline}",
+                    files=multipart(series_files(series_dirs[1])))
+    assert r.status_code == 201, r.text
+    report = r.json()
+    assert report["pipeline"] == pipeline
+    assert report["models"][1]["name"] == {"enet": "enet-p2", "enet-raw": "enet-p1"}[pipeline]
+    assert 0.0 <= report["scar_to_myocardium_ratio"] <= 1.0
+
+
+def test_results_survive_a_restart(posted) -> None:
+    location = posted.headers["location"]
+    with TestClient(create_app()) as fresh:
+        r = fresh.get(location)
+        assert r.status_code == 200 and r.json() == posted.json()
+        assert fresh.get(f"{location}/seg").status_code == 200
+
+
+def test_unknown_ids_are_404(client) -> None:
+    for path in ("/v1/analyses/" + "0" * 32, "/v1/analyses/nope/seg", "/v1/analyses/..%2f..%2fx"):
+        r = client.get(path)
+        assert r.status_code == 404 and "error" in r.json(), path
+
+
+def test_api_key_guards_everything_but_health(monkeypatch, posted) -> None:
+    monkeypatch.setenv("API_KEY", "s3cret")
+    get_settings.cache_clear()
+    with TestClient(create_app()) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/readyz").status_code == 200
+        for path in ("/v1/models", posted.headers["location"]):
+            r = c.get(path)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+            assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.post("/v1/analyses", content=b"x").status_code == 401
