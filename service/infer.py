@@ -17,7 +17,7 @@ CPU = "CPUExecutionProvider"
 
 
 class Predictor(Protocol):
-    """Class probabilities for a batch: (N, H, W, 1) float32 in, (N, H, W, C) out."""
+    """Class probabilities for a batch: (N, H, W, channels) float32 in, (N, H, W, C) out."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 

@@ -71,7 +71,7 @@ def load_registry(models_dir: Path, provider: str = "auto") -> Registry:
         model = OnnxModel(path, providers)
         models[entry["name"]] = LoadedModel(
             name=entry["name"], version=entry["version"], sha256=actual,
-            network=Network(model, InputSpec.from_dict(entry["input"])),
+            network=Network(model, InputSpec.from_dict(entry["input"]["preprocessing"])),
             execution_provider=model.execution_provider)
     pipelines, default = {}, None
     for name, parts in manifest["pipelines"].items():

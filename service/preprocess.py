@@ -299,12 +299,15 @@ class InputSpec:
     square around the union of the myocardium over the series, plus
     ``margin_mm``) or ``hough_circle`` (per slice, side twice the LV
     diameter). ``masked``: multiply by the myocardium (ENet Protocol 2).
+    ``myocardium_channel``: give the myocardium mask as a second input
+    channel (the cascade's CNN2 sees what CNN1 found).
     """
 
     crop: Literal["whole_image", "heart_box", "hough_circle"]
     shape: tuple[int, int]
     spacing_mm: float | None = None
     masked: bool = False
+    myocardium_channel: bool = False
     margin_mm: float = 12.0
     min_side_mm: float = 60.0
     normalisation: str = "z-score per input, values clipped at the 0.5th/99.5th percentile"
@@ -348,8 +351,13 @@ def model_inputs(images: Sequence[np.ndarray], spacing: Spacing, spec: InputSpec
     else:
         if transforms is None:
             raise ValueError("a crop network needs its crop transforms")
-        if spec.masked and myocardium is None:
-            raise ValueError("a masked (Protocol 2) network needs the myocardium")
+        if (spec.masked or spec.myocardium_channel) and myocardium is None:
+            raise ValueError("this network needs the myocardium as input")
         batch = [crop_input(im, t, myocardium[k] if spec.masked else None)
                  for k, (im, t) in enumerate(zip(images, transforms, strict=True))]
+        if spec.myocardium_channel:
+            masks = [t.to_model(np.asarray(myocardium[k], np.float32), order=1)
+                     for k, t in enumerate(transforms)]
+            return (np.stack([np.stack(batch), np.stack(masks)], axis=-1).astype(np.float32),
+                    list(transforms))
     return np.stack(batch)[..., None].astype(np.float32), list(transforms)

@@ -43,8 +43,8 @@ def test_manifest_matches_the_files(manifest: dict) -> None:
         assert inp.shape[1:] == model["input"]["shape"][1:]
         assert out.shape[-1] == len(model["output"]["classes"])
         assert (MODELS_DIR / model["card"]).exists()
-        for key in ("crop", "normalisation", "masked"):
-            assert key in model["input"]
+        for key in ("crop", "normalisation", "masked", "shape"):
+            assert key in model["input"]["preprocessing"]
         assert model["evaluation"], f"{model['name']} has no evaluation figures"
     assert "not for clinical use" in manifest["intended_use"].lower()
     assert manifest["pipelines"]["cascade-unet"]["default"] is True

@@ -67,7 +67,8 @@ def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
     assert set(arrays) == set(TASKS)
     for task, spec in TASKS.items():
         a = arrays[task]
-        assert a.x.shape[1:] == (*spec.shape, 1) and a.x.dtype == np.float32
+        channels = 2 if spec.myocardium_channel else 1
+        assert a.x.shape[1:] == (*spec.shape, channels) and a.x.dtype == np.float32
         assert a.y.shape == a.x.shape[:3]
         assert 0.0 <= a.y.min() and a.y.max() <= 1.0
         assert np.all(a.series == 7)
@@ -79,7 +80,10 @@ def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
     assert ((y > 0.05) & (y < 0.95)).any()
     # Protocol 2 is zero outside the (perturbed) myocardium: most of the crop.
     assert (arrays["enet_p2"].x == 0).mean() > 0.5 and ENET_P2.masked
-    assert SCAR_UNET.crop == "heart_box"
+    # The scar U-Net's second channel is a (perturbed) myocardium mask: 0 or 1 mostly.
+    assert SCAR_UNET.crop == "heart_box" and SCAR_UNET.myocardium_channel
+    mask_channel = arrays["scar_unet"].x[..., 1]
+    assert mask_channel.max() == pytest.approx(1.0) and (mask_channel == 0).mean() > 0.5
 
 
 def test_arrays_round_trip_and_select(tmp_path: Path) -> None:

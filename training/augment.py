@@ -39,15 +39,26 @@ def elastic_field(shape: tuple[int, int], rng: np.random.Generator, amplitude_px
 
 def augment_pair(image: np.ndarray, target: np.ndarray, rng: np.random.Generator,
                  masked: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """One random augmentation of an (H, W) image and its (H, W) soft target."""
+    """One random augmentation of an (H, W) or (H, W, C) input and its (H, W) soft target.
+
+    Channels after the first (a myocardium mask given as input) move with
+    the geometry but keep their values.
+    """
+    extra = image[..., 1:] if image.ndim == 3 else None
+    image = image[..., 0] if image.ndim == 3 else image
     k = int(rng.integers(8))
     image, target = dihedral(image, k), dihedral(target, k)
+    extra = None if extra is None else dihedral(extra, k)
     if rng.random() < 0.7:
         coords = elastic_field(image.shape, rng, amplitude_px=rng.uniform(0.5, 2.0),
                                zoom=rng.uniform(0.9, 1.1), rotation_deg=rng.uniform(-20, 20))
         fill = 0.0 if masked else float(image.min())
         image = ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=fill)
         target = ndimage.map_coordinates(target, coords, order=1, mode="constant", cval=0.0)
+        if extra is not None:
+            extra = np.stack([ndimage.map_coordinates(extra[..., c], coords, order=1,
+                                                      mode="constant", cval=0.0)
+                              for c in range(extra.shape[-1])], axis=-1)
     inside = image != 0 if masked else np.ones(image.shape, dtype=bool)
     # Monotone contrast change (gamma on the rank-preserving [0, 1] rescale),
     # then gain, offset and noise; the z-scored scale stays roughly the same.
@@ -58,11 +69,15 @@ def augment_pair(image: np.ndarray, target: np.ndarray, rng: np.random.Generator
     image = image * rng.uniform(0.85, 1.2) + rng.uniform(-0.2, 0.2)
     image = image + rng.normal(0.0, rng.uniform(0.0, 0.15), size=image.shape)
     image = np.where(inside, image, 0.0) if masked else image
+    if extra is not None:
+        image = np.concatenate([image[..., None], extra], axis=-1)
     return image.astype(np.float32), target.astype(np.float32)
 
 
 def augment_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, masked: bool = False
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Augment (N, H, W, 1) inputs and (N, H, W) targets slice by slice."""
-    pairs = [augment_pair(xi[..., 0], yi, rng, masked) for xi, yi in zip(x, y, strict=True)]
-    return (np.stack([p[0] for p in pairs])[..., None], np.stack([p[1] for p in pairs]))
+    """Augment (N, H, W, C) inputs and (N, H, W) targets slice by slice."""
+    pairs = [augment_pair(xi if xi.shape[-1] > 1 else xi[..., 0], yi, rng, masked)
+             for xi, yi in zip(x, y, strict=True)]
+    images = np.stack([p[0] for p in pairs])
+    return (images if images.ndim == 4 else images[..., None], np.stack([p[1] for p in pairs]))

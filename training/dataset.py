@@ -11,13 +11,16 @@ Two things differ from serving, on purpose:
 
 * the heart box is made from the true myocardium with random margin and
   shift, so the scar U-Net sees the spread of boxes CNN1 will give it;
-* the Protocol 2 mask is the true myocardium, randomly eroded or dilated by
-  one pixel, so the ENet does not rely on a perfect mask it will not get.
+* the myocardium given to a network (the scar U-Net's second channel, the
+  Protocol 2 mask) is the true one, randomly eroded or dilated by one
+  pixel, so the networks do not rely on a perfect mask they will not get.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +37,8 @@ from .phantoms import load_series, load_truth
 
 # The input of each trained network (written into models/manifest.json).
 MYOCARDIUM_UNET = InputSpec(crop="whole_image", shape=(128, 128), spacing_mm=2.0)
-SCAR_UNET = InputSpec(crop="heart_box", shape=(96, 96), margin_mm=12.0, min_side_mm=60.0)
+SCAR_UNET = InputSpec(crop="heart_box", shape=(96, 96), margin_mm=12.0, min_side_mm=60.0,
+                      myocardium_channel=True)
 ENET_P1 = InputSpec(crop="hough_circle", shape=(64, 64), masked=False)
 ENET_P2 = InputSpec(crop="hough_circle", shape=(64, 64), masked=True)
 
@@ -115,7 +119,8 @@ def series_arrays(series_dir: Path, series_number: int, seed: int = 0) -> dict[s
     parts = []
     for _ in range(BOX_JITTERS_PER_SERIES):
         boxes = [_jittered_box(box, spacing, rng)] * n
-        x, _ = model_inputs(images, spacing, SCAR_UNET, boxes, myo)
+        rough = np.stack([_perturbed_mask(m, rng) for m in myo])
+        x, _ = model_inputs(images, spacing, SCAR_UNET, boxes, rough)
         parts.append(Arrays(x, _targets(boxes, scar), tag))
     out["scar_unet"] = Arrays.concatenate(parts)
 
@@ -129,6 +134,11 @@ def series_arrays(series_dir: Path, series_number: int, seed: int = 0) -> dict[s
     return out
 
 
+def _spec_key(spec: InputSpec) -> str:
+    text = json.dumps(spec.to_dict(), sort_keys=True) + f"jitters={BOX_JITTERS_PER_SERIES}"
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
 def _series_arrays_star(args: tuple[Path, int, int]) -> dict[str, Arrays]:
     return series_arrays(*args)
 
@@ -137,7 +147,9 @@ def build_arrays(series_dirs: Sequence[Path], cache_dir: Path, split: str, seed:
                  workers: int | None = None) -> dict[str, Arrays]:
     """Arrays of every network for a list of series, cached as ``<cache>/<split>_<task>.npz``."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    paths = {task: cache_dir / f"{split}_{task}.npz" for task in TASKS}
+    # The file name carries the input spec, so changing a spec rebuilds its arrays.
+    paths = {task: cache_dir / f"{split}_{task}_{_spec_key(spec)}.npz"
+             for task, spec in TASKS.items()}
     if all(p.exists() for p in paths.values()):
         return {task: Arrays.load(p) for task, p in paths.items()}
     jobs = [(Path(d), i, seed) for i, d in enumerate(series_dirs)]

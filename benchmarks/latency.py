@@ -1,0 +1,112 @@
+"""POST-to-report latency of each pipeline on a 12-slice 256x256 phantom series.
+
+In-process (ASGI TestClient, so no network), on the execution provider the
+service picks. Prints the figures and writes them to ``benchmarks/results/``
+and to the latency section of ``BENCHMARKS.md``.
+
+    python benchmarks/latency.py --runs 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from training.phantoms import render, sample_spec, write_series
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("decode", "preprocess", "inference", "quantify", "encode", "total")
+
+
+def benchmark_series(out_dir: Path, seed: int = 77) -> Path:
+    spec = sample_spec(seed, 0)
+    acquisition = dataclasses.replace(spec.acquisition, rows=256, cols=256, n_slices=12,
+                                      pixel_spacing=1.4, gap=0.0)
+    spec = dataclasses.replace(spec, acquisition=acquisition)
+    return write_series(spec, render(spec), out_dir)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def write_section(markdown: str, marker: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    begin, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    block = f"{begin}\n{markdown}\n{end}"
+    if begin in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("DATA_DIR", str(Path(tmp) / "results"))
+        series = benchmark_series(Path(tmp) / "series")
+        files = [("files", (p.name, p.read_bytes(), "application/dicom"))
+                 for p in sorted((series / "dicom").glob("*.dcm"))]
+        results = {}
+        with TestClient(create_app()) as client:
+            provider = client.get("/readyz").json()["models"][0]["execution_provider"]
+            for pipeline in ("cascade-unet", "enet", "enet-raw"):
+                for _ in range(args.warmup):
+                    client.post(f"/v1/analyses?pipeline={pipeline}", files=files)
+                walls, stages = [], {s: [] for s in STAGES}
+                for _ in range(args.runs):
+                    t0 = time.perf_counter()
+                    r = client.post(f"/v1/analyses?pipeline={pipeline}", files=files)
+                    walls.append((time.perf_counter() - t0) * 1000.0)
+                    if r.status_code != 201:
+                        raise RuntimeError(f"analysis failed: {r.status_code} {r.text}")
+                    for s in STAGES:
+                        stages[s].append(r.json()["timings_ms"][s])
+                results[pipeline] = {
+                    "p50_ms": percentile(walls, 50), "p95_ms": percentile(walls, 95),
+                    "stages_median_ms": {s: statistics.median(v) for s, v in stages.items()}}
+                print(f"{pipeline:13s} p50 {results[pipeline]['p50_ms']:7.1f} ms  "
+                      f"p95 {results[pipeline]['p95_ms']:7.1f} ms  " + "  ".join(
+                          f"{s} {results[pipeline]['stages_median_ms'][s]:.0f}"
+                          for s in STAGES[:-1]))
+    machine = f"{os.cpu_count()} CPU cores ({platform.machine()}), {provider}"
+    record = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine,
+              "runs": args.runs, "series": "12 slices, 256x256, 1.4 mm", "results": results}
+    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "benchmarks" / "results" / "latency.json").write_text(json.dumps(record, indent=1))
+    rows = "\n".join(
+        f"| {p} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | " + " | ".join(
+            f"{r['stages_median_ms'][s]:.0f}" for s in STAGES[:-1]) + " |"
+        for p, r in results.items())
+    write_section(f"""## Latency, POST to report ({record['date'][:10]})
+
+`python benchmarks/latency.py --runs {args.runs}`: {record['series']} phantom series, multipart
+upload through the ASGI app in-process, {args.runs} runs per pipeline after {args.warmup} warm-up
+runs, on {machine}. Stage columns are medians of the report's `timings_ms` (preprocess
+includes mask post-processing; encode is SEG + SR).
+
+| pipeline | p50 ms | p95 ms | decode | preprocess | inference | quantify | encode |
+|---|---|---|---|---|---|---|---|
+{rows}""", "latency")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
