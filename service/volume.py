@@ -23,6 +23,8 @@ from .preprocess import to_float
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
+LEGACY_CONVERTED_ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.4"
+MULTI_FRAME_MR = (ENHANCED_MR_IMAGE_STORAGE, LEGACY_CONVERTED_ENHANCED_MR_IMAGE_STORAGE)
 APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)
 ORIENTATION_TOLERANCE = 1e-3
 SPACING_TOLERANCE_MM = 1e-3
@@ -151,7 +153,7 @@ def _check_one_mr_series(datasets: list[pydicom.Dataset]) -> None:
     for ds in datasets:
         modality = str(ds.get("Modality", ""))
         sop_class = str(ds.get("SOPClassUID", ""))
-        if modality != "MR" or sop_class not in (MR_IMAGE_STORAGE, ENHANCED_MR_IMAGE_STORAGE):
+        if modality != "MR" or sop_class not in (MR_IMAGE_STORAGE, *MULTI_FRAME_MR):
             found = f"{modality or 'no modality'}, SOP class {sop_class or 'none'}"
             raise InputError(f"instance is {found}; send MR Image or Enhanced MR Image "
                              "instances",
@@ -200,7 +202,7 @@ def build_volume(datasets: list[pydicom.Dataset]) -> Volume:
     _check_one_mr_series(datasets)
     slices: list[Slice] = []
     for ds in datasets:
-        is_enhanced = str(ds.SOPClassUID) == ENHANCED_MR_IMAGE_STORAGE
+        is_enhanced = str(ds.SOPClassUID) in MULTI_FRAME_MR
         slices.extend(_enhanced_slices(ds) if is_enhanced else _single_frame_slices(ds))
     _check_consistent(slices)
     warnings: list[str] = []

@@ -235,3 +235,54 @@ def test_api_key_guards_everything_but_health(monkeypatch, posted) -> None:
             assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.post("/v1/analyses", content=b"x").status_code == 401
+
+
+def test_a_multiframe_series_gives_the_single_frame_result(client, posted, series_dirs) -> None:
+    sources = [pydicom.dcmread(p) for p in (series_dirs[0] / "dicom").glob("*.dcm")]
+    multiframe = hd.legacy.LegacyConvertedEnhancedMRImage(
+        sources, series_instance_uid=hd.UID(), series_number=100, sop_instance_uid=hd.UID(),
+        instance_number=1)
+    buffer = io.BytesIO()
+    multiframe.save_as(buffer, enforce_file_format=True)
+    r = client.post("/v1/analyses", files=multipart([("enhanced.dcm", buffer.getvalue())]))
+    assert r.status_code == 201, r.text
+    report, single = r.json(), posted.json()
+    assert len(report["slices"]) == len(single["slices"])
+    assert {s["sop_instance_uid"] for s in report["slices"]} == {multiframe.SOPInstanceUID}
+    assert sorted(s["frame_number"] for s in report["slices"]) == \
+        list(range(1, len(sources) + 1))
+    for a, b in zip(report["slices"], single["slices"], strict=True):
+        assert a["myocardium_area_mm2"] == pytest.approx(b["myocardium_area_mm2"])
+        assert a["scar_area_mm2"] == pytest.approx(b["scar_area_mm2"])
+    seg = hd.seg.Segmentation.from_dataset(
+        pydicom.dcmread(io.BytesIO(client.get(f"/v1/analyses/{report['id']}/seg").content)))
+    assert seg.NumberOfFrames == 2 * len(sources)
+
+
+def test_sr_holds_the_measurements_and_references_seg_and_series(client, posted) -> None:
+    report = posted.json()
+    sr = pydicom.dcmread(io.BytesIO(client.get(f"{posted.headers['location']}/sr").content))
+    evidence = {ref.ReferencedSOPInstanceUID
+                for study in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence
+                for ref in series.ReferencedSOPSequence}
+    assert report["seg_sop_instance_uid"] in evidence
+    assert {s["sop_instance_uid"] for s in report["slices"]} <= evidence
+    parsed = hd.sr.srread(io.BytesIO(client.get(f"{posted.headers['location']}/sr").content))
+    groups = parsed.content.get_volumetric_roi_measurement_groups()
+    values = {}
+    for group in groups:
+        for m in group.get_measurements():
+            values[(group.tracking_identifier, m.name.meaning)] = m.value
+    assert values[("Myocardium", "Volume")] == pytest.approx(report["myocardium_volume_ml"])
+    assert values[("Scar", "Mass")] == pytest.approx(report["scar_mass_g"])
+    assert values[("Scar", "Scar extent of LV myocardium")] == \
+        pytest.approx(report["scar_percent"])
+
+
+def test_openapi_documents_the_report(client) -> None:
+    schema = client.get("/openapi.json").json()
+    assert "Report" in schema["components"]["schemas"]
+    post = schema["paths"]["/v1/analyses"]["post"]
+    assert {"multipart/form-data", "application/zip", "multipart/related"} <= \
+        set(post["requestBody"]["content"])

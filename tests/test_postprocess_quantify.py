@@ -7,13 +7,11 @@ from skimage.draw import disk
 
 from service.postprocess import clean_myocardium, largest_component, scar_inside
 from service.quantify import fwhm_scar, nsd_scar, remote_statistics, scar_fraction, sector_labels
+from tests.test_preprocess import _ring as ring_mask
 
 
-def _ring(shape=(96, 96), centre=(48, 48), r_in=14, r_out=22) -> np.ndarray:
-    mask = np.zeros(shape, bool)
-    mask[disk(centre, r_out, shape=shape)] = True
-    mask[disk(centre, r_in, shape=shape)] = False
-    return mask
+def _ring() -> np.ndarray:
+    return ring_mask(shape=(96, 96), centre=(48, 48), r_in=14, r_out=22)
 
 
 def test_largest_component_keeps_only_the_biggest() -> None:
