@@ -79,21 +79,31 @@ def _baseline(name: str, method: str, scar: np.ndarray, myocardium: np.ndarray,
             "scar_mass_g": f["scar_mass_g"], "method": method}
 
 
-def _quality_warnings(myocardium: np.ndarray, scar_probability_map: np.ndarray,
+def _quality_warnings(myocardium: np.ndarray, scar: np.ndarray, figures: dict,
                       volume: Volume) -> list[str]:
+    """Reasons not to trust the result, in words a reader can act on."""
     warnings = []
-    empty = [k for k in range(len(myocardium)) if not myocardium[k].any()]
-    if len(empty) == len(myocardium):
+    with_myo = [k for k in range(len(myocardium)) if myocardium[k].any()]
+    if not with_myo:
         warnings.append("no myocardium was found on any slice; is this a short-axis LGE "
                         "stack?")
-    elif empty:
-        warnings.append(f"no myocardium found on slices {empty} (0 = most basal)")
-    if volume.slice_spacing_mm > 15.0:
-        warnings.append(f"slice spacing {volume.slice_spacing_mm:.1f} mm is wider than the "
-                        "6-14 mm the models were trained on")
+    else:
+        gaps = [k for k in range(with_myo[0], with_myo[-1]) if not myocardium[k].any()]
+        if gaps:
+            warnings.append(f"no myocardium found on slices {gaps} (0 = most basal), between "
+                            "slices that have it; check those slices")
+        mass = figures["myocardium_mass_g"]
+        if not 30.0 <= mass <= 350.0:
+            warnings.append(f"myocardial mass {mass:.0f} g is implausible (expected 30-350 g "
+                            "for an adult LV); the segmentation or the geometry is wrong")
+    if with_myo and not scar.any():
+        warnings.append("no scar was found in this series")
+    if not 4.0 <= volume.slice_spacing_mm <= 15.0:
+        warnings.append(f"slice spacing {volume.slice_spacing_mm:.1f} mm is outside the "
+                        "8-10 mm the models were trained on")
     if not (0.6 <= min(volume.spacing) and max(volume.spacing) <= 3.0):
         warnings.append(f"pixel spacing {volume.spacing} mm is outside the 0.6-3.0 mm range "
-                        "the models were trained on")
+                        "the models were trained on (1.2-2.0 mm seen)")
     return warnings
 
 
@@ -157,7 +167,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
         baselines=baselines,
         timings_ms={"decode": decode_ms, "preprocess": preprocess_ms, "inference": inference_ms,
                     "quantify": quantify_ms, "encode": encode_ms, "total": total_ms},
-        warnings=[*volume.warnings, *_quality_warnings(myocardium, scar_p, volume)],
+        warnings=[*volume.warnings, *_quality_warnings(myocardium, scar, figures, volume)],
         **figures)
     return AnalysisResult(report=report, seg=seg, sr=sr, myocardium=myocardium, scar=scar)
 

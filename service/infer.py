@@ -49,6 +49,11 @@ class OnnxModel:
                                             providers=list(providers))
         self.input_name = self.session.get_inputs()[0].name
         self.execution_provider = self.session.get_providers()[0]
+        # One run now: allocations and kernel choices happen at start-up, not on the
+        # first patient, and a model that cannot run fails here.
+        _, *shape = self.session.get_inputs()[0].shape
+        if all(isinstance(d, int) for d in shape):
+            self(np.zeros((1, *shape), dtype=np.float32))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)

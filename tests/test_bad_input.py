@@ -170,3 +170,14 @@ def test_compressed_series_give_the_uncompressed_report(client, series_dirs, syn
     assert plain.status_code == r.status_code == 201, r.text
     strip = lambda rep: {k: v for k, v in rep.items() if k not in VOLATILE}  # noqa: E731
     assert strip(r.json()) == strip(plain.json())
+
+
+def test_overload_answers_503_with_retry_after(series_dirs) -> None:
+    import asyncio
+
+    app = create_app()
+    with TestClient(app) as c:
+        app.state.slots = asyncio.Semaphore(0)  # every slot taken
+        r = c.post("/v1/analyses", files=multipart(series_files(series_dirs[0])))
+    assert_error(r, 503, "overloaded")
+    assert int(r.headers["retry-after"]) > 0

@@ -87,3 +87,48 @@ def test_scar_fraction() -> None:
     scar[1, 3] = True  # outside the myocardium: ignored
     assert scar_fraction(scar, myo) == 0.25
     assert scar_fraction(scar, np.zeros_like(myo)) == 0.0
+
+
+def test_aha_segments_place_an_anterior_scar_in_segments_1_7_13() -> None:
+    # Axial-like slices: rows run posterior (+y), columns to the patient's left (+x), so the
+    # patient's anterior is up on screen and the septum (patient's right) is on the left.
+    from service.quantify import aha_segments
+
+    ring = _ring()
+    rows, cols = np.nonzero(ring)
+    angle = np.degrees(np.arctan2(-(rows - 48.0), -(cols - 48.0)))  # 90 = up, 0 = screen left
+    top = np.zeros_like(ring)
+    top[rows[np.abs(angle - 90) < 20], cols[np.abs(angle - 90) < 20]] = True
+    myocardium = np.stack([ring] * 6)
+    scar = np.stack([top] * 6)
+    segments = {s["segment"]: s for s in aha_segments(
+        myocardium, scar, (1.5, 1.5), np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))}
+    assert set(segments) == set(range(1, 17))
+    # A 40-degree wedge fills 2/3 of a 60-degree segment and 4/9 of a 90-degree apical one.
+    for anterior, expected in ((1, 200 / 3), (7, 200 / 3), (13, 400 / 9)):
+        assert abs(segments[anterior]["scar_percent"] - expected) < 5
+        assert segments[anterior]["transmurality_class"] == "76-100%"
+    for other in (3, 4, 5, 9, 10, 11, 15):
+        assert segments[other]["scar_percent"] == 0
+        assert segments[other]["transmurality_class"] == "0%"
+
+
+def test_aha_septum_is_towards_the_patients_right() -> None:
+    from service.quantify import aha_segments
+
+    ring = _ring()
+    left_half = ring.copy()
+    left_half[:, 48:] = False  # screen left = patient's right = septum in this geometry
+    segments = {s["segment"]: s for s in aha_segments(
+        np.stack([ring] * 3), np.stack([left_half] * 3), (1.5, 1.5),
+        np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))}
+    assert segments[2]["scar_percent"] > 90 and segments[3]["scar_percent"] > 90
+    assert segments[5]["scar_percent"] == 0 and segments[6]["scar_percent"] == 0
+    assert segments[14]["scar_percent"] > 90 and segments[16]["scar_percent"] == 0
+
+
+def test_transmurality_classes() -> None:
+    from service.quantify import transmurality_class
+
+    assert [transmurality_class(v) for v in (0, 0.5, 25, 25.1, 50, 60, 75, 75.5, 100)] == \
+        ["0%", "1-25%", "1-25%", "26-50%", "26-50%", "51-75%", "51-75%", "76-100%", "76-100%"]
