@@ -175,7 +175,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
 def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
     """SEG, SR and the arrays the overlay needs, as bytes for the store."""
     arrays = io.BytesIO()
-    np.savez_compressed(arrays, myocardium=result.myocardium, scar=result.scar,
+    np.savez(arrays, myocardium=result.myocardium, scar=result.scar,
                         images=np.stack(volume.images).astype(np.float32))
     return {"seg": _to_bytes(result.seg), "sr": _to_bytes(result.sr),
             "arrays": arrays.getvalue()}
