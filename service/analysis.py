@@ -18,10 +18,9 @@ import pydicom
 from .encode.seg import build_seg
 from .encode.sr import build_sr
 from .models import Pipeline
-from .postprocess import clean_myocardium, scar_inside
 from .quantify import aha_segments, fwhm_scar, nsd_scar, pixel_area_mm2, scar_fraction
 from .report import Report
-from .segment import Network, myocardium_probability, scar_probability
+from .segment import Network, segment
 from .volume import Volume
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
@@ -72,7 +71,7 @@ def _figures(myocardium: np.ndarray, scar: np.ndarray, volume: Volume) -> dict:
             "scar_to_myocardium_ratio": ratio, "scar_percent": 100.0 * ratio}
 
 
-def _baseline(name: str, method: str, scar: np.ndarray, myocardium: np.ndarray,
+def _baseline(method: str, scar: np.ndarray, myocardium: np.ndarray,
               volume: Volume) -> dict:
     f = _figures(myocardium, scar, volume)
     return {"scar_percent": f["scar_percent"], "scar_volume_ml": f["scar_volume_ml"],
@@ -115,10 +114,8 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
     scar_timer = _TimedPredictor(pipeline.scar.network.predict)
     myo_net = Network(myo_timer, pipeline.myocardium.network.spec)
     scar_net = Network(scar_timer, pipeline.scar.network.spec)
-    myo_p = myocardium_probability(images, volume.spacing, myo_net)
-    myocardium = clean_myocardium(myo_p)
-    scar_p = scar_probability(images, volume.spacing, myocardium, scar_net)
-    scar = scar_inside(scar_p, myocardium)
+    masks = segment(images, volume.spacing, myo_net, scar_net)
+    myocardium, scar = masks.myocardium, masks.scar
     inference_ms = (myo_timer.seconds + scar_timer.seconds) * 1000.0
     preprocess_ms = (time.perf_counter() - t0) * 1000.0 - inference_ms
 
@@ -135,10 +132,10 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
     orientation = volume.slices[0].orientation
     segments = aha_segments(myocardium, scar, volume.spacing, orientation[:3], orientation[3:])
     baselines = {
-        "4sd": _baseline("4sd", "remote mean + 4 SD inside the predicted myocardium; remote = "
+        "4sd": _baseline("remote mean + 4 SD inside the predicted myocardium; remote = "
                          "darkest of six sectors per slice", nsd_scar(images, myocardium, 4.0),
                          myocardium, volume),
-        "fwhm": _baseline("fwhm", "half of the series' peak (99th percentile) myocardial "
+        "fwhm": _baseline("half of the series' peak (99th percentile) myocardial "
                           "signal, inside the predicted myocardium",
                           fwhm_scar(images, myocardium), myocardium, volume),
     }
