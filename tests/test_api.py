@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import get_settings
+from training import metrics
 from training.phantoms import load_truth
 
 from .conftest import require_tool
@@ -28,6 +29,12 @@ MYOCARDIUM_DSC_TARGET = 0.88
 SCAR_PERCENT_ERROR_TARGET = 2.5
 VOLATILE = {"id", "created_at", "timings_ms", "seg_series_instance_uid", "seg_sop_instance_uid",
             "sr_sop_instance_uid"}
+
+
+def to_bytes(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def series_files(series_dir: Path) -> list[tuple[str, bytes]]:
@@ -249,9 +256,7 @@ def test_a_multiframe_series_gives_the_single_frame_result(client, posted, serie
     multiframe = hd.legacy.LegacyConvertedEnhancedMRImage(
         sources, series_instance_uid=hd.UID(), series_number=100, sop_instance_uid=hd.UID(),
         instance_number=1)
-    buffer = io.BytesIO()
-    multiframe.save_as(buffer, enforce_file_format=True)
-    r = client.post("/v1/analyses", files=multipart([("enhanced.dcm", buffer.getvalue())]))
+    r = client.post("/v1/analyses", files=multipart([("enhanced.dcm", to_bytes(multiframe))]))
     assert r.status_code == 201, r.text
     report, single = r.json(), posted.json()
     assert len(report["slices"]) == len(single["slices"])
@@ -301,9 +306,7 @@ def test_reversed_instance_numbers_give_the_identical_report(client, posted, ser
     for name, data in files:
         ds = pydicom.dcmread(io.BytesIO(data))
         ds.InstanceNumber = 1000 - int(ds.InstanceNumber)
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        flipped.append((name, buffer.getvalue()))
+        flipped.append((name, to_bytes(ds)))
     r = client.post("/v1/analyses", files=multipart(flipped))
     assert r.status_code == 201, r.text
     strip = lambda rep: {k: v for k, v in rep.items() if k not in VOLATILE}  # noqa: E731
@@ -332,9 +335,9 @@ def test_accuracy_on_unseen_phantoms_from_the_returned_seg(client, many_series_d
                              for s in report["slices"]]).astype(bool)
         true_scar = np.stack([truth[s["sop_instance_uid"]]["scar"]
                               for s in report["slices"]]).astype(bool)
-        myo_dsc.append(2 * (myocardium & true_myo).sum() / (myocardium.sum() + true_myo.sum()))
-        scar_errors.append(abs(100 * scar.sum() / max(myocardium.sum(), 1)
-                               - 100 * true_scar.sum() / true_myo.sum()))
+        myo_dsc.append(metrics.dice(myocardium, true_myo))
+        scar_errors.append(abs(metrics.scar_percent_error(scar, myocardium, true_scar,
+                                                          true_myo)))
         shapes.add(myocardium.shape[1] == myocardium.shape[2])
         ds = pydicom.dcmread(next((series_dir / "dicom").glob("*.dcm")))
         orientations.add(tuple(np.round(np.abs(ds.ImageOrientationPatient), 1)))

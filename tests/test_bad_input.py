@@ -18,19 +18,13 @@ from pydicom.uid import (
 
 from service.app import create_app
 
-from .test_api import VOLATILE, multipart, series_files
+from .test_api import VOLATILE, multipart, series_files, to_bytes
 
 
 @pytest.fixture(scope="module")
 def client():
     with TestClient(create_app()) as c:
         yield c
-
-
-def to_bytes(ds: pydicom.Dataset) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def edited(series_dir: Path, edit, only_first: bool = False) -> list[tuple[str, bytes]]:

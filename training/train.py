@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from .augment import augment_batch
 from .dataset import Arrays
+from .metrics import dice
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,6 @@ class TrainState:
 def soft_dice(target: tf.Tensor, foreground: tf.Tensor) -> tf.Tensor:
     inter = tf.reduce_sum(target * foreground)
     return (2.0 * inter + 1.0) / (tf.reduce_sum(target) + tf.reduce_sum(foreground) + 1.0)
-
-
-def dice_score(pred: np.ndarray, target: np.ndarray) -> float:
-    pred, target = pred >= 0.5, target >= 0.5
-    denom = int(pred.sum()) + int(target.sum())
-    return 1.0 if denom == 0 else 2.0 * int((pred & target).sum()) / denom
 
 
 def _random_crops(x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Generator
@@ -173,7 +168,7 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
             x, y = augment_batch(x, y, rng, masked=config.masked)
             losses.append(float(step(tf.constant(x), tf.constant(y))))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        val_dsc = dice_score(predict_foreground(model, val_data.x), val_data.y)
+        val_dsc = dice(predict_foreground(model, val_data.x) >= 0.5, val_data.y >= 0.5)
         state.epoch += 1
         state.seconds += time.perf_counter() - started
         state.history.append({"epoch": state.epoch, "loss": float(np.mean(losses)),
