@@ -53,7 +53,28 @@ def clean_myocardium(probability: np.ndarray, threshold: float = 0.5,
     return out
 
 
-def scar_inside(probability: np.ndarray, myocardium: np.ndarray,
-                threshold: float = 0.5) -> np.ndarray:
-    """Scar is only ever inside the myocardium."""
-    return (np.asarray(probability) >= threshold) & np.asarray(myocardium, dtype=bool)
+def attach_scar(probability: np.ndarray, myocardium: np.ndarray, spacing: tuple[float, float],
+                threshold: float = 0.5, reach_mm: float = 8.0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Scar regions touching the myocardium, and the myocardium grown to contain them.
+
+    Scar is myocardium. In dark-blood LGE, bright subendocardial scar lies
+    next to grey blood, and the myocardium network sometimes leaves it out
+    of the ring; dropping scar outside the ring would then erase exactly
+    the scar the series is about. So a scar component (8-connected, per
+    slice) is kept when it touches the ring, up to ``reach_mm`` from it,
+    and the ring is extended over it. Components that do not touch the
+    ring (blood pool, RV, chest wall) are dropped.
+    """
+    candidates = np.asarray(probability) >= threshold
+    myocardium = np.asarray(myocardium, dtype=bool)
+    scar = np.zeros_like(myocardium)
+    for k, (candidate, ring) in enumerate(zip(candidates, myocardium, strict=True)):
+        if not candidate.any() or not ring.any():
+            continue
+        labels, n = ndimage.label(candidate, structure=_EIGHT_CONNECTED)
+        touching = np.unique(labels[ndimage.binary_dilation(ring, _EIGHT_CONNECTED) & candidate])
+        kept = np.isin(labels, touching[touching > 0])
+        within = ndimage.distance_transform_edt(~ring, sampling=spacing) <= reach_mm
+        scar[k] = kept & within
+    return myocardium | scar, scar

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .infer import Predictor
-from .postprocess import clean_myocardium, scar_inside
+from .postprocess import attach_scar, clean_myocardium
 from .preprocess import GridTransform, InputSpec, Spacing, crop_transforms, model_inputs
 
 
@@ -27,7 +27,7 @@ class Network:
 @dataclass(frozen=True)
 class Segmentation:
     myocardium: np.ndarray  # bool (z, y, x) on the source grid
-    scar: np.ndarray  # bool (z, y, x), inside the myocardium
+    scar: np.ndarray  # bool (z, y, x), inside the myocardium (which was grown over it)
     myocardium_probability: np.ndarray  # float32 (z, y, x)
     scar_probability: np.ndarray  # float32 (z, y, x)
 
@@ -59,6 +59,7 @@ def segment(images: Sequence[np.ndarray], spacing: Spacing, myocardium_net: Netw
     myo_p = myocardium_probability(images, spacing, myocardium_net)
     myocardium = clean_myocardium(myo_p)
     scar_p = scar_probability(images, spacing, myocardium, scar_net)
-    return Segmentation(myocardium=myocardium, scar=scar_inside(scar_p, myocardium),
+    myocardium, scar = attach_scar(scar_p, myocardium, spacing)
+    return Segmentation(myocardium=myocardium, scar=scar,
                         myocardium_probability=myo_p.astype(np.float32),
                         scar_probability=scar_p.astype(np.float32))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.draw import disk
 
-from service.postprocess import clean_myocardium, largest_component, scar_inside
+from service.postprocess import attach_scar, clean_myocardium, largest_component
 from service.quantify import fwhm_scar, nsd_scar, remote_statistics, scar_fraction, sector_labels
 from tests.test_preprocess import _ring as ring_mask
 
@@ -43,11 +43,28 @@ def test_clean_myocardium_keeps_an_apical_disk_and_drops_islands() -> None:
     assert not out[1].any()
 
 
-def test_scar_is_clipped_to_the_myocardium() -> None:
-    myo = np.zeros((1, 10, 10), bool)
-    myo[0, 2:8, 2:8] = True
-    prob = np.full((1, 10, 10), 0.9, np.float32)
-    assert np.array_equal(scar_inside(prob, myo), myo)
+def test_attach_scar_grows_the_ring_over_adjacent_scar_and_drops_detached_scar() -> None:
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 32, xx - 32)
+    ring = (r >= 14) & (r <= 20)
+    subendocardial = (r >= 10) & (r < 14) & (xx > 36)  # missed by the ring, touching it
+    in_wall = (r >= 15) & (r <= 19) & (xx < 26)
+    detached = (yy < 4) & (xx < 4)  # chest wall, not touching
+    prob = (subendocardial | in_wall | detached).astype(np.float32)[None]
+    myocardium, scar = attach_scar(prob, ring[None], spacing=(1.0, 1.0))
+    assert np.array_equal(scar[0], subendocardial | in_wall)
+    assert np.array_equal(myocardium[0], ring | subendocardial)
+    assert not (scar & ~myocardium).any()
+
+
+def test_attach_scar_stops_at_its_reach_from_the_ring() -> None:
+    ring = np.zeros((1, 40, 40), bool)
+    ring[0, 18:22, :] = True
+    prob = np.zeros((1, 40, 40), np.float32)
+    prob[0, 0:18, 10:14] = 0.9  # a strip from the ring 18 pixels into the cavity
+    _, scar = attach_scar(prob, ring, spacing=(0.5, 0.5), reach_mm=4.0)  # 8 pixels
+    rows = np.nonzero(scar[0].any(axis=1))[0]
+    assert rows.min() == 10 and rows.max() == 17
 
 
 def test_sector_labels_split_a_ring_into_equal_sectors() -> None:

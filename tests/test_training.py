@@ -40,6 +40,21 @@ def test_augmentation_moves_image_and_target_together() -> None:
         assert aug_image[solid].mean() > aug_image[aug_target < 0.1].mean() + 1.0
 
 
+def test_augmentation_moves_every_target_channel_with_the_image() -> None:
+    rng = np.random.default_rng(5)
+    image = np.zeros((48, 48), np.float32)
+    image[5:15, 30:40] = 5.0
+    label = (image > 0).astype(np.float32)
+    emphasis = np.zeros_like(label)
+    emphasis[5:15, 30:35] = 1.0  # the left half of the square
+    for _ in range(10):
+        _, target = augment_pair(image, np.stack([label, emphasis], axis=-1), rng)
+        assert target.shape == (48, 48, 2)
+        # The emphasis stays on the label after any flip, rotation or warp.
+        assert target[..., 1][target[..., 0] < 0.05].max(initial=0.0) < 0.05
+        assert 0.3 < target[..., 1].sum() / target[..., 0].sum() < 0.7
+
+
 def test_masked_augmentation_keeps_the_outside_at_zero() -> None:
     rng = np.random.default_rng(4)
     image = np.zeros((32, 32), np.float32)
@@ -78,6 +93,12 @@ def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
     y = arrays["myocardium_unet"].y
     assert np.all(y.reshape(n, -1).max(axis=1) > 0.9)
     assert ((y > 0.05) & (y < 0.95)).any()
+    # CNN1's emphasis is the scarred myocardium: inside its target, and present.
+    emphasis = arrays["myocardium_unet"].emphasis
+    assert emphasis.max() > 0.9 and (emphasis > 0.5).sum() < (y > 0.5).sum()
+    assert np.all(y[emphasis > 0.5] > 0.4)
+    for task in ("scar_unet", "enet_p1", "enet_p2"):
+        assert not arrays[task].emphasis.any()
     # Protocol 2 is zero outside the (perturbed) myocardium: most of the crop.
     assert (arrays["enet_p2"].x == 0).mean() > 0.5 and ENET_P2.masked
     # The scar U-Net's second channel is a (perturbed) myocardium mask: 0 or 1 mostly.
@@ -88,11 +109,14 @@ def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
 
 def test_arrays_round_trip_and_select(tmp_path: Path) -> None:
     a = Arrays(np.random.rand(4, 8, 8, 1).astype(np.float32),
-               np.random.rand(4, 8, 8).astype(np.float32), np.array([0, 0, 1, 2]))
+               np.random.rand(4, 8, 8).astype(np.float32), np.array([0, 0, 1, 2]),
+               np.random.rand(4, 8, 8).astype(np.float32))
     a.save(tmp_path / "a.npz")
     b = Arrays.load(tmp_path / "a.npz")
     assert np.allclose(a.x, b.x, atol=1e-3) and np.array_equal(a.series, b.series)
-    assert len(b.select(b.series == 0).x) == 2
+    assert np.allclose(a.emphasis, b.emphasis, atol=1e-3)
+    picked = b.select(b.series == 0)
+    assert len(picked.x) == len(picked.emphasis) == 2
 
 
 def test_training_resumes_where_it_stopped(tmp_path: Path) -> None:
@@ -103,16 +127,16 @@ def test_training_resumes_where_it_stopped(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (16, 16, 16, 1)).astype(np.float32)
     y = (x[..., 0] > 0.5).astype(np.float32)
-    data = Arrays(x, y, np.arange(16))
+    data = Arrays(x, y, np.arange(16), y)
 
     def build():
         return build_unet((16, 16, 1), base_filters=4, depth=2)
 
-    config = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=4)
+    config = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=4, emphasis_weight=2.0)
     _, first = train(build, data, data, config, tmp_path, "tiny")
     assert first.done and first.epoch == 1 and (tmp_path / "curves.png").exists()
     # Asking for more epochs continues from epoch 1 rather than starting again.
-    more = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4)
+    more = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, emphasis_weight=2.0)
     _, second = train(build, data, data, more, tmp_path, "tiny")
     assert second.epoch == 2 and [h["epoch"] for h in second.history] == [1, 2]
     assert 0.0 <= second.best_val_dsc <= 1.0

@@ -37,12 +37,21 @@ def elastic_field(shape: tuple[int, int], rng: np.random.Generator, amplitude_px
     return np.stack([ry + dy, rx + dx])
 
 
+def _warp_channels(array: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Resample an (H, W) or (H, W, K) array of masks/labels (zero outside)."""
+    if array.ndim == 2:
+        return ndimage.map_coordinates(array, coords, order=1, mode="constant", cval=0.0)
+    return np.stack([_warp_channels(array[..., c], coords) for c in range(array.shape[-1])],
+                    axis=-1)
+
+
 def augment_pair(image: np.ndarray, target: np.ndarray, rng: np.random.Generator,
                  masked: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """One random augmentation of an (H, W) or (H, W, C) input and its (H, W) soft target.
+    """One random augmentation of an (H, W) or (H, W, C) input and its (H, W[, K]) target.
 
-    Channels after the first (a myocardium mask given as input) move with
-    the geometry but keep their values.
+    Input channels after the first (a myocardium mask given as input) and
+    every target channel (the soft label, an emphasis map) move with the
+    geometry but keep their values.
     """
     extra = image[..., 1:] if image.ndim == 3 else None
     image = image[..., 0] if image.ndim == 3 else image
@@ -54,11 +63,8 @@ def augment_pair(image: np.ndarray, target: np.ndarray, rng: np.random.Generator
                                zoom=rng.uniform(0.9, 1.1), rotation_deg=rng.uniform(-20, 20))
         fill = 0.0 if masked else float(image.min())
         image = ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=fill)
-        target = ndimage.map_coordinates(target, coords, order=1, mode="constant", cval=0.0)
-        if extra is not None:
-            extra = np.stack([ndimage.map_coordinates(extra[..., c], coords, order=1,
-                                                      mode="constant", cval=0.0)
-                              for c in range(extra.shape[-1])], axis=-1)
+        target = _warp_channels(target, coords)
+        extra = None if extra is None else _warp_channels(extra, coords)
     inside = image != 0 if masked else np.ones(image.shape, dtype=bool)
     # Monotone contrast change (gamma on the rank-preserving [0, 1] rescale),
     # then gain, offset and noise; the z-scored scale stays roughly the same.
@@ -76,7 +82,7 @@ def augment_pair(image: np.ndarray, target: np.ndarray, rng: np.random.Generator
 
 def augment_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, masked: bool = False
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Augment (N, H, W, C) inputs and (N, H, W) targets slice by slice."""
+    """Augment (N, H, W, C) inputs and (N, H, W[, K]) targets slice by slice."""
     pairs = [augment_pair(xi if xi.shape[-1] > 1 else xi[..., 0], yi, rng, masked)
              for xi, yi in zip(x, y, strict=True)]
     images = np.stack([p[0] for p in pairs])

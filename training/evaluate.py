@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from service.postprocess import clean_myocardium, scar_inside
+from service.postprocess import attach_scar, clean_myocardium
 from service.quantify import fwhm_scar, nsd_scar, scar_fraction
 from service.segment import Network, myocardium_probability, scar_probability
 
@@ -72,7 +72,8 @@ def score_series(series_dir: Path, networks: Mapping[str, Network]) -> list[Seri
         "enet-raw": ("enet_p1", myo), "enet-true-myocardium": ("enet_p2", true_myo),
     }.items():
         prob = scar_probability(images, spacing, myocardium, networks[net])
-        masks[method] = (scar_inside(prob, myocardium), myocardium)
+        grown, scar = attach_scar(prob, myocardium, spacing)
+        masks[method] = (scar, grown)
     masks["4sd"] = (nsd_scar(images, true_myo, 4.0), true_myo)
     masks["fwhm"] = (fwhm_scar(images, true_myo), true_myo)
 

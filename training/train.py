@@ -11,7 +11,12 @@ minutes on a CPU instead of 30 h on a GPU, and both measured:
   steps and the myocardium U-Net needed twice the steps to reach the same
   loss; at 2e-3 the ENet reached 0.60 in 400 steps;
 * the loss adds a soft Dice term to a foreground-weighted cross-entropy,
-  because scar is about one per cent of the pixels.
+  because scar is about one per cent of the pixels; the cross-entropy of
+  pixels in a row's emphasis map (scarred myocardium, for the myocardium
+  U-Net) is multiplied by ``1 + emphasis_weight``.
+
+The step is compiled with XLA (``jit_compile``): 15 % faster per step on
+the 2-core CPU, measured on the U-Net at batch 8.
 
 After every epoch the run writes ``last.weights.h5``, the optimizer state,
 ``state.json`` (epoch, history, best) and ``curves.png``; started again it
@@ -45,6 +50,7 @@ class TrainConfig:
     final_learning_rate_fraction: float = 0.1
     foreground_weight: float = 3.0
     dice_weight: float = 1.0
+    emphasis_weight: float = 0.0  # extra cross-entropy weight on Arrays.emphasis pixels
     train_crop: int | None = None  # random square crop of the input (fully convolutional nets)
     masked: bool = False  # Protocol 2 inputs: augment only inside the mask
     seed: int = 0
@@ -140,13 +146,16 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         _load_optimizer(optimizer, model, out_dir / "optimizer.npz")
 
     weight = tf.constant(config.foreground_weight, tf.float32)
+    emphasis_weight = tf.constant(config.emphasis_weight, tf.float32)
 
-    @tf.function(reduce_retracing=True)
-    def step(x, y):
+    @tf.function(reduce_retracing=True, jit_compile=True)
+    def step(x, y_and_emphasis):
+        y, emphasis = y_and_emphasis[..., 0], y_and_emphasis[..., 1]
         with tf.GradientTape() as tape:
             probs = model(x, training=True)
             fg = tf.clip_by_value(probs[..., 1], 1e-6, 1 - 1e-6)
             ce = -(weight * y * tf.math.log(fg) + (1.0 - y) * tf.math.log(1.0 - fg))
+            ce = ce * (1.0 + emphasis_weight * emphasis)
             loss = tf.reduce_mean(ce) + config.dice_weight * (1.0 - soft_dice(y, fg))
             total = loss + tf.add_n(model.losses) if model.losses else loss
         grads = tape.gradient(total, model.trainable_variables)
@@ -162,7 +171,8 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
                    f"{config.epochs}", unit="step", mininterval=2.0)
         for _ in bar:
             idx = rng.integers(0, n, size=config.batch_size)
-            x, y = train_data.x[idx], train_data.y[idx]
+            x = train_data.x[idx]
+            y = np.stack([train_data.y[idx], train_data.emphasis[idx]], axis=-1)
             if config.train_crop:
                 x, y = _random_crops(x, y, config.train_crop, rng)
             x, y = augment_batch(x, y, rng, masked=config.masked)
