@@ -1,9 +1,13 @@
 """The ASGI app (``service.app:app``): routes, start-up, and the one error handler.
 
 Routes stay thin: they read the request and hand it to the stages
-(ingest -> volume -> analysis -> store). Analyses run in worker threads,
-at most ``MAX_CONCURRENT_ANALYSES`` at once; beyond that the answer is 503
-with Retry-After rather than an unbounded queue.
+(ingest -> volume -> analysis -> store, in :mod:`service.jobs`). Analyses
+run in worker threads, at most ``MAX_CONCURRENT_ANALYSES`` at once; an
+upload beyond that is answered 503 with Retry-After rather than queued
+without bound. Two background loops run beside the routes: one analyses
+series received by STOW-RS once they have gone quiet (they wait for a
+free slot instead of being refused), one pushes SEG and SR to the
+DICOMweb destination with back-off.
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .analysis import analyse, stored_files
 from .config import Settings, get_settings
-from .errors import InputError, Overloaded, ServiceError
-from .ingest import Limits, read_capped, read_datasets, split_body
+from .errors import InputError, NotFound, Overloaded, ServiceError
+from .inbox import UID_PATTERN, Inbox
+from .ingest import read_capped, split_body, stow_parts
+from .jobs import analyse_and_store, analyse_received, limits_of, push_due
 from .models import Registry, load_registry
-from .report import PipelineInfo, Readiness, Report
+from .report import AnalysisSummary, PipelineInfo, Readiness, ReceivedSeriesState, Report
 from .store import ResultStore
-from .volume import build_volume
+from .stow import OUT_OF_RESOURCES, PROCESSING_FAILURE, Refused, StowOutcome, accept, response
 
 log = logging.getLogger("service")
 
@@ -50,13 +55,47 @@ UPLOAD_BODY = {
     }}}
 
 
+async def _every(app: FastAPI, name: str, work) -> None:
+    """Run ``work(app)`` (a coroutine function) every poll interval until the app stops."""
+    settings: Settings = app.state.settings
+    while not app.state.stopping.is_set():
+        try:
+            await work(app)
+        except Exception:  # noqa: BLE001 - a background loop must outlive a bug; it is logged
+            log.exception("background %s failed; retrying", name)
+        try:
+            await asyncio.wait_for(app.state.stopping.wait(), settings.background_poll_s)
+        except TimeoutError:
+            pass
+
+
+async def _analyse_quiet_series(app: FastAPI) -> None:
+    registry: Registry | None = app.state.registry
+    if registry is None:
+        return
+    settings: Settings = app.state.settings
+    pipeline = registry.pipelines[registry.default_pipeline]
+    for series_uid in app.state.inbox.due(time.time(), settings.stow_quiet_period_s):
+        if app.state.stopping.is_set():
+            return
+        async with app.state.slots:
+            await run_in_threadpool(analyse_received, series_uid, app.state.inbox, pipeline,
+                                    settings, app.state.store)
+
+
+async def _push_results(app: FastAPI) -> None:
+    await run_in_threadpool(push_due, app.state.store, app.state.settings)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings: Settings = get_settings()
     app.state.settings = settings
     app.state.registry = None
     app.state.store = ResultStore(settings.data_dir)
+    app.state.inbox = Inbox(settings.data_dir)
     app.state.slots = asyncio.Semaphore(settings.max_concurrent_analyses)
+    app.state.stopping = asyncio.Event()
     started = time.perf_counter()
     # Refusing to start beats serving unknown weights: a bad manifest raises here.
     app.state.registry = await run_in_threadpool(load_registry, settings.models_dir,
@@ -64,9 +103,15 @@ async def lifespan(app: FastAPI):
     log.info("models loaded in %.1f s: %s", time.perf_counter() - started,
              ", ".join(f"{m.name} {m.version} on {m.execution_provider}"
                        for m in app.state.registry.models.values()))
+    loops = [asyncio.create_task(_every(app, "STOW-RS analyses", _analyse_quiet_series)),
+             asyncio.create_task(_every(app, "store-back", _push_results))]
     try:
         yield
     finally:
+        # Let a running job finish (it writes to the store) before closing the databases.
+        app.state.stopping.set()
+        await asyncio.wait(loops, timeout=settings.analysis_timeout_s)
+        app.state.inbox.close()
         app.state.store.close()
 
 
@@ -147,22 +192,6 @@ def list_models(request: Request) -> list[dict]:
             for p in registry.pipelines.values()]
 
 
-def _run_analysis(content_type: str | None, body: bytes, pipeline, settings: Settings,
-                  store: ResultStore) -> dict:
-    started = time.perf_counter()
-    limits = Limits(settings.max_request_bytes, settings.max_files, settings.max_unzipped_bytes)
-    datasets = read_datasets(split_body(content_type, body, limits))
-    volume = build_volume(datasets)
-    decode_ms = (time.perf_counter() - started) * 1000.0
-    result = analyse(volume, pipeline, decode_ms)
-    report = result.report.model_dump(mode="json")
-    store.save(report, stored_files(result, volume))
-    log.info("analysis %s stored: series %s, %d slices, pipeline %s, scar %.1f %%, %.0f ms",
-             report["id"], report["series_instance_uid"], len(report["slices"]),
-             report["pipeline"], report["scar_percent"], report["timings_ms"]["total"])
-    return report
-
-
 @api.post("/analyses", tags=["analyses"], status_code=201, response_model=Report,
           openapi_extra=UPLOAD_BODY)
 async def create_analysis(
@@ -184,16 +213,27 @@ async def create_analysis(
     async with slots:
         body = await read_capped(request.stream(), settings.max_request_bytes,
                                  request.headers.get("content-length"))
+        blobs = split_body(request.headers.get("content-type"), body, limits_of(settings))
         try:
             report = await asyncio.wait_for(
-                run_in_threadpool(_run_analysis, request.headers.get("content-type"), body,
-                                  registry.pipelines[name], settings, request.app.state.store),
+                run_in_threadpool(analyse_and_store, blobs, registry.pipelines[name], settings,
+                                  request.app.state.store),
                 timeout=settings.analysis_timeout_s)
         except TimeoutError:
             raise Overloaded(f"the analysis took longer than {settings.analysis_timeout_s} s",
                              retry_after_s=30) from None
     return JSONResponse(report, status_code=201,
                         headers={"Location": f"/v1/analyses/{report['id']}"})
+
+
+@api.get("/analyses", tags=["analyses"], response_model=list[AnalysisSummary])
+def list_analyses(
+    request: Request,
+    series_instance_uid: Annotated[str | None, Query(description="only this series")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[dict]:
+    """Stored analyses, newest first."""
+    return request.app.state.store.recent(limit, series_instance_uid)
 
 
 @api.get("/analyses/{analysis_id}", tags=["analyses"], response_model=Report)
@@ -219,6 +259,100 @@ def get_sr(analysis_id: str, request: Request) -> FileResponse:
     return FileResponse(path, media_type="application/dicom", filename=f"{analysis_id}_sr.dcm")
 
 
+@api.post("/analyses/{analysis_id}/store-back", tags=["analyses"], status_code=202,
+          response_model=Report)
+def retry_store_back(analysis_id: str, request: Request) -> JSONResponse:
+    """Push this analysis' SEG and SR again now (it is retried with back-off anyway)."""
+    store: ResultStore = request.app.state.store
+    report = store.report(analysis_id)
+    if not store.retry_push_now(analysis_id):
+        raise InputError("nothing to push: no DICOMweb destination was configured for this "
+                         "analysis, or its push is already done", code="nothing_to_push",
+                         status_code=409)
+    return JSONResponse(report, status_code=202)
+
+
+@api.get("/series/{series_instance_uid}", tags=["dicomweb"], response_model=ReceivedSeriesState)
+def received_series(series_instance_uid: str, request: Request) -> dict:
+    """A series received by STOW-RS: waiting, analysing, done (with its analyses) or failed."""
+    found = request.app.state.inbox.get(series_instance_uid) \
+        if UID_PATTERN.match(series_instance_uid) else None
+    if found is None:
+        raise NotFound(f"no series {series_instance_uid!r} was received by STOW-RS")
+    return found.to_dict()
+
+
+dicomweb = APIRouter(prefix="/dicomweb", tags=["dicomweb"],
+                     dependencies=[Depends(require_api_key)])
+STOW_RESPONSES = {200: {"content": {"application/dicom+json": {}},
+                        "description": "every instance stored"},
+                  202: {"content": {"application/dicom+json": {}},
+                        "description": "some instances refused (FailedSOPSequence)"},
+                  409: {"content": {"application/dicom+json": {}},
+                        "description": "no instance stored (FailedSOPSequence)"}}
+
+
+def _receive(blobs, study_uid: str | None, inbox: Inbox) -> StowOutcome:
+    outcome = StowOutcome()
+    now = time.time()
+    for blob in blobs:
+        try:
+            ds = accept(blob, study_uid)
+        except Refused as refused:
+            outcome.refused.append(refused)
+            continue
+        try:
+            inbox.add(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                      str(ds.SOPInstanceUID), blob.data, now)
+        except ValueError as exc:  # a UID that is not one: do not make it a path
+            outcome.refused.append(Refused(0xA900, str(exc), str(ds.SOPClassUID),
+                                           str(ds.SOPInstanceUID)))
+            continue
+        except OSError as exc:
+            log.error("STOW-RS: instance could not be written: %s", exc.strerror)
+            reason = OUT_OF_RESOURCES if exc.errno == 28 else PROCESSING_FAILURE
+            outcome.refused.append(Refused(reason, "could not be written", str(ds.SOPClassUID),
+                                           str(ds.SOPInstanceUID)))
+            continue
+        outcome.stored.append(ds)
+    return outcome
+
+
+async def _stow(request: Request, study_uid: str | None) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    body = await read_capped(request.stream(), settings.max_request_bytes,
+                             request.headers.get("content-length"))
+    blobs = stow_parts(request.headers.get("content-type"), body, limits_of(settings))
+    outcome = await run_in_threadpool(_receive, blobs, study_uid, request.app.state.inbox)
+    series = sorted({str(ds.SeriesInstanceUID) for ds in outcome.stored})
+    log.info("STOW-RS: %d instance(s) of %d series stored, %d refused", len(outcome.stored),
+             len(series), len(outcome.refused))
+    # Free-text reasons for people; the FailureReason codes are for machines.
+    messages = sorted({r.message for r in outcome.refused})[:5]
+    headers = {"Warning": ", ".join(f'299 dblge-scar "{m}"'.replace("\n", " ")
+                                    for m in messages)} if messages else {}
+    return JSONResponse(response(outcome), status_code=outcome.status_code,
+                        media_type="application/dicom+json", headers=headers)
+
+
+@dicomweb.post("/studies", responses=STOW_RESPONSES, openapi_extra=UPLOAD_BODY)
+async def store_instances(request: Request) -> JSONResponse:
+    """STOW-RS: keep every MR instance, analyse each series once it has gone quiet.
+
+    Instances are grouped by SeriesInstanceUID. A series is analysed with the
+    default pipeline when no instance of it has arrived for STOW_QUIET_PERIOD_S
+    seconds; ``GET /v1/series/{uid}`` then gives its analysis id.
+    """
+    return await _stow(request, None)
+
+
+@dicomweb.post("/studies/{study_instance_uid}", responses=STOW_RESPONSES,
+               openapi_extra=UPLOAD_BODY)
+async def store_study_instances(study_instance_uid: str, request: Request) -> JSONResponse:
+    """STOW-RS to one study: instances of other studies are refused (0xA900)."""
+    return await _stow(request, study_instance_uid)
+
+
 def create_app() -> FastAPI:
     """A new app; settings are read when it starts (tests start several side by side)."""
     application = FastAPI(
@@ -233,6 +367,7 @@ def create_app() -> FastAPI:
     application.add_exception_handler(RequestValidationError, _validation_error)
     application.include_router(health)
     application.include_router(api)
+    application.include_router(dicomweb)
     return application
 
 

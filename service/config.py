@@ -27,6 +27,17 @@ class Settings(BaseSettings):
     max_files: int = Field(1000, ge=2, description="DICOM files per analysis")
     max_unzipped_bytes: int = Field(1024 * 2**20, ge=1, description="zip expansion cap")
     analysis_timeout_s: float = Field(120.0, gt=0, description="longest wait for one analysis")
+    # STOW-RS: a received series is analysed once no instance of it has arrived
+    # for this long (PACS send a series in one or several requests).
+    stow_quiet_period_s: float = Field(10.0, ge=0)
+    # Store-back (DICOMweb STOW-RS of SEG and SR) to DICOMWEB_STORE_URL.
+    dicomweb_store_username: str | None = None
+    dicomweb_store_password: str | None = None
+    dicomweb_store_token: str | None = Field(None, description="sent as 'Bearer TOKEN'")
+    store_back_timeout_s: float = Field(30.0, gt=0)
+    store_back_first_retry_s: float = Field(5.0, gt=0)
+    store_back_max_retry_s: float = Field(600.0, gt=0, description="back-off cap; never gives up")
+    background_poll_s: float = Field(0.5, gt=0, description="how often queued work is checked")
 
 
 @lru_cache

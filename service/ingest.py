@@ -145,21 +145,44 @@ def split_body(content_type: str | None, body: bytes, limits: Limits) -> list[Bl
     return blobs
 
 
+def read_dataset(blob: Blob) -> pydicom.Dataset:
+    """Parse one blob as DICOM Part 10; pixel data are decoded later, in the volume stage."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(blob.data))
+    except InvalidDicomError:
+        raise InputError(f"{blob.name} is not a DICOM Part 10 file (no DICM preamble)",
+                         code="not_dicom") from None
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on bad bytes
+        raise InputError(f"{blob.name} is truncated or corrupt DICOM "
+                         f"({type(exc).__name__}: {exc})", code="corrupt_dicom") from None
+    missing = [k for k in ("SOPClassUID", "SOPInstanceUID") if not ds.get(k)]
+    if missing:
+        raise InputError(f"{blob.name} has no {' or '.join(missing)}; the file is "
+                         "truncated or not a DICOM instance", code="corrupt_dicom")
+    return ds
+
+
 def read_datasets(blobs: list[Blob]) -> list[pydicom.Dataset]:
-    """Parse every blob as DICOM Part 10; pixel data are decoded later, in the volume stage."""
-    datasets = []
-    for blob in blobs:
-        try:
-            ds = pydicom.dcmread(io.BytesIO(blob.data))
-        except InvalidDicomError:
-            raise InputError(f"{blob.name} is not a DICOM Part 10 file (no DICM preamble)",
-                             code="not_dicom") from None
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on bad bytes
-            raise InputError(f"{blob.name} is truncated or corrupt DICOM "
-                             f"({type(exc).__name__}: {exc})", code="corrupt_dicom") from None
-        missing = [k for k in ("SOPClassUID", "SOPInstanceUID") if not ds.get(k)]
-        if missing:
-            raise InputError(f"{blob.name} has no {' or '.join(missing)}; the file is "
-                             "truncated or not a DICOM instance", code="corrupt_dicom")
-        datasets.append(ds)
-    return datasets
+    return [read_dataset(blob) for blob in blobs]
+
+
+def stow_parts(content_type: str | None, body: bytes, limits: Limits) -> list[Blob]:
+    """The parts of a STOW-RS request (PS3.18 10.5): multipart/related of application/dicom."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "multipart/related":
+        raise InputError(f"STOW-RS takes multipart/related; type=\"application/dicom\", not "
+                         f"{media or '(none)'}", code="unsupported_media_type", status_code=415)
+    if not body:
+        raise InputError("the request body is empty", code="empty_body")
+    parts = list(_multipart_parts(content_type, body))
+    wrong = sorted({ctype for _, ctype, _ in parts if ctype != "application/dicom"})
+    if wrong:
+        raise InputError(f"parts of type {', '.join(wrong)} cannot be stored; this server "
+                         "accepts application/dicom (PS3.10 files) only",
+                         code="unsupported_media_type", status_code=415)
+    if not parts:
+        raise InputError("no parts in the request", code="no_files")
+    if len(parts) > limits.max_files:
+        raise InputError(f"{len(parts)} parts; the limit is {limits.max_files}",
+                         code="too_many_files", status_code=413)
+    return [Blob(f"part {i}", data) for i, (_, _, data) in enumerate(parts)]

@@ -48,6 +48,18 @@ class Timings(BaseModel):
     total: float
 
 
+class StoreBack(BaseModel):
+    """The push of this analysis' SEG and SR to the configured DICOMweb destination."""
+
+    destination: str
+    status: str = Field(description="pending, retrying or done; a push is never given up")
+    attempts: int
+    next_attempt_at: float = Field(description="Unix time of the next attempt (not done)")
+    last_attempt_at: float | None
+    last_error: str | None
+    done_at: float | None
+
+
 class Report(BaseModel):
     id: str
     status: str = "completed"
@@ -74,6 +86,7 @@ class Report(BaseModel):
     baselines: dict[str, BaselineResult]
     timings_ms: Timings
     warnings: list[str]
+    store_back: StoreBack | None = Field(None, description="only when DICOMWEB_STORE_URL is set")
     disclaimer: str = ("Research use only: the models are trained on synthetic phantoms and are "
                        "not validated for clinical use.")
 
@@ -96,3 +109,25 @@ class PipelineInfo(BaseModel):
 class Readiness(BaseModel):
     status: str
     models: list[ModelInfo]
+
+
+class AnalysisSummary(BaseModel):
+    id: str
+    created_at: datetime
+    pipeline: str
+    series_instance_uid: str
+    scar_percent: float
+
+
+class ReceivedSeriesState(BaseModel):
+    """A series received by STOW-RS and what became of it."""
+
+    series_instance_uid: str
+    study_instance_uid: str
+    state: str = Field(description="waiting (for the quiet period), analysing, done or failed")
+    instances: int
+    first_received_at: float
+    last_received_at: float
+    analyses: list[str] = Field(description="analysis ids, oldest first; the last is current")
+    analysed_instances: int
+    error: dict | None = Field(None, description="{code, message} of the last failure")

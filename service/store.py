@@ -4,6 +4,11 @@ An analysis is written to a temporary folder, fsynced and renamed into
 place, then indexed in one SQLite transaction; only then is it answered.
 A crash leaves either no trace or a complete folder, and folders missing
 from the index (crash between rename and insert) are re-indexed at start.
+
+When a DICOMweb destination is configured, the same transaction queues the
+push of the analysis' SEG and SR (table ``pushes``), so a push can fail,
+wait or be interrupted by a restart but is never lost; its state is shown
+with the report (``store_back``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ class ResultStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS analyses (id TEXT PRIMARY KEY, "
                          "created_at TEXT NOT NULL, pipeline TEXT NOT NULL, "
                          "series_instance_uid TEXT NOT NULL, scar_percent REAL NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS pushes (id TEXT PRIMARY KEY, "
+                         "destination TEXT NOT NULL, status TEXT NOT NULL, "
+                         "attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, "
+                         "last_attempt_at REAL, last_error TEXT, done_at REAL)")
         self._recover()
 
     def _recover(self) -> None:
@@ -47,16 +56,20 @@ class ResultStore:
             if folder.name not in indexed and (folder / FILES["report"]).exists():
                 self._index(json.loads((folder / FILES["report"]).read_text()))
 
-    def _index(self, report: dict) -> None:
+    def _index(self, report: dict, push_to: str | None = None) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?)",
                              (report["id"], report["created_at"], report["pipeline"],
                               report["series_instance_uid"], report["scar_percent"]))
+            if push_to:
+                self._db.execute("INSERT OR IGNORE INTO pushes (id, destination, status, "
+                                 "next_attempt_at) VALUES (?, ?, 'pending', 0)",
+                                 (report["id"], push_to))
             self._db.execute("COMMIT")
 
-    def save(self, report: dict, files: dict[str, bytes]) -> None:
-        """Write every file of one analysis, then make it visible atomically."""
+    def save(self, report: dict, files: dict[str, bytes], push_to: str | None = None) -> None:
+        """Write every file of one analysis, then make it visible (and queue its push) at once."""
         analysis_id = report["id"]
         tmp = self.staging / analysis_id
         tmp.mkdir()
@@ -73,7 +86,7 @@ class ResultStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self._index(report)
+        self._index(report, push_to)
 
     def path(self, analysis_id: str, kind: str) -> Path:
         if not ID_PATTERN.match(analysis_id):
@@ -87,13 +100,63 @@ class ResultStore:
         return path
 
     def report(self, analysis_id: str) -> dict:
-        return json.loads(self.path(analysis_id, "report").read_text())
+        """The stored report, with the store-back state as it is now."""
+        report = json.loads(self.path(analysis_id, "report").read_text())
+        push = self.push_state(analysis_id)
+        if push is not None:
+            report["store_back"] = push
+        return report
 
-    def recent(self, limit: int = 50) -> list[dict]:
+    # -- store-back queue ---------------------------------------------------------
+
+    _PUSH_FIELDS = ("destination", "status", "attempts", "next_attempt_at", "last_attempt_at",
+                    "last_error", "done_at")
+
+    def push_state(self, analysis_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(self._PUSH_FIELDS)} FROM pushes "
+                                   "WHERE id = ?", (analysis_id,)).fetchone()
+        return None if row is None else dict(zip(self._PUSH_FIELDS, row, strict=True))
+
+    def pushes_due(self, now: float, limit: int = 8) -> list[tuple[str, str]]:
+        """(analysis id, destination) of pushes not done whose next attempt is due."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT id, destination FROM pushes WHERE status != 'done' AND "
+                "next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?", (now, limit)).fetchall()
+
+    def push_succeeded(self, analysis_id: str, now: float) -> None:
+        with self._lock:
+            self._db.execute("UPDATE pushes SET status = 'done', attempts = attempts + 1, "
+                             "last_attempt_at = ?, done_at = ?, last_error = NULL WHERE id = ?",
+                             (now, now, analysis_id))
+
+    def push_failed(self, analysis_id: str, now: float, error: str, first_retry_s: float,
+                    max_retry_s: float) -> None:
+        """Record the failure and schedule the next attempt (exponential back-off, capped)."""
+        with self._lock:
+            (attempts,) = self._db.execute("SELECT attempts FROM pushes WHERE id = ?",
+                                           (analysis_id,)).fetchone()
+            delay = min(max_retry_s, first_retry_s * 2.0 ** attempts)
+            self._db.execute("UPDATE pushes SET status = 'retrying', attempts = ?, "
+                             "last_attempt_at = ?, next_attempt_at = ?, last_error = ? "
+                             "WHERE id = ?",
+                             (attempts + 1, now, now + delay, error[:2000], analysis_id))
+
+    def retry_push_now(self, analysis_id: str) -> bool:
+        with self._lock:
+            cursor = self._db.execute("UPDATE pushes SET next_attempt_at = 0 WHERE id = ? AND "
+                                      "status != 'done'", (analysis_id,))
+        return cursor.rowcount > 0
+
+    def recent(self, limit: int = 50, series_instance_uid: str | None = None) -> list[dict]:
+        """Newest first; optionally only the analyses of one series."""
+        where, args = ("WHERE series_instance_uid = ?", [series_instance_uid]) \
+            if series_instance_uid else ("", [])
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, created_at, pipeline, series_instance_uid, scar_percent FROM "
-                "analyses ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+                f"analyses {where} ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
         keys = ("id", "created_at", "pipeline", "series_instance_uid", "scar_percent")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
@@ -39,6 +40,26 @@ def series_dirs(phantom_dir: Path) -> list[Path]:
 
 def read_series(series_dir: Path) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p) for p in sorted((series_dir / "dicom").glob("*.dcm"))]
+
+
+def to_bytes(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def series_files(series_dir: Path) -> list[tuple[str, bytes]]:
+    return [(p.name, p.read_bytes()) for p in sorted((series_dir / "dicom").glob("*.dcm"))]
+
+
+def multipart(files: list[tuple[str, bytes]]) -> list:
+    return [("files", (name, data, "application/dicom")) for name, data in files]
+
+
+def related_body(files: list[tuple[str, bytes]], boundary: str = "dicomboundary") -> bytes:
+    parts = [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
+             for _, data in files]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
 def require_tool(name: str) -> str:

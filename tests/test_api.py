@@ -6,7 +6,6 @@ import io
 import random
 import subprocess
 import zipfile
-from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -19,7 +18,7 @@ from service.config import get_settings
 from training import metrics
 from training.phantoms import load_truth
 
-from .conftest import require_tool
+from .conftest import multipart, related_body, require_tool, series_files, to_bytes
 
 # Regression guards on series the models never saw. The service-core issue asks for
 # myocardium DSC >= 0.90 and scar-% error <= 1.5 points; the shipped models measure
@@ -29,26 +28,6 @@ MYOCARDIUM_DSC_TARGET = 0.88
 SCAR_PERCENT_ERROR_TARGET = 2.5
 VOLATILE = {"id", "created_at", "timings_ms", "seg_series_instance_uid", "seg_sop_instance_uid",
             "sr_sop_instance_uid"}
-
-
-def to_bytes(ds: pydicom.Dataset) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def series_files(series_dir: Path) -> list[tuple[str, bytes]]:
-    return [(p.name, p.read_bytes()) for p in sorted((series_dir / "dicom").glob("*.dcm"))]
-
-
-def multipart(files: list[tuple[str, bytes]]) -> list:
-    return [("files", (name, data, "application/dicom")) for name, data in files]
-
-
-def related_body(files: list[tuple[str, bytes]], boundary: str = "dicomboundary") -> bytes:
-    parts = [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
-             for _, data in files]
-    return b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +228,8 @@ def test_api_key_guards_everything_but_health(monkeypatch, posted) -> None:
             assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.post("/v1/analyses", content=b"x").status_code == 401
+        assert c.post("/dicomweb/studies", content=b"x").status_code == 401
+        assert c.get("/v1/series/1.2.3").status_code == 401
 
 
 def test_a_multiframe_series_gives_the_single_frame_result(client, posted, series_dirs) -> None:

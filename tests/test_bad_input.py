@@ -18,7 +18,8 @@ from pydicom.uid import (
 
 from service.app import create_app
 
-from .test_api import VOLATILE, multipart, series_files, to_bytes
+from .conftest import multipart, series_files, to_bytes
+from .test_api import VOLATILE
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,165 @@
+"""Series received by STOW-RS, kept until they are complete enough to analyse.
+
+A PACS may send one series in one request or in many (Orthanc's DICOMweb
+client splits large transfers; a modality may still be sending). The rule:
+
+* a received series is analysed once **no new instance of it has arrived
+  for ``STOW_QUIET_PERIOD_S``** seconds (default 10);
+* instances that arrive after that analysis reopen the series; when it
+  has gone quiet again it is analysed again with *all* its instances, and
+  that report says which analysis it supersedes and why;
+* an instance received again with identical bytes changes nothing, so a
+  PACS re-sending a series does not cause a second analysis;
+* a series that cannot be analysed (one slice, inconsistent geometry...)
+  is marked failed with the reason; ``GET /v1/series/{uid}`` shows it.
+
+Files are written atomically (temp file, fsync, rename) and the index is
+SQLite, so after a crash or restart every received instance is still
+there and series caught mid-analysis are simply analysed again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+UID_PATTERN = re.compile(r"^[0-9.]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ReceivedSeries:
+    series_instance_uid: str
+    study_instance_uid: str
+    state: str  # waiting | analysing | done | failed
+    instances: int
+    first_received_at: float
+    last_received_at: float
+    analyses: list[str]  # analysis ids, oldest first
+    analysed_instances: int  # instances in the newest analysis
+    error: dict | None  # {"code", "message"} of the last failure
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class Inbox:
+    _FIELDS = ("series_instance_uid", "study_instance_uid", "state", "instances",
+               "first_received_at", "last_received_at", "analyses", "analysed_instances",
+               "error")
+
+    def __init__(self, root: Path) -> None:
+        self.folder = Path(root) / "inbox"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(Path(root) / "inbox.sqlite", check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS series (series_instance_uid TEXT PRIMARY KEY, "
+            "study_instance_uid TEXT NOT NULL, state TEXT NOT NULL, instances INTEGER NOT NULL, "
+            "first_received_at REAL NOT NULL, last_received_at REAL NOT NULL, "
+            "analyses TEXT NOT NULL DEFAULT '[]', analysed_instances INTEGER NOT NULL DEFAULT 0, "
+            "error TEXT, reopened INTEGER NOT NULL DEFAULT 0)")
+        # A crash mid-analysis: analyse again (the analysis itself was not stored, or was
+        # stored and will be superseded by an identical one; neither loses data).
+        self._db.execute("UPDATE series SET state = 'waiting' WHERE state = 'analysing'")
+
+    def _series_dir(self, series_uid: str) -> Path:
+        if not UID_PATTERN.match(series_uid):
+            raise ValueError(f"not a DICOM UID: {series_uid!r}")
+        return self.folder / series_uid
+
+    def add(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes,
+            now: float) -> bool:
+        """Keep one instance; False when the same bytes were already there (no change)."""
+        folder = self._series_dir(series_uid)
+        if not UID_PATTERN.match(sop_uid):
+            raise ValueError(f"not a DICOM UID: {sop_uid!r}")
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{sop_uid}.dcm"
+        if path.exists() and path.read_bytes() == data:
+            return False
+        tmp = folder / f".{sop_uid}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        with self._lock:
+            instances = sum(1 for _ in folder.glob("*.dcm"))
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT state FROM series WHERE series_instance_uid = ?",
+                                   (series_uid,)).fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO series (series_instance_uid, study_instance_uid, "
+                                 "state, instances, first_received_at, last_received_at) "
+                                 "VALUES (?, ?, 'waiting', ?, ?, ?)",
+                                 (series_uid, study_uid, instances, now, now))
+            else:
+                # Analysing: the running analysis finishes, then the series waits again.
+                state = "analysing" if row[0] == "analysing" else "waiting"
+                self._db.execute("UPDATE series SET state = ?, instances = ?, "
+                                 "last_received_at = ?, reopened = 1 WHERE "
+                                 "series_instance_uid = ?", (state, instances, now, series_uid))
+            self._db.execute("COMMIT")
+        return True
+
+    def due(self, now: float, quiet_s: float) -> list[str]:
+        """Series waiting with nothing received for ``quiet_s`` seconds, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT series_instance_uid FROM series WHERE state = "
+                                    "'waiting' AND last_received_at <= ? ORDER BY "
+                                    "last_received_at", (now - quiet_s,)).fetchall()
+        return [r[0] for r in rows]
+
+    def claim(self, series_uid: str) -> tuple[list[tuple[str, bytes]], ReceivedSeries]:
+        """Mark the series as being analysed; its files (name, bytes) and its state before."""
+        with self._lock:
+            self._db.execute("UPDATE series SET state = 'analysing', reopened = 0 WHERE "
+                             "series_instance_uid = ?", (series_uid,))
+        before = self.get(series_uid)
+        files = sorted(self._series_dir(series_uid).glob("*.dcm"))
+        return [(p.name, p.read_bytes()) for p in files], before
+
+    def finish(self, series_uid: str, analysis_id: str, instances: int) -> None:
+        self._end(series_uid, "done", analysis_id=analysis_id, instances=instances)
+
+    def fail(self, series_uid: str, code: str, message: str) -> None:
+        self._end(series_uid, "failed", error={"code": code, "message": message})
+
+    def _end(self, series_uid: str, state: str, analysis_id: str | None = None,
+             instances: int | None = None, error: dict | None = None) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            analyses, reopened, analysed = self._db.execute(
+                "SELECT analyses, reopened, analysed_instances FROM series WHERE "
+                "series_instance_uid = ?", (series_uid,)).fetchone()
+            ids = json.loads(analyses) + ([analysis_id] if analysis_id else [])
+            self._db.execute(
+                "UPDATE series SET state = ?, analyses = ?, analysed_instances = ?, error = ? "
+                "WHERE series_instance_uid = ?",
+                ("waiting" if reopened else state, json.dumps(ids),
+                 analysed if instances is None else instances,
+                 json.dumps(error) if error else None, series_uid))
+            self._db.execute("COMMIT")
+
+    def get(self, series_uid: str) -> ReceivedSeries | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(self._FIELDS)} FROM series WHERE "
+                                   "series_instance_uid = ?", (series_uid,)).fetchone()
+        if row is None:
+            return None
+        values = dict(zip(self._FIELDS, row, strict=True))
+        values["analyses"] = json.loads(values["analyses"])
+        values["error"] = json.loads(values["error"]) if values["error"] else None
+        return ReceivedSeries(**values)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,132 @@
+"""STOW-RS (PS3.18 10.5): which received instances are kept, and the response dataset.
+
+The service is not an archive: it keeps only what it can analyse (MR Image,
+Enhanced MR Image and Legacy Converted Enhanced MR Image instances with
+pixel data in a transfer syntax it decodes) and refuses the rest per
+instance, with the failure reason a PACS shows its user. What is kept goes
+to the inbox, which analyses each series once it has gone quiet.
+
+Failure reasons (PS3.4 storage status codes, as PS3.18 uses them):
+
+====== =========================================================
+0xC000 cannot understand: not DICOM, truncated, no SOP UIDs
+0x0122 SOP class not supported: not an MR image storage class
+0xC122 transfer syntax not supported: no decoder here
+0xA900 data set does not match: no pixel data, no series/study UID,
+       or a study other than the one in the URL
+0xA700 out of resources: a limit of this server
+0x0110 processing failure: could not be stored (a bug or the disk)
+====== =========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from .errors import InputError
+from .ingest import Blob, read_dataset
+from .volume import MR_IMAGE_STORAGE, MULTI_FRAME_MR
+
+CANNOT_UNDERSTAND = 0xC000
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+DOES_NOT_MATCH = 0xA900
+OUT_OF_RESOURCES = 0xA700
+PROCESSING_FAILURE = 0x0110
+
+
+class Refused(Exception):
+    """One instance the server will not keep, with its PS3.4 failure reason."""
+
+    def __init__(self, reason: int, message: str, sop_class_uid: str = "",
+                 sop_instance_uid: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+
+
+@dataclass
+class StowOutcome:
+    stored: list[Dataset] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+
+    @property
+    def status_code(self) -> int:
+        """200 all stored, 202 some refused, 409 none stored (PS3.18 10.5.3)."""
+        if not self.refused:
+            return 200
+        return 202 if self.stored else 409
+
+
+def _decodable(syntax: UID) -> bool:
+    if not syntax:
+        return True  # pydicom assumes implicit little endian
+    if not syntax.is_compressed:
+        return True
+    from pydicom.pixels import get_decoder
+
+    try:
+        return get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):
+        return False
+
+
+def accept(blob: Blob, study_instance_uid: str | None = None) -> Dataset:
+    """The dataset of one STOW-RS part, or :class:`Refused` saying why it cannot be kept."""
+    try:
+        ds = read_dataset(blob)
+    except InputError as exc:
+        raise Refused(CANNOT_UNDERSTAND, exc.message) from None
+    sop_class, sop_instance = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+
+    def refuse(reason: int, message: str) -> Refused:
+        return Refused(reason, message, sop_class, sop_instance)
+
+    if sop_class not in (MR_IMAGE_STORAGE, *MULTI_FRAME_MR) or ds.get("Modality") != "MR":
+        raise refuse(SOP_CLASS_NOT_SUPPORTED, f"SOP class {sop_class} / modality "
+                     f"{ds.get('Modality', 'none')} is not an MR image this service analyses")
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
+        if not ds.get(keyword):
+            raise refuse(DOES_NOT_MATCH, f"{keyword} is missing")
+    if "PixelData" not in ds:
+        raise refuse(DOES_NOT_MATCH, "no pixel data")
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    if syntax and not syntax.is_transfer_syntax:
+        raise refuse(TRANSFER_SYNTAX_NOT_SUPPORTED, f"{syntax} is not a transfer syntax")
+    if not _decodable(syntax):
+        raise refuse(TRANSFER_SYNTAX_NOT_SUPPORTED,
+                     f"transfer syntax {syntax} ({syntax.name}) cannot be decoded here")
+    if study_instance_uid is not None and str(ds.StudyInstanceUID) != study_instance_uid:
+        raise refuse(DOES_NOT_MATCH, "instance belongs to another study than the request URL")
+    return ds
+
+
+def response(outcome: StowOutcome, retrieve_base: str | None = None) -> dict:
+    """The Store Instances Response as DICOM JSON (``application/dicom+json``)."""
+    ds = Dataset()
+    referenced = []
+    for stored in outcome.stored:
+        item = Dataset()
+        item.ReferencedSOPClassUID = stored.SOPClassUID
+        item.ReferencedSOPInstanceUID = stored.SOPInstanceUID
+        referenced.append(item)
+    failed = []
+    for refused in outcome.refused:
+        item = Dataset()
+        item.ReferencedSOPClassUID = refused.sop_class_uid
+        item.ReferencedSOPInstanceUID = refused.sop_instance_uid
+        item.FailureReason = refused.reason
+        failed.append(item)
+    if referenced:
+        ds.ReferencedSOPSequence = referenced
+    if failed:
+        ds.FailedSOPSequence = failed
+    if retrieve_base:
+        ds.RetrieveURL = retrieve_base
+    return ds.to_json_dict()
+
