@@ -5,12 +5,15 @@ CUDA is used when onnxruntime offers it (and the setting allows), else the CPU.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
+
+log = logging.getLogger("service")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -41,12 +44,21 @@ class OnnxModel:
     """An ONNX segmentation network behind the :class:`Predictor` interface."""
 
     def __init__(self, path: Path, providers: Sequence[str] = (CPU,),
-                 intra_op_threads: int = 0) -> None:
+                 intra_op_threads: int = 0, fall_back_to_cpu: bool = False) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
-        self.session = ort.InferenceSession(str(path), sess_options=options,
-                                            providers=list(providers))
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options,
+                                                providers=list(providers))
+        except Exception as exc:
+            # onnxruntime-gpu lists CUDA even where no GPU or driver is present; with
+            # EXECUTION_PROVIDER=auto the container must still serve, on the CPU.
+            if not (fall_back_to_cpu and CUDA in providers):
+                raise
+            log.warning("%s: CUDA session failed (%s); using the CPU", Path(path).name, exc)
+            self.session = ort.InferenceSession(str(path), sess_options=options,
+                                                providers=[CPU])
         self.input_name = self.session.get_inputs()[0].name
         self.execution_provider = self.session.get_providers()[0]
         # One run now: allocations and kernel choices happen at start-up, not on the

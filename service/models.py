@@ -68,7 +68,7 @@ def load_registry(models_dir: Path, provider: str = "auto") -> Registry:
         if actual != entry["sha256"]:
             raise ModelStoreError(f"{path.name}: sha256 {actual} does not match the manifest's "
                                   f"{entry['sha256']}; refusing to serve unknown weights")
-        model = OnnxModel(path, providers)
+        model = OnnxModel(path, providers, fall_back_to_cpu=provider == "auto")
         models[entry["name"]] = LoadedModel(
             name=entry["name"], version=entry["version"], sha256=actual,
             network=Network(model, InputSpec.from_dict(entry["input"]["preprocessing"])),

@@ -102,3 +102,26 @@ def test_cascade_segments_unseen_phantoms(registry, series_dirs: list[Path]) -> 
                           - metrics.scar_percent(true_scar, true_myo)))
     assert np.median(myo_dsc) >= 0.85, myo_dsc
     assert np.median(errors) <= 3.0, errors
+
+
+def test_auto_falls_back_to_cpu_when_a_cuda_session_cannot_start(monkeypatch) -> None:
+    """onnxruntime-gpu offers CUDA even on a host without a GPU: auto serves on the CPU."""
+    import onnxruntime as ort
+
+    from service import infer
+    from service.models import load_registry
+
+    real_session = ort.InferenceSession
+
+    def session(path, sess_options=None, providers=()):
+        if infer.CUDA in providers:
+            raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
+        return real_session(path, sess_options=sess_options, providers=providers)
+
+    monkeypatch.setattr(infer.ort, "get_available_providers", lambda: [infer.CUDA, infer.CPU])
+    monkeypatch.setattr(infer.ort, "InferenceSession", session)
+    assert infer.choose_providers("auto") == [infer.CUDA, infer.CPU]
+    registry = load_registry(MODELS_DIR, "auto")
+    assert {m.execution_provider for m in registry.models.values()} == {infer.CPU}
+    with pytest.raises(RuntimeError, match="CUDA failure"):
+        load_registry(MODELS_DIR, "cuda")
