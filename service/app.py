@@ -19,19 +19,22 @@ import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .config import Settings, get_settings
+from .encode.overlay import auto_window, default_scale, render_overlay, to_png
 from .errors import InputError, NotFound, Overloaded, ServiceError
 from .inbox import UID_PATTERN, Inbox
 from .ingest import read_capped, split_body, stow_parts
 from .jobs import analyse_and_store, analyse_received, limits_of, push_due
 from .models import Registry, load_registry
+from .pages import index_page, viewer_page
 from .report import AnalysisSummary, PipelineInfo, Readiness, ReceivedSeriesState, Report
 from .store import ResultStore
 from .stow import OUT_OF_RESOURCES, PROCESSING_FAILURE, Refused, StowOutcome, accept, response
@@ -282,6 +285,59 @@ def received_series(series_instance_uid: str, request: Request) -> dict:
     return found.to_dict()
 
 
+def _arrays(store: ResultStore, analysis_id: str) -> dict[str, np.ndarray]:
+    with np.load(store.path(analysis_id, "arrays")) as data:
+        return {key: data[key] for key in ("images", "myocardium", "scar")}
+
+
+@api.get("/analyses/{analysis_id}/overlay/{k}.png", tags=["viewer"],
+         responses={200: {"content": {"image/png": {}}}}, response_class=Response)
+def get_overlay(
+    analysis_id: str, k: int, request: Request,
+    myocardium: Annotated[bool, Query(description="draw the myocardium outline")] = True,
+    scar: Annotated[bool, Query(description="draw the scar fill")] = True,
+    window: Annotated[float | None, Query(gt=0, description="window width; default from "
+                                          "the series' 1st-99.5th percentile")] = None,
+    level: Annotated[float | None, Query(description="window centre")] = None,
+    scale: Annotated[int | None, Query(ge=1, le=8, description="integer upscale")] = None,
+) -> Response:
+    """Slice k (0 = most basal) with the myocardium outlined (sky blue) and scar filled
+    (orange), at the original resolution times an integer factor."""
+    arrays = _arrays(request.app.state.store, analysis_id)
+    images = arrays["images"]
+    if not 0 <= k < len(images):
+        raise NotFound(f"slice {k} does not exist; this series has slices 0 to "
+                       f"{len(images) - 1}")
+    auto_width, auto_level = auto_window(images)
+    rgb = render_overlay(images[k], arrays["myocardium"][k], arrays["scar"][k],
+                         window or auto_width, auto_level if level is None else level,
+                         scale or default_scale(images.shape[1:]), myocardium, scar)
+    return Response(to_png(rgb), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+@api.get("/analyses/{analysis_id}/viewer", tags=["viewer"], response_class=HTMLResponse)
+def get_viewer(analysis_id: str, request: Request) -> HTMLResponse:
+    """A self-contained page to read the result: slices, masks, totals, bull's-eye."""
+    store: ResultStore = request.app.state.store
+    report = store.report(analysis_id)
+    images = _arrays(store, analysis_id)["images"]
+    width, level = auto_window(images)
+    return HTMLResponse(viewer_page(report, images.shape[1:], default_scale(images.shape[1:]),
+                                    width, level, (float(images.min()), float(images.max()))))
+
+
+pages = APIRouter(dependencies=[Depends(require_api_key)], tags=["viewer"])
+
+
+@pages.get("/", response_class=HTMLResponse)
+def home(request: Request) -> HTMLResponse:
+    """Recent analyses with links to their viewers, and an upload form."""
+    registry = _registry(request)
+    return HTMLResponse(index_page(request.app.state.store.recent(100),
+                                   sorted(registry.pipelines), registry.default_pipeline))
+
+
 dicomweb = APIRouter(prefix="/dicomweb", tags=["dicomweb"],
                      dependencies=[Depends(require_api_key)])
 STOW_RESPONSES = {200: {"content": {"application/dicom+json": {}},
@@ -368,6 +424,7 @@ def create_app() -> FastAPI:
     application.include_router(health)
     application.include_router(api)
     application.include_router(dicomweb)
+    application.include_router(pages)
     return application
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pydicom
@@ -86,3 +91,53 @@ def _fresh_settings():
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout_s: float, what: str):
+    """Poll ``condition`` (exceptions count as not yet) until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except Exception:  # noqa: BLE001 - a server still starting refuses connections
+            value = None
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_service(data_dir: Path, log_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """``python -m service`` as a real process on a free loopback port; (process, base URL)."""
+    import httpx
+
+    port = free_port()
+    environment = os.environ | {"HOST": "127.0.0.1", "PORT": str(port),
+                                "DATA_DIR": str(data_dir)} | env
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "service"], env=environment,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: process.poll() is None
+                   and httpx.get(f"{url}/readyz").status_code == 200, 60, "the service")
+    except AssertionError:
+        stop_process(process)
+        raise AssertionError(log_path.read_text(errors="replace")[-3000:]) from None
+    return process, url

@@ -10,8 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,42 +19,13 @@ import highdicom as hd
 import httpx
 import pytest
 
-from .conftest import require_tool, series_files
+from .conftest import free_port, require_tool, series_files, start_service, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 ORTHANC_CONFIG = REPO / "deploy" / "orthanc"
 USER, PASSWORD, API_KEY = "lge", "test-password", "test-key"
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -67,18 +36,13 @@ def orthanc_and_service(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("the orthanc-dicomweb plugin is not installed; .ci/run must install it")
         pytest.skip("the orthanc-dicomweb plugin is not installed")
-    orthanc_port, dicom_port, service_port = free_port(), free_port(), free_port()
-    service_url = f"http://127.0.0.1:{service_port}"
+    orthanc_port, dicom_port = free_port(), free_port()
     orthanc_url = f"http://127.0.0.1:{orthanc_port}"
-
-    service_env = os.environ | {
-        "HOST": "127.0.0.1", "PORT": str(service_port), "DATA_DIR": str(tmp_path / "service"),
-        "API_KEY": API_KEY, "STOW_QUIET_PERIOD_S": "1", "BACKGROUND_POLL_S": "0.2",
-        "DICOMWEB_STORE_URL": f"{orthanc_url}/dicom-web",
-        "DICOMWEB_STORE_USERNAME": USER, "DICOMWEB_STORE_PASSWORD": PASSWORD}
-    service_log = open(tmp_path / "service.log", "wb")  # noqa: SIM115 - closed below
-    service = subprocess.Popen([sys.executable, "-m", "service"], env=service_env,
-                               stdout=service_log, stderr=subprocess.STDOUT)
+    service, service_url = start_service(
+        tmp_path / "service", tmp_path / "service.log", API_KEY=API_KEY,
+        STOW_QUIET_PERIOD_S="1", BACKGROUND_POLL_S="0.2",
+        DICOMWEB_STORE_URL=f"{orthanc_url}/dicom-web", DICOMWEB_STORE_USERNAME=USER,
+        DICOMWEB_STORE_PASSWORD=PASSWORD)
 
     # The project's configuration as shipped; only what a test run must own changes:
     # ports, folders, the plugin's path, a short StableAge, the Lua path, a user.
@@ -96,14 +60,12 @@ def orthanc_and_service(tmp_path):
                             stdout=orthanc_log, stderr=subprocess.STDOUT, cwd=tmp_path)
     auth = (USER, PASSWORD)
     try:
-        wait_for(lambda: httpx.get(f"{service_url}/readyz").status_code == 200, 60, "service")
-        wait_for(lambda: httpx.get(f"{orthanc_url}/system", auth=auth).status_code == 200, 30,
-                 "Orthanc")
+        wait_until(lambda: httpx.get(f"{orthanc_url}/system", auth=auth).status_code == 200,
+                   30, "Orthanc")
         yield orthanc_url, auth, service_url
     finally:
-        _stop(pacs)
-        _stop(service)
-        service_log.close()
+        stop_process(pacs)
+        stop_process(service)
         orthanc_log.close()
         for name in ("orthanc.log", "service.log"):
             tail = (tmp_path / name).read_text(errors="replace")[-3000:]
@@ -130,7 +92,7 @@ def test_a_series_uploaded_to_orthanc_comes_back_with_seg_and_sr(orthanc_and_ser
         found = {s["MainDicomTags"].get("Modality"): s for s in series}
         return found if {"MR", "SEG", "SR"} <= set(found) else None
 
-    found = wait_for(results_in_orthanc, 180, "SEG and SR to appear in Orthanc")
+    found = wait_until(results_in_orthanc, 180, "SEG and SR to appear in Orthanc")
     mr_series_uid = found["MR"]["MainDicomTags"]["SeriesInstanceUID"]
     assert len(found["MR"]["Instances"]) == len(files)
 

@@ -1,0 +1,94 @@
+"""The HTML a radiologist reads: the viewer of one analysis and the index page.
+
+Self-contained pages (inline CSS and JS, SVG drawn here, images from the
+overlay endpoint): nothing is fetched from a CDN, so they work on an
+isolated hospital network. Templates are ``service/web/*.html``
+(``string.Template``); every value from a report is HTML-escaped here.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from importlib import resources
+from string import Template
+
+from . import __version__
+from .encode.bullseye import bullseye_svg, legend_svg
+
+_WEB = resources.files(__package__) / "web"
+METHOD_LABELS = {"4sd": "4-SD", "fwhm": "FWHM"}
+
+
+def _template(name: str) -> Template:
+    return Template((_WEB / name).read_text(encoding="utf-8"))
+
+
+def _num(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f}"
+
+
+def _json_for_script(data: dict) -> str:
+    """JSON that cannot close its <script> element."""
+    return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e") \
+        .replace("&", "\\u0026")
+
+
+def viewer_page(report: dict, image_shape: tuple[int, int], scale: int, window: float,
+                level: float, value_range: tuple[float, float]) -> str:
+    slices = report["slices"]
+    slice_rows = "".join(
+        f'<tr data-slice="{s["index"]}"><td>{s["index"] + 1}</td>'
+        f'<td>{_num(s["myocardium_area_mm2"], 0)}</td><td>{_num(s["scar_area_mm2"], 0)}</td>'
+        f'<td>{_num(s["scar_percent"])}</td></tr>' for s in slices)
+    method_rows = (f'<tr><td><b>network ({escape(report["pipeline"])})</b></td>'
+                   f'<td><b>{_num(report["scar_percent"])}</b></td>'
+                   f'<td>{_num(report["scar_volume_ml"], 2)}</td></tr>')
+    notes = []
+    for key, baseline in report["baselines"].items():
+        name = METHOD_LABELS.get(key, key)
+        method_rows += (f"<tr><td>{escape(name)}</td><td>{_num(baseline['scar_percent'])}</td>"
+                        f"<td>{_num(baseline['scar_volume_ml'], 2)}</td></tr>")
+        notes.append(f"{escape(name)}: {escape(baseline['method'])}")
+    segment_rows = "".join(
+        f"<tr><td>{s['segment']} {escape(s['name'])}</td><td>{_num(s['scar_percent'])}</td>"
+        f"<td>{escape(s['transmurality_class'])}</td></tr>" for s in report["aha_segments"])
+    warnings = "".join(f'<p class="warn">&#9888; {escape(w)}</p>' for w in report["warnings"])
+    models = ", ".join(f"{escape(m['name'])} {escape(m['version'])}" for m in report["models"])
+    lo, hi = value_range
+    span = max(hi - lo, 1.0)
+    return _template("viewer.html").substitute(
+        series_short=escape(report["series_instance_uid"][-12:]),
+        series_uid=escape(report["series_instance_uid"]), analysis_id=escape(report["id"]),
+        pipeline=escape(report["pipeline"]), models=models,
+        provider=escape(report["execution_provider"]), created_at=escape(report["created_at"]),
+        n_slices=len(slices), image_width=image_shape[1] * scale,
+        image_height=image_shape[0] * scale, window=f"{window:.2f}",
+        window_max=f"{2 * span:.2f}", level=f"{level:.2f}", level_min=f"{lo:.2f}",
+        level_max=f"{hi:.2f}", slice_rows=slice_rows,
+        scar_percent=_num(report["scar_percent"]),
+        ratio=_num(report["scar_to_myocardium_ratio"], 3),
+        myo_ml=_num(report["myocardium_volume_ml"]), myo_g=_num(report["myocardium_mass_g"]),
+        scar_ml=_num(report["scar_volume_ml"], 2), scar_g=_num(report["scar_mass_g"], 2),
+        slice_spacing=_num(report["slice_spacing_mm"]),
+        pixel_spacing=" x ".join(_num(v, 2) for v in report["pixel_spacing_mm"]),
+        warnings=warnings, method_rows=method_rows, baseline_notes="; ".join(notes),
+        bullseye=bullseye_svg(report["aha_segments"]), legend=legend_svg(),
+        segment_rows=segment_rows, aha_reference=escape(report["aha_reference"]),
+        data_json=_json_for_script({"slices": [{"scar_percent": s["scar_percent"]}
+                                               for s in slices],
+                                    "window": window, "level": level}))
+
+
+def index_page(recent: list[dict], pipelines: list[str], default_pipeline: str) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(a['created_at'][:19].replace('T', ' '))}</td>"
+        f"<td>…{escape(a['series_instance_uid'][-16:])}</td><td>{escape(a['pipeline'])}</td>"
+        f'<td class="num">{_num(a["scar_percent"])}</td>'
+        f'<td><a href="/v1/analyses/{escape(a["id"])}/viewer">viewer</a></td></tr>'
+        for a in recent) or '<tr><td colspan="5" class="muted">none yet</td></tr>'
+    options = "".join(
+        f'<option value="{escape(p)}"{" selected" if p == default_pipeline else ""}>'
+        f"{escape(p)}</option>" for p in pipelines)
+    return _template("index.html").substitute(version=escape(__version__), rows=rows,
+                                              pipeline_options=options)
