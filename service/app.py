@@ -302,7 +302,7 @@ def get_overlay(
     scale: Annotated[int | None, Query(ge=1, le=8, description="integer upscale")] = None,
 ) -> Response:
     """Slice k (0 = most basal) with the myocardium outlined (sky blue) and scar filled
-    (orange), at the original resolution times an integer factor."""
+    (vermillion), at the original resolution times an integer factor."""
     arrays = _arrays(request.app.state.store, analysis_id)
     images = arrays["images"]
     if not 0 <= k < len(images):

@@ -326,3 +326,38 @@ def test_accuracy_on_unseen_phantoms_from_the_returned_seg(client, many_series_d
     assert len(orientations) > 10  # oblique planes of many orientations
     assert np.median(myo_dsc) >= MYOCARDIUM_DSC_TARGET, sorted(myo_dsc)
     assert np.median(scar_errors) <= SCAR_PERCENT_ERROR_TARGET, sorted(scar_errors)
+
+
+def test_seg_has_what_ohif_and_slicer_need(client, posted, series_dirs) -> None:
+    """Referenced series listing every source, per-frame source and position, display colours."""
+    from skimage.color import lab2rgb
+
+    from service.encode.overlay import MYOCARDIUM_RGB, SCAR_RGB
+
+    seg = pydicom.dcmread(io.BytesIO(client.get(f"{posted.headers['location']}/seg").content))
+    sources = {d.SOPInstanceUID: d for d in map(pydicom.dcmread,
+                                                 (series_dirs[0] / "dicom").glob("*.dcm"))}
+    referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    assert {r.ReferencedSOPInstanceUID for r in referenced} == set(sources)
+    assert {r.ReferencedSOPClassUID for r in referenced} == {"1.2.840.10008.5.1.4.1.1.4"}
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    first = next(iter(sources.values()))
+    assert np.allclose(shared.PlaneOrientationSequence[0].ImageOrientationPatient,
+                       first.ImageOrientationPatient)
+    assert np.allclose(shared.PixelMeasuresSequence[0].PixelSpacing, first.PixelSpacing)
+    seen = set()
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        source = sources[frame.DerivationImageSequence[0].SourceImageSequence[0]
+                         .ReferencedSOPInstanceUID]
+        # Viewers place a frame by its position; it must be its source image's.
+        assert np.allclose(frame.PlanePositionSequence[0].ImagePositionPatient,
+                           source.ImagePositionPatient)
+        segment = frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        seen.add((source.SOPInstanceUID, segment))
+    assert seen == {(uid, s) for uid in sources for s in (1, 2)}
+    # The recommended display colours are the overlay's (DICOM scales CIELab to 0-65535).
+    for segment, rgb in zip(seg.SegmentSequence, (MYOCARDIUM_RGB, SCAR_RGB), strict=True):
+        lab16 = np.array(segment.RecommendedDisplayCIELabValue, float)
+        lab = [lab16[0] / 65535 * 100, lab16[1] / 65535 * 255 - 128, lab16[2] / 65535 * 255 - 128]
+        back = lab2rgb(np.array(lab)[None, None])[0, 0] * 255
+        assert np.allclose(back, rgb, atol=3), (segment.SegmentLabel, back, rgb)

@@ -1,9 +1,10 @@
 """Overlay PNGs: one slice, window/level from its series, myocardium outlined, scar filled.
 
 Colours are from the Okabe-Ito palette, distinguishable with the common
-colour-vision deficiencies and against grey: the myocardium is a sky-blue
-outline (the wall stays readable under it), the scar an orange fill at 45 %
-opacity with an orange border. Pixels are upscaled by an integer factor
+colour-vision deficiencies and against grey, and the same as the SEG's
+RecommendedDisplayCIELabValue: the myocardium is a sky-blue outline (the
+wall stays readable under it), the scar a vermillion fill at 45 % opacity
+with a vermillion border. Pixels are upscaled by an integer factor
 (nearest neighbour), so every source pixel stays a square block and the
 overlay never invents detail.
 """
@@ -17,8 +18,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-MYOCARDIUM_RGB = (86, 180, 233)  # Okabe-Ito sky blue
-SCAR_RGB = (230, 159, 0)  # Okabe-Ito orange
+from .seg import MYOCARDIUM_RGB, SCAR_RGB  # the SEG's display colours, so viewers agree
+
 SCAR_OPACITY = 0.45
 TARGET_SIDE_PX = 512
 MAX_SCALE = 8
