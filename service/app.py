@@ -23,7 +23,9 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -33,6 +35,7 @@ from .errors import InputError, NotFound, Overloaded, ServiceError
 from .inbox import UID_PATTERN, Inbox
 from .ingest import read_capped, split_body, stow_parts
 from .jobs import analyse_and_store, analyse_received, limits_of, push_due
+from .metrics import Metrics, MetricsMiddleware
 from .models import Registry, load_registry
 from .pages import index_page, viewer_page
 from .report import AnalysisSummary, PipelineInfo, Readiness, ReceivedSeriesState, Report
@@ -72,6 +75,25 @@ async def _every(app: FastAPI, name: str, work) -> None:
             pass
 
 
+async def _counted(app: FastAPI, pipeline: str, work, *args):
+    """Run one analysis in a worker thread, counted and timed for /metrics."""
+    metrics: Metrics = app.state.metrics
+    metrics.in_flight.inc()
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        result = await run_in_threadpool(work, *args)
+        outcome = "ok"
+        return result
+    except InputError:
+        outcome = "rejected"
+        raise
+    finally:
+        metrics.in_flight.dec()
+        metrics.analyses.labels(pipeline, outcome).inc()
+        metrics.analysis_seconds.labels(pipeline).observe(time.perf_counter() - started)
+
+
 async def _analyse_quiet_series(app: FastAPI) -> None:
     registry: Registry | None = app.state.registry
     if registry is None:
@@ -82,8 +104,8 @@ async def _analyse_quiet_series(app: FastAPI) -> None:
         if app.state.stopping.is_set():
             return
         async with app.state.slots:
-            await run_in_threadpool(analyse_received, series_uid, app.state.inbox, pipeline,
-                                    settings, app.state.store)
+            await _counted(app, pipeline.name, analyse_received, series_uid, app.state.inbox,
+                           pipeline, settings, app.state.store)
 
 
 async def _push_results(app: FastAPI) -> None:
@@ -219,8 +241,8 @@ async def create_analysis(
         blobs = split_body(request.headers.get("content-type"), body, limits_of(settings))
         try:
             report = await asyncio.wait_for(
-                run_in_threadpool(analyse_and_store, blobs, registry.pipelines[name], settings,
-                                  request.app.state.store),
+                _counted(request.app, name, analyse_and_store, blobs, registry.pipelines[name],
+                         settings, request.app.state.store),
                 timeout=settings.analysis_timeout_s)
         except TimeoutError:
             raise Overloaded(f"the analysis took longer than {settings.analysis_timeout_s} s",
@@ -330,6 +352,25 @@ def get_viewer(analysis_id: str, request: Request) -> HTMLResponse:
 pages = APIRouter(dependencies=[Depends(require_api_key)], tags=["viewer"])
 
 
+@pages.get("/metrics", tags=["health"], response_class=Response,
+           responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus text format: requests by route and status, latencies, analyses in flight."""
+    return Response(generate_latest(request.app.state.metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)
+
+
+@pages.get("/openapi.json", include_in_schema=False)
+def openapi_schema(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@pages.get("/docs", include_in_schema=False)
+def swagger_ui() -> HTMLResponse:
+    """FastAPI's interactive docs, behind the API key like every other endpoint."""
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="DB-LGE scar service")
+
+
 @pages.get("/", response_class=HTMLResponse)
 def home(request: Request) -> HTMLResponse:
     """Recent analyses with links to their viewers, and an upload form."""
@@ -380,6 +421,9 @@ async def _stow(request: Request, study_uid: str | None) -> JSONResponse:
                              request.headers.get("content-length"))
     blobs = stow_parts(request.headers.get("content-type"), body, limits_of(settings))
     outcome = await run_in_threadpool(_receive, blobs, study_uid, request.app.state.inbox)
+    metrics: Metrics = request.app.state.metrics
+    metrics.stow_instances.labels("stored").inc(len(outcome.stored))
+    metrics.stow_instances.labels("refused").inc(len(outcome.refused))
     series = sorted({str(ds.SeriesInstanceUID) for ds in outcome.stored})
     log.info("STOW-RS: %d instance(s) of %d series stored, %d refused", len(outcome.stored),
              len(series), len(outcome.refused))
@@ -417,7 +461,11 @@ def create_app() -> FastAPI:
         summary="Myocardium and scar segmentation of dark-blood LGE short-axis MRI. Research "
         "use only: models are trained on synthetic phantoms, not validated clinically.",
         lifespan=lifespan,
+        # Served by `pages` instead, so that API_KEY guards them too.
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
+    application.state.metrics = Metrics()
+    application.add_middleware(MetricsMiddleware, metrics=application.state.metrics)
     application.add_exception_handler(ServiceError, _service_error)
     application.add_exception_handler(StarletteHTTPException, _http_error)
     application.add_exception_handler(RequestValidationError, _validation_error)

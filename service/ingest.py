@@ -149,6 +149,11 @@ def read_dataset(blob: Blob) -> pydicom.Dataset:
     """Parse one blob as DICOM Part 10; pixel data are decoded later, in the volume stage."""
     try:
         ds = pydicom.dcmread(io.BytesIO(blob.data))
+        # pydicom converts element values lazily; convert them all now, so a broken
+        # element (a flipped VR, a value that does not parse) is a 4xx here rather
+        # than an exception deep in a later stage.
+        for _ in ds.iterall():
+            pass
     except InvalidDicomError:
         raise InputError(f"{blob.name} is not a DICOM Part 10 file (no DICM preamble)",
                          code="not_dicom") from None

@@ -88,7 +88,10 @@ def _decode(ds: pydicom.Dataset) -> np.ndarray:
     except NotImplementedError as exc:
         raise InputError(f"transfer syntax {syntax} ({syntax.name}) cannot be decoded here: "
                          f"{exc}", code="unsupported_transfer_syntax", status_code=415) from None
-    except Exception as exc:  # noqa: BLE001 - decoders raise many kinds on damaged data
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - decoders raise many kinds on damaged data;
+        # the Rust ones (pylibjpeg-rle) panic, and pyo3's PanicException is a BaseException.
         if not syntax.is_transfer_syntax:
             raise InputError(f"transfer syntax {syntax or '(none)'} is not supported",
                              code="unsupported_transfer_syntax", status_code=415) from None
@@ -97,14 +100,32 @@ def _decode(ds: pydicom.Dataset) -> np.ndarray:
                          code="corrupt_dicom") from None
 
 
+def _numbers(value, count: int, keyword: str) -> np.ndarray:
+    """``count`` finite numbers from a DICOM value, or a 422 naming the attribute."""
+    try:
+        values = np.array([float(v) for v in (value if isinstance(value, list | tuple |
+                                                      pydicom.multival.MultiValue)
+                                              else [value])], dtype=float)
+    except (TypeError, ValueError):
+        values = np.array([])
+    if values.size != count or not np.all(np.isfinite(values)):
+        raise GeometryError(f"{keyword} must be {count} number(s), got {str(value)[:60]!r}",
+                            code="missing_geometry")
+    return values
+
+
 def _rescale(item: pydicom.Dataset) -> tuple[float, float]:
-    return float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
+    slope = _numbers(item.get("RescaleSlope", 1) or 1, 1, "RescaleSlope")[0]
+    intercept = _numbers(item.get("RescaleIntercept", 0) or 0, 1, "RescaleIntercept")[0]
+    return float(slope), float(intercept)
 
 
 def _single_frame_slices(ds: pydicom.Dataset) -> list[Slice]:
-    position = np.array(_required(ds, "ImagePositionPatient", "slice position"), float)
-    orientation = np.array(_required(ds, "ImageOrientationPatient", "slice orientation"), float)
-    spacing = tuple(float(v) for v in _required(ds, "PixelSpacing", "pixel size"))
+    position = _numbers(_required(ds, "ImagePositionPatient", "slice position"), 3,
+                        "ImagePositionPatient")
+    orientation = _numbers(_required(ds, "ImageOrientationPatient", "slice orientation"), 6,
+                           "ImageOrientationPatient")
+    spacing = tuple(_numbers(_required(ds, "PixelSpacing", "pixel size"), 2, "PixelSpacing"))
     pixels = _decode(ds)
     if pixels.ndim != 2:
         raise InputError(f"expected one 2-D image per MR instance, got shape {pixels.shape}",
@@ -133,12 +154,12 @@ def _enhanced_slices(ds: pydicom.Dataset) -> list[Slice]:
                             "per-frame functional groups")
     out = []
     for k, frame in enumerate(frames):
-        position = np.array(_functional(ds, frame, "PlanePositionSequence")
-                            .ImagePositionPatient, float)
-        orientation = np.array(_functional(ds, frame, "PlaneOrientationSequence")
-                               .ImageOrientationPatient, float)
-        spacing = tuple(float(v) for v in _functional(ds, frame, "PixelMeasuresSequence")
-                        .PixelSpacing)
+        position = _numbers(_functional(ds, frame, "PlanePositionSequence")
+                            .get("ImagePositionPatient"), 3, "ImagePositionPatient")
+        orientation = _numbers(_functional(ds, frame, "PlaneOrientationSequence")
+                               .get("ImageOrientationPatient"), 6, "ImageOrientationPatient")
+        spacing = tuple(_numbers(_functional(ds, frame, "PixelMeasuresSequence")
+                                 .get("PixelSpacing"), 2, "PixelSpacing"))
         try:
             slope, intercept = _rescale(_functional(ds, frame,
                                                     "PixelValueTransformationSequence"))
@@ -246,6 +267,10 @@ def build_volume(datasets: list[pydicom.Dataset]) -> Volume:
                         "reported on each slice's own grid")
 
     ds0 = unique[0].dataset
+    frames = {str(s.dataset.get("FrameOfReferenceUID", "")) for s in unique}
+    if len(frames) > 1:
+        raise GeometryError(f"the slices have {len(frames)} FrameOfReferenceUIDs; positions "
+                            "from different frames of reference cannot be stacked")
     return Volume(
         slices=unique, spacing=unique[0].spacing, slice_spacing_mm=slice_spacing,
         normal=normal, study_instance_uid=str(ds0.StudyInstanceUID),

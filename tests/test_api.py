@@ -229,7 +229,21 @@ def test_api_key_guards_everything_but_health(monkeypatch, posted) -> None:
         assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.post("/v1/analyses", content=b"x").status_code == 401
         assert c.post("/dicomweb/studies", content=b"x").status_code == 401
-        assert c.get("/v1/series/1.2.3").status_code == 401
+        # Every route of every router the app includes, except the two health probes.
+        import re
+
+        from service import app as service_app
+
+        routers = (service_app.health, service_app.api, service_app.dicomweb,
+                   service_app.pages)
+        routes = [r for router in routers for r in router.routes]
+        assert len(routes) >= 18
+        for route in routes:
+            path = re.sub(r"\{[^}]+\}", "1", route.path)
+            for method in route.methods - {"HEAD", "OPTIONS"}:
+                r = c.request(method, path)
+                expected = 200 if route.path in ("/healthz", "/readyz") else 401
+                assert r.status_code == expected, (method, route.path, r.status_code)
 
 
 def test_a_multiframe_series_gives_the_single_frame_result(client, posted, series_dirs) -> None:

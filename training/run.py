@@ -43,8 +43,9 @@ CONFIGS = {
     # The ENet's 8x downsampling makes it hedge on thin scar (probabilities
     # stuck below 0.5): a heavier foreground weight gets it off that plateau.
     "enet_p2": TrainConfig(epochs=7, steps_per_epoch=150, batch_size=8, masked=True,
-                           foreground_weight=10.0),
-    "enet_p1": TrainConfig(epochs=7, steps_per_epoch=150, batch_size=8, foreground_weight=10.0),
+                           foreground_weight=10.0, xla=False),
+    "enet_p1": TrainConfig(epochs=7, steps_per_epoch=150, batch_size=8, foreground_weight=10.0,
+                           xla=False),
 }
 TARGETS = {"myocardium_dsc": 0.90, "scar_dsc": 0.85, "abs_scar_percent_error": 1.5}
 

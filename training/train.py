@@ -15,8 +15,9 @@ minutes on a CPU instead of 30 h on a GPU, and both measured:
   pixels in a row's emphasis map (scarred myocardium, for the myocardium
   U-Net) is multiplied by ``1 + emphasis_weight``.
 
-The step is compiled with XLA (``jit_compile``): 15 % faster per step on
-the 2-core CPU, measured on the U-Net at batch 8.
+The U-Net steps are compiled with XLA (``jit_compile``): 15 % faster per
+step on the 2-core CPU, measured at batch 8 (XLA cannot compile the ENet's
+MaxPoolWithArgmax, so its steps are not).
 
 After every epoch the run writes ``last.weights.h5``, the optimizer state,
 ``state.json`` (epoch, history, best) and ``curves.png``; started again it
@@ -51,6 +52,7 @@ class TrainConfig:
     foreground_weight: float = 3.0
     dice_weight: float = 1.0
     emphasis_weight: float = 0.0  # extra cross-entropy weight on Arrays.emphasis pixels
+    xla: bool = True  # XLA has no MaxPoolWithArgmax kernel: off for the ENet
     train_crop: int | None = None  # random square crop of the input (fully convolutional nets)
     masked: bool = False  # Protocol 2 inputs: augment only inside the mask
     seed: int = 0
@@ -148,7 +150,7 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
     weight = tf.constant(config.foreground_weight, tf.float32)
     emphasis_weight = tf.constant(config.emphasis_weight, tf.float32)
 
-    @tf.function(reduce_retracing=True, jit_compile=True)
+    @tf.function(reduce_retracing=True, jit_compile=config.xla)
     def step(x, y_and_emphasis):
         y, emphasis = y_and_emphasis[..., 0], y_and_emphasis[..., 1]
         with tf.GradientTape() as tape:

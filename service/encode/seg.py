@@ -15,7 +15,7 @@ from highdicom.sr.coding import CodedConcept
 from pydicom.sr.codedict import codes
 
 from .. import __version__
-from ..volume import Volume
+from ..volume import GeometryError, Volume
 
 MYOCARDIUM_CATEGORY = CodedConcept("91723000", "SCT", "Anatomical Structure")
 MYOCARDIUM_TYPE = CodedConcept("74281007", "SCT", "Myocardium")
@@ -60,6 +60,17 @@ def build_seg(volume: Volume, myocardium: np.ndarray, scar: np.ndarray, algorith
         source_images = [s.dataset for s in volume.slices]
         order = np.arange(len(volume.slices))
     labels = np.stack([myocardium, scar], axis=-1).astype(bool)[order]
+    try:
+        return _segmentation(source_images, labels, algorithm_name, algorithm_version,
+                             series_uid, sop_instance_uid)
+    except ValueError as exc:
+        # highdicom checks the sources strictly (identical orientation strings, one frame
+        # of reference, equal matrix): what it refuses is the input's doing, not ours.
+        raise GeometryError(f"no DICOM SEG can reference these images: {exc}") from None
+
+
+def _segmentation(source_images, labels, algorithm_name, algorithm_version, series_uid,
+                  sop_instance_uid) -> hd.seg.Segmentation:
     return hd.seg.Segmentation(
         source_images=source_images, pixel_array=labels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
