@@ -236,8 +236,7 @@ async def create_analysis(
         raise Overloaded(f"{settings.max_concurrent_analyses} analyses are already running; "
                          "try again shortly")
     async with slots:
-        body = await read_capped(request.stream(), settings.max_request_bytes,
-                                 request.headers.get("content-length"))
+        body = await _read_body(request, settings)
         blobs = split_body(request.headers.get("content-type"), body, limits_of(settings))
         try:
             report = await asyncio.wait_for(
@@ -415,10 +414,23 @@ def _receive(blobs, study_uid: str | None, inbox: Inbox) -> StowOutcome:
     return outcome
 
 
+async def _read_body(request: Request, settings: Settings) -> bytes:
+    """The capped body, or 408 when the client stops sending (a slow client holds no slot
+    forever)."""
+    try:
+        return await asyncio.wait_for(
+            read_capped(request.stream(), settings.max_request_bytes,
+                        request.headers.get("content-length")),
+            timeout=settings.request_read_timeout_s)
+    except TimeoutError:
+        raise InputError(f"the request body did not arrive within "
+                         f"{settings.request_read_timeout_s} s", code="request_timeout",
+                         status_code=408) from None
+
+
 async def _stow(request: Request, study_uid: str | None) -> JSONResponse:
     settings: Settings = request.app.state.settings
-    body = await read_capped(request.stream(), settings.max_request_bytes,
-                             request.headers.get("content-length"))
+    body = await _read_body(request, settings)
     blobs = stow_parts(request.headers.get("content-type"), body, limits_of(settings))
     outcome = await run_in_threadpool(_receive, blobs, study_uid, request.app.state.inbox)
     metrics: Metrics = request.app.state.metrics

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     max_files: int = Field(1000, ge=2, description="DICOM files per analysis")
     max_unzipped_bytes: int = Field(1024 * 2**20, ge=1, description="zip expansion cap")
     analysis_timeout_s: float = Field(120.0, gt=0, description="longest wait for one analysis")
+    request_read_timeout_s: float = Field(60.0, gt=0, description="longest wait for a body")
     # STOW-RS: a received series is analysed once no instance of it has arrived
     # for this long (PACS send a series in one or several requests).
     stow_quiet_period_s: float = Field(10.0, ge=0)

@@ -194,3 +194,28 @@ def test_the_log_names_analyses_and_uids_never_the_patient(tmp_path, series_dirs
     assert analysis_id in text and series_uid in text  # the log is useful...
     for secret in (name, "Sentinelname", "Patricia", patient_id, birth):
         assert secret.lower() not in text.lower(), secret  # ...and says nothing of the patient
+
+
+def test_a_client_that_stops_sending_gets_408_and_frees_its_slot(tmp_path, series_dirs) -> None:
+    import socket
+
+    process, url = start_service(tmp_path / "data", tmp_path / "service.log",
+                                 REQUEST_READ_TIMEOUT_S="1", MAX_CONCURRENT_ANALYSES="1")
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=30) as slow:
+            slow.sendall(b"POST /v1/analyses HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/zip\r\nContent-Length: 100000\r\n\r\nPK\x03\x04")
+            answer = ""
+            while "request_timeout" not in answer:
+                chunk = slow.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk.decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 408") and "request_timeout" in answer
+        # The slot is free again: a real series is analysed.
+        r = httpx.post(f"{url}/v1/analyses", files=multipart(series_files(series_dirs[0])),
+                       timeout=60)
+        assert r.status_code == 201
+    finally:
+        stop_process(process)
