@@ -53,13 +53,25 @@ def scar_probability(images: Sequence[np.ndarray], spacing: Spacing, myocardium:
     return _foreground_on_source(net, batch, transforms)
 
 
+def scar_reach_mm(spec: InputSpec) -> float:
+    """How far outside the myocardium a scar network's scar may extend it.
+
+    A network that sees the image around the ring (the scar U-Net, ENet
+    Protocol 1) can find scar the myocardium network left out; one that
+    sees the image only through the mask (Protocol 2) cannot, so its scar
+    stays inside.
+    """
+    return 0.0 if spec.masked else 8.0
+
+
 def segment(images: Sequence[np.ndarray], spacing: Spacing, myocardium_net: Network,
             scar_net: Network) -> Segmentation:
     """Both masks of one series (slices ordered base to apex, physical values)."""
     myo_p = myocardium_probability(images, spacing, myocardium_net)
     myocardium = clean_myocardium(myo_p)
     scar_p = scar_probability(images, spacing, myocardium, scar_net)
-    myocardium, scar = attach_scar(scar_p, myocardium, spacing)
+    myocardium, scar = attach_scar(scar_p, myocardium, spacing,
+                                   reach_mm=scar_reach_mm(scar_net.spec))
     return Segmentation(myocardium=myocardium, scar=scar,
                         myocardium_probability=myo_p.astype(np.float32),
                         scar_probability=scar_p.astype(np.float32))

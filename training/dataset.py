@@ -13,7 +13,8 @@ Two things differ from serving, on purpose:
   shift, so the scar U-Net sees the spread of boxes CNN1 will give it;
 * the myocardium given to a network (the scar U-Net's second channel, the
   Protocol 2 mask) is the true one, randomly eroded or dilated by one
-  pixel, and in half the cases with the scar cut out of it, so the
+  pixel, and (the scar U-Net's only: Protocol 2 sees the image through
+  the mask) in half the cases with the scar cut out of it, so the
   networks do not rely on a perfect mask they will not get. Cutting the
   scar out copies the myocardium U-Net's typical mistake, measured on the
   first release: bright subendocardial scar next to the (grey) dark blood
@@ -56,7 +57,7 @@ TASKS = {"myocardium_unet": MYOCARDIUM_UNET, "scar_unet": SCAR_UNET,
          "enet_p1": ENET_P1, "enet_p2": ENET_P2}
 BOX_JITTERS_PER_SERIES = 2
 # Bump when what series_arrays makes changes, so cached arrays are rebuilt.
-ARRAYS_VERSION = 2
+ARRAYS_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def _jittered_box(box: GridTransform, spacing, rng: np.random.Generator) -> Grid
     return dataclasses.replace(box, scale=scale, offset=offset)
 
 
-def _perturbed_mask(mask: np.ndarray, scar: np.ndarray, rng: np.random.Generator
+def _perturbed_mask(mask: np.ndarray, scar: np.ndarray | None, rng: np.random.Generator
                     ) -> np.ndarray:
     """The true myocardium as a network would be given it: one pixel off, maybe without scar."""
     choice = rng.integers(3)
@@ -114,14 +115,16 @@ def _perturbed_mask(mask: np.ndarray, scar: np.ndarray, rng: np.random.Generator
         mask = ndimage.binary_erosion(mask)
     elif choice == 2:
         mask = ndimage.binary_dilation(mask)
-    if rng.random() < 0.5:
+    if scar is not None and rng.random() < 0.5:
         mask = mask & ~scar
     return mask
 
 
-def _perturbed_masks(myo: np.ndarray, scar: np.ndarray, rng: np.random.Generator
+def _perturbed_masks(myo: np.ndarray, scar: np.ndarray | None, rng: np.random.Generator
                      ) -> np.ndarray:
-    return np.stack([_perturbed_mask(m, s, rng) for m, s in zip(myo, scar, strict=True)])
+    """``scar`` given: cut it out half the time (for a network that also sees the image)."""
+    scars = scar if scar is not None else [None] * len(myo)
+    return np.stack([_perturbed_mask(m, s, rng) for m, s in zip(myo, scars, strict=True)])
 
 
 def series_arrays(series_dir: Path, series_number: int, seed: int = 0) -> dict[str, Arrays]:
@@ -153,7 +156,9 @@ def series_arrays(series_dir: Path, series_number: int, seed: int = 0) -> dict[s
     x, _ = model_inputs(images, spacing, ENET_P1, circles)
     y = _targets(circles, scar)
     out["enet_p1"] = Arrays(x, y, tag, np.zeros_like(y))
-    x, _ = model_inputs(images, spacing, ENET_P2, circles, _perturbed_masks(myo, scar, rng))
+    # Protocol 2 sees the image only through the mask: scar cut out of it would be invisible,
+    # so its mask is only ever one pixel off, never missing the scar.
+    x, _ = model_inputs(images, spacing, ENET_P2, circles, _perturbed_masks(myo, None, rng))
     out["enet_p2"] = Arrays(x, y, tag, np.zeros_like(y))
     return out
 

@@ -25,7 +25,12 @@ from tqdm import tqdm
 
 from service.postprocess import attach_scar, clean_myocardium
 from service.quantify import fwhm_scar, nsd_scar, scar_fraction
-from service.segment import Network, myocardium_probability, scar_probability
+from service.segment import (
+    Network,
+    myocardium_probability,
+    scar_probability,
+    scar_reach_mm,
+)
 
 from . import metrics
 from .phantoms import load_series, load_truth
@@ -72,7 +77,8 @@ def score_series(series_dir: Path, networks: Mapping[str, Network]) -> list[Seri
         "enet-raw": ("enet_p1", myo), "enet-true-myocardium": ("enet_p2", true_myo),
     }.items():
         prob = scar_probability(images, spacing, myocardium, networks[net])
-        grown, scar = attach_scar(prob, myocardium, spacing)
+        grown, scar = attach_scar(prob, myocardium, spacing,
+                                  reach_mm=scar_reach_mm(networks[net].spec))
         masks[method] = (scar, grown)
     masks["4sd"] = (nsd_scar(images, true_myo, 4.0), true_myo)
     masks["fwhm"] = (fwhm_scar(images, true_myo), true_myo)
@@ -260,6 +266,10 @@ myocardium), as they would be run on expert contours.
 ![ENet P1](evaluation/curves_enet_p1.png)
 
 ## Time (minutes, {context['machine']})
+Each stage as it was done (a resumed command keeps the times of the stages it
+reused; training time is the run's own clock, which adds up across resumes),
+so the total is the cost of the command from scratch.
+
 | stage | minutes |
 |---|---|
 {timing}

@@ -116,15 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from .export import export_onnx
 
-    started = time.perf_counter()
-    minutes: dict[str, float] = {}
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    # Minutes per stage as it was really done: a stage this invocation skipped or resumed
+    # (phantoms on disk, cached arrays, finished training) keeps the time recorded when it
+    # was done, so the total is the cost of the whole command from scratch.
+    timings_path = work / "timings.json"
+    minutes: dict[str, float] = (json.loads(timings_path.read_text())
+                                 if timings_path.exists() else {})
 
-    def lap(stage: str, since: float) -> float:
+    def lap(stage: str, since: float, done_here: float | None = None) -> float:
         now = time.perf_counter()
-        minutes[stage] = (now - since) / 60.0
+        spent = (now - since) / 60.0 if done_here is None else done_here
+        if spent >= 0.05 or stage not in minutes:
+            minutes[stage] = spent
+        timings_path.write_text(json.dumps(minutes, indent=1))
         return now
 
-    work: Path = args.work
     t = time.perf_counter()
     train_dirs = generate_many(work / "phantoms" / "train", args.train_series, args.train_seed,
                                workers=args.workers)
@@ -149,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                              data.select(is_val), configs[task], work / "runs" / task, task)
         name = next(m.name for m in MODELS if m.key == task)
         onnx_files[task] = work / "export" / f"{name}.onnx"
+        export_started = time.perf_counter()
         export_onnx(model, onnx_files[task], input_hw=spec.shape)
         parameters[task] = model.count_params()
         training[task] = dataclasses.asdict(configs[task]) | {
@@ -157,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             "val_slices": int(is_val.sum())}
         if cv:
             training[task]["cross_validation"] = cv[task]
-        t = lap(f"train + export {task}", t)
+        # Training time from the run's own clock (it adds up across resumes) + this export.
+        export_minutes = (time.perf_counter() - export_started) / 60.0
+        t = lap(f"train + export {task}", t, done_here=state.seconds / 60.0 + export_minutes)
 
     networks = {task: Network(OnnxModel(onnx_files[task]), spec) for task, spec in TASKS.items()}
     scores = evaluate(test_dirs, networks)
@@ -169,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     for task in TASKS:
         shutil.copy2(work / "runs" / task / "curves.png", figures_dir / f"curves_{task}.png")
     t = lap("evaluation", t)
-    minutes["total"] = (time.perf_counter() - started) / 60.0
+    minutes.pop("total", None)
+    minutes["total"] = sum(minutes.values())
 
     training_data = {
         "description": "Synthetic dark-blood LGE short-axis phantoms made by "
