@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .config import Settings, get_settings
-from .encode.overlay import auto_window, default_scale, render_overlay, to_png
+from .encode.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
 from .errors import InputError, NotFound, Overloaded, ServiceError
 from .inbox import UID_PATTERN, Inbox
 from .ingest import read_capped, split_body, stow_parts
@@ -321,20 +321,33 @@ def get_overlay(
                                           "the series' 1st-99.5th percentile")] = None,
     level: Annotated[float | None, Query(description="window centre")] = None,
     scale: Annotated[int | None, Query(ge=1, le=8, description="integer upscale")] = None,
+    zoom: Annotated[bool, Query(description="crop to the heart (the series' myocardium "
+                                "+ 25 mm), the same box on every slice")] = False,
 ) -> Response:
     """Slice k (0 = most basal) with the myocardium outlined (sky blue) and scar filled
-    (vermillion), at the original resolution times an integer factor."""
-    arrays = _arrays(request.app.state.store, analysis_id)
+    (vermillion), at the original resolution times an integer factor. The header
+    ``X-Overlay-Box`` gives the source pixels shown: ``row0,col0,row1,col1``."""
+    store: ResultStore = request.app.state.store
+    arrays = _arrays(store, analysis_id)
     images = arrays["images"]
     if not 0 <= k < len(images):
         raise NotFound(f"slice {k} does not exist; this series has slices 0 to "
                        f"{len(images) - 1}")
-    auto_width, auto_level = auto_window(images)
-    rgb = render_overlay(images[k], arrays["myocardium"][k], arrays["scar"][k],
-                         window or auto_width, auto_level if level is None else level,
-                         scale or default_scale(images.shape[1:]), myocardium, scar)
+    box = None
+    if zoom:
+        box = heart_box(arrays["myocardium"],
+                        tuple(store.report(analysis_id)["pixel_spacing_mm"]))
+    y0, x0, y1, x1 = box or (0, 0, *images.shape[1:])
+    crop = np.s_[y0:y1, x0:x1]
+    # The grey scale comes from what is shown: zoomed, bright chest-wall fat is left out.
+    auto_width, auto_level = auto_window(images[:, y0:y1, x0:x1])
+    rgb = render_overlay(images[k][crop], arrays["myocardium"][k][crop],
+                         arrays["scar"][k][crop], window or auto_width,
+                         auto_level if level is None else level,
+                         scale or default_scale((y1 - y0, x1 - x0)), myocardium, scar)
     return Response(to_png(rgb), media_type="image/png",
-                    headers={"Cache-Control": "private, max-age=3600"})
+                    headers={"Cache-Control": "private, max-age=3600",
+                             "X-Overlay-Box": f"{y0},{x0},{y1},{x1}"})
 
 
 @api.get("/analyses/{analysis_id}/viewer", tags=["viewer"], response_class=HTMLResponse)
@@ -342,10 +355,13 @@ def get_viewer(analysis_id: str, request: Request) -> HTMLResponse:
     """A self-contained page to read the result: slices, masks, totals, bull's-eye."""
     store: ResultStore = request.app.state.store
     report = store.report(analysis_id)
-    images = _arrays(store, analysis_id)["images"]
-    width, level = auto_window(images)
-    return HTMLResponse(viewer_page(report, images.shape[1:], default_scale(images.shape[1:]),
-                                    width, level, (float(images.min()), float(images.max()))))
+    arrays = _arrays(store, analysis_id)
+    images = arrays["images"]
+    box = heart_box(arrays["myocardium"], tuple(report["pixel_spacing_mm"]))
+    y0, x0, y1, x1 = box or (0, 0, *images.shape[1:])
+    width, level = auto_window(images[:, y0:y1, x0:x1])
+    return HTMLResponse(viewer_page(report, width, level,
+                                    (float(images.min()), float(images.max()))))
 
 
 pages = APIRouter(dependencies=[Depends(require_api_key)], tags=["viewer"])

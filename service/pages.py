@@ -34,8 +34,8 @@ def _json_for_script(data: dict) -> str:
         .replace("&", "\\u0026")
 
 
-def viewer_page(report: dict, image_shape: tuple[int, int], scale: int, window: float,
-                level: float, value_range: tuple[float, float]) -> str:
+def viewer_page(report: dict, window: float, level: float,
+                value_range: tuple[float, float]) -> str:
     slices = report["slices"]
     slice_rows = "".join(
         f'<tr data-slice="{s["index"]}"><td>{s["index"] + 1}</td>'
@@ -62,8 +62,7 @@ def viewer_page(report: dict, image_shape: tuple[int, int], scale: int, window: 
         series_uid=escape(report["series_instance_uid"]), analysis_id=escape(report["id"]),
         pipeline=escape(report["pipeline"]), models=models,
         provider=escape(report["execution_provider"]), created_at=escape(report["created_at"]),
-        n_slices=len(slices), image_width=image_shape[1] * scale,
-        image_height=image_shape[0] * scale, window=f"{window:.2f}",
+        n_slices=len(slices), window=f"{window:.2f}",
         window_max=f"{2 * span:.2f}", level=f"{level:.2f}", level_min=f"{lo:.2f}",
         level_max=f"{hi:.2f}", slice_rows=slice_rows,
         scar_percent=_num(report["scar_percent"]),

@@ -92,6 +92,17 @@ def test_overlay_draws_scar_where_the_seg_says_and_toggles(client, scarred) -> N
     assert client.get(f"{base}/overlay/{k}.png", params={"scale": 1}).status_code == 200
     assert _png(client.get(f"{base}/overlay/{k}.png", params={"scale": 1}).content
                 ).shape == (h, w, 3)
+    # Zoomed to the heart: the same box on every slice, holding all the myocardium.
+    zoomed = client.get(f"{base}/overlay/{k}.png", params={"zoom": 1, "scale": 2})
+    y0, x0, y1, x1 = map(int, zoomed.headers["x-overlay-box"].split(","))
+    assert client.get(f"{base}/overlay/0.png", params={"zoom": 1}).headers[
+        "x-overlay-box"] == zoomed.headers["x-overlay-box"]
+    assert myocardium[:, y0:y1, x0:x1].sum() == myocardium.sum()
+    assert (y1 - y0) * (x1 - x0) < h * w / 2
+    crop = _png(zoomed.content)
+    assert crop.shape == (2 * (y1 - y0), 2 * (x1 - x0), 3)
+    inner = ndimage.binary_erosion(scar[k, y0:y1, x0:x1])  # borders carry the outlines
+    assert _orange(crop)[np.kron(inner, np.ones((2, 2), bool))].mean() > 0.95
 
 
 def test_out_of_range_slices_and_unknown_analyses_are_404(client, scarred) -> None:
@@ -185,12 +196,14 @@ def test_the_viewer_in_chromium(browser, live, series_dirs, tmp_path) -> None:
     shown = _png(page.locator("#overlay").screenshot())
     page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
 
-    # The page may shrink the picture to fit; it keeps its aspect ratio.
-    height, width = scar.shape[1:]
-    sy, sx = shown.shape[0] / height, shown.shape[1] / width
-    assert sy == pytest.approx(sx, rel=0.02)
+    # The viewer zooms to the heart: the overlay says which source pixels it shows.
+    src = page.evaluate("document.getElementById('overlay').src")
+    y0, x0, y1, x1 = map(int, httpx.get(src).headers["x-overlay-box"].split(","))
+    assert (y1 - y0) < scar.shape[1] or (x1 - x0) < scar.shape[2]
+    sy, sx = shown.shape[0] / (y1 - y0), shown.shape[1] / (x1 - x0)
+    assert sy == pytest.approx(sx, rel=0.02) and sy >= 2  # square pixels, enlarged
     ys, xs = np.nonzero(ndimage.binary_erosion(scar[k], iterations=1))
-    at = ((ys + 0.5) * sy).astype(int), ((xs + 0.5) * sx).astype(int)
+    at = ((ys - y0 + 0.5) * sy).astype(int), ((xs - x0 + 0.5) * sx).astype(int)
     on_scar = shown[at]
     assert len(on_scar) and _orange(on_scar).mean() > 0.9
 

@@ -39,6 +39,27 @@ def auto_window(images: np.ndarray) -> tuple[float, float]:
     return float(hi - lo), float((hi + lo) / 2.0)
 
 
+def heart_box(myocardium: np.ndarray, spacing: tuple[float, float],
+              margin_mm: float = 25.0) -> tuple[int, int, int, int] | None:
+    """(y0, x0, y1, x1): a square around the myocardium of every slice plus a margin.
+
+    One box for the whole series, so stepping through slices does not move
+    the picture; None when no myocardium was found.
+    """
+    union = np.asarray(myocardium, dtype=bool).any(axis=0)
+    if not union.any():
+        return None
+    ys, xs = np.nonzero(union)
+    h, w = union.shape
+    half_mm = max((ys.max() - ys.min() + 1) * spacing[0], (xs.max() - xs.min() + 1)
+                  * spacing[1]) / 2 + margin_mm
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    ry, rx = half_mm / spacing[0], half_mm / spacing[1]
+    y0, y1 = max(0, int(np.floor(cy - ry))), min(h, int(np.ceil(cy + ry)) + 1)
+    x0, x1 = max(0, int(np.floor(cx - rx))), min(w, int(np.ceil(cx + rx)) + 1)
+    return y0, x0, y1, x1
+
+
 def default_scale(shape: tuple[int, int]) -> int:
     return int(min(MAX_SCALE, max(1, math.ceil(TARGET_SIDE_PX / max(shape)))))
 
