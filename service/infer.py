@@ -48,6 +48,10 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
+        # Without the arena, activation buffers go back to the system after each run:
+        # concurrent analyses do not each leave a high-water mark behind (peak RSS with 8
+        # at once: 1418 MiB with the arena, see BENCHMARKS.md), for a few ms per run.
+        options.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options,
                                                 providers=list(providers))
