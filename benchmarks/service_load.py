@@ -115,23 +115,34 @@ def main() -> int:
             process, url, seconds = start(Path(tmp) / f"start{k}")
             startups.append(seconds)
             stop(process)
-        process, url, _ = start(Path(tmp) / "load", MAX_CONCURRENT_ANALYSES="8")
-        idle_mib = _status_kib(process.pid, "VmRSS") / 1024
-        try:
-            levels = [throughput(url, files, c, args.seconds) for c in (1, 2, 4, 8)]
-            peak_mib = _status_kib(process.pid, "VmHWM") / 1024
-        finally:
-            stop(process)
+        def peak_after(clients: int, **env: str) -> tuple[list[dict], float, float]:
+            process, url, _ = start(Path(tmp) / f"load{len(env)}{clients}", **env)
+            idle = _status_kib(process.pid, "VmRSS") / 1024
+            try:
+                levels = [throughput(url, files, c, args.seconds)
+                          for c in ((1, 2, 4, 8) if clients == 0 else (clients,))]
+                return levels, idle, _status_kib(process.pid, "VmHWM") / 1024
+            finally:
+                stop(process)
+
+        defaults, idle_mib, default_peak = peak_after(2)
+        levels, _, peak_mib = peak_after(0, MAX_CONCURRENT_ANALYSES="8")
+        no_arena, _, no_arena_peak = peak_after(8, MAX_CONCURRENT_ANALYSES="8",
+                                                ONNX_MEMORY_ARENA="false")
 
     machine = f"{os.cpu_count()} CPU cores ({platform.machine()})"
     results = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine,
-               "startup_s": startups, "idle_rss_mib": idle_mib, "peak_rss_mib": peak_mib,
-               "throughput": levels}
+               "startup_s": startups, "idle_rss_mib": idle_mib,
+               "defaults_2_clients": defaults[0] | {"peak_rss_mib": default_peak},
+               "peak_rss_mib_8_concurrent": peak_mib, "throughput": levels,
+               "no_arena_8_clients": no_arena[0] | {"peak_rss_mib": no_arena_peak}}
     for level in levels:
         print(f"{level['clients']} client(s): {level['series_per_min']:.1f} series/min, "
               f"p50 {level['p50_ms']:.0f} ms, {level['failed']} failed")
     print(f"start-up to ready: median {statistics.median(startups):.2f} s; RSS idle "
-          f"{idle_mib:.0f} MiB, peak {peak_mib:.0f} MiB")
+          f"{idle_mib:.0f} MiB, peak {default_peak:.0f} MiB at the defaults (2 clients), "
+          f"{peak_mib:.0f} MiB with 8 concurrent, {no_arena_peak:.0f} MiB with 8 concurrent "
+          f"and ONNX_MEMORY_ARENA=false ({no_arena[0]['series_per_min']:.1f} series/min)")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "service_load.json").write_text(json.dumps(results, indent=1))
@@ -144,9 +155,14 @@ def main() -> int:
         f"`MAX_CONCURRENT_ANALYSES=8`, {args.seconds:.0f} s per level.\n\n"
         f"- start-up to ready (`/readyz` 200): median **{statistics.median(startups):.2f} s** "
         f"over {len(startups)} starts ({', '.join(f'{s:.2f}' for s in startups)})\n"
-        f"- RSS: {idle_mib:.0f} MiB idle after start, **{peak_mib:.0f} MiB peak** (VmHWM) "
-        "after all levels\n\n| clients | series/min | p50 ms per request | failed |\n"
-        "|---|---|---|---|\n" + rows, "service-load")
+        f"- RSS: {idle_mib:.0f} MiB idle after start; peak (VmHWM) **{default_peak:.0f} MiB "
+        f"at the defaults** (`MAX_CONCURRENT_ANALYSES=2`, 2 clients, "
+        f"{defaults[0]['series_per_min']:.1f} series/min), {peak_mib:.0f} MiB after the "
+        f"levels below with 8 analyses at once, {no_arena_peak:.0f} MiB with 8 at once and "
+        f"`ONNX_MEMORY_ARENA=false` ({no_arena[0]['series_per_min']:.1f} series/min, p50 "
+        f"{no_arena[0]['p50_ms']:.0f} ms)\n\n"
+        "`MAX_CONCURRENT_ANALYSES=8`:\n\n| clients | series/min | p50 ms per request | "
+        "failed |\n|---|---|---|---|\n" + rows, "service-load")
     return 0
 
 

@@ -40,7 +40,7 @@ from .models import Registry, load_registry
 from .pages import index_page, viewer_page
 from .report import AnalysisSummary, PipelineInfo, Readiness, ReceivedSeriesState, Report
 from .store import ResultStore
-from .stow import OUT_OF_RESOURCES, PROCESSING_FAILURE, Refused, StowOutcome, accept, response
+from .stow import receive, response
 
 log = logging.getLogger("service")
 
@@ -124,7 +124,8 @@ async def lifespan(app: FastAPI):
     started = time.perf_counter()
     # Refusing to start beats serving unknown weights: a bad manifest raises here.
     app.state.registry = await run_in_threadpool(load_registry, settings.models_dir,
-                                                 settings.execution_provider)
+                                                 settings.execution_provider,
+                                                 settings.onnx_memory_arena)
     log.info("models loaded in %.1f s: %s", time.perf_counter() - started,
              ", ".join(f"{m.name} {m.version} on {m.execution_provider}"
                        for m in app.state.registry.models.values()))
@@ -404,32 +405,6 @@ STOW_RESPONSES = {200: {"content": {"application/dicom+json": {}},
                         "description": "no instance stored (FailedSOPSequence)"}}
 
 
-def _receive(blobs, study_uid: str | None, inbox: Inbox) -> StowOutcome:
-    outcome = StowOutcome()
-    now = time.time()
-    for blob in blobs:
-        try:
-            ds = accept(blob, study_uid)
-        except Refused as refused:
-            outcome.refused.append(refused)
-            continue
-        try:
-            inbox.add(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                      str(ds.SOPInstanceUID), blob.data, now)
-        except ValueError as exc:  # a UID that is not one: do not make it a path
-            outcome.refused.append(Refused(0xA900, str(exc), str(ds.SOPClassUID),
-                                           str(ds.SOPInstanceUID)))
-            continue
-        except OSError as exc:
-            log.error("STOW-RS: instance could not be written: %s", exc.strerror)
-            reason = OUT_OF_RESOURCES if exc.errno == 28 else PROCESSING_FAILURE
-            outcome.refused.append(Refused(reason, "could not be written", str(ds.SOPClassUID),
-                                           str(ds.SOPInstanceUID)))
-            continue
-        outcome.stored.append(ds)
-    return outcome
-
-
 async def _read_body(request: Request, settings: Settings) -> bytes:
     """The capped body, or 408 when the client stops sending (a slow client holds no slot
     forever)."""
@@ -448,7 +423,7 @@ async def _stow(request: Request, study_uid: str | None) -> JSONResponse:
     settings: Settings = request.app.state.settings
     body = await _read_body(request, settings)
     blobs = stow_parts(request.headers.get("content-type"), body, limits_of(settings))
-    outcome = await run_in_threadpool(_receive, blobs, study_uid, request.app.state.inbox)
+    outcome = await run_in_threadpool(receive, blobs, study_uid, request.app.state.inbox)
     metrics: Metrics = request.app.state.metrics
     metrics.stow_instances.labels("stored").inc(len(outcome.stored))
     metrics.stow_instances.labels("refused").inc(len(outcome.refused))

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     api_key: str | None = None
     dicomweb_store_url: str | None = None
     max_concurrent_analyses: int = Field(2, ge=1)
+    onnx_memory_arena: bool = Field(True, description="faster; off: lower peak memory when "
+                                    "many analyses run at once")
     max_request_bytes: int = Field(512 * 2**20, ge=1, description="upload size cap")
     max_files: int = Field(1000, ge=2, description="DICOM files per analysis")
     max_unzipped_bytes: int = Field(1024 * 2**20, ge=1, description="zip expansion cap")

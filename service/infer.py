@@ -44,14 +44,14 @@ class OnnxModel:
     """An ONNX segmentation network behind the :class:`Predictor` interface."""
 
     def __init__(self, path: Path, providers: Sequence[str] = (CPU,),
-                 intra_op_threads: int = 0, fall_back_to_cpu: bool = False) -> None:
+                 intra_op_threads: int = 0, fall_back_to_cpu: bool = False,
+                 memory_arena: bool = True) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
-        # Without the arena, activation buffers go back to the system after each run:
-        # concurrent analyses do not each leave a high-water mark behind (peak RSS with 8
-        # at once: 1418 MiB with the arena, see BENCHMARKS.md), for a few ms per run.
-        options.enable_cpu_mem_arena = False
+        # The CPU arena keeps activation buffers between runs: ~40 ms faster per analysis
+        # here, but each concurrent run leaves its high-water mark (BENCHMARKS.md).
+        options.enable_cpu_mem_arena = memory_arena
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options,
                                                 providers=list(providers))

@@ -53,7 +53,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_registry(models_dir: Path, provider: str = "auto") -> Registry:
+def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool = True
+                  ) -> Registry:
     manifest_path = Path(models_dir) / "manifest.json"
     if not manifest_path.exists():
         raise ModelStoreError(f"no manifest at {manifest_path}; run `python -m training`")
@@ -68,7 +69,8 @@ def load_registry(models_dir: Path, provider: str = "auto") -> Registry:
         if actual != entry["sha256"]:
             raise ModelStoreError(f"{path.name}: sha256 {actual} does not match the manifest's "
                                   f"{entry['sha256']}; refusing to serve unknown weights")
-        model = OnnxModel(path, providers, fall_back_to_cpu=provider == "auto")
+        model = OnnxModel(path, providers, fall_back_to_cpu=provider == "auto",
+                          memory_arena=memory_arena)
         models[entry["name"]] = LoadedModel(
             name=entry["name"], version=entry["version"], sha256=actual,
             network=Network(model, InputSpec.from_dict(entry["input"]["preprocessing"])),

@@ -21,12 +21,16 @@ Failure reasons (PS3.4 storage status codes, as PS3.18 uses them):
 
 from __future__ import annotations
 
+import errno
+import logging
+import time
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from .errors import InputError
+from .inbox import Inbox
 from .ingest import Blob, read_dataset
 from .volume import MR_IMAGE_STORAGE, MULTI_FRAME_MR
 
@@ -36,6 +40,8 @@ TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 DOES_NOT_MATCH = 0xA900
 OUT_OF_RESOURCES = 0xA700
 PROCESSING_FAILURE = 0x0110
+
+log = logging.getLogger("service")
 
 
 class Refused(Exception):
@@ -104,6 +110,33 @@ def accept(blob: Blob, study_instance_uid: str | None = None) -> Dataset:
     if study_instance_uid is not None and str(ds.StudyInstanceUID) != study_instance_uid:
         raise refuse(DOES_NOT_MATCH, "instance belongs to another study than the request URL")
     return ds
+
+
+def receive(blobs: list[Blob], study_uid: str | None, inbox: Inbox) -> StowOutcome:
+    """Keep every acceptable part in the inbox; the outcome lists what was kept and refused."""
+    outcome = StowOutcome()
+    now = time.time()
+    for blob in blobs:
+        try:
+            ds = accept(blob, study_uid)
+        except Refused as refused:
+            outcome.refused.append(refused)
+            continue
+        sop_class, sop_instance = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+        try:
+            inbox.add(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop_instance,
+                      blob.data, now)
+        except ValueError as exc:  # a UID that is not one: never make it a path
+            outcome.refused.append(Refused(DOES_NOT_MATCH, str(exc), sop_class, sop_instance))
+            continue
+        except OSError as exc:
+            log.error("STOW-RS: instance could not be written: %s", exc.strerror)
+            reason = OUT_OF_RESOURCES if exc.errno == errno.ENOSPC else PROCESSING_FAILURE
+            outcome.refused.append(Refused(reason, "could not be written", sop_class,
+                                           sop_instance))
+            continue
+        outcome.stored.append(ds)
+    return outcome
 
 
 def response(outcome: StowOutcome, retrieve_base: str | None = None) -> dict:
