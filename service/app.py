@@ -1,64 +1,39 @@
-"""The ASGI app (``service.app:app``): routes, start-up, and the one error handler.
+"""The ASGI app (``service.app:app``): start-up, background loops, the one error mapping.
 
-Routes stay thin: they read the request and hand it to the stages
-(ingest -> volume -> analysis -> store, in :mod:`service.jobs`). Analyses
-run in worker threads, at most ``MAX_CONCURRENT_ANALYSES`` at once; an
-upload beyond that is answered 503 with Retry-After rather than queued
-without bound. Two background loops run beside the routes: one analyses
-series received by STOW-RS once they have gone quiet (they wait for a
-free slot instead of being refused), one pushes SEG and SR to the
-DICOMweb destination with back-off.
+The routes are in :mod:`service.routes` and stay thin: they read the
+request and hand it to the stages (ingest -> volume -> analysis -> store,
+in :mod:`service.jobs`). Analyses run in worker threads, at most
+``MAX_CONCURRENT_ANALYSES`` at once; an upload beyond that is answered 503
+with Retry-After rather than queued without bound. Two background loops
+run beside the routes: one analyses series received by STOW-RS once they
+have gone quiet (they wait for a free slot instead of being refused), one
+pushes SEG and SR to the DICOMweb destination with back-off.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated
 
-import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .config import Settings, get_settings
-from .encode.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
-from .errors import InputError, NotFound, Overloaded, ServiceError
-from .inbox import UID_PATTERN, Inbox
-from .ingest import read_capped, split_body, stow_parts
-from .jobs import analyse_and_store, analyse_received, limits_of, push_due
-from .metrics import Metrics, MetricsMiddleware
+from .errors import Overloaded, ServiceError
+from .inbox import Inbox
+from .jobs import analyse_received, push_due
+from .metrics import Metrics, MetricsMiddleware, run_counted
 from .models import Registry, load_registry
-from .pages import index_page, viewer_page
-from .report import AnalysisSummary, PipelineInfo, Readiness, ReceivedSeriesState, Report
+from .routes import api, dicomweb, health, pages
 from .store import ResultStore
-from .stow import receive, response
 
 log = logging.getLogger("service")
-
-PIPELINE_DESCRIPTIONS = {
-    "cascade-unet": "myocardium U-Net on the whole slice, crop to the heart's bounding box, "
-                    "scar U-Net (seed 000)",
-    "enet": "myocardium U-Net, Hough-circle crop, ENet on the crop x myocardium mask "
-            "(seed 001, Protocol 2)",
-    "enet-raw": "myocardium U-Net for the myocardium, ENet on the raw Hough-circle crop "
-                "(seed 001, Protocol 1)",
-}
-UPLOAD_BODY = {
-    "requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "properties": {"files": {
-            "type": "array", "items": {"type": "string", "format": "binary"}}}}},
-        "application/zip": {"schema": {"type": "string", "format": "binary"}},
-        "multipart/related": {"schema": {"type": "string", "format": "binary"}},
-    }}}
 
 
 async def _every(app: FastAPI, name: str, work) -> None:
@@ -75,25 +50,6 @@ async def _every(app: FastAPI, name: str, work) -> None:
             pass
 
 
-async def _counted(app: FastAPI, pipeline: str, work, *args):
-    """Run one analysis in a worker thread, counted and timed for /metrics."""
-    metrics: Metrics = app.state.metrics
-    metrics.in_flight.inc()
-    started = time.perf_counter()
-    outcome = "error"
-    try:
-        result = await run_in_threadpool(work, *args)
-        outcome = "ok"
-        return result
-    except InputError:
-        outcome = "rejected"
-        raise
-    finally:
-        metrics.in_flight.dec()
-        metrics.analyses.labels(pipeline, outcome).inc()
-        metrics.analysis_seconds.labels(pipeline).observe(time.perf_counter() - started)
-
-
 async def _analyse_quiet_series(app: FastAPI) -> None:
     registry: Registry | None = app.state.registry
     if registry is None:
@@ -104,8 +60,8 @@ async def _analyse_quiet_series(app: FastAPI) -> None:
         if app.state.stopping.is_set():
             return
         async with app.state.slots:
-            await _counted(app, pipeline.name, analyse_received, series_uid, app.state.inbox,
-                           pipeline, settings, app.state.store)
+            await run_counted(app.state.metrics, pipeline.name, analyse_received, series_uid,
+                              app.state.inbox, pipeline, settings, app.state.store)
 
 
 async def _push_results(app: FastAPI) -> None:
@@ -159,301 +115,6 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     return JSONResponse({"error": {"code": "invalid_request", "message": message}},
                         status_code=422)
-
-
-def require_api_key(request: Request) -> None:
-    key = request.app.state.settings.api_key
-    if not key:
-        return
-    given = request.headers.get("authorization", "")
-    if not (given.startswith("Bearer ")
-            and hmac.compare_digest(given[7:].encode(), key.encode())):
-        raise StarletteHTTPException(401, "missing or wrong API key: send "
-                                     "'Authorization: Bearer KEY'",
-                                     headers={"WWW-Authenticate": "Bearer"})
-
-
-def _registry(request: Request) -> Registry:
-    registry = request.app.state.registry
-    if registry is None:
-        raise Overloaded("models are still loading", retry_after_s=2)
-    return registry
-
-
-health = APIRouter(tags=["health"])
-
-
-@health.get("/healthz")
-def healthz() -> dict[str, str]:
-    """200 while the process is up."""
-    return {"status": "ok"}
-
-
-@health.get("/readyz", response_model=Readiness)
-def readyz(request: Request) -> JSONResponse:
-    """200 once every model is loaded, with the models and where they run; 503 before."""
-    registry = request.app.state.registry
-    if registry is None:
-        return JSONResponse({"status": "not_ready", "models": []}, status_code=503)
-    return JSONResponse({"status": "ready", "models": [
-        {"name": m.name, "version": m.version, "sha256": m.sha256,
-         "execution_provider": m.execution_provider} for m in registry.models.values()]})
-
-
-api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
-
-
-def _model_info(m) -> dict:
-    return {"name": m.name, "version": m.version, "sha256": m.sha256,
-            "execution_provider": m.execution_provider}
-
-
-@api.get("/models", tags=["models"], response_model=list[PipelineInfo])
-def list_models(request: Request) -> list[dict]:
-    """The pipelines on offer and the models behind each."""
-    registry = _registry(request)
-    return [{"name": p.name, "default": p.name == registry.default_pipeline,
-             "myocardium_model": _model_info(p.myocardium), "scar_model": _model_info(p.scar),
-             "description": PIPELINE_DESCRIPTIONS.get(p.name, "")}
-            for p in registry.pipelines.values()]
-
-
-@api.post("/analyses", tags=["analyses"], status_code=201, response_model=Report,
-          openapi_extra=UPLOAD_BODY)
-async def create_analysis(
-    request: Request,
-    pipeline: Annotated[str | None, Query(description="cascade-unet (default), enet or "
-                                          "enet-raw")] = None,
-) -> JSONResponse:
-    """Analyse one series; the report is stored before this answers 201."""
-    registry = _registry(request)
-    name = pipeline or registry.default_pipeline
-    if name not in registry.pipelines:
-        raise InputError(f"unknown pipeline {name!r}; choose one of "
-                         f"{sorted(registry.pipelines)}", code="unknown_pipeline")
-    settings: Settings = request.app.state.settings
-    slots: asyncio.Semaphore = request.app.state.slots
-    if slots.locked():
-        raise Overloaded(f"{settings.max_concurrent_analyses} analyses are already running; "
-                         "try again shortly")
-    async with slots:
-        body = await _read_body(request, settings)
-        blobs = split_body(request.headers.get("content-type"), body, limits_of(settings))
-        try:
-            report = await asyncio.wait_for(
-                _counted(request.app, name, analyse_and_store, blobs, registry.pipelines[name],
-                         settings, request.app.state.store),
-                timeout=settings.analysis_timeout_s)
-        except TimeoutError:
-            raise Overloaded(f"the analysis took longer than {settings.analysis_timeout_s} s",
-                             retry_after_s=30) from None
-    return JSONResponse(report, status_code=201,
-                        headers={"Location": f"/v1/analyses/{report['id']}"})
-
-
-@api.get("/analyses", tags=["analyses"], response_model=list[AnalysisSummary])
-def list_analyses(
-    request: Request,
-    series_instance_uid: Annotated[str | None, Query(description="only this series")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-) -> list[dict]:
-    """Stored analyses, newest first."""
-    return request.app.state.store.recent(limit, series_instance_uid)
-
-
-@api.get("/analyses/{analysis_id}", tags=["analyses"], response_model=Report)
-def get_analysis(analysis_id: str, request: Request) -> dict:
-    """The stored report."""
-    return request.app.state.store.report(analysis_id)
-
-
-@api.get("/analyses/{analysis_id}/seg", tags=["analyses"],
-         responses={200: {"content": {"application/dicom": {}}}})
-def get_seg(analysis_id: str, request: Request) -> FileResponse:
-    """The DICOM Segmentation (Myocardium, Scar)."""
-    path = request.app.state.store.path(analysis_id, "seg")
-    return FileResponse(path, media_type="application/dicom",
-                        filename=f"{analysis_id}_seg.dcm")
-
-
-@api.get("/analyses/{analysis_id}/sr", tags=["analyses"],
-         responses={200: {"content": {"application/dicom": {}}}})
-def get_sr(analysis_id: str, request: Request) -> FileResponse:
-    """The DICOM Structured Report of the measurements (TID 1500)."""
-    path = request.app.state.store.path(analysis_id, "sr")
-    return FileResponse(path, media_type="application/dicom", filename=f"{analysis_id}_sr.dcm")
-
-
-@api.post("/analyses/{analysis_id}/store-back", tags=["analyses"], status_code=202,
-          response_model=Report)
-def retry_store_back(analysis_id: str, request: Request) -> JSONResponse:
-    """Push this analysis' SEG and SR again now (it is retried with back-off anyway)."""
-    store: ResultStore = request.app.state.store
-    report = store.report(analysis_id)
-    if not store.retry_push_now(analysis_id):
-        raise InputError("nothing to push: no DICOMweb destination was configured for this "
-                         "analysis, or its push is already done", code="nothing_to_push",
-                         status_code=409)
-    return JSONResponse(report, status_code=202)
-
-
-@api.get("/series/{series_instance_uid}", tags=["dicomweb"], response_model=ReceivedSeriesState)
-def received_series(series_instance_uid: str, request: Request) -> dict:
-    """A series received by STOW-RS: waiting, analysing, done (with its analyses) or failed."""
-    found = request.app.state.inbox.get(series_instance_uid) \
-        if UID_PATTERN.match(series_instance_uid) else None
-    if found is None:
-        raise NotFound(f"no series {series_instance_uid!r} was received by STOW-RS")
-    return found.to_dict()
-
-
-def _arrays(store: ResultStore, analysis_id: str) -> dict[str, np.ndarray]:
-    with np.load(store.path(analysis_id, "arrays")) as data:
-        return {key: data[key] for key in ("images", "myocardium", "scar")}
-
-
-@api.get("/analyses/{analysis_id}/overlay/{k}.png", tags=["viewer"],
-         responses={200: {"content": {"image/png": {}}}}, response_class=Response)
-def get_overlay(
-    analysis_id: str, k: int, request: Request,
-    myocardium: Annotated[bool, Query(description="draw the myocardium outline")] = True,
-    scar: Annotated[bool, Query(description="draw the scar fill")] = True,
-    window: Annotated[float | None, Query(gt=0, description="window width; default from "
-                                          "the series' 1st-99.5th percentile")] = None,
-    level: Annotated[float | None, Query(description="window centre")] = None,
-    scale: Annotated[int | None, Query(ge=1, le=8, description="integer upscale")] = None,
-    zoom: Annotated[bool, Query(description="crop to the heart (the series' myocardium "
-                                "+ 25 mm), the same box on every slice")] = False,
-) -> Response:
-    """Slice k (0 = most basal) with the myocardium outlined (sky blue) and scar filled
-    (vermillion), at the original resolution times an integer factor. The header
-    ``X-Overlay-Box`` gives the source pixels shown: ``row0,col0,row1,col1``."""
-    store: ResultStore = request.app.state.store
-    arrays = _arrays(store, analysis_id)
-    images = arrays["images"]
-    if not 0 <= k < len(images):
-        raise NotFound(f"slice {k} does not exist; this series has slices 0 to "
-                       f"{len(images) - 1}")
-    box = None
-    if zoom:
-        box = heart_box(arrays["myocardium"],
-                        tuple(store.report(analysis_id)["pixel_spacing_mm"]))
-    y0, x0, y1, x1 = box or (0, 0, *images.shape[1:])
-    crop = np.s_[y0:y1, x0:x1]
-    # The grey scale comes from what is shown: zoomed, bright chest-wall fat is left out.
-    auto_width, auto_level = auto_window(images[:, y0:y1, x0:x1])
-    rgb = render_overlay(images[k][crop], arrays["myocardium"][k][crop],
-                         arrays["scar"][k][crop], window or auto_width,
-                         auto_level if level is None else level,
-                         scale or default_scale((y1 - y0, x1 - x0)), myocardium, scar)
-    return Response(to_png(rgb), media_type="image/png",
-                    headers={"Cache-Control": "private, max-age=3600",
-                             "X-Overlay-Box": f"{y0},{x0},{y1},{x1}"})
-
-
-@api.get("/analyses/{analysis_id}/viewer", tags=["viewer"], response_class=HTMLResponse)
-def get_viewer(analysis_id: str, request: Request) -> HTMLResponse:
-    """A self-contained page to read the result: slices, masks, totals, bull's-eye."""
-    store: ResultStore = request.app.state.store
-    report = store.report(analysis_id)
-    arrays = _arrays(store, analysis_id)
-    images = arrays["images"]
-    box = heart_box(arrays["myocardium"], tuple(report["pixel_spacing_mm"]))
-    y0, x0, y1, x1 = box or (0, 0, *images.shape[1:])
-    width, level = auto_window(images[:, y0:y1, x0:x1])
-    return HTMLResponse(viewer_page(report, width, level,
-                                    (float(images.min()), float(images.max()))))
-
-
-pages = APIRouter(dependencies=[Depends(require_api_key)], tags=["viewer"])
-
-
-@pages.get("/metrics", tags=["health"], response_class=Response,
-           responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-def metrics(request: Request) -> Response:
-    """Prometheus text format: requests by route and status, latencies, analyses in flight."""
-    return Response(generate_latest(request.app.state.metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)
-
-
-@pages.get("/openapi.json", include_in_schema=False)
-def openapi_schema(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.openapi())
-
-
-@pages.get("/docs", include_in_schema=False)
-def swagger_ui() -> HTMLResponse:
-    """FastAPI's interactive docs, behind the API key like every other endpoint."""
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="DB-LGE scar service")
-
-
-@pages.get("/", response_class=HTMLResponse)
-def home(request: Request) -> HTMLResponse:
-    """Recent analyses with links to their viewers, and an upload form."""
-    registry = _registry(request)
-    return HTMLResponse(index_page(request.app.state.store.recent(100),
-                                   sorted(registry.pipelines), registry.default_pipeline))
-
-
-dicomweb = APIRouter(prefix="/dicomweb", tags=["dicomweb"],
-                     dependencies=[Depends(require_api_key)])
-STOW_RESPONSES = {200: {"content": {"application/dicom+json": {}},
-                        "description": "every instance stored"},
-                  202: {"content": {"application/dicom+json": {}},
-                        "description": "some instances refused (FailedSOPSequence)"},
-                  409: {"content": {"application/dicom+json": {}},
-                        "description": "no instance stored (FailedSOPSequence)"}}
-
-
-async def _read_body(request: Request, settings: Settings) -> bytes:
-    """The capped body, or 408 when the client stops sending (a slow client holds no slot
-    forever)."""
-    try:
-        return await asyncio.wait_for(
-            read_capped(request.stream(), settings.max_request_bytes,
-                        request.headers.get("content-length")),
-            timeout=settings.request_read_timeout_s)
-    except TimeoutError:
-        raise InputError(f"the request body did not arrive within "
-                         f"{settings.request_read_timeout_s} s", code="request_timeout",
-                         status_code=408) from None
-
-
-async def _stow(request: Request, study_uid: str | None) -> JSONResponse:
-    settings: Settings = request.app.state.settings
-    body = await _read_body(request, settings)
-    blobs = stow_parts(request.headers.get("content-type"), body, limits_of(settings))
-    outcome = await run_in_threadpool(receive, blobs, study_uid, request.app.state.inbox)
-    metrics: Metrics = request.app.state.metrics
-    metrics.stow_instances.labels("stored").inc(len(outcome.stored))
-    metrics.stow_instances.labels("refused").inc(len(outcome.refused))
-    series = sorted({str(ds.SeriesInstanceUID) for ds in outcome.stored})
-    log.info("STOW-RS: %d instance(s) of %d series stored, %d refused", len(outcome.stored),
-             len(series), len(outcome.refused))
-    # Free-text reasons for people; the FailureReason codes are for machines.
-    messages = sorted({r.message for r in outcome.refused})[:5]
-    headers = {"Warning": ", ".join(f'299 dblge-scar "{m}"'.replace("\n", " ")
-                                    for m in messages)} if messages else {}
-    return JSONResponse(response(outcome), status_code=outcome.status_code,
-                        media_type="application/dicom+json", headers=headers)
-
-
-@dicomweb.post("/studies", responses=STOW_RESPONSES, openapi_extra=UPLOAD_BODY)
-async def store_instances(request: Request) -> JSONResponse:
-    """STOW-RS: keep every MR instance, analyse each series once it has gone quiet.
-
-    Instances are grouped by SeriesInstanceUID. A series is analysed with the
-    default pipeline when no instance of it has arrived for STOW_QUIET_PERIOD_S
-    seconds; ``GET /v1/series/{uid}`` then gives its analysis id.
-    """
-    return await _stow(request, None)
-
-
-@dicomweb.post("/studies/{study_instance_uid}", responses=STOW_RESPONSES,
-               openapi_extra=UPLOAD_BODY)
-async def store_study_instances(study_instance_uid: str, request: Request) -> JSONResponse:
-    """STOW-RS to one study: instances of other studies are refused (0xA900)."""
-    return await _stow(request, study_instance_uid)
 
 
 def create_app() -> FastAPI:

@@ -8,9 +8,14 @@ raw path, so ids and UIDs do not become label values.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
+from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import InputError
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 
@@ -33,6 +38,25 @@ class Metrics:
                                           buckets=LATENCY_BUCKETS, registry=self.registry)
         self.stow_instances = Counter("dblge_stow_instances", "Instances received by STOW-RS",
                                       ("outcome",), registry=self.registry)
+
+
+async def run_counted(metrics: Metrics, pipeline: str, work: Callable[..., Any], *args: Any
+                      ) -> Any:
+    """Run one analysis in a worker thread, counted and timed by outcome."""
+    metrics.in_flight.inc()
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        result = await run_in_threadpool(work, *args)
+        outcome = "ok"
+        return result
+    except InputError:
+        outcome = "rejected"
+        raise
+    finally:
+        metrics.in_flight.dec()
+        metrics.analyses.labels(pipeline, outcome).inc()
+        metrics.analysis_seconds.labels(pipeline).observe(time.perf_counter() - started)
 
 
 class MetricsMiddleware:

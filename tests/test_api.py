@@ -232,10 +232,10 @@ def test_api_key_guards_everything_but_health(monkeypatch, posted) -> None:
         # Every route of every router the app includes, except the two health probes.
         import re
 
-        from service import app as service_app
+        from service import routes as service_routes
 
-        routers = (service_app.health, service_app.api, service_app.dicomweb,
-                   service_app.pages)
+        routers = (service_routes.health, service_routes.api, service_routes.dicomweb,
+                   service_routes.pages)
         routes = [r for router in routers for r in router.routes]
         assert len(routes) >= 18
         for route in routes:
