@@ -6,6 +6,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
@@ -165,6 +166,91 @@ def test_compressed_series_give_the_uncompressed_report(client, series_dirs, syn
     assert plain.status_code == r.status_code == 201, r.text
     strip = lambda rep: {k: v for k, v in rep.items() if k not in VOLATILE}  # noqa: E731
     assert strip(r.json()) == strip(plain.json())
+
+
+def _gdcm_transcode(data: bytes, syntax: str, tmp: Path) -> bytes:
+    """The same instance with its pixel data re-encoded by GDCM (pydicom has no JPEG-LS or
+    JPEG encoder here). Only the encoded pixel data is taken from GDCM: its writer would
+    also turn MR Image into Enhanced MR."""
+    gdcm = pytest.importorskip("gdcm")
+    source, target = tmp / "in.dcm", tmp / "out.dcm"
+    source.write_bytes(data)
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(source))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(target))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    encoded = pydicom.dcmread(target)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encoded.PixelData
+    ds["PixelData"].VR = "OB"
+    return to_bytes(ds)
+
+
+def test_several_enhanced_mr_instances_are_a_clear_422(client, series_dirs, tmp_path) -> None:
+    """GDCM's writer turns each slice into a one-frame Enhanced MR instance; a SEG cannot
+    reference several multi-frame images (highdicom), and the answer says what to send."""
+    gdcm = pytest.importorskip("gdcm")
+    files = []
+    for k, (name, data) in enumerate(series_files(series_dirs[3])):
+        (tmp_path / "in.dcm").write_bytes(data)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(tmp_path / "in.dcm"))
+        assert reader.Read()
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(tmp_path / f"{k}.dcm"))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(reader.GetImage())
+        assert writer.Write()
+        files.append((name, (tmp_path / f"{k}.dcm").read_bytes()))
+    assert pydicom.dcmread(io.BytesIO(files[0][1])).SOPClassUID == "1.2.840.10008.5.1.4.1.1.4.1"
+    r = client.post("/v1/analyses", files=multipart(files))
+    assert_error(r, 422, "unsupported_image")
+    assert "one Enhanced MR instance" in r.json()["error"]["message"]
+
+
+def _eight_bit(data: bytes) -> bytes:
+    """JPEG baseline holds 8-bit samples only: the same slice scaled to 0-255."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    pixels = ds.pixel_array.astype(float)
+    ds.PixelData = np.round(pixels / max(pixels.max(), 1) * 255).astype(np.uint8).tobytes()
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    return to_bytes(ds)
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.70"],
+                         ids=["jpeg-ls-lossless", "jpeg-lossless"])
+def test_lossless_jpeg_family_gives_the_uncompressed_report(client, series_dirs, syntax,
+                                                             tmp_path) -> None:
+    files = series_files(series_dirs[3])
+    encoded = [(name, _gdcm_transcode(data, syntax, tmp_path)) for name, data in files]
+    assert pydicom.dcmread(io.BytesIO(encoded[0][1])).file_meta.TransferSyntaxUID == syntax
+    plain = client.post("/v1/analyses", files=multipart(files))
+    r = client.post("/v1/analyses", files=multipart(encoded))
+    assert plain.status_code == r.status_code == 201, r.text
+    strip = lambda rep: {k: v for k, v in rep.items() if k not in VOLATILE}  # noqa: E731
+    assert strip(r.json()) == strip(plain.json())
+
+
+def test_jpeg_baseline_is_read_and_gives_a_close_report(client, series_dirs, tmp_path) -> None:
+    """Lossy, so not identical: the same series within a few per cent."""
+    eight = [(name, _eight_bit(data)) for name, data in series_files(series_dirs[3])]
+    encoded = [(name, _gdcm_transcode(data, "1.2.840.10008.1.2.4.50", tmp_path))
+               for name, data in eight]
+    plain = client.post("/v1/analyses", files=multipart(eight))
+    r = client.post("/v1/analyses", files=multipart(encoded))
+    assert plain.status_code == r.status_code == 201, r.text
+    a, b = plain.json(), r.json()
+    assert b["myocardium_volume_ml"] == pytest.approx(a["myocardium_volume_ml"], rel=0.05)
+    assert b["scar_percent"] == pytest.approx(a["scar_percent"], abs=2.0)
 
 
 def test_overload_answers_503_with_retry_after(series_dirs) -> None:

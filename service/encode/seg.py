@@ -54,6 +54,12 @@ def build_seg(volume: Volume, myocardium: np.ndarray, scar: np.ndarray, algorith
               sop_instance_uid: str | None = None) -> pydicom.Dataset:
     """One SEG instance over every slice of ``volume`` (masks ordered like its slices)."""
     if any(s.frame_number is not None for s in volume.slices):
+        if len({id(s.dataset) for s in volume.slices}) > 1:
+            raise GeometryError(
+                "the series holds several Enhanced MR instances; a DICOM SEG references one "
+                "multi-frame image or single-frame images, not several multi-frame ones: "
+                "send the series as one Enhanced MR instance or as MR Image instances",
+                code="unsupported_image")
         source_images = [volume.slices[0].dataset]
         order = np.argsort([s.frame_number for s in volume.slices])
     else:
