@@ -105,7 +105,7 @@ def test_a_series_sent_in_two_requests_within_the_quiet_period_is_analysed_once(
         make_client, series_dirs) -> None:
     files = series_files(series_dirs[1])
     half = len(files) // 2
-    with make_client(STOW_QUIET_PERIOD_S="2.0") as client:
+    with make_client(STOW_QUIET_PERIOD_S="4.0") as client:
         assert stow(client, files[:half]).status_code == 200
         assert stow(client, files[half:]).status_code == 200
         state = settled(client, series_uid_of(files))
