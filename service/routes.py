@@ -204,6 +204,17 @@ def _arrays(store: ResultStore, analysis_id: str) -> dict[str, np.ndarray]:
         return {key: data[key] for key in ("images", "myocardium", "scar")}
 
 
+def _shown_region(arrays: dict[str, np.ndarray], spacing: tuple[float, float], zoom: bool
+                  ) -> tuple[tuple[int, int, int, int], float, float]:
+    """(row0, col0, row1, col1) shown, and the default (window, level) taken from it:
+    zoomed, bright chest-wall fat is left out of the grey scale."""
+    images = arrays["images"]
+    box = heart_box(arrays["myocardium"], spacing) if zoom else None
+    y0, x0, y1, x1 = box or (0, 0, *images.shape[1:])
+    width, level = auto_window(images[:, y0:y1, x0:x1])
+    return (y0, x0, y1, x1), width, level
+
+
 @api.get("/analyses/{analysis_id}/overlay/{k}.png", tags=["viewer"],
          responses={200: {"content": {"image/png": {}}}}, response_class=Response)
 def get_overlay(
@@ -226,14 +237,9 @@ def get_overlay(
     if not 0 <= k < len(images):
         raise NotFound(f"slice {k} does not exist; this series has slices 0 to "
                        f"{len(images) - 1}")
-    box = None
-    if zoom:
-        box = heart_box(arrays["myocardium"],
-                        tuple(store.report(analysis_id)["pixel_spacing_mm"]))
-    y0, x0, y1, x1 = box or (0, 0, *images.shape[1:])
+    spacing = tuple(store.report(analysis_id)["pixel_spacing_mm"])
+    (y0, x0, y1, x1), auto_width, auto_level = _shown_region(arrays, spacing, zoom)
     crop = np.s_[y0:y1, x0:x1]
-    # The grey scale comes from what is shown: zoomed, bright chest-wall fat is left out.
-    auto_width, auto_level = auto_window(images[:, y0:y1, x0:x1])
     rgb = render_overlay(images[k][crop], arrays["myocardium"][k][crop],
                          arrays["scar"][k][crop], window or auto_width,
                          auto_level if level is None else level,
@@ -250,9 +256,8 @@ def get_viewer(analysis_id: str, request: Request) -> HTMLResponse:
     report = store.report(analysis_id)
     arrays = _arrays(store, analysis_id)
     images = arrays["images"]
-    box = heart_box(arrays["myocardium"], tuple(report["pixel_spacing_mm"]))
-    y0, x0, y1, x1 = box or (0, 0, *images.shape[1:])
-    width, level = auto_window(images[:, y0:y1, x0:x1])
+    # The same region and grey scale as the viewer's first (zoomed) overlay.
+    _, width, level = _shown_region(arrays, tuple(report["pixel_spacing_mm"]), zoom=True)
     return HTMLResponse(viewer_page(report, width, level,
                                     (float(images.min()), float(images.max()))))
 
