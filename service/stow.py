@@ -32,7 +32,7 @@ from pydicom.uid import UID
 from .errors import InputError
 from .inbox import Inbox
 from .ingest import Blob, read_dataset
-from .volume import MR_IMAGE_STORAGE, MULTI_FRAME_MR
+from .volume import is_mr_image
 
 CANNOT_UNDERSTAND = 0xC000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -93,7 +93,7 @@ def accept(blob: Blob, study_instance_uid: str | None = None) -> Dataset:
     def refuse(reason: int, message: str) -> Refused:
         return Refused(reason, message, sop_class, sop_instance)
 
-    if sop_class not in (MR_IMAGE_STORAGE, *MULTI_FRAME_MR) or ds.get("Modality") != "MR":
+    if not is_mr_image(ds):
         raise refuse(SOP_CLASS_NOT_SUPPORTED, f"SOP class {sop_class} / modality "
                      f"{ds.get('Modality', 'none')} is not an MR image this service analyses")
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):

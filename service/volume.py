@@ -170,12 +170,17 @@ def _enhanced_slices(ds: pydicom.Dataset) -> list[Slice]:
     return out
 
 
+def is_mr_image(ds: pydicom.Dataset) -> bool:
+    """An MR image this service can analyse (single-frame MR or an Enhanced MR class)."""
+    return (str(ds.get("Modality", "")) == "MR"
+            and str(ds.get("SOPClassUID", "")) in (MR_IMAGE_STORAGE, *MULTI_FRAME_MR))
+
+
 def _check_one_mr_series(datasets: list[pydicom.Dataset]) -> None:
     for ds in datasets:
-        modality = str(ds.get("Modality", ""))
-        sop_class = str(ds.get("SOPClassUID", ""))
-        if modality != "MR" or sop_class not in (MR_IMAGE_STORAGE, *MULTI_FRAME_MR):
-            found = f"{modality or 'no modality'}, SOP class {sop_class or 'none'}"
+        if not is_mr_image(ds):
+            found = (f"{ds.get('Modality') or 'no modality'}, SOP class "
+                     f"{ds.get('SOPClassUID') or 'none'}")
             raise InputError(f"instance is {found}; send MR Image or Enhanced MR Image "
                              "instances",
                              code="not_mr", status_code=422)
