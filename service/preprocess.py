@@ -301,6 +301,12 @@ class InputSpec:
     diameter). ``masked``: multiply by the myocardium (ENet Protocol 2).
     ``myocardium_channel``: give the myocardium mask as a second input
     channel (the cascade's CNN2 sees what CNN1 found).
+    ``peak_ratio_channel``: one more channel, the crop divided by the peak of
+    the myocardium's signal over the whole series (the FWHM reference). The
+    z-score is per slice, so alone it cannot tell a slice whose brightest
+    myocardium is scar from one whose brightest is remote myocardium; the
+    ratio to the series' peak can, and it does not depend on the scanner's
+    intensity scale.
     """
 
     crop: Literal["whole_image", "heart_box", "hough_circle"]
@@ -308,9 +314,14 @@ class InputSpec:
     spacing_mm: float | None = None
     masked: bool = False
     myocardium_channel: bool = False
+    peak_ratio_channel: bool = False
     margin_mm: float = 12.0
     min_side_mm: float = 60.0
     normalisation: str = "z-score per input, values clipped at the 0.5th/99.5th percentile"
+
+    @property
+    def channels(self) -> int:
+        return 1 + int(self.myocardium_channel) + int(self.peak_ratio_channel)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"shape": list(self.shape)}
@@ -340,6 +351,21 @@ def crop_transforms(images: Sequence[np.ndarray], spacing: Spacing, spec: InputS
     raise ValueError(f"{spec.crop} is not a crop")
 
 
+PEAK_RATIO_CLIP = 2.0
+
+
+def series_peak(images: Sequence[np.ndarray], myocardium: np.ndarray,
+                percentile: float = 99.0) -> float:
+    """The 99th percentile of myocardial signal over the series (one hot pixel is noise)."""
+    mask = np.asarray(myocardium, dtype=bool)
+    values = np.concatenate([np.asarray(im, np.float32)[m] for im, m in zip(images, mask,
+                                                                            strict=True)])
+    if values.size == 0:
+        return 1.0
+    peak = float(np.percentile(values, percentile))
+    return peak if peak > 1e-6 else 1.0
+
+
 def model_inputs(images: Sequence[np.ndarray], spacing: Spacing, spec: InputSpec,
                  transforms: Sequence[GridTransform] | None = None,
                  myocardium: np.ndarray | None = None
@@ -351,13 +377,19 @@ def model_inputs(images: Sequence[np.ndarray], spacing: Spacing, spec: InputSpec
     else:
         if transforms is None:
             raise ValueError("a crop network needs its crop transforms")
-        if (spec.masked or spec.myocardium_channel) and myocardium is None:
+        if (spec.masked or spec.myocardium_channel or spec.peak_ratio_channel) \
+                and myocardium is None:
             raise ValueError("this network needs the myocardium as input")
         batch = [crop_input(im, t, myocardium[k] if spec.masked else None)
                  for k, (im, t) in enumerate(zip(images, transforms, strict=True))]
+        channels = [np.stack(batch)]
         if spec.myocardium_channel:
-            masks = [t.to_model(np.asarray(myocardium[k], np.float32), order=1)
-                     for k, t in enumerate(transforms)]
-            return (np.stack([np.stack(batch), np.stack(masks)], axis=-1).astype(np.float32),
-                    list(transforms))
+            channels.append(np.stack([t.to_model(np.asarray(myocardium[k], np.float32), order=1)
+                                      for k, t in enumerate(transforms)]))
+        if spec.peak_ratio_channel:
+            peak = series_peak(images, myocardium)
+            channels.append(np.stack([
+                t.to_model(np.asarray(im, np.float32) / peak, order=1)
+                for im, t in zip(images, transforms, strict=True)]).clip(0.0, PEAK_RATIO_CLIP))
+        return np.stack(channels, axis=-1).astype(np.float32), list(transforms)
     return np.stack(batch)[..., None].astype(np.float32), list(transforms)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .preprocess import Spacing
+from .preprocess import Spacing, series_peak
 
 
 def sector_labels(myocardium: np.ndarray, n_sectors: int, start_angle_deg: float = 0.0
@@ -65,11 +65,10 @@ def fwhm_scar(images: Sequence[np.ndarray], myocardium: np.ndarray,
     over-calls when there is no scar: half of a noise peak is little signal.
     """
     myocardium = np.asarray(myocardium, dtype=bool)
-    stack = np.stack([np.asarray(im, dtype=np.float32) for im in images])
     if not myocardium.any():
         return np.zeros_like(myocardium)
-    peak = float(np.percentile(stack[myocardium], peak_percentile))
-    return myocardium & (stack >= 0.5 * peak)
+    stack = np.stack([np.asarray(im, dtype=np.float32) for im in images])
+    return myocardium & (stack >= 0.5 * series_peak(images, myocardium, peak_percentile))
 
 
 def pixel_area_mm2(spacing: Spacing) -> float:

@@ -9,9 +9,11 @@ from skimage.draw import disk
 from service.preprocess import (
     Circle,
     GridTransform,
+    InputSpec,
     bounding_box_transform,
     hough_crop_transform,
     hough_lv_circles,
+    model_inputs,
     resample_transform,
     to_float,
     zscore,
@@ -91,6 +93,31 @@ def test_bounding_box_round_trip() -> None:
     _assert_within_one_pixel(mask, back)
     # The whole ring lies inside the box, with margin.
     assert model[0].sum() == model[-1].sum() == model[:, 0].sum() == model[:, -1].sum() == 0
+
+
+def test_peak_ratio_channel_is_relative_to_the_series_and_scale_free() -> None:
+    """A scar-free slice stays dim beside a scarred one, whatever the scanner's scale."""
+    rng = np.random.default_rng(0)
+    ring = _ring()
+    remote, scarred = [np.where(ring, 100.0, 40.0) + rng.normal(0, 3, ring.shape)
+                       for _ in range(2)]
+    scarred[ring & (np.arange(ring.shape[1]) > 130)] = 400.0  # half the ring enhanced
+    spec = InputSpec(crop="heart_box", shape=(96, 96), myocardium_channel=True,
+                     peak_ratio_channel=True)
+    myocardium = np.stack([ring, ring])
+    box = [bounding_box_transform(ring, (1.4, 1.4), (96, 96))] * 2
+    x, _ = model_inputs([remote, scarred], (1.4, 1.4), spec, box, myocardium)
+    assert x.shape == (2, 96, 96, 3) and spec.channels == 3
+    inside = x[..., 1] >= 0.99
+    assert x[0][..., 2][inside[0]].max() < 0.35  # remote myocardium: a quarter of the peak
+    assert np.percentile(x[1][..., 2][inside[1]], 90) == pytest.approx(1.0, abs=0.05)
+    # The per-slice z-score alone makes both slices' brightest myocardium look alike.
+    assert abs(np.percentile(x[0][..., 0][inside[0]], 99)
+               - np.percentile(x[1][..., 0][inside[1]], 99)) < 1.0
+    x10, _ = model_inputs([remote * 10, scarred * 10], (1.4, 1.4), spec, box, myocardium)
+    assert np.allclose(x10[..., 2], x[..., 2], atol=1e-4)
+    with pytest.raises(ValueError, match="myocardium"):
+        model_inputs([remote], (1.4, 1.4), spec, box[:1])
 
 
 def test_bounding_box_of_empty_mask_is_none() -> None:

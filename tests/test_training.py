@@ -76,14 +76,16 @@ def test_kfold_series_partitions_whole_series() -> None:
         kfold_series(10, 5, 5)
 
 
+MYOCARDIUM_MODEL = Path(__file__).parents[1] / "models" / "myocardium-unet.onnx"
+
+
 def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
-    arrays = series_arrays(series_dirs[0], series_number=7)
+    arrays = series_arrays(series_dirs[0], series_number=7, myocardium_model=MYOCARDIUM_MODEL)
     n = len(list((series_dirs[0] / "dicom").glob("*.dcm")))
     assert set(arrays) == set(TASKS)
     for task, spec in TASKS.items():
         a = arrays[task]
-        channels = 2 if spec.myocardium_channel else 1
-        assert a.x.shape[1:] == (*spec.shape, channels) and a.x.dtype == np.float32
+        assert a.x.shape[1:] == (*spec.shape, spec.channels) and a.x.dtype == np.float32
         assert a.y.shape == a.x.shape[:3]
         assert 0.0 <= a.y.min() and a.y.max() <= 1.0
         assert np.all(a.series == 7)
@@ -105,6 +107,38 @@ def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
     assert SCAR_UNET.crop == "heart_box" and SCAR_UNET.myocardium_channel
     mask_channel = arrays["scar_unet"].x[..., 1]
     assert mask_channel.max() == pytest.approx(1.0) and (mask_channel == 0).mean() > 0.5
+    # Its third is the crop over the series' myocardial peak: about 1 at the ring's top end.
+    assert SCAR_UNET.peak_ratio_channel and SCAR_UNET.channels == 3
+    ratio = arrays["scar_unet"].x[..., 2]
+    assert ratio.min() >= 0.0 and ratio.max() <= 2.0
+    assert 0.8 < np.percentile(ratio[mask_channel >= 0.5], 99) < 1.25
+
+
+def test_scar_unet_arrays_carry_the_rings_the_myocardium_unet_drew(series_dirs: list[Path]
+                                                                    ) -> None:
+    """The first box of every slice holds CNN1's own ring, the second a perturbed true one."""
+    from service.infer import OnnxModel
+    from service.postprocess import clean_myocardium
+    from service.segment import Network, myocardium_probability
+    from training.phantoms import load_series
+
+    with pytest.raises(ValueError, match="myocardium U-Net"):
+        series_arrays(series_dirs[0], series_number=0, tasks=["scar_unet"])
+    datasets, images = load_series(series_dirs[0])
+    spacing = tuple(float(v) for v in datasets[0].PixelSpacing)
+    drawn = clean_myocardium(myocardium_probability(
+        images, spacing, Network(OnnxModel(MYOCARDIUM_MODEL), MYOCARDIUM_UNET)))
+    a = series_arrays(series_dirs[0], series_number=0, tasks=["scar_unet"],
+                      myocardium_model=MYOCARDIUM_MODEL)["scar_unet"]
+    assert set(series_arrays(series_dirs[0], series_number=0, tasks=["enet_p1"])) == {"enet_p1"}
+    n = len(images)
+    # The first half's ring is on exactly the slices where CNN1 drew one; the second
+    # half's is a different (the true, perturbed) ring.
+    first, second = a.x[:n, ..., 1], a.x[n:, ..., 1]
+    assert first.shape == second.shape
+    assert not np.array_equal(first >= 0.5, second >= 0.5)
+    drawn_slices = drawn.reshape(n, -1).any(axis=1)
+    assert np.array_equal((first >= 0.5).reshape(n, -1).any(axis=1), drawn_slices)
 
 
 def test_arrays_round_trip_and_select(tmp_path: Path) -> None:
@@ -140,3 +174,21 @@ def test_training_resumes_where_it_stopped(tmp_path: Path) -> None:
     _, second = train(build, data, data, more, tmp_path, "tiny")
     assert second.epoch == 2 and [h["epoch"] for h in second.history] == [1, 2]
     assert 0.0 <= second.best_val_dsc <= 1.0
+
+
+def test_prefetched_batches_come_in_order_and_errors_reach_the_loop() -> None:
+    pytest.importorskip("tensorflow")
+    from training.train import _prefetched
+
+    counter = iter(range(100))
+    assert list(_prefetched(lambda: next(counter), 10)) == list(range(10))
+
+    def failing():
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(_prefetched(failing, 3))
+    # Leaving early (an interrupted epoch) does not leave the producer blocked.
+    batches = _prefetched(lambda: np.zeros(3), 1000, depth=1)
+    assert next(batches).shape == (3,)
+    batches.close()

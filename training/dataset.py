@@ -12,15 +12,19 @@ Two things differ from serving, on purpose:
 * the heart box is made from the true myocardium with random margin and
   shift, so the scar U-Net sees the spread of boxes CNN1 will give it;
 * the myocardium given to a network (the scar U-Net's second channel, the
-  Protocol 2 mask) is the true one, randomly eroded or dilated by one
-  pixel, and (the scar U-Net's only: Protocol 2 sees the image through
-  the mask) in half the cases with the scar cut out of it, so the
-  networks do not rely on a perfect mask they will not get. Cutting the
-  scar out copies the myocardium U-Net's typical mistake, measured on the
-  first release: bright subendocardial scar next to the (grey) dark blood
-  was left out of the predicted ring, and a scar U-Net that had only seen
-  complete rings then found no scar there (scar DSC 0.08 instead of 0.84
-  on one held-out series).
+  Protocol 2 mask) is never just the true one. For the scar U-Net, one of
+  its two boxes per slice carries the ring the trained myocardium U-Net
+  really drew (``myocardium_model``: the cascade is trained the way it
+  runs), the other the true ring, eroded or dilated by one pixel and in
+  half the cases with the scar cut out. The myocardium U-Net's typical
+  mistake is to leave bright subendocardial scar next to the (grey) dark
+  blood out of the ring, and a scar U-Net that had only seen complete or
+  artificially cut rings learned to call scar only inside the ring it was
+  given: measured on held-out series, its scar probability on the true
+  scar was 0.01 with the predicted ring and 0.3-0.7 with the true one.
+  Protocol 2 sees the image only through the mask, so its mask is the
+  true one, one pixel off, never missing the scar (a ring without the
+  scar would hide it).
 
 Every row also carries an *emphasis* map (0..1) marking pixels whose
 mistakes cost more: for the myocardium U-Net, the scarred myocardium, the
@@ -30,6 +34,7 @@ part it tended to miss and the part the scar % depends on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -42,22 +47,27 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from service.infer import OnnxModel
+from service.postprocess import clean_myocardium
 from service.preprocess import GridTransform, InputSpec, crop_transforms, model_inputs
+from service.segment import Network, myocardium_probability
 
 from .phantoms import load_series, load_truth
 
 # The input of each trained network (written into models/manifest.json).
 MYOCARDIUM_UNET = InputSpec(crop="whole_image", shape=(128, 128), spacing_mm=2.0)
 SCAR_UNET = InputSpec(crop="heart_box", shape=(96, 96), margin_mm=12.0, min_side_mm=60.0,
-                      myocardium_channel=True)
+                      myocardium_channel=True, peak_ratio_channel=True)
 ENET_P1 = InputSpec(crop="hough_circle", shape=(64, 64), masked=False)
 ENET_P2 = InputSpec(crop="hough_circle", shape=(64, 64), masked=True)
 
 TASKS = {"myocardium_unet": MYOCARDIUM_UNET, "scar_unet": SCAR_UNET,
          "enet_p1": ENET_P1, "enet_p2": ENET_P2}
+# Tasks whose arrays need the trained myocardium U-Net (its rings); built after it.
+NEEDS_MYOCARDIUM_MODEL = ("scar_unet",)
 BOX_JITTERS_PER_SERIES = 2
 # Bump when what series_arrays makes changes, so cached arrays are rebuilt.
-ARRAYS_VERSION = 3
+ARRAYS_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -127,8 +137,20 @@ def _perturbed_masks(myo: np.ndarray, scar: np.ndarray | None, rng: np.random.Ge
     return np.stack([_perturbed_mask(m, s, rng) for m, s in zip(myo, scars, strict=True)])
 
 
-def series_arrays(series_dir: Path, series_number: int, seed: int = 0) -> dict[str, Arrays]:
-    """Inputs and targets of one series for every network."""
+@functools.lru_cache(maxsize=2)
+def _myocardium_network(model_path: Path) -> Network:
+    # One thread per worker process: the arrays are cut by as many processes as cores.
+    return Network(OnnxModel(model_path, intra_op_threads=1), MYOCARDIUM_UNET)
+
+
+def series_arrays(series_dir: Path, series_number: int, seed: int = 0,
+                  tasks: Sequence[str] = tuple(TASKS), myocardium_model: Path | None = None
+                  ) -> dict[str, Arrays]:
+    """Inputs and targets of one series for the given networks.
+
+    The scar U-Net's arrays need ``myocardium_model`` (the exported myocardium
+    U-Net) for the rings it will really be given.
+    """
     rng = np.random.default_rng([seed, series_number])
     datasets, images = load_series(series_dir)
     truth = load_truth(series_dir)
@@ -139,56 +161,73 @@ def series_arrays(series_dir: Path, series_number: int, seed: int = 0) -> dict[s
     tag = np.full(n, series_number, dtype=np.int32)
     out = {}
 
-    x, transforms = model_inputs(images, spacing, MYOCARDIUM_UNET)
-    out["myocardium_unet"] = Arrays(x, _targets(transforms, myo), tag,
-                                    _targets(transforms, scar))
+    if "myocardium_unet" in tasks:
+        x, transforms = model_inputs(images, spacing, MYOCARDIUM_UNET)
+        out["myocardium_unet"] = Arrays(x, _targets(transforms, myo), tag,
+                                        _targets(transforms, scar))
 
-    box = crop_transforms(images, spacing, SCAR_UNET, myo)[0]
-    parts = []
-    for _ in range(BOX_JITTERS_PER_SERIES):
-        boxes = [_jittered_box(box, spacing, rng)] * n
-        x, _ = model_inputs(images, spacing, SCAR_UNET, boxes, _perturbed_masks(myo, scar, rng))
-        y = _targets(boxes, scar)
-        parts.append(Arrays(x, y, tag, np.zeros_like(y)))
-    out["scar_unet"] = Arrays.concatenate(parts)
+    if "scar_unet" in tasks:
+        if myocardium_model is None:
+            raise ValueError("the scar U-Net's arrays need the trained myocardium U-Net")
+        predicted = clean_myocardium(myocardium_probability(
+            images, spacing, _myocardium_network(Path(myocardium_model))))
+        box = crop_transforms(images, spacing, SCAR_UNET, myo)[0]
+        parts = []
+        for rings in (predicted, _perturbed_masks(myo, scar, rng)):
+            boxes = [_jittered_box(box, spacing, rng)] * n
+            x, _ = model_inputs(images, spacing, SCAR_UNET, boxes, rings)
+            y = _targets(boxes, scar)
+            parts.append(Arrays(x, y, tag, np.zeros_like(y)))
+        out["scar_unet"] = Arrays.concatenate(parts)
 
-    circles = crop_transforms(images, spacing, ENET_P1)
-    x, _ = model_inputs(images, spacing, ENET_P1, circles)
-    y = _targets(circles, scar)
-    out["enet_p1"] = Arrays(x, y, tag, np.zeros_like(y))
-    # Protocol 2 sees the image only through the mask: scar cut out of it would be invisible,
-    # so its mask is only ever one pixel off, never missing the scar.
-    x, _ = model_inputs(images, spacing, ENET_P2, circles, _perturbed_masks(myo, None, rng))
-    out["enet_p2"] = Arrays(x, y, tag, np.zeros_like(y))
+    if "enet_p1" in tasks or "enet_p2" in tasks:
+        circles = crop_transforms(images, spacing, ENET_P1)
+        y = _targets(circles, scar)
+    if "enet_p1" in tasks:
+        x, _ = model_inputs(images, spacing, ENET_P1, circles)
+        out["enet_p1"] = Arrays(x, y, tag, np.zeros_like(y))
+    if "enet_p2" in tasks:
+        x, _ = model_inputs(images, spacing, ENET_P2, circles, _perturbed_masks(myo, None, rng))
+        out["enet_p2"] = Arrays(x, y, tag, np.zeros_like(y))
     return out
 
 
-def _spec_key(spec: InputSpec) -> str:
+def _cache_key(spec: InputSpec, myocardium_model: Path | None) -> str:
     text = json.dumps(spec.to_dict(), sort_keys=True) + (f"jitters={BOX_JITTERS_PER_SERIES}"
                                                        f"v{ARRAYS_VERSION}")
+    if myocardium_model is not None:
+        text += hashlib.sha256(Path(myocardium_model).read_bytes()).hexdigest()
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def _series_arrays_star(args: tuple[Path, int, int]) -> dict[str, Arrays]:
+def _series_arrays_star(args: tuple) -> dict[str, Arrays]:
     return series_arrays(*args)
 
 
-def build_arrays(series_dirs: Sequence[Path], cache_dir: Path, split: str, seed: int = 0,
-                 workers: int | None = None) -> dict[str, Arrays]:
-    """Arrays of every network for a list of series, cached as ``<cache>/<split>_<task>.npz``."""
+def build_arrays(series_dirs: Sequence[Path], cache_dir: Path, split: str,
+                 tasks: Sequence[str] = tuple(TASKS), seed: int = 0,
+                 workers: int | None = None, myocardium_model: Path | None = None
+                 ) -> dict[str, Arrays]:
+    """Arrays of the given networks for a list of series, cached per task.
+
+    The cache file name carries the input spec (and the myocardium U-Net's
+    sha256 where its rings are used), so a change rebuilds the arrays.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # The file name carries the input spec, so changing a spec rebuilds its arrays.
-    paths = {task: cache_dir / f"{split}_{task}_{_spec_key(spec)}.npz"
-             for task, spec in TASKS.items()}
+    paths = {}
+    for task in tasks:
+        model = myocardium_model if task in NEEDS_MYOCARDIUM_MODEL else None
+        paths[task] = cache_dir / f"{split}_{task}_{_cache_key(TASKS[task], model)}.npz"
     if all(p.exists() for p in paths.values()):
         return {task: Arrays.load(p) for task, p in paths.items()}
-    jobs = [(Path(d), i, seed) for i, d in enumerate(series_dirs)]
+    jobs = [(Path(d), i, seed, tuple(tasks), myocardium_model)
+            for i, d in enumerate(series_dirs)]
     per_series = []
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         for item in tqdm(pool.map(_series_arrays_star, jobs), total=len(jobs), unit="series",
-                         desc=f"arrays {split}"):
+                         desc=f"arrays {split} {'+'.join(tasks)}"):
             per_series.append(item)
-    arrays = {task: Arrays.concatenate([s[task] for s in per_series]) for task in TASKS}
+    arrays = {task: Arrays.concatenate([s[task] for s in per_series]) for task in tasks}
     for task, a in arrays.items():
         a.save(paths[task])
     return arrays

@@ -80,7 +80,7 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
             "parameters": int(parameters[entry.key]), "paper": entry.paper,
             "purpose": entry.purpose,
             "input": {"name": "image", "dtype": "float32",
-                      "shape": [None, *spec.shape, 2 if spec.myocardium_channel else 1],
+                      "shape": [None, *spec.shape, spec.channels],
                       "preprocessing": spec.to_dict()},
             "output": {"name": "probabilities", "shape": [None, *spec.shape, len(entry.classes)],
                        "classes": list(entry.classes), "activation": "softmax"},
@@ -102,7 +102,9 @@ def model_card(model: dict, training_data: dict) -> str:
                                               "shape": model["input"]["shape"]}
     extras = ", ".join(text for flag, text in (
         (spec["masked"], "multiplied by the myocardium mask"),
-        (spec["myocardium_channel"], "channel 2 = the myocardium mask")) if flag)
+        (spec["myocardium_channel"], "channel 2 = the myocardium mask"),
+        (spec.get("peak_ratio_channel"), "channel 3 = the crop over the 99th percentile of "
+                                         "the myocardium's signal in the series")) if flag)
     return f"""# Model card: {model['name']} {model['version']}
 
 **{NOT_CLINICAL}**

@@ -26,11 +26,15 @@ carries on from there, and a finished run is not repeated.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from queue import Empty, Queue
 
 import keras
 import numpy as np
@@ -82,6 +86,54 @@ def _random_crops(x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Genera
         xs.append(xi[r:r + size, c:c + size])
         ys.append(yi[r:r + size, c:c + size])
     return np.stack(xs), np.stack(ys)
+
+
+def _augmented_batch(data: Arrays, config: TrainConfig, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """One training batch: random rows (and crops), augmented; targets stacked with emphasis."""
+    idx = rng.integers(0, len(data.x), size=config.batch_size)
+    x = data.x[idx]
+    y = np.stack([data.y[idx], data.emphasis[idx]], axis=-1)
+    if config.train_crop:
+        x, y = _random_crops(x, y, config.train_crop, rng)
+    return augment_batch(x, y, rng, masked=config.masked)
+
+
+def _prefetched(make: Callable[[], tuple[np.ndarray, np.ndarray]], count: int,
+                depth: int = 2) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``count`` results of ``make`` from one background thread, ``depth`` ahead.
+
+    Augmentation (numpy, one core) then runs while TensorFlow computes the
+    previous step. One thread calls ``make`` in order, so the batches, and
+    the run, stay the same as without prefetching.
+    """
+    done = object()
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for _ in range(count):
+                if stop.is_set():
+                    return
+                queue.put(make())
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put(exc)
+            return
+        queue.put(done)
+
+    worker = threading.Thread(target=produce, name="augment", daemon=True)
+    worker.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(Empty):
+                queue.get(timeout=0.1)
 
 
 def predict_foreground(model: keras.Model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -164,20 +216,15 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    n = len(train_data.x)
     while state.epoch < config.epochs:
         started = time.perf_counter()
         rng = np.random.default_rng([config.seed, state.epoch])
         losses = []
-        bar = tqdm(range(config.steps_per_epoch), desc=f"{name} epoch {state.epoch + 1}/"
-                   f"{config.epochs}", unit="step", mininterval=2.0)
-        for _ in bar:
-            idx = rng.integers(0, n, size=config.batch_size)
-            x = train_data.x[idx]
-            y = np.stack([train_data.y[idx], train_data.emphasis[idx]], axis=-1)
-            if config.train_crop:
-                x, y = _random_crops(x, y, config.train_crop, rng)
-            x, y = augment_batch(x, y, rng, masked=config.masked)
+        batches = _prefetched(functools.partial(_augmented_batch, train_data, config, rng),
+                              config.steps_per_epoch)
+        bar = tqdm(batches, total=config.steps_per_epoch, unit="step", mininterval=2.0,
+                   desc=f"{name} epoch {state.epoch + 1}/{config.epochs}")
+        for x, y in bar:
             losses.append(float(step(tf.constant(x), tf.constant(y))))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         val_dsc = dice(predict_foreground(model, val_data.x) >= 0.5, val_data.y >= 0.5)
