@@ -37,7 +37,7 @@ CONFIGS = {
     # 45 % cheaper per step, and a free translation augmentation).
     # Scarred myocardium weighs 5x in CNN1's cross-entropy: the first release
     # left bright subendocardial scar out of the ring, which the scar % feels.
-    "myocardium_unet": TrainConfig(epochs=22, steps_per_epoch=100, batch_size=8, train_crop=96,
+    "myocardium_unet": TrainConfig(epochs=24, steps_per_epoch=100, batch_size=8, train_crop=96,
                                    foreground_weight=2.0, emphasis_weight=4.0),
     # Scar is the target that matters and the hardest: the most steps, and a heavier
     # foreground weight (measured on held-out series, with CNN1's own rings: 14 epochs at
@@ -46,9 +46,9 @@ CONFIGS = {
                              foreground_weight=6.0),
     # The ENet's 8x downsampling makes it hedge on thin scar (probabilities
     # stuck below 0.5): a heavier foreground weight gets it off that plateau.
-    "enet_p2": TrainConfig(epochs=6, steps_per_epoch=150, batch_size=8, masked=True,
+    "enet_p2": TrainConfig(epochs=7, steps_per_epoch=150, batch_size=8, masked=True,
                            foreground_weight=10.0, xla=False),
-    "enet_p1": TrainConfig(epochs=6, steps_per_epoch=150, batch_size=8, foreground_weight=10.0,
+    "enet_p1": TrainConfig(epochs=7, steps_per_epoch=150, batch_size=8, foreground_weight=10.0,
                            xla=False),
 }
 TARGETS = {"myocardium_dsc": 0.90, "scar_dsc": 0.85, "abs_scar_percent_error": 1.5}
