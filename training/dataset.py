@@ -65,7 +65,6 @@ TASKS = {"myocardium_unet": MYOCARDIUM_UNET, "scar_unet": SCAR_UNET,
          "enet_p1": ENET_P1, "enet_p2": ENET_P2}
 # Tasks whose arrays need the trained myocardium U-Net (its rings); built after it.
 NEEDS_MYOCARDIUM_MODEL = ("scar_unet",)
-BOX_JITTERS_PER_SERIES = 2
 # Bump when what series_arrays makes changes, so cached arrays are rebuilt.
 ARRAYS_VERSION = 5
 
@@ -193,8 +192,7 @@ def series_arrays(series_dir: Path, series_number: int, seed: int = 0,
 
 
 def _cache_key(spec: InputSpec, myocardium_model: Path | None) -> str:
-    text = json.dumps(spec.to_dict(), sort_keys=True) + (f"jitters={BOX_JITTERS_PER_SERIES}"
-                                                       f"v{ARRAYS_VERSION}")
+    text = json.dumps(spec.to_dict(), sort_keys=True) + f"v{ARRAYS_VERSION}"
     if myocardium_model is not None:
         text += hashlib.sha256(Path(myocardium_model).read_bytes()).hexdigest()
     return hashlib.sha256(text.encode()).hexdigest()[:10]
