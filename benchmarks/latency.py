@@ -54,6 +54,12 @@ def write_section(markdown: str, marker: str) -> None:
     path.write_text(text)
 
 
+def upload_files(series: Path) -> list[tuple]:
+    """The series' instances as httpx multipart ``files`` (what a client uploads)."""
+    return [("files", (p.name, p.read_bytes(), "application/dicom"))
+            for p in sorted((series / "dicom").glob("*.dcm"))]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
@@ -62,8 +68,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("DATA_DIR", str(Path(tmp) / "results"))
         series = benchmark_series(Path(tmp) / "series")
-        files = [("files", (p.name, p.read_bytes(), "application/dicom"))
-                 for p in sorted((series / "dicom").glob("*.dcm"))]
+        files = upload_files(series)
         results = {}
         with TestClient(create_app()) as client:
             provider = client.get("/readyz").json()["models"][0]["execution_provider"]

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from latency import benchmark_series, write_section
+from latency import benchmark_series, upload_files, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,8 +108,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         series = benchmark_series(Path(tmp) / "series")
-        files = [("files", (p.name, p.read_bytes(), "application/dicom"))
-                 for p in sorted((series / "dicom").glob("*.dcm"))]
+        files = upload_files(series)
         startups = []
         for k in range(args.starts):
             process, url, seconds = start(Path(tmp) / f"start{k}")

@@ -103,7 +103,7 @@ def model_card(model: dict, training_data: dict) -> str:
     extras = ", ".join(text for flag, text in (
         (spec["masked"], "multiplied by the myocardium mask"),
         (spec["myocardium_channel"], "channel 2 = the myocardium mask"),
-        (spec.get("peak_ratio_channel"), "channel 3 = the crop over the 99th percentile of "
+        (spec["peak_ratio_channel"], "channel 3 = the crop over the 99th percentile of "
                                          "the myocardium's signal in the series")) if flag)
     return f"""# Model card: {model['name']} {model['version']}
 
