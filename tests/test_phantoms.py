@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import subprocess
 import sys
@@ -191,3 +192,22 @@ def test_preview_montage_draws_truth(series_dirs: list[Path]) -> None:
     assert (top[..., 0] == top[..., 1]).all(), "top row is plain grey"
     assert ((bottom[..., 0] - bottom[..., 1]) > 80).any(), "scar drawn in red"
     assert ((bottom[..., 1] - bottom[..., 0]) > 80).any(), "myocardium drawn in green"
+
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_heart_drawn_only_where_it_reaches_changes_no_label(
+        index: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The renderer skips points the heart cannot reach; drawing it everywhere must agree."""
+    render_module = importlib.import_module("training.phantoms.render")
+    spec = sample_spec(PHANTOM_SEED + 7, index)
+    grid = np.linspace(-120.0, 120.0, 241)
+    thorax = render_module._thorax(spec, *np.meshgrid(grid, grid))
+    levels = [f * spec.heart.lv_length for f in (-0.05, 0.0, 0.3, 0.6, 0.85, 0.99)]
+    skipping = [render_module._label_samples(spec, thorax, s) for s in levels]
+    monkeypatch.setattr(render_module, "_heart_reach",
+                        lambda spec, x, y, s_frac: np.ones(x.shape, dtype=bool))
+    for s_mm, fast in zip(levels, skipping, strict=True):
+        everywhere = render_module._label_samples(spec, thorax, s_mm)
+        for a, b in zip(fast, everywhere, strict=True):
+            assert np.array_equal(a, b)

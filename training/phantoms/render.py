@@ -100,16 +100,26 @@ def _scar_enhancement(
     return enhancement, core
 
 
-def _label_samples(spec: PhantomSpec, x: np.ndarray, y: np.ndarray, s_mm: float
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tissue label, scar enhancement and MVO flag at heart-frame points (x lateral, y anterior)."""
-    h = spec.heart
-    gray = spec.acquisition.gray_zone_mm
-    label = np.full(x.shape, AIR, dtype=np.int8)
-    enhancement = np.zeros(x.shape)
-    mvo = np.zeros(x.shape, dtype=bool)
+@dataclass(frozen=True)
+class _Thorax:
+    """Heart-frame coordinates of one in-plane sample offset and the thorax there.
 
-    # Thorax, fixed in the heart frame (no drift).
+    The thorax does not move between slices, except the liver rising into
+    the lower ones; computing it once per offset instead of once per sample
+    makes it 40 times cheaper.
+    """
+
+    x: np.ndarray  # lateral, mm
+    y: np.ndarray  # anterior, mm
+    label: np.ndarray  # body wall and lungs (before the liver)
+    inner: np.ndarray  # inside the body wall: where organs may be
+    bone: np.ndarray
+    vessel: np.ndarray
+
+
+def _thorax(spec: PhantomSpec, x: np.ndarray, y: np.ndarray) -> _Thorax:
+    h = spec.heart
+    label = np.full(x.shape, AIR, dtype=np.int8)
     bx, by = h.body_offset
     ba, bb = h.body_axes
     q_body = np.hypot((x - bx) / ba, (y - by) / bb)
@@ -120,20 +130,75 @@ def _label_samples(spec: PhantomSpec, x: np.ndarray, y: np.ndarray, s_mm: float
     lung_r = np.hypot((x + (r0 + 80)) / 45, (y - 5) / 80) < 1.0
     inner = q_body < 1.0 - (h.subcutaneous_fat + 10) / bb
     label[(lung_l | lung_r) & inner] = LUNG
+    bone = (np.hypot(x + 30, y + r0 + 75) < 17) & inner
+    vessel = (np.hypot(x + 18, y + r0 + 40) < 11) & inner
+    return _Thorax(x, y, label, inner, bone, vessel)
+
+
+def _label_samples(spec: PhantomSpec, thorax: _Thorax, s_mm: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tissue label, scar enhancement and MVO flag at one level of the thorax's points.
+
+    The heart (trigonometry per point, several infarcts) is drawn only
+    where it can reach, a tenth of a slice; same labels, faster.
+    """
+    h = spec.heart
+    x, y = thorax.x, thorax.y
     s_frac = s_mm / h.lv_length
+    label = thorax.label.copy()
     if s_frac > h.liver_start:
         grow = min(1.0, (s_frac - h.liver_start) / 0.3)
         liver = np.hypot((x + 55) / (70 * grow + 5), (y + 75) / (55 * grow + 5)) < 1.0
-        label[liver & inner] = LIVER
-    label[(np.hypot(x + 30, y + r0 + 75) < 17) & inner] = BONE
-    label[(np.hypot(x + 18, y + r0 + 40) < 11) & inner] = VESSEL
+        label[liver & thorax.inner] = LIVER
+    label[thorax.bone] = BONE
+    label[thorax.vessel] = VESSEL
+    enhancement = np.zeros(x.shape)
+    mvo = np.zeros(x.shape, dtype=bool)
+    near = _heart_reach(spec, x, y, s_frac)
+    if near is not None and near.any():
+        label[near], enhancement[near], mvo[near] = _heart_labels(
+            spec, x[near], y[near], s_mm, label[near])
+    return label, enhancement, mvo
 
+
+def _heart_reach(spec: PhantomSpec, x: np.ndarray, y: np.ndarray, s_frac: float
+                 ) -> np.ndarray | None:
+    """Points the heart's labels can touch at this level (a bound, 1 mm to spare); None: none."""
+    h = spec.heart
+    r0 = h.epi_radius
+    if s_frac > 1.0:
+        return None
+    if s_frac < 0.0:
+        return np.hypot(x, y) < 0.85 * r0 + 3.0
+    profile = np.sqrt(max(0.0, 1.0 - s_frac**2))
+    e2, _, e3, _ = h.shape
+    fat = sum(abs(amplitude) for _, amplitude, _ in h.fat_bumps)
+    dx, dy = h.centre_drift
+    reach = r0 * profile * (1 + abs(e2) + abs(e3)) + fat + 1.0
+    near = np.hypot(x - dx * s_frac, y - dy * s_frac) < reach
+    rv_profile = np.sqrt(max(0.0, 1.0 - (s_frac / 0.85) ** 2))
+    if rv_profile > 0.05:
+        ra, rb = h.rv_axes[0] * rv_profile, h.rv_axes[1] * rv_profile
+        rvx = -(r0 * profile * 0.9 + 0.55 * ra)
+        bound = 1 + (h.rv_wall + h.rv_fat + 1.0) / min(ra, rb)
+        near |= np.hypot((x - rvx) / ra, (y - h.rv_offset_ant) / rb) < bound
+    return near
+
+
+def _heart_labels(spec: PhantomSpec, x: np.ndarray, y: np.ndarray, s_mm: float,
+                  label: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The heart drawn over the thorax ``label`` at the given points."""
+    h = spec.heart
+    gray = spec.acquisition.gray_zone_mm
+    label = label.copy()
+    enhancement = np.zeros(x.shape)
+    mvo = np.zeros(x.shape, dtype=bool)
+    r0 = h.epi_radius
+    s_frac = s_mm / h.lv_length
     if s_frac < 0.0:  # above the base plane: atrium/outflow, no LV myocardium
         rho = np.hypot(x, y)
         label[rho < 0.85 * r0 + 2] = RV_WALL
         label[rho < 0.85 * r0] = LV_BLOOD
-        return label, enhancement, mvo
-    if s_frac > 1.0:
         return label, enhancement, mvo
 
     profile = np.sqrt(max(0.0, 1.0 - s_frac**2))
@@ -238,6 +303,14 @@ def render(spec: PhantomSpec) -> RenderedSeries:
     b = acq.bias
     bias = np.exp(b[0] * u + b[1] * v + b[2] * u * v + b[3] * u**2 + b[4] * v**2 - 0.25 * v)
 
+    thoraxes = []
+    for di in _INPLANE_OFFSETS:
+        for dj in _INPLANE_OFFSETS:
+            col_mm = (jj + dj - centre_c) * sp
+            row_mm = (ii + di - centre_r) * sp
+            thoraxes.append(_thorax(spec, m[0, 0] * col_mm + m[0, 1] * row_mm,
+                                    m[1, 0] * col_mm + m[1, 1] * row_mm))
+
     step = acq.thickness + acq.gap
     signals, myos, scars, mvos, geoms, depths = [], [], [], [], [], []
     for k in range(acq.n_slices):
@@ -250,19 +323,14 @@ def render(spec: PhantomSpec) -> RenderedSeries:
         mvo_frac = np.zeros((rows, cols))
         n = 0
         for frac in _THROUGH_PLANE_FRACTIONS:
-            for di in _INPLANE_OFFSETS:
-                for dj in _INPLANE_OFFSETS:
-                    col_mm = (jj + dj - centre_c) * sp
-                    row_mm = (ii + di - centre_r) * sp
-                    x = m[0, 0] * col_mm + m[0, 1] * row_mm
-                    y = m[1, 0] * col_mm + m[1, 1] * row_mm
-                    label, enh, mvo = _label_samples(spec, x, y, s_centre + frac * acq.thickness)
-                    acc += _tissue_signal(spec, label, enh, mvo)
-                    is_myo = label == LV_MYO
-                    myo_frac += is_myo
-                    scar_frac += is_myo & (enh >= 0.5)
-                    mvo_frac += is_myo & mvo
-                    n += 1
+            for thorax in thoraxes:
+                label, enh, mvo = _label_samples(spec, thorax, s_centre + frac * acq.thickness)
+                acc += _tissue_signal(spec, label, enh, mvo)
+                is_myo = label == LV_MYO
+                myo_frac += is_myo
+                scar_frac += is_myo & (enh >= 0.5)
+                mvo_frac += is_myo & mvo
+                n += 1
         myo_gt = myo_frac >= n / 2
         scar_gt = myo_gt & (scar_frac > myo_frac / 2)
         signals.append(acc / n * texture * bias)
