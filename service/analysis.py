@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -20,7 +20,7 @@ from .encode.sr import build_sr
 from .models import Pipeline
 from .quantify import aha_segments, fwhm_scar, nsd_scar, pixel_area_mm2, scar_fraction
 from .report import Report
-from .segment import Network, segment
+from .segment import segment
 from .volume import Volume
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
@@ -112,8 +112,8 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
     t0 = time.perf_counter()
     myo_timer = _TimedPredictor(pipeline.myocardium.network.predict)
     scar_timer = _TimedPredictor(pipeline.scar.network.predict)
-    myo_net = Network(myo_timer, pipeline.myocardium.network.spec)
-    scar_net = Network(scar_timer, pipeline.scar.network.spec)
+    myo_net = replace(pipeline.myocardium.network, predict=myo_timer)
+    scar_net = replace(pipeline.scar.network, predict=scar_timer)
     masks = segment(images, volume.spacing, myo_net, scar_net)
     myocardium, scar = masks.myocardium, masks.scar
     inference_ms = (myo_timer.seconds + scar_timer.seconds) * 1000.0

@@ -73,7 +73,8 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
                           memory_arena=memory_arena)
         models[entry["name"]] = LoadedModel(
             name=entry["name"], version=entry["version"], sha256=actual,
-            network=Network(model, InputSpec.from_dict(entry["input"]["preprocessing"])),
+            network=Network(model, InputSpec.from_dict(entry["input"]["preprocessing"]),
+                            tuple(entry["output"]["classes"])),
             execution_provider=model.execution_provider)
     pipelines, default = {}, None
     for name, parts in manifest["pipelines"].items():

@@ -149,3 +149,34 @@ def test_transmurality_classes() -> None:
 
     assert [transmurality_class(v) for v in (0, 0.5, 25, 25.1, 50, 60, 75, 75.5, 100)] == \
         ["0%", "1-25%", "1-25%", "26-50%", "26-50%", "51-75%", "51-75%", "76-100%", "76-100%"]
+
+
+def test_a_scar_network_with_a_myocardium_class_redraws_the_myocardium() -> None:
+    """Given a too-thin first ring, a background/myocardium/scar network's ring replaces it;
+    a binary scar network keeps it."""
+    from service.preprocess import InputSpec
+    from service.segment import Network, segment_on
+
+    true_ring = _ring()
+    thin = ring_mask(shape=(96, 96), centre=(48, 48), r_in=16, r_out=20)
+    images = [np.where(true_ring, 300.0, 40.0) for _ in range(3)]
+    first = np.stack([thin] * 3)
+    spec = InputSpec(crop="heart_box", shape=(64, 64), margin_mm=12.0, myocardium_channel=True)
+
+    def bright_is_myocardium(batch: np.ndarray) -> np.ndarray:
+        myo = (batch[..., 0] > 0).astype(np.float32)  # z-scored crop: the bright ring
+        return np.stack([1 - myo, myo, np.zeros_like(myo)], axis=-1)
+
+    three = Network(bright_is_myocardium, spec, ("background", "myocardium", "scar"))
+    redrawn = segment_on(images, (1.5, 1.5), first, first.astype(np.float32), three)
+    truth = np.stack([true_ring] * 3)
+    dice = 2 * (redrawn.myocardium & truth).sum() / (redrawn.myocardium.sum() + truth.sum())
+    assert dice > 0.95 and not redrawn.scar.any()
+    assert redrawn.myocardium_probability.max() == 1.0
+
+    def no_scar(batch: np.ndarray) -> np.ndarray:
+        return np.stack([np.ones(batch.shape[:3]), np.zeros(batch.shape[:3])], axis=-1)
+
+    kept = segment_on(images, (1.5, 1.5), first, first.astype(np.float32),
+                      Network(no_scar, spec, ("background", "scar")))
+    assert np.array_equal(kept.myocardium, first)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from training.augment import augment_pair, dihedral
 from training.dataset import (
@@ -86,7 +87,7 @@ def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
     for task, spec in TASKS.items():
         a = arrays[task]
         assert a.x.shape[1:] == (*spec.shape, spec.channels) and a.x.dtype == np.float32
-        assert a.y.shape == a.x.shape[:3]
+        assert a.regions.shape == (*a.x.shape[:3], 2 if task == "scar_unet" else 1)
         assert 0.0 <= a.y.min() and a.y.max() <= 1.0
         assert np.all(a.series == 7)
     assert MYOCARDIUM_UNET.spacing_mm == 2.0 and len(arrays["myocardium_unet"].x) == n
@@ -99,8 +100,17 @@ def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
     emphasis = arrays["myocardium_unet"].emphasis
     assert emphasis.max() > 0.9 and (emphasis > 0.5).sum() < (y > 0.5).sum()
     assert np.all(y[emphasis > 0.5] > 0.4)
-    for task in ("scar_unet", "enet_p1", "enet_p2"):
+    for task in ("enet_p1", "enet_p2"):
         assert not arrays[task].emphasis.any()
+    # The scar U-Net's targets are nested: myocardium (scar included), then scar.
+    myo_target, scar_target = np.moveaxis(arrays["scar_unet"].regions, -1, 0)
+    assert myo_target.max() > 0.9 and np.all(scar_target <= myo_target + 1e-3)
+    # Its emphasis is the band just outside the true myocardium: touching it, never in it.
+    band = arrays["scar_unet"].emphasis
+    assert band.max() > 0.9 and np.all(myo_target[band > 0.9] < 0.1)
+    assert np.all(band[myo_target > 0.9] < 0.1)
+    near = ndimage.binary_dilation(myo_target > 0.5, iterations=6, axes=(1, 2))
+    assert np.all(near[band > 0.5])
     # Protocol 2 is zero outside the (perturbed) myocardium: most of the crop.
     assert (arrays["enet_p2"].x == 0).mean() > 0.5 and ENET_P2.masked
     # The scar U-Net's second channel is a (perturbed) myocardium mask: 0 or 1 mostly.
@@ -192,3 +202,40 @@ def test_prefetched_batches_come_in_order_and_errors_reach_the_loop() -> None:
     batches = _prefetched(lambda: np.zeros(3), 1000, depth=1)
     assert next(batches).shape == (3,)
     batches.close()
+
+
+def test_nested_regions_and_class_targets_are_inverse() -> None:
+    tf = pytest.importorskip("tensorflow")
+    from service.segment import nested_regions
+    from training.train import class_targets
+
+    rng = np.random.default_rng(1)
+    probabilities = rng.dirichlet(np.ones(3), size=(5, 4, 4)).astype(np.float32)
+    regions = nested_regions(probabilities)
+    assert regions.shape == (5, 4, 4, 2)
+    assert np.allclose(regions[..., 0], 1 - probabilities[..., 0], atol=1e-6)  # myocardium
+    assert np.allclose(regions[..., 1], probabilities[..., 2])  # scar
+    back = class_targets(tf.constant(regions)).numpy()
+    assert np.allclose(back, probabilities, atol=1e-5)
+
+
+def test_three_class_training_learns_nested_regions(tmp_path: Path) -> None:
+    """The scar U-Net's loss (myocardium and scar as nested regions) goes down and its
+    validation DSC is the scar's."""
+    pytest.importorskip("tensorflow")
+    from training.nets import build_unet
+    from training.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (16, 16, 16, 1)).astype(np.float32)
+    outer = (x[..., 0] > -0.3).astype(np.float32)
+    inner = (x[..., 0] > 0.8).astype(np.float32)
+    data = Arrays(x, np.stack([outer, inner], axis=-1), np.arange(16), np.zeros_like(outer))
+    config = TrainConfig(epochs=6, steps_per_epoch=10, batch_size=8, learning_rate=1e-2,
+                         class_weights=(1.0, 2.0), xla=False)
+    _, state = train(lambda: build_unet((16, 16, 1), n_classes=3, base_filters=4, depth=2),
+                     data, data, config, tmp_path, "three")
+    losses = [h["loss"] for h in state.history]
+    # Augmentation moves intensities, so a pixel threshold is not learned exactly.
+    assert losses[-1] < 0.85 * losses[0], losses
+    assert state.best_val_dsc > 0.5, state.history

@@ -23,14 +23,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from service.postprocess import attach_scar, clean_myocardium
+from service.postprocess import clean_myocardium
 from service.quantify import fwhm_scar, nsd_scar, scar_fraction
-from service.segment import (
-    Network,
-    myocardium_probability,
-    scar_probability,
-    scar_reach_mm,
-)
+from service.segment import Network, myocardium_probability, segment_on
 
 from . import metrics
 from .phantoms import load_series, load_truth
@@ -69,17 +64,17 @@ def score_series(series_dir: Path, networks: Mapping[str, Network]) -> list[Seri
     spacing = tuple(float(v) for v in datasets[0].PixelSpacing)
     true_myo = np.stack([truth[d.SOPInstanceUID]["myocardium"] for d in datasets]).astype(bool)
     true_scar = np.stack([truth[d.SOPInstanceUID]["scar"] for d in datasets]).astype(bool)
-    myo = clean_myocardium(myocardium_probability(images, spacing, networks["myocardium_unet"]))
+    myo_p = myocardium_probability(images, spacing, networks["myocardium_unet"])
+    myo = clean_myocardium(myo_p)
 
     masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for method, (net, myocardium) in {
-        "cascade-unet": ("scar_unet", myo), "enet": ("enet_p2", myo),
-        "enet-raw": ("enet_p1", myo), "enet-true-myocardium": ("enet_p2", true_myo),
+    given = {"predicted": (myo, myo_p), "true": (true_myo, true_myo.astype(np.float32))}
+    for method, (net, which) in {
+        "cascade-unet": ("scar_unet", "predicted"), "enet": ("enet_p2", "predicted"),
+        "enet-raw": ("enet_p1", "predicted"), "enet-true-myocardium": ("enet_p2", "true"),
     }.items():
-        prob = scar_probability(images, spacing, myocardium, networks[net])
-        grown, scar = attach_scar(prob, myocardium, spacing,
-                                  reach_mm=scar_reach_mm(networks[net].spec))
-        masks[method] = (scar, grown)
+        seg = segment_on(images, spacing, *given[which], networks[net])
+        masks[method] = (seg.scar, seg.myocardium)
     masks["4sd"] = (nsd_scar(images, true_myo, 4.0), true_myo)
     masks["fwhm"] = (fwhm_scar(images, true_myo), true_myo)
 

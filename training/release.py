@@ -37,8 +37,10 @@ MODELS = (
                "mask feeds ENet Protocol 2, and it is the myocardium of every pipeline.",
                ("background", "myocardium"), "seed 000 (cascade, CNN1)"),
     ModelEntry("scar_unet", "scar-unet", "U-Net, 4 levels, 16-128 filters",
-               "Scar (LGE) inside the square around the heart's bounding box.",
-               ("background", "scar"), "seed 000 (cascade, CNN2)"),
+               "Scar (LGE) inside the square around the heart's bounding box, and the "
+               "myocardium there redrawn at the box's finer pixels (it replaces the "
+               "myocardium U-Net's, which placed the box).",
+               ("background", "myocardium", "scar"), "seed 000 (cascade, CNN2)"),
     ModelEntry("enet_p2", "enet-p2", "modified ENet (14-map initial block, 5/9/8/3/2 "
                "bottlenecks, max unpooling)",
                "Scar on the 64x64 Hough-circle crop multiplied by the myocardium mask "
@@ -93,6 +95,11 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
                    "pipelines": PIPELINES, "models": models})
 
 
+def _class_weights(classes: list[str], training: dict) -> str:
+    weights = training.get("class_weights") or [training["foreground_weight"]] * (len(classes) - 1)
+    return "weights " + ", ".join(f"{c} {w:g}" for c, w in zip(classes[1:], weights, strict=True))
+
+
 def model_card(model: dict, training_data: dict) -> str:
     t = model["training"]
     final_lr = t["learning_rate"] * t["final_learning_rate_fraction"]
@@ -136,7 +143,7 @@ seed {training_data['train_seed']}.
 Training: {t['epochs']} epochs x {t['steps_per_epoch']} steps, batch {t['batch_size']}, Adam
 {t['learning_rate']:g} decaying exponentially to {final_lr:g}
 (the paper's 5e-4 was too slow for a budget of minutes, see `training/train.py`), L2 weight
-decay 2e-4, cross-entropy (foreground weight {t['foreground_weight']:g}) + soft Dice, the
+decay 2e-4, cross-entropy ({_class_weights(model['output']['classes'], t)}) + soft Dice, the
 7 flips/rotations + intensity + elastic augmentation; best epoch by validation DSC
 ({t['best_epoch']}, DSC {t['best_val_dsc']:.3f} on the model grid), {t['minutes']:.1f} min on
 2 CPU cores.

@@ -41,6 +41,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from service.segment import nested_regions
+
 from .augment import augment_batch
 from .dataset import Arrays
 from .metrics import dice
@@ -54,6 +56,8 @@ class TrainConfig:
     learning_rate: float = 2e-3
     final_learning_rate_fraction: float = 0.1
     foreground_weight: float = 3.0
+    # Cross-entropy weight of each class after background; default: foreground_weight each.
+    class_weights: tuple[float, ...] | None = None
     dice_weight: float = 1.0
     emphasis_weight: float = 0.0  # extra cross-entropy weight on Arrays.emphasis pixels
     xla: bool = True  # XLA has no MaxPoolWithArgmax kernel: off for the ENet
@@ -90,10 +94,10 @@ def _random_crops(x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Genera
 
 def _augmented_batch(data: Arrays, config: TrainConfig, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """One training batch: random rows (and crops), augmented; targets stacked with emphasis."""
+    """One training batch: random rows (and crops), augmented; targets, then emphasis, last."""
     idx = rng.integers(0, len(data.x), size=config.batch_size)
     x = data.x[idx]
-    y = np.stack([data.y[idx], data.emphasis[idx]], axis=-1)
+    y = np.concatenate([data.regions[idx], data.emphasis[idx][..., None]], axis=-1)
     if config.train_crop:
         x, y = _random_crops(x, y, config.train_crop, rng)
     return augment_batch(x, y, rng, masked=config.masked)
@@ -136,8 +140,21 @@ def _prefetched(make: Callable[[], tuple[np.ndarray, np.ndarray]], count: int,
                 queue.get(timeout=0.1)
 
 
+def class_targets(regions: tf.Tensor) -> tf.Tensor:
+    """Nested region targets (..., K) to class targets (..., K+1).
+
+    The inverse of :func:`service.segment.nested_regions`: the scar U-Net's
+    targets are the myocardium (scar included) and the scar; its classes
+    background, myocardium without scar, scar.
+    """
+    outer = tf.concat([tf.ones_like(regions[..., :1]), regions], axis=-1)
+    inner = tf.concat([regions, tf.zeros_like(regions[..., :1])], axis=-1)
+    return tf.clip_by_value(outer - inner, 0.0, 1.0)
+
+
 def predict_foreground(model: keras.Model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    out = [model(x[i:i + batch_size], training=False).numpy()[..., 1]
+    """The innermost region (the scar, or a binary network's foreground)."""
+    out = [nested_regions(model(x[i:i + batch_size], training=False).numpy())[..., -1]
            for i in range(0, len(x), batch_size)]
     return np.concatenate(out)
 
@@ -199,18 +216,22 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         model.load_weights(out_dir / "last.weights.h5")
         _load_optimizer(optimizer, model, out_dir / "optimizer.npz")
 
-    weight = tf.constant(config.foreground_weight, tf.float32)
+    n_regions = train_data.regions.shape[-1]
+    weights = tf.constant([1.0, *(config.class_weights
+                                  or [config.foreground_weight] * n_regions)], tf.float32)
     emphasis_weight = tf.constant(config.emphasis_weight, tf.float32)
 
     @tf.function(reduce_retracing=True, jit_compile=config.xla)
     def step(x, y_and_emphasis):
-        y, emphasis = y_and_emphasis[..., 0], y_and_emphasis[..., 1]
+        regions, emphasis = y_and_emphasis[..., :-1], y_and_emphasis[..., -1]
         with tf.GradientTape() as tape:
-            probs = model(x, training=True)
-            fg = tf.clip_by_value(probs[..., 1], 1e-6, 1 - 1e-6)
-            ce = -(weight * y * tf.math.log(fg) + (1.0 - y) * tf.math.log(1.0 - fg))
+            probs = tf.clip_by_value(model(x, training=True), 1e-6, 1.0)
+            ce = -tf.reduce_sum(weights * class_targets(regions) * tf.math.log(probs), axis=-1)
             ce = ce * (1.0 + emphasis_weight * emphasis)
-            loss = tf.reduce_mean(ce) + config.dice_weight * (1.0 - soft_dice(y, fg))
+            predicted = tf.math.cumsum(probs[..., 1:], axis=-1, reverse=True)
+            dice_loss = tf.add_n([1.0 - soft_dice(regions[..., k], predicted[..., k])
+                                  for k in range(n_regions)]) / n_regions
+            loss = tf.reduce_mean(ce) + config.dice_weight * dice_loss
             total = loss + tf.add_n(model.losses) if model.losses else loss
         grads = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
@@ -227,7 +248,8 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         for x, y in bar:
             losses.append(float(step(tf.constant(x), tf.constant(y))))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        val_dsc = dice(predict_foreground(model, val_data.x) >= 0.5, val_data.y >= 0.5)
+        val_dsc = dice(predict_foreground(model, val_data.x) >= 0.5,
+                       val_data.regions[..., -1] >= 0.5)
         state.epoch += 1
         state.seconds += time.perf_counter() - started
         state.history.append({"epoch": state.epoch, "loss": float(np.mean(losses)),
