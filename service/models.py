@@ -74,7 +74,8 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
         models[entry["name"]] = LoadedModel(
             name=entry["name"], version=entry["version"], sha256=actual,
             network=Network(model, InputSpec.from_dict(entry["input"]["preprocessing"]),
-                            tuple(entry["output"]["classes"])),
+                            tuple(entry["output"]["classes"]),
+                            float(entry["output"].get("threshold", 0.5))),
             execution_provider=model.execution_provider)
     pipelines, default = {}, None
     for name, parts in manifest["pipelines"].items():

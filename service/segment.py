@@ -29,6 +29,9 @@ class Network:
     spec: InputSpec
     # Output classes; after background they are nested regions, innermost last.
     classes: tuple[str, ...] = ("background", "foreground")
+    # Probability at which the innermost region (scar) is called; the training
+    # command chooses it on validation series (weighted losses shift it from 0.5).
+    threshold: float = 0.5
 
     @property
     def redraws_myocardium(self) -> bool:
@@ -97,6 +100,15 @@ def segment_on(images: Sequence[np.ndarray], spacing: Spacing, myocardium: np.nd
     """
     myocardium = np.asarray(myocardium, dtype=bool)
     regions = scar_regions(images, spacing, myocardium, scar_net)
+    return masks_from_regions(regions, spacing, myocardium, myocardium_probability, scar_net)
+
+
+def masks_from_regions(regions: np.ndarray | None, spacing: Spacing, myocardium: np.ndarray,
+                       myocardium_probability: np.ndarray, scar_net: Network) -> Segmentation:
+    """The post-processing half of :func:`segment_on`, on a scar network's region probabilities.
+
+    Separate so that thresholds can be compared on one network run.
+    """
     if regions is None:
         scar_p = np.zeros(myocardium.shape, np.float32)
     else:
@@ -104,7 +116,8 @@ def segment_on(images: Sequence[np.ndarray], spacing: Spacing, myocardium: np.nd
         if scar_net.redraws_myocardium:
             myocardium_probability = regions[0]
             myocardium = clean_myocardium(myocardium_probability)
-    myocardium, scar = attach_scar(scar_p, myocardium, spacing, reach_mm=scar_reach_mm(scar_net))
+    myocardium, scar = attach_scar(scar_p, myocardium, spacing, threshold=scar_net.threshold,
+                                   reach_mm=scar_reach_mm(scar_net))
     return Segmentation(myocardium=myocardium, scar=scar,
                         myocardium_probability=np.asarray(myocardium_probability, np.float32),
                         scar_probability=scar_p.astype(np.float32))

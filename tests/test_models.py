@@ -82,6 +82,10 @@ def test_registry_builds_the_three_pipelines(registry) -> None:
     assert registry.pipelines["enet"].scar.name == "enet-p2"
     assert registry.pipelines["enet-raw"].scar.name == "enet-p1"
     assert {p.myocardium.name for p in registry.pipelines.values()} == {"myocardium-unet"}
+    # Each network is run at the threshold its manifest entry gives.
+    for entry in registry.manifest["models"]:
+        threshold = registry.models[entry["name"]].network.threshold
+        assert threshold == entry["output"].get("threshold", 0.5) and 0.0 < threshold < 1.0
 
 
 def test_cascade_segments_unseen_phantoms(registry, series_dirs: list[Path]) -> None:

@@ -180,3 +180,31 @@ def test_a_scar_network_with_a_myocardium_class_redraws_the_myocardium() -> None
     kept = segment_on(images, (1.5, 1.5), first, first.astype(np.float32),
                       Network(no_scar, spec, ("background", "scar")))
     assert np.array_equal(kept.myocardium, first)
+
+
+def test_a_scar_network_calls_scar_at_its_own_threshold() -> None:
+    """The threshold chosen in training is the one applied: a graded scar probability gives
+    less scar at 0.7 than at 0.3, and segment_on equals its two halves."""
+    from dataclasses import replace
+
+    from service.preprocess import InputSpec
+    from service.segment import Network, masks_from_regions, scar_regions, segment_on
+
+    ring = np.stack([_ring()] * 2)
+    images = [np.where(ring[0], 300.0, 40.0)] * 2
+    spec = InputSpec(crop="heart_box", shape=(64, 64), margin_mm=12.0, myocardium_channel=True)
+
+    def graded(batch: np.ndarray) -> np.ndarray:
+        ramp = np.broadcast_to(np.linspace(0.0, 1.0, batch.shape[2]), batch.shape[:3])
+        scar = ramp * (batch[..., 1] > 0.5)  # rises left to right inside the given ring
+        return np.stack([1 - scar, scar], axis=-1)
+
+    net = Network(graded, spec)
+    low, high = (segment_on(images, (1.5, 1.5), ring, ring.astype(np.float32),
+                            replace(net, threshold=t)) for t in (0.3, 0.7))
+    assert high.scar.sum() > 0 and low.scar.sum() > 1.5 * high.scar.sum()
+    assert not (high.scar & ~low.scar).any()
+    regions = scar_regions(images, (1.5, 1.5), ring, net)
+    again = masks_from_regions(regions, (1.5, 1.5), ring, ring.astype(np.float32),
+                               replace(net, threshold=0.7))
+    assert np.array_equal(again.scar, high.scar)

@@ -18,6 +18,7 @@ from training.dataset import (
     kfold_series,
     series_arrays,
 )
+from training.phantoms import load_truth
 
 
 def test_dihedral_gives_the_eight_distinct_flips_and_rotations() -> None:
@@ -239,3 +240,32 @@ def test_three_class_training_learns_nested_regions(tmp_path: Path) -> None:
     # Augmentation moves intensities, so a pixel threshold is not learned exactly.
     assert losses[-1] < 0.85 * losses[0], losses
     assert state.best_val_dsc > 0.5, state.history
+
+
+def test_threshold_choice_maximises_the_median_and_prefers_half() -> None:
+    from training.evaluate import best_threshold
+
+    assert best_threshold({0.4: [0.7, 0.8, 0.9], 0.6: [0.75, 0.85, 0.82], 0.7: [0.1]}) == 0.6
+    assert best_threshold({0.3: [0.8], 0.5: [0.8], 0.8: [0.8]}) == 0.5  # ties: nearest 0.5
+    assert best_threshold({0.7: [0.8], 0.3: [0.8]}) in (0.3, 0.7)
+
+
+def test_thresholds_are_chosen_on_the_series_given(series_dirs: list[Path]) -> None:
+    from service.infer import OnnxModel
+    from service.segment import Network
+    from training.evaluate import SCAR_NETWORKS, THRESHOLDS, choose_thresholds
+    from training.release import MODELS
+
+    models = Path(__file__).parents[1] / "models"
+    networks = {m.key: Network(OnnxModel(models / f"{m.name}.onnx"), TASKS[m.key], m.classes)
+                for m in MODELS}
+    chosen = choose_thresholds(series_dirs[:3], networks)
+    with_scar = sum(bool(np.any([t["scar"].any() for t in load_truth(d).values()]))
+                    for d in series_dirs[:3])
+    assert set(chosen) == set(SCAR_NETWORKS)
+    for choice in chosen.values():
+        assert choice["threshold"] in THRESHOLDS
+        assert choice["validation_series_with_scar"] == with_scar > 0
+        medians = choice["validation_median_scar_dsc"]
+        assert medians[f"{choice['threshold']:g}"] == max(medians.values())
+        assert all(0.0 <= v <= 1.0 for v in medians.values())

@@ -33,8 +33,9 @@ class ModelEntry:
 
 MODELS = (
     ModelEntry("myocardium_unet", "myocardium-unet", "U-Net, 4 levels, 16-128 filters",
-               "LV myocardium on the whole slice; its bounding box feeds the scar U-Net, its "
-               "mask feeds ENet Protocol 2, and it is the myocardium of every pipeline.",
+               "LV myocardium on the whole slice at 2 mm. Its bounding box places the scar "
+               "U-Net's crop (which redraws the myocardium there, for the cascade); its mask "
+               "is the myocardium of the ENet pipelines and Protocol 2's multiplier.",
                ("background", "myocardium"), "seed 000 (cascade, CNN1)"),
     ModelEntry("scar_unet", "scar-unet", "U-Net, 4 levels, 16-128 filters",
                "Scar (LGE) inside the square around the heart's bounding box, and the "
@@ -71,7 +72,8 @@ def _clean(value):
 
 def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[str, InputSpec],
                    parameters: Mapping[str, int], training: Mapping[str, dict],
-                   evaluation: Mapping[str, dict], training_data: dict) -> dict:
+                   evaluation: Mapping[str, dict], training_data: dict,
+                   thresholds: Mapping[str, float]) -> dict:
     models = []
     for entry in MODELS:
         path = onnx_files[entry.key]
@@ -85,7 +87,8 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
                       "shape": [None, *spec.shape, spec.channels],
                       "preprocessing": spec.to_dict()},
             "output": {"name": "probabilities", "shape": [None, *spec.shape, len(entry.classes)],
-                       "classes": list(entry.classes), "activation": "softmax"},
+                       "classes": list(entry.classes), "activation": "softmax",
+                       "threshold": thresholds[entry.key]},
             "training": training[entry.key],
             "evaluation": evaluation.get(entry.key, {}),
             "card": f"cards/{entry.name}.md",
@@ -98,6 +101,18 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
 def _class_weights(classes: list[str], training: dict) -> str:
     weights = training.get("class_weights") or [training["foreground_weight"]] * (len(classes) - 1)
     return "weights " + ", ".join(f"{c} {w:g}" for c, w in zip(classes[1:], weights, strict=True))
+
+
+def _threshold_text(model: dict) -> str:
+    classes, threshold = model["output"]["classes"], model["output"]["threshold"]
+    choice = model["training"].get("threshold_choice")
+    if choice is None:
+        return f"{threshold:g}"
+    tried = ", ".join(f"{t}: {d:.3f}" for t, d in choice["validation_median_scar_dsc"].items())
+    outer = "0.5 for the myocardium (scar included), " if len(classes) > 2 else ""
+    return (f"{outer}{threshold:g} for the {classes[-1]}, the threshold with the best median "
+            f"scar DSC on the {choice['validation_series_with_scar']} validation series with "
+            f"scar, through the service's post-processing ({tried})")
 
 
 def model_card(model: dict, training_data: dict) -> str:
@@ -128,7 +143,8 @@ in `shared/seeds/`. File `{model['file']}`, sha256 `{model['sha256']}`.
   {extras}; {spec['normalisation']}.
   Cut by `service.preprocess.model_inputs`, the same code in training and serving.
 - Output `probabilities`: softmax over {', '.join(model['output']['classes'])}; mapped back to
-  the source pixel grid by the inverse of the crop and thresholded at 0.5.
+  the source pixel grid by the inverse of the crop and thresholded at
+  {_threshold_text(model)}.
 
 ## Intended use
 Research and engineering of the DB-LGE scar service: segmenting the LV myocardium and
