@@ -180,6 +180,11 @@ Full results, box plots and the statistical comparisons: `models/EVALUATION.md`.
 - Short-axis dark-blood LGE only; no long-axis views, no bright-blood LGE.
 - Slices of 6-14 per stack, 1.2-2.0 mm pixels were seen in training; other geometries are
   resampled but untested.
+- Microvascular obstruction (a dark core in transmural scar) is missed, and with it part
+  of the scar around it: a bright band outside a dark one looks like remote myocardium
+  with epicardial fat. Every held-out phantom series with obstruction had a cascade scar
+  DSC of 0.85 or less. Include obstruction by hand when it matters.
+- Small scars (under 2 % of the myocardium) are over-called; read their extent with care.
 """
 
 
