@@ -34,10 +34,12 @@ def clean_myocardium(probability: np.ndarray, threshold: float = 0.5,
     """
     masks = np.asarray(probability) >= threshold
     out = np.zeros_like(masks, dtype=bool)
-    for k, mask in enumerate(masks):
-        labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
-        if n == 0:
+    for k, whole in enumerate(masks):
+        box = _bounding_box(whole)
+        if box is None:
             continue
+        mask = whole[box]  # the same components and holes, on a tenth of the pixels
+        labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
         sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
         order = np.argsort(-sizes)
         chosen = labels == (1 + order[0])
@@ -49,8 +51,20 @@ def clean_myocardium(probability: np.ndarray, threshold: float = 0.5,
                 chosen = candidate
                 break
         if chosen.sum() >= min_area_px:
-            out[k] = chosen
+            out[k][box] = chosen
     return out
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The mask's bounding box with a one-pixel margin (clipped at the edges); None if empty.
+
+    The margin keeps the background around the mask connected, so holes are
+    the same inside the box as on the whole slice.
+    """
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    return (slice(max(ys.min() - 1, 0), ys.max() + 2), slice(max(xs.min() - 1, 0), xs.max() + 2))
 
 
 def attach_scar(probability: np.ndarray, myocardium: np.ndarray, spacing: tuple[float, float],
@@ -76,8 +90,7 @@ def attach_scar(probability: np.ndarray, myocardium: np.ndarray, spacing: tuple[
             scar[k] = candidate  # all inside the ring: nothing to attach
             continue
         # Work on the bounding box of ring and candidates only (a tenth of the slice).
-        ys, xs = np.nonzero(candidate | ring)
-        box = np.s_[max(ys.min() - 1, 0):ys.max() + 2, max(xs.min() - 1, 0):xs.max() + 2]
+        box = _bounding_box(candidate | ring)
         c, r = candidate[box], ring[box]
         labels, _ = ndimage.label(c, structure=_EIGHT_CONNECTED)
         touching = np.unique(labels[ndimage.binary_dilation(r, _EIGHT_CONNECTED) & c])

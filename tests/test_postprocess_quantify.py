@@ -32,6 +32,22 @@ def test_clean_myocardium_prefers_the_ring_over_a_larger_blob() -> None:
     assert np.array_equal(out[0], ring)
 
 
+def test_clean_myocardium_decides_the_same_wherever_the_ring_lies_on_the_slice() -> None:
+    ring = _ring()  # rows and columns 26-70
+    blob = np.zeros_like(ring)
+    blob[0:23, 50:96] = True
+    both = ring | blob
+    # A ring touching the slice's edge still encloses its cavity: it wins.
+    touching = both[:, 26:]
+    assert np.array_equal(clean_myocardium(touching[None].astype(np.float32))[0], ring[:, 26:])
+    # Cut through, its cavity opens onto the edge: an arc, and the larger blob wins.
+    cut = both[:, 48:]
+    assert np.array_equal(clean_myocardium(cut[None].astype(np.float32))[0], blob[:, 48:])
+    # Moving the content on the slice changes nothing.
+    padded = np.pad(both, ((5, 0), (0, 7))).astype(np.float32)
+    assert np.array_equal(clean_myocardium(padded[None])[0][5:, :96], ring)
+
+
 def test_clean_myocardium_keeps_an_apical_disk_and_drops_islands() -> None:
     solid = np.zeros((64, 64), bool)
     solid[disk((32, 32), 8)] = True
