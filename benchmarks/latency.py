@@ -54,6 +54,22 @@ def write_section(markdown: str, marker: str) -> None:
     path.write_text(text)
 
 
+def host_calibration_ms(repeats: int = 5) -> float:
+    """Median time of a fixed pure-Python loop: how fast the host is right now.
+
+    This 2-core VM's speed varies by tens of per cent from hour to hour, so
+    latencies from different runs compare only through this figure.
+    """
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times)
+
+
 def upload_files(series: Path) -> list[tuple]:
     """The series' instances as httpx multipart ``files`` (what a client uploads)."""
     return [("files", (p.name, p.read_bytes(), "application/dicom"))
@@ -65,6 +81,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
+    calibration = [host_calibration_ms()]
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("DATA_DIR", str(Path(tmp) / "results"))
         series = benchmark_series(Path(tmp) / "series")
@@ -91,9 +108,13 @@ def main() -> int:
                       f"p95 {results[pipeline]['p95_ms']:7.1f} ms  " + "  ".join(
                           f"{s} {results[pipeline]['stages_median_ms'][s]:.0f}"
                           for s in STAGES[:-1]))
+    calibration.append(host_calibration_ms())
+    print(f"host calibration (1M-step Python loop) {calibration[0]:.0f} ms before, "
+          f"{calibration[1]:.0f} ms after")
     machine = f"{os.cpu_count()} CPU cores ({platform.machine()}), {provider}"
     record = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine,
-              "runs": args.runs, "series": "12 slices, 256x256, 1.4 mm", "results": results}
+              "runs": args.runs, "series": "12 slices, 256x256, 1.4 mm", "results": results,
+              "host_calibration_ms": {"before": calibration[0], "after": calibration[1]}}
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "benchmarks" / "results" / "latency.json").write_text(json.dumps(record, indent=1))
     rows = "\n".join(
@@ -105,7 +126,9 @@ def main() -> int:
 `python benchmarks/latency.py --runs {args.runs}`: {record['series']} phantom series, multipart
 upload through the ASGI app in-process, {args.runs} runs per pipeline after {args.warmup} warm-up
 runs, on {machine}. Stage columns are medians of the report's `timings_ms` (preprocess
-includes mask post-processing; encode is SEG + SR).
+includes mask post-processing; encode is SEG + SR). Host speed: a fixed 1M-step Python
+loop took {calibration[0]:.0f} ms before and {calibration[1]:.0f} ms after the runs (compare runs
+through it: this VM's speed varies by tens of per cent).
 
 | pipeline | p50 ms | p95 ms | decode | preprocess | inference | quantify | encode |
 |---|---|---|---|---|---|---|---|
