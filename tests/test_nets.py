@@ -69,13 +69,18 @@ def test_a_few_steps_reduce_the_loss(build) -> None:
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-@pytest.mark.parametrize("build,size", [(lambda: build_unet((128, 128, 1)), 128),
-                                        (lambda: build_enet(), 64)])
-def test_onnx_export_parity(tmp_path: Path, build, size: int) -> None:
+@pytest.mark.parametrize("task", ["myocardium_unet", "scar_unet", "enet_p2"])
+def test_onnx_export_parity(tmp_path: Path, task: str) -> None:
+    """Each network as the training command builds and exports it (the U-Nets are built with
+    free height and width, trained on crops, and exported at the model's input size)."""
     import onnx
 
+    from training.dataset import TASKS
+    from training.run import build_network
+
+    spec = TASKS[task]
     keras.utils.set_random_seed(2)
-    model = build()
+    model = build_network(task)
     # Move batch-norm statistics away from their defaults so parity means something.
     rng = np.random.default_rng(3)
     for layer in model.layers:
@@ -84,15 +89,16 @@ def test_onnx_export_parity(tmp_path: Path, build, size: int) -> None:
             mean.assign(rng.normal(0, 0.1, mean.shape).astype(np.float32))
             var.assign(rng.uniform(0.5, 1.5, var.shape).astype(np.float32))
     path = tmp_path / "model.onnx"
-    sha = export_onnx(model, path)
+    sha = export_onnx(model, path, input_hw=spec.shape)
     assert len(sha) == 64
     proto = onnx.load(path)
     assert proto.opset_import[0].version >= 13
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and not dims[0].dim_value, "batch axis must be dynamic"
+    assert tuple(d.dim_value for d in dims[1:]) == (*spec.shape, spec.channels)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
-        x = rng.normal(size=(batch, size, size, 1)).astype(np.float32)
+        x = rng.normal(size=(batch, *spec.shape, spec.channels)).astype(np.float32)
         ref = model(x, training=False).numpy()
         got = session.run(None, {session.get_inputs()[0].name: x})[0]
         assert got.shape == ref.shape

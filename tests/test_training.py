@@ -187,6 +187,28 @@ def test_training_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert 0.0 <= second.best_val_dsc <= 1.0
 
 
+def test_validation_over_the_last_epochs_keeps_the_best_of_those(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from training.nets import build_unet
+    from training.train import TrainConfig, train
+
+    assert [TrainConfig(epochs=24, validate_last=0.5).validates(e) for e in (12, 13, 24)] == [
+        False, True, True]
+    assert [TrainConfig(epochs=3, validate_last=0.01).validates(e) for e in (1, 2, 3)] == [
+        False, False, True], "the last epoch is always validated"
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (16, 16, 16, 1)).astype(np.float32)
+    y = (x[..., 0] > 0.5).astype(np.float32)
+    data = Arrays(x, y, np.arange(16), y)
+    config = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=4, validate_last=0.5)
+    _, state = train(lambda: build_unet((16, 16, 1), base_filters=4, depth=2), data, data,
+                     config, tmp_path, "tiny")
+    measured = [h["val_dsc"] for h in state.history]
+    assert measured[:2] == [None, None] and None not in measured[2:]
+    assert state.best_epoch in (3, 4) and state.best_val_dsc == max(measured[2:])
+    assert (tmp_path / "best.weights.h5").exists() and (tmp_path / "curves.png").exists()
+
+
 def test_prefetched_batches_come_in_order_and_errors_reach_the_loop() -> None:
     pytest.importorskip("tensorflow")
     from training.train import _prefetched
