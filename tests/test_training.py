@@ -291,3 +291,35 @@ def test_thresholds_are_chosen_on_the_series_given(series_dirs: list[Path]) -> N
         medians = choice["validation_median_scar_dsc"]
         assert medians[f"{choice['threshold']:g}"] == max(medians.values())
         assert all(0.0 <= v <= 1.0 for v in medians.values())
+
+
+def test_scar_dsc_is_read_separately_for_obstruction_small_scars_and_the_rest() -> None:
+    from training.evaluate import METHODS, SeriesScore, subgroup_medians
+
+    def score(series: str, method: str, dsc: float, percent: float, obstruction: bool = False,
+              has_scar: bool = True) -> SeriesScore:
+        nan = float("nan")
+        return SeriesScore(series, method, has_scar, obstruction, percent, percent, 0.0,
+                           dsc if has_scar else nan, nan, 1.0, 1.0, 0.9)
+
+    # (series, true scar %, obstruction, cascade DSC); other methods score 0.1 less.
+    series = [("a", 20.0, True, 0.55), ("b", 1.0, False, 0.40), ("c", 8.0, False, 0.90),
+              ("d", 12.0, False, 0.80), ("e", 0.0, False, 0.0)]
+    scores = [score(sid, method, dsc - 0.1 * (method != "cascade-unet"), pct, mvo,
+                    has_scar=pct > 0)
+              for sid, pct, mvo, dsc in series for method in METHODS]
+    groups = subgroup_medians(scores)
+    obstruction, small, rest = groups.values()
+    assert [g["n_series"] for g in groups.values()] == [1, 1, 2]
+    assert obstruction["cascade-unet"] == pytest.approx(0.55)
+    assert small["cascade-unet"] == pytest.approx(0.40)
+    assert rest["cascade-unet"] == pytest.approx(0.85) and rest["fwhm"] == pytest.approx(0.75)
+    from training.evaluate import markdown_report, summarise
+
+    report = markdown_report(
+        summarise(scores), {"myocardium_dsc": 0.9, "scar_dsc": 0.85, "abs_scar_percent_error": 1.5},
+        {"command": "python -m training", "date": "2026-11-24", "machine": "test",
+         "test_series": 5, "test_seed": 0, "test_scar_series": 4, "train_series": 1,
+         "validation_series": 1, "train_seed": 0, "minutes": {"total": 1.0},
+         "thresholds": {"scar_unet": 0.5}})
+    assert "| with microvascular obstruction | 1 | 0.550 | 0.450 |" in report

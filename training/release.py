@@ -182,9 +182,11 @@ Full results, box plots and the statistical comparisons: `models/EVALUATION.md`.
   resampled but untested.
 - Microvascular obstruction (a dark core in transmural scar) is missed, and with it part
   of the scar around it: a bright band outside a dark one looks like remote myocardium
-  with epicardial fat. Every held-out phantom series with obstruction had a cascade scar
-  DSC of 0.85 or less. Include obstruction by hand when it matters.
-- Small scars (under 2 % of the myocardium) are over-called; read their extent with care.
+  with epicardial fat. Held-out phantom series with obstruction score well below the
+  rest (EVALUATION.md, "Scar DSC by kind of series"). Include obstruction by hand when
+  it matters.
+- Small scars (under 2 % of the myocardium) are drawn poorly, their extent over- or
+  under-called by up to about one percentage point; read them with care.
 """
 
 
