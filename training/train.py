@@ -187,7 +187,7 @@ def _plot_curves(history: list[dict], path: Path, title: str) -> None:
     ax[1].plot([h["epoch"] for h in validated], [h["val_dsc"] for h in validated], marker="o",
                color="tab:green")
     ax[1].set(xlabel="epoch", ylabel="validation DSC", title=f"{title}: validation DSC",
-              ylim=(0, 1))
+              ylim=(0, 1), xlim=ax[0].get_xlim())  # same epochs as the loss, validated or not
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()
