@@ -47,7 +47,7 @@ def main() -> int:
         config = CONFIGS[task]
         keras.utils.set_random_seed(0)
         model = build_network(task)
-        n_regions = 2 if task == "scar_unet" else 1
+        n_regions = model.output_shape[-1] - 1  # nested regions after background
         step = make_step(model, keras.optimizers.Adam(1e-3), config, n_regions)
         sides = {"whole input": spec.shape[0]}
         if config.train_crop:

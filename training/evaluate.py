@@ -81,6 +81,7 @@ def _read(series_dir: Path) -> _Series:
              for k in ("myocardium", "scar", "mvo")]
     return _Series(images, tuple(float(v) for v in datasets[0].PixelSpacing), *masks)
 
+
 SHORT_LABELS = {"cascade-unet": "cascade", "enet": "ENet P2", "enet-raw": "ENet P1",
                 "enet-true-myocardium": "P2 true myo", "4sd": "4-SD", "fwhm": "FWHM"}
 

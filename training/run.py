@@ -42,8 +42,8 @@ from .train import TrainConfig, train
 CONFIGS = {
     # Both U-Nets learn on random 80x80 crops of their inputs (128x128 whole image,
     # 96x96 heart box): fully convolutional, so they are served on the whole input;
-    # a step costs 64 % of a 96x96 one (measured), and the crop is a free translation
-    # augmentation.
+    # a step costs 0.40 and 0.70 of a whole-input one (benchmarks/training_steps.py),
+    # and the crop is a free translation augmentation.
     # Scarred myocardium weighs 5x in CNN1's cross-entropy: the first release
     # left bright subendocardial scar out of the ring, which the scar % feels.
     "myocardium_unet": TrainConfig(epochs=24, steps_per_epoch=100, batch_size=8, train_crop=80,
