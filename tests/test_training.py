@@ -294,7 +294,13 @@ def test_thresholds_are_chosen_on_the_series_given(series_dirs: list[Path]) -> N
 
 
 def test_scar_dsc_is_read_separately_for_obstruction_small_scars_and_the_rest() -> None:
-    from training.evaluate import METHODS, SeriesScore, subgroup_medians
+    from training.evaluate import (
+        METHODS,
+        SeriesScore,
+        markdown_report,
+        subgroup_medians,
+        summarise,
+    )
 
     def score(series: str, method: str, dsc: float, percent: float, obstruction: bool = False,
               has_scar: bool = True) -> SeriesScore:
@@ -314,8 +320,6 @@ def test_scar_dsc_is_read_separately_for_obstruction_small_scars_and_the_rest() 
     assert obstruction["cascade-unet"] == pytest.approx(0.55)
     assert small["cascade-unet"] == pytest.approx(0.40)
     assert rest["cascade-unet"] == pytest.approx(0.85) and rest["fwhm"] == pytest.approx(0.75)
-    from training.evaluate import markdown_report, summarise
-
     report = markdown_report(
         summarise(scores), {"myocardium_dsc": 0.9, "scar_dsc": 0.85, "abs_scar_percent_error": 1.5},
         {"command": "python -m training", "date": "2026-11-24", "machine": "test",
