@@ -59,10 +59,17 @@ def test_onnx_files_pass_the_checker(manifest: dict) -> None:
         assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 13
 
 
-def test_model_cards_say_synthetic_and_not_clinical() -> None:
+def test_model_cards_say_synthetic_and_not_clinical(manifest: dict) -> None:
     for card in (MODELS_DIR / "cards").glob("*.md"):
         text = card.read_text().lower()
         assert "synthetic phantoms" in text and "not for clinical use" in text, card.name
+    # Each card names every input channel after the first (the crop), by its number.
+    for model in manifest["models"]:
+        text = (MODELS_DIR / model["card"]).read_text()
+        channels = model["input"]["shape"][-1]
+        for k in range(2, channels + 1):
+            assert f"channel {k} = " in text, (model["name"], k)
+        assert f"channel {channels + 1} = " not in text, model["name"]
     evaluation = (MODELS_DIR / "EVALUATION.md").read_text()
     for image in ("evaluation/boxplots.png", "evaluation/curves_myocardium_unet.png"):
         assert image in evaluation and (MODELS_DIR / image).exists()

@@ -122,11 +122,13 @@ def model_card(model: dict, training_data: dict) -> str:
     figures = "\n".join(f"| {k} | {v} |" for k, v in ev.items()) or "| (none) | |"
     spec = model["input"]["preprocessing"] | {"name": model["input"]["name"],
                                               "shape": model["input"]["shape"]}
-    extras = ", ".join(text for flag, text in (
-        (spec["masked"], "multiplied by the myocardium mask"),
-        (spec["myocardium_channel"], "channel 2 = the myocardium mask"),
-        (spec["peak_ratio_channel"], "channel 3 = the crop over the 99th percentile of "
-                                         "the myocardium's signal in the series")) if flag)
+    extra_channels = [text for flag, text in (
+        (spec["myocardium_channel"], "the myocardium mask"),
+        (spec["peak_ratio_channel"], "the crop over the 99th percentile of the "
+                                     "myocardium's signal in the series")) if flag]
+    extras = ", ".join(
+        (["multiplied by the myocardium mask"] if spec["masked"] else [])
+        + [f"channel {k} = {text}" for k, text in enumerate(extra_channels, start=2)])
     return f"""# Model card: {model['name']} {model['version']}
 
 **{NOT_CLINICAL}**
