@@ -65,7 +65,7 @@ ENET_P2 = InputSpec(crop="hough_circle", shape=(64, 64), masked=True)
 
 TASKS = {"myocardium_unet": MYOCARDIUM_UNET, "scar_unet": SCAR_UNET,
          "enet_p1": ENET_P1, "enet_p2": ENET_P2}
-# Tasks whose arrays need the trained myocardium U-Net (its rings); built after it.
+# Tasks whose arrays need the trained myocardium U-Net (its ring sets the peak); built after it.
 NEEDS_MYOCARDIUM_MODEL = ("scar_unet",)
 # Bump when what series_arrays makes changes, so cached arrays are rebuilt.
 ARRAYS_VERSION = 8

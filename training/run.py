@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     onnx_files, parameters, training = {}, {}, {}
     for task, spec in TASKS.items():
         if task in NEEDS_MYOCARDIUM_MODEL:
-            # The cascade is trained the way it runs: on the rings the myocardium U-Net drew.
+            # The cascade is trained the way it runs: its peak over the ring CNN1 drew.
             pool |= build_arrays(train_dirs, arrays_dir, split, tasks=[task],
                                  workers=args.workers,
                                  myocardium_model=onnx_files["myocardium_unet"])
