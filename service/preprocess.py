@@ -320,8 +320,16 @@ class InputSpec:
     normalisation: str = "z-score per input, values clipped at the 0.5th/99.5th percentile"
 
     @property
+    def channel_names(self) -> tuple[str, ...]:
+        """What each input channel holds, in the order :func:`model_inputs` stacks them."""
+        return (("the crop",)
+                + (("the myocardium mask",) if self.myocardium_channel else ())
+                + (("the crop over the 99th percentile of the myocardium's signal in the "
+                    "series",) if self.peak_ratio_channel else ()))
+
+    @property
     def channels(self) -> int:
-        return 1 + int(self.myocardium_channel) + int(self.peak_ratio_channel)
+        return len(self.channel_names)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"shape": list(self.shape)}

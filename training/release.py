@@ -122,13 +122,10 @@ def model_card(model: dict, training_data: dict) -> str:
     figures = "\n".join(f"| {k} | {v} |" for k, v in ev.items()) or "| (none) | |"
     spec = model["input"]["preprocessing"] | {"name": model["input"]["name"],
                                               "shape": model["input"]["shape"]}
-    extra_channels = [text for flag, text in (
-        (spec["myocardium_channel"], "the myocardium mask"),
-        (spec["peak_ratio_channel"], "the crop over the 99th percentile of the "
-                                     "myocardium's signal in the series")) if flag]
+    channel_names = InputSpec.from_dict(model["input"]["preprocessing"]).channel_names
     extras = ", ".join(
         (["multiplied by the myocardium mask"] if spec["masked"] else [])
-        + [f"channel {k} = {text}" for k, text in enumerate(extra_channels, start=2)])
+        + [f"channel {k} = {text}" for k, text in enumerate(channel_names[1:], start=2)])
     return f"""# Model card: {model['name']} {model['version']}
 
 **{NOT_CLINICAL}**
