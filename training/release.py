@@ -179,11 +179,15 @@ Full results, box plots and the statistical comparisons: `models/EVALUATION.md`.
 - Short-axis dark-blood LGE only; no long-axis views, no bright-blood LGE.
 - Slices of 6-14 per stack, 1.2-2.0 mm pixels were seen in training; other geometries are
   resampled but untested.
-- Microvascular obstruction (a dark core in transmural scar) is missed, and with it part
-  of the scar around it: a bright band outside a dark one looks like remote myocardium
-  with epicardial fat. Held-out phantom series with obstruction score well below the
+- Microvascular obstruction (a dark core in transmural scar, on its endocardial side) is
+  missed: it is dark like remote myocardium. The cascade's scar U-Net also draws the
+  endocardial border along the inner edge of the bright scar, leaving most of the core
+  with the blood pool. Held-out phantom series with obstruction score well below the
   rest (EVALUATION.md, "Scar DSC by kind of series"). Include obstruction by hand when
   it matters.
+- The cascade under-calls scar rather than over-calls it (missed scar pixels outnumber
+  false ones about 3.5 to 1 on development phantoms), most where transmural scar meets
+  bright epicardial fat: the scar U-Net cannot tell the two apart there and gives about 0.5.
 - Small scars (under 2 % of the myocardium) are drawn poorly, their extent over- or
   under-called by up to about one percentage point; read them with care.
 """
