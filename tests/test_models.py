@@ -70,6 +70,11 @@ def test_model_cards_say_synthetic_and_not_clinical(manifest: dict) -> None:
         for k in range(2, channels + 1):
             assert f"channel {k} = " in text, (model["name"], k)
         assert f"channel {channels + 1} = " not in text, model["name"]
+        # A model shipped as a moving average of its weights says so, with the momentum.
+        momentum = model["training"].get("ema_momentum")
+        assert ("moving average" in text) == (momentum is not None), model["name"]
+        if momentum is not None:
+            assert f"momentum {momentum:g}" in text, model["name"]
     evaluation = (MODELS_DIR / "EVALUATION.md").read_text()
     for image in ("evaluation/boxplots.png", "evaluation/curves_myocardium_unet.png"):
         assert image in evaluation and (MODELS_DIR / image).exists()

@@ -216,6 +216,36 @@ def test_validation_over_the_last_epochs_keeps_the_best_of_those(tmp_path: Path)
     assert (tmp_path / "best.weights.h5").exists() and (tmp_path / "curves.png").exists()
 
 
+def test_weight_average_is_what_is_validated_and_kept_and_training_resumes_raw(
+        tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from training.nets import build_unet
+    from training.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (16, 16, 16, 1)).astype(np.float32)
+    y = (x[..., 0] > 0.5).astype(np.float32)
+    data = Arrays(x, y, np.arange(16), y)
+
+    def build():
+        return build_unet((16, 16, 1), base_filters=4, depth=2)
+
+    config = TrainConfig(epochs=1, steps_per_epoch=4, batch_size=4, ema_momentum=0.5)
+    model, _ = train(build, data, data, config, tmp_path, "tiny")
+    last = build()
+    last.load_weights(tmp_path / "last.weights.h5")
+    kept = [v.numpy() for v in model.trainable_variables]
+    raw = [v.numpy() for v in last.trainable_variables]
+    # The kept (best) weights are the average, not the last step's.
+    assert any(not np.allclose(k, r) for k, r in zip(kept, raw, strict=True))
+    optimizer = np.load(tmp_path / "optimizer.npz")
+    assert len(optimizer.files) > 2 * len(raw), "the average is saved with the optimizer"
+    # Resuming carries on from the raw weights and the saved average.
+    more = TrainConfig(epochs=2, steps_per_epoch=4, batch_size=4, ema_momentum=0.5)
+    _, state = train(build, data, data, more, tmp_path, "tiny")
+    assert state.epoch == 2 and state.best_val_dsc >= 0.0
+
+
 def test_prefetched_batches_come_in_order_and_errors_reach_the_loop() -> None:
     pytest.importorskip("tensorflow")
     from training.train import _prefetched

@@ -115,6 +115,14 @@ def _threshold_text(model: dict) -> str:
             f"scar, through the service's post-processing ({tried})")
 
 
+def _averaging_text(training: dict) -> str:
+    momentum = training.get("ema_momentum")
+    if momentum is None:
+        return ""
+    return (f"; the weights validated and shipped are the exponential moving average of the "
+            f"training weights (momentum {momentum:g}), not the last step's")
+
+
 def model_card(model: dict, training_data: dict) -> str:
     t = model["training"]
     final_lr = t["learning_rate"] * t["final_learning_rate_fraction"]
@@ -160,8 +168,8 @@ Training: {t['epochs']} epochs x {t['steps_per_epoch']} steps, batch {t['batch_s
 (the paper's 5e-4 was too slow for a budget of minutes, see `training/train.py`), L2 weight
 decay 2e-4, cross-entropy ({_class_weights(model['output']['classes'], t)}) + soft Dice, the
 7 flips/rotations + intensity + elastic augmentation; best epoch by validation DSC
-({t['best_epoch']}, DSC {t['best_val_dsc']:.3f} on the model grid), {t['minutes']:.1f} min on
-2 CPU cores.
+({t['best_epoch']}, DSC {t['best_val_dsc']:.3f} on the model grid){_averaging_text(t)},
+{t['minutes']:.1f} min on 2 CPU cores.
 
 ## Evaluation
 Held-out phantoms: seed {training_data['test_seed']}, {training_data['test_series']} series.
@@ -181,12 +189,12 @@ Full results, box plots and the statistical comparisons: `models/EVALUATION.md`.
   resampled but untested.
 - Microvascular obstruction (a dark core in transmural scar, on its endocardial side) is
   missed: it is dark like remote myocardium. The cascade's scar U-Net also draws the
-  endocardial border along the inner edge of the bright scar, leaving most of the core
-  with the blood pool. Held-out phantom series with obstruction score well below the
+  endocardial border along the inner edge of the bright scar, leaving about half of the
+  core with the blood pool. Held-out phantom series with obstruction score well below the
   rest (EVALUATION.md, "Scar DSC by kind of series"). Include obstruction by hand when
   it matters.
 - The cascade under-calls scar rather than over-calls it (missed scar pixels outnumber
-  false ones about 3.5 to 1 on development phantoms), most where transmural scar meets
+  false ones about 2.5 to 1 on development phantoms), most where transmural scar meets
   bright epicardial fat: the scar U-Net cannot tell the two apart there and gives about 0.5.
 - Small scars (under 2 % of the myocardium) are drawn poorly, their extent over- or
   under-called by up to about one percentage point; read them with care.

@@ -52,9 +52,12 @@ CONFIGS = {
     # Scar is the target that matters and the hardest: the most steps, and a heavier
     # weight on scar than on myocardium (classes background, myocardium, scar). Blood and
     # fat just outside the true myocardium (its emphasis) weigh 4x: most false scar lay there.
+    # Its validated and kept weights are a moving average over about the last 200 steps: on
+    # the development series, median scar DSC 0.867 against 0.827 for the last step's
+    # weights of the same run (better on 30 of 51 series), validation median unchanged.
     "scar_unet": TrainConfig(epochs=20, steps_per_epoch=100, batch_size=8, train_crop=80,
                              foreground_weight=6.0, class_weights=(2.0, 6.0),
-                             emphasis_weight=3.0, validate_last=0.5),
+                             emphasis_weight=3.0, validate_last=0.5, ema_momentum=0.995),
     # The ENet's 8x downsampling makes it hedge on thin scar (probabilities
     # stuck below 0.5): a heavier foreground weight gets it off that plateau.
     # 750 steps each (the paper comparison). Shorter schedules that fit 30 minutes on a

@@ -15,6 +15,12 @@ minutes on a CPU instead of 30 h on a GPU, and both measured:
   pixels in a row's emphasis map (scarred myocardium, for the myocardium
   U-Net) is multiplied by ``1 + emphasis_weight``.
 
+With ``ema_momentum`` set (the scar U-Net), what is validated, kept as
+best and exported is the exponential moving average of the weights
+(Polyak averaging, Keras's ``use_ema``) rather than the last step's: the
+validation DSC of the raw weights swings by 0.03 from epoch to epoch at
+the end of a run this short, and the average sits between the swings.
+
 The U-Net steps and validation passes are compiled with XLA
 (``jit_compile``): 15 % faster per step on the 2-core CPU, measured at
 batch 8, and validation 2.5x faster than eager (XLA cannot compile the
@@ -72,6 +78,9 @@ class TrainConfig:
     # Share of the epochs, at the end, after which the validation DSC is measured and the
     # best weights kept; the last epoch is always validated.
     validate_last: float = 1.0
+    # Validate and keep an exponential moving average of the weights (Polyak averaging)
+    # instead of the weights of the last step; None: the raw weights.
+    ema_momentum: float | None = None
     seed: int = 0
 
     def validates(self, epoch: int) -> bool:
@@ -210,6 +219,26 @@ def _load_optimizer(optimizer: keras.optimizers.Optimizer, model: keras.Model,
         variable.assign(value)
 
 
+@contextlib.contextmanager
+def _averaged_weights(model: keras.Model, optimizer: keras.optimizers.Optimizer
+                      ) -> Iterator[None]:
+    """The model holds the optimizer's moving average of its weights inside the block.
+
+    Without ``use_ema`` it holds its own weights. The raw weights come back
+    afterwards, so training goes on from them.
+    """
+    if not optimizer.use_ema:
+        yield
+        return
+    raw = [v.numpy() for v in model.trainable_variables]
+    optimizer.finalize_variable_values(model.trainable_variables)
+    try:
+        yield
+    finally:
+        for variable, value in zip(model.trainable_variables, raw, strict=True):
+            variable.assign(value)
+
+
 def make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, config: TrainConfig,
               n_regions: int) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """The compiled training step: weighted cross-entropy + soft Dice (+ L2), one Adam update.
@@ -252,7 +281,8 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
     schedule = keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, decay_steps=total_steps,
         decay_rate=config.final_learning_rate_fraction)
-    optimizer = keras.optimizers.Adam(schedule)
+    optimizer = keras.optimizers.Adam(schedule, use_ema=config.ema_momentum is not None,
+                                      ema_momentum=config.ema_momentum or 0.99)
     state = TrainState()
     if state_path.exists():
         state = TrainState(**json.loads(state_path.read_text()))
@@ -279,17 +309,20 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         for x, y in bar:
             losses.append(float(step(tf.constant(x), tf.constant(y))))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        val_dsc = (dice(predict_foreground(infer, val_data.x) >= 0.5,
-                        val_data.regions[..., -1] >= 0.5)
-                   if config.validates(state.epoch + 1) else None)
+        model.save_weights(out_dir / "last.weights.h5")
+        val_dsc = None
+        if config.validates(state.epoch + 1):
+            with _averaged_weights(model, optimizer):
+                val_dsc = dice(predict_foreground(infer, val_data.x) >= 0.5,
+                               val_data.regions[..., -1] >= 0.5)
+                if val_dsc > state.best_val_dsc:
+                    model.save_weights(out_dir / "best.weights.h5")
         state.epoch += 1
         state.seconds += time.perf_counter() - started
         state.history.append({"epoch": state.epoch, "loss": float(np.mean(losses)),
                               "val_dsc": val_dsc})
         if val_dsc is not None and val_dsc > state.best_val_dsc:
             state.best_val_dsc, state.best_epoch = val_dsc, state.epoch
-            model.save_weights(out_dir / "best.weights.h5")
-        model.save_weights(out_dir / "last.weights.h5")
         _save_optimizer(optimizer, out_dir / "optimizer.npz")
         state.done = state.epoch >= config.epochs
         tmp = state_path.with_suffix(".tmp")
