@@ -171,44 +171,47 @@ def test_arrays_round_trip_and_select(tmp_path: Path) -> None:
     assert len(picked.x) == len(picked.emphasis) == 2
 
 
-def test_training_resumes_where_it_stopped(tmp_path: Path) -> None:
-    pytest.importorskip("tensorflow")
-    from training.nets import build_unet
-    from training.train import TrainConfig, train
-
+def _tiny_data() -> Arrays:
+    """16 rows of 16x16 noise whose target is the pixels above 0.5 (learnable in a few steps)."""
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1, (16, 16, 16, 1)).astype(np.float32)
     y = (x[..., 0] > 0.5).astype(np.float32)
-    data = Arrays(x, y, np.arange(16), y)
+    return Arrays(x, y, np.arange(16), y)
 
-    def build():
-        return build_unet((16, 16, 1), base_filters=4, depth=2)
+
+def _tiny_unet():
+    from training.nets import build_unet
+
+    return build_unet((16, 16, 1), base_filters=4, depth=2)
+
+
+def test_training_resumes_where_it_stopped(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from training.train import TrainConfig, train
+
+    data = _tiny_data()
 
     config = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=4, emphasis_weight=2.0)
-    _, first = train(build, data, data, config, tmp_path, "tiny")
+    _, first = train(_tiny_unet, data, data, config, tmp_path, "tiny")
     assert first.done and first.epoch == 1 and (tmp_path / "curves.png").exists()
     # Asking for more epochs continues from epoch 1 rather than starting again.
     more = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, emphasis_weight=2.0)
-    _, second = train(build, data, data, more, tmp_path, "tiny")
+    _, second = train(_tiny_unet, data, data, more, tmp_path, "tiny")
     assert second.epoch == 2 and [h["epoch"] for h in second.history] == [1, 2]
     assert 0.0 <= second.best_val_dsc <= 1.0
 
 
 def test_validation_over_the_last_epochs_keeps_the_best_of_those(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from training.nets import build_unet
     from training.train import TrainConfig, train
 
     assert [TrainConfig(epochs=24, validate_last=0.5).validates(e) for e in (12, 13, 24)] == [
         False, True, True]
     assert [TrainConfig(epochs=3, validate_last=0.01).validates(e) for e in (1, 2, 3)] == [
         False, False, True], "the last epoch is always validated"
-    rng = np.random.default_rng(0)
-    x = rng.normal(0, 1, (16, 16, 16, 1)).astype(np.float32)
-    y = (x[..., 0] > 0.5).astype(np.float32)
-    data = Arrays(x, y, np.arange(16), y)
+    data = _tiny_data()
     config = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=4, validate_last=0.5)
-    _, state = train(lambda: build_unet((16, 16, 1), base_filters=4, depth=2), data, data,
+    _, state = train(_tiny_unet, data, data,
                      config, tmp_path, "tiny")
     measured = [h["val_dsc"] for h in state.history]
     assert measured[:2] == [None, None] and None not in measured[2:]
@@ -219,20 +222,13 @@ def test_validation_over_the_last_epochs_keeps_the_best_of_those(tmp_path: Path)
 def test_weight_average_is_what_is_validated_and_kept_and_training_resumes_raw(
         tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from training.nets import build_unet
     from training.train import TrainConfig, train
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(0, 1, (16, 16, 16, 1)).astype(np.float32)
-    y = (x[..., 0] > 0.5).astype(np.float32)
-    data = Arrays(x, y, np.arange(16), y)
-
-    def build():
-        return build_unet((16, 16, 1), base_filters=4, depth=2)
+    data = _tiny_data()
 
     config = TrainConfig(epochs=1, steps_per_epoch=4, batch_size=4, ema_momentum=0.5)
-    model, _ = train(build, data, data, config, tmp_path, "tiny")
-    last = build()
+    model, _ = train(_tiny_unet, data, data, config, tmp_path, "tiny")
+    last = _tiny_unet()
     last.load_weights(tmp_path / "last.weights.h5")
     kept = [v.numpy() for v in model.trainable_variables]
     raw = [v.numpy() for v in last.trainable_variables]
@@ -242,7 +238,7 @@ def test_weight_average_is_what_is_validated_and_kept_and_training_resumes_raw(
     assert len(optimizer.files) > 2 * len(raw), "the average is saved with the optimizer"
     # Resuming carries on from the raw weights and the saved average.
     more = TrainConfig(epochs=2, steps_per_epoch=4, batch_size=4, ema_momentum=0.5)
-    _, state = train(build, data, data, more, tmp_path, "tiny")
+    _, state = train(_tiny_unet, data, data, more, tmp_path, "tiny")
     assert state.epoch == 2 and state.best_val_dsc >= 0.0
 
 
