@@ -190,7 +190,6 @@ def test_training_resumes_where_it_stopped(tmp_path: Path) -> None:
     from training.train import TrainConfig, train
 
     data = _tiny_data()
-
     config = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=4, emphasis_weight=2.0)
     _, first = train(_tiny_unet, data, data, config, tmp_path, "tiny")
     assert first.done and first.epoch == 1 and (tmp_path / "curves.png").exists()
@@ -211,8 +210,7 @@ def test_validation_over_the_last_epochs_keeps_the_best_of_those(tmp_path: Path)
         False, False, True], "the last epoch is always validated"
     data = _tiny_data()
     config = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=4, validate_last=0.5)
-    _, state = train(_tiny_unet, data, data,
-                     config, tmp_path, "tiny")
+    _, state = train(_tiny_unet, data, data, config, tmp_path, "tiny")
     measured = [h["val_dsc"] for h in state.history]
     assert measured[:2] == [None, None] and None not in measured[2:]
     assert state.best_epoch in (3, 4) and state.best_val_dsc == max(measured[2:])
@@ -225,7 +223,6 @@ def test_weight_average_is_what_is_validated_and_kept_and_training_resumes_raw(
     from training.train import TrainConfig, train
 
     data = _tiny_data()
-
     config = TrainConfig(epochs=1, steps_per_epoch=4, batch_size=4, ema_momentum=0.5)
     model, _ = train(_tiny_unet, data, data, config, tmp_path, "tiny")
     last = _tiny_unet()

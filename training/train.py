@@ -316,13 +316,12 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
                 val_dsc = dice(predict_foreground(infer, val_data.x) >= 0.5,
                                val_data.regions[..., -1] >= 0.5)
                 if val_dsc > state.best_val_dsc:
+                    state.best_val_dsc, state.best_epoch = val_dsc, state.epoch + 1
                     model.save_weights(out_dir / "best.weights.h5")
         state.epoch += 1
         state.seconds += time.perf_counter() - started
         state.history.append({"epoch": state.epoch, "loss": float(np.mean(losses)),
                               "val_dsc": val_dsc})
-        if val_dsc is not None and val_dsc > state.best_val_dsc:
-            state.best_val_dsc, state.best_epoch = val_dsc, state.epoch
         _save_optimizer(optimizer, out_dir / "optimizer.npz")
         state.done = state.epoch >= config.epochs
         tmp = state_path.with_suffix(".tmp")
