@@ -75,6 +75,10 @@ def test_model_cards_say_synthetic_and_not_clinical(manifest: dict) -> None:
         assert ("moving average" in text) == (momentum is not None), model["name"]
         if momentum is not None:
             assert f"momentum {momentum:g}" in text, model["name"]
+        # A model trained on a mix other than the phantoms' natural one says so.
+        natural = manifest["training_data"]["obstruction_probability"]
+        trained = model["training"].get("train_obstruction_probability", natural)
+        assert (f"instead of the natural\n{natural * 100:g} %" in text) == (trained != natural)
     evaluation = (MODELS_DIR / "EVALUATION.md").read_text()
     for image in ("evaluation/boxplots.png", "evaluation/curves_myocardium_unet.png"):
         assert image in evaluation and (MODELS_DIR / image).exists()

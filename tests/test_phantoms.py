@@ -64,6 +64,37 @@ def test_truth_is_ordered_base_to_apex(series_dirs: list[Path]) -> None:
         assert np.all(np.diff(depth) > 7.9)
 
 
+def test_obstruction_probability_changes_only_the_cores() -> None:
+    """A training mix rich in obstruction must draw the same hearts and scars."""
+    added = 0
+    for index in range(60):
+        natural = sample_spec(7, index).to_json()
+        rich = sample_spec(7, index, obstruction_probability=1.0).to_json()
+        none = sample_spec(7, index, obstruction_probability=0.0).to_json()
+        assert rich["extra"] == {"obstruction_probability": 1.0} and natural["extra"] == {}
+        for a, b, c in zip(natural["scars"], rich["scars"], none["scars"], strict=True):
+            assert not c["mvo"] and (b["mvo"] or not a["mvo"])
+            assert b["mvo"] == (b["transmurality"] > 0.6)
+            added += b["mvo"] and not a["mvo"]
+        strip = ("extra", "scars")
+        assert {k: v for k, v in rich.items() if k not in strip} == \
+            {k: v for k, v in natural.items() if k not in strip}
+        assert [{**s, "mvo": None} for s in rich["scars"]] == \
+            [{**s, "mvo": None} for s in natural["scars"]]
+    assert added > 0
+
+
+def test_a_series_drawn_with_another_mix_is_redrawn(tmp_path: Path) -> None:
+    from training.phantoms.__main__ import _generate_or_reuse
+
+    first = _generate_or_reuse(PHANTOM_SEED, 2, tmp_path)
+    assert _generate_or_reuse(PHANTOM_SEED, 2, tmp_path) == first  # resumed, not redrawn
+    rich = _generate_or_reuse(PHANTOM_SEED, 2, tmp_path, obstruction_probability=1.0)
+    assert rich["spec"]["extra"] == {"obstruction_probability": 1.0}
+    written = json.loads((tmp_path / first["series_id"] / "meta.json").read_text())
+    assert written == rich
+
+
 def test_dark_blood_contrast(series_dirs: list[Path]) -> None:
     """Healthy myocardium < blood pool < scar, and fat brighter than healthy myocardium."""
     checked = 0

@@ -16,7 +16,7 @@ from service.preprocess import to_float
 
 from .dicom import build_datasets, series_id, write_series
 from .render import RenderedSeries, render
-from .spec import PhantomSpec, sample_spec
+from .spec import OBSTRUCTION_PROBABILITY, PhantomSpec, sample_spec
 
 __all__ = [
     "PhantomSpec", "RenderedSeries", "build_datasets", "generate_one", "load_truth",
@@ -24,9 +24,10 @@ __all__ = [
 ]
 
 
-def generate_one(seed: int, index: int, out_dir: Path) -> dict:
+def generate_one(seed: int, index: int, out_dir: Path,
+                 obstruction_probability: float = OBSTRUCTION_PROBABILITY) -> dict:
     """Render and write series ``index`` of data set ``seed``; returns its meta.json."""
-    spec = sample_spec(seed, index)
+    spec = sample_spec(seed, index, obstruction_probability)
     series_dir = write_series(spec, render(spec), Path(out_dir))
     return json.loads((series_dir / "meta.json").read_text())
 

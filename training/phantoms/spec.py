@@ -112,7 +112,11 @@ class PhantomSpec:
         return asdict(self)
 
 
-def _scar(rng: np.random.Generator, territory: str) -> ScarSpec:
+# Share of deep (over 60 % transmural) scars drawn with microvascular obstruction.
+OBSTRUCTION_PROBABILITY = 0.35
+
+
+def _scar(rng: np.random.Generator, territory: str, obstruction_probability: float) -> ScarSpec:
     lo, hi = TERRITORY_CENTRE_DEG[territory]
     if territory == "LAD":  # the LAD territory usually reaches the apex
         s_start, s_end = rng.uniform(0.1, 0.55), rng.uniform(0.85, 1.05)
@@ -128,7 +132,7 @@ def _scar(rng: np.random.Generator, territory: str) -> ScarSpec:
         transmurality=transmurality,
         patchy=bool(rng.random() < 0.25),
         patch_phase=tuple(float(v) for v in rng.uniform(0, 2 * np.pi, 3)),
-        mvo=bool(transmurality > 0.6 and rng.random() < 0.35),
+        mvo=bool(transmurality > 0.6 and rng.random() < obstruction_probability),
     )
 
 
@@ -139,8 +143,16 @@ def _long_axis(rng: np.random.Generator) -> tuple[float, float, float]:
     return tuple(float(v) for v in axis)
 
 
-def sample_spec(seed: int, index: int) -> PhantomSpec:
-    """Draw the parameters of series ``index`` of the data set seeded by ``seed``."""
+def sample_spec(seed: int, index: int,
+                obstruction_probability: float = OBSTRUCTION_PROBABILITY) -> PhantomSpec:
+    """Draw the parameters of series ``index`` of the data set seeded by ``seed``.
+
+    ``obstruction_probability`` only decides whether a deep scar gets an
+    obstruction core; the draw is made whatever its value, so every other
+    parameter stays the same. Training can thus over-represent the rare
+    pattern on the same hearts; a value other than the default is recorded
+    in ``extra``.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     lv_length = rng.uniform(65, 100)
     epi_radius = rng.uniform(20, 34)
@@ -182,7 +194,7 @@ def sample_spec(seed: int, index: int) -> PhantomSpec:
     n_scars = int(rng.choice([0, 1, 1, 1, 1, 2], p=[0.15, 0.2, 0.2, 0.2, 0.15, 0.1]))
     territories = rng.choice(["LAD", "RCA", "LCX"], size=n_scars, replace=False,
                              p=[0.45, 0.3, 0.25])
-    scars = tuple(_scar(rng, str(t)) for t in territories)
+    scars = tuple(_scar(rng, str(t), obstruction_probability) for t in territories)
 
     intensities = Intensities(
         myocardium=float(rng.uniform(0.02, 0.08)),
@@ -237,5 +249,7 @@ def sample_spec(seed: int, index: int) -> PhantomSpec:
         texture_seed=int(rng.integers(2**31)),
         noise_seed=int(rng.integers(2**31)),
     )
+    extra = ({} if obstruction_probability == OBSTRUCTION_PROBABILITY
+             else {"obstruction_probability": obstruction_probability})
     return PhantomSpec(seed=seed, index=index, heart=heart, scars=scars,
-                       intensities=intensities, acquisition=acquisition)
+                       intensities=intensities, acquisition=acquisition, extra=extra)
