@@ -357,3 +357,25 @@ def test_scar_dsc_is_read_separately_for_obstruction_small_scars_and_the_rest() 
          "validation_series": 1, "train_seed": 0, "minutes": {"total": 1.0},
          "thresholds": {"scar_unet": 0.5}})
     assert "| with microvascular obstruction | 1 | 0.550 | 0.450 |" in report
+
+
+def test_scar_training_series_are_redrawn_but_validation_keeps_the_natural_mix(
+        tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    from training.phantoms.__main__ import generate_many
+    from training.run import _scar_training_dirs
+
+    natural = generate_many(tmp_path / "phantoms" / "train", 3, 11, workers=1)
+    args = argparse.Namespace(train_seed=11, train_series=3, workers=1,
+                              scar_obstruction_probability=1.0)
+    dirs, split = _scar_training_dirs(natural, np.array([1]), tmp_path, args)
+    assert dirs[1] == natural[1] and split == "train11_3_obstruction1"
+    for k in (0, 2):
+        assert dirs[k] != natural[k] and dirs[k].name == natural[k].name
+        spec = json.loads((dirs[k] / "meta.json").read_text())["spec"]
+        assert spec["extra"] == {"obstruction_probability": 1.0}
+        assert all(s["mvo"] == (s["transmurality"] > 0.6) for s in spec["scars"])
+    args.scar_obstruction_probability = 0.35  # the natural mix: nothing redrawn
+    assert _scar_training_dirs(natural, np.array([1]), tmp_path, args) == (natural, "train11_3")
