@@ -365,6 +365,7 @@ def test_scar_training_series_are_redrawn_but_validation_keeps_the_natural_mix(
     import json
 
     from training.phantoms.__main__ import generate_many
+    from training.phantoms.spec import OBSTRUCTION_PROBABILITY
     from training.run import _scar_training_dirs
 
     natural = generate_many(tmp_path / "phantoms" / "train", 3, 11, workers=1)
@@ -377,5 +378,5 @@ def test_scar_training_series_are_redrawn_but_validation_keeps_the_natural_mix(
         spec = json.loads((dirs[k] / "meta.json").read_text())["spec"]
         assert spec["extra"] == {"obstruction_probability": 1.0}
         assert all(s["mvo"] == (s["transmurality"] > 0.6) for s in spec["scars"])
-    args.scar_obstruction_probability = 0.35  # the natural mix: nothing redrawn
+    args.scar_obstruction_probability = OBSTRUCTION_PROBABILITY  # nothing redrawn
     assert _scar_training_dirs(natural, np.array([1]), tmp_path, args) == (natural, "train11_3")
