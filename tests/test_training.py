@@ -369,9 +369,8 @@ def test_scar_training_series_are_redrawn_but_validation_keeps_the_natural_mix(
     from training.run import _scar_training_dirs
 
     natural = generate_many(tmp_path / "phantoms" / "train", 3, 11, workers=1)
-    args = argparse.Namespace(train_seed=11, train_series=3, workers=1,
-                              scar_obstruction_probability=1.0)
-    dirs, split = _scar_training_dirs(natural, np.array([1]), tmp_path, args)
+    args = argparse.Namespace(train_seed=11, workers=1, scar_obstruction_probability=1.0)
+    dirs, split = _scar_training_dirs(natural, "train11_3", np.array([1]), tmp_path, args)
     assert dirs[1] == natural[1] and split == "train11_3_obstruction1"
     for k in (0, 2):
         assert dirs[k] != natural[k] and dirs[k].name == natural[k].name
@@ -379,4 +378,5 @@ def test_scar_training_series_are_redrawn_but_validation_keeps_the_natural_mix(
         assert spec["extra"] == {"obstruction_probability": 1.0}
         assert all(s["mvo"] == (s["transmurality"] > 0.6) for s in spec["scars"])
     args.scar_obstruction_probability = OBSTRUCTION_PROBABILITY  # nothing redrawn
-    assert _scar_training_dirs(natural, np.array([1]), tmp_path, args) == (natural, "train11_3")
+    assert _scar_training_dirs(natural, "train11_3", np.array([1]), tmp_path, args) == (
+        natural, "train11_3")

@@ -151,7 +151,7 @@ def _cross_validate(pool: dict[str, Arrays], n_series: int, folds: int,
     return results
 
 
-def _scar_training_dirs(train_dirs: list[Path], val_idx: np.ndarray, work: Path,
+def _scar_training_dirs(train_dirs: list[Path], split: str, val_idx: np.ndarray, work: Path,
                         args: argparse.Namespace) -> tuple[list[Path], str]:
     """The scar U-Net's series and their array-cache name.
 
@@ -159,7 +159,6 @@ def _scar_training_dirs(train_dirs: list[Path], val_idx: np.ndarray, work: Path,
     keep the natural mix, so the best epoch and the threshold are chosen on what
     the test set (and a scanner) shows.
     """
-    split = f"train{args.train_seed}_{args.train_series}"
     probability = args.scar_obstruction_probability
     if probability == OBSTRUCTION_PROBABILITY:
         return train_dirs, split
@@ -210,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     for task, spec in TASKS.items():
         if task in NEEDS_MYOCARDIUM_MODEL:
             # The cascade is trained the way it runs: its peak over the ring CNN1 drew.
-            task_dirs, task_split = _scar_training_dirs(train_dirs, val_idx, work, args)
+            task_dirs, task_split = _scar_training_dirs(train_dirs, split, val_idx, work,
+                                                       args)
             pool |= build_arrays(task_dirs, arrays_dir, task_split, tasks=[task],
                                  workers=args.workers,
                                  myocardium_model=onnx_files["myocardium_unet"])

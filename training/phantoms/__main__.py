@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import OBSTRUCTION_PROBABILITY, generate_one
+from .spec import recorded_obstruction_probability
 
 
 def _generate_or_reuse(seed: int, index: int, out_dir: Path,
@@ -21,9 +22,7 @@ def _generate_or_reuse(seed: int, index: int, out_dir: Path,
     meta_path = out_dir / f"phantom_{seed:04d}_{index:05d}" / "meta.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        written = meta["spec"].get("extra", {}).get("obstruction_probability",
-                                                    OBSTRUCTION_PROBABILITY)
-        if written == obstruction_probability:
+        if recorded_obstruction_probability(meta["spec"]) == obstruction_probability:
             return meta
     return generate_one(seed, index, out_dir, obstruction_probability)
 

@@ -116,6 +116,11 @@ class PhantomSpec:
 OBSTRUCTION_PROBABILITY = 0.35
 
 
+def recorded_obstruction_probability(spec_json: dict) -> float:
+    """The obstruction probability a written spec (meta.json's ``spec``) was drawn with."""
+    return spec_json.get("extra", {}).get("obstruction_probability", OBSTRUCTION_PROBABILITY)
+
+
 def _scar(rng: np.random.Generator, territory: str, obstruction_probability: float) -> ScarSpec:
     lo, hi = TERRITORY_CENTRE_DEG[territory]
     if territory == "LAD":  # the LAD territory usually reaches the apex
