@@ -78,3 +78,29 @@ def test_wilcoxon_no_difference() -> None:
 def test_wilcoxon_rejects_unpaired() -> None:
     with pytest.raises(ValueError, match="paired"):
         m.wilcoxon([1, 2, 3], [1, 2])
+
+
+def test_median_interval_uses_the_binomial_ranks() -> None:
+    # n = 10: the 2nd and 9th values, coverage 1 - 2 * P(B <= 1) = 1 - 22/1024 (textbook table).
+    values = np.random.default_rng(0).permutation(np.arange(1.0, 11.0))
+    interval = m.median_confidence_interval(values)
+    assert (interval.low, interval.high) == (2.0, 9.0)
+    assert interval.coverage == pytest.approx(1 - 22 / 1024)
+    # n = 37 (the test set's series with scar): the 13th and 25th.
+    interval = m.median_confidence_interval(np.arange(1.0, 38.0))
+    assert (interval.low, interval.high) == (13.0, 25.0) and interval.coverage >= 0.95
+
+
+def test_median_interval_covers_the_true_median_as_often_as_it_says() -> None:
+    rng = np.random.default_rng(1)
+    samples = rng.exponential(size=(2000, 37))  # skewed: true median ln 2
+    hits = [(i.low <= np.log(2) <= i.high)
+            for i in map(m.median_confidence_interval, samples)]
+    assert np.mean(hits) == pytest.approx(m.median_confidence_interval(samples[0]).coverage,
+                                          abs=0.015)
+
+
+def test_median_interval_of_too_few_values_is_their_range_with_its_real_coverage() -> None:
+    interval = m.median_confidence_interval([3.0, 1.0, 2.0])
+    assert (interval.low, interval.high) == (1.0, 3.0) and interval.coverage == 0.75
+    assert np.isnan(m.median_confidence_interval([]).low)
