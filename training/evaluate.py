@@ -188,6 +188,8 @@ def median_iqr(values: np.ndarray) -> tuple[float, float]:
     return float(med), float(q3 - q1)
 
 
+# Level of the confidence interval of each median (the targets table's column says it).
+MEDIAN_CI_LEVEL = 0.95
 FIELDS = ("scar_dsc", "scar_sensitivity", "scar_specificity", "scar_accuracy",
           "abs_scar_percent_error", "myocardium_dsc")
 
@@ -199,7 +201,7 @@ def summarise(scores: Sequence[SeriesScore]) -> dict:
         summary["methods"][method] = {}
         for f in FIELDS:
             values = _values(scores, method, f)
-            interval = metrics.median_confidence_interval(values)
+            interval = metrics.median_confidence_interval(values, MEDIAN_CI_LEVEL)
             summary["methods"][method][f] = dict(
                 zip(("median", "iqr"), median_iqr(values), strict=True),
                 median_ci=[interval.low, interval.high], median_ci_coverage=interval.coverage)
@@ -347,7 +349,7 @@ region: the darkest of six sectors per slice; FWHM peak: 99th percentile of the 
 myocardium), as they would be run on expert contours.
 
 ## Targets (cascade U-Net)
-| figure | measured | 95 % CI of the median | target | |
+| figure | measured | {MEDIAN_CI_LEVEL * 100:g} % CI of the median | target | |
 |---|---|---|---|---|
 {target_rows}
 
