@@ -66,7 +66,7 @@ class SeriesScore:
 
 
 @dataclass(frozen=True)
-class _Series:
+class PhantomSeries:
     images: list[np.ndarray]
     spacing: tuple[float, float]
     true_myocardium: np.ndarray
@@ -74,12 +74,13 @@ class _Series:
     true_obstruction: np.ndarray
 
 
-def _read(series_dir: Path) -> _Series:
+def read_series(series_dir: Path) -> PhantomSeries:
+    """A written phantom series and its truth, slices in the truth's (base-to-apex) order."""
     datasets, images = load_series(series_dir)
     truth = load_truth(series_dir)
     masks = [np.stack([truth[d.SOPInstanceUID][k] for d in datasets]).astype(bool)
              for k in ("myocardium", "scar", "mvo")]
-    return _Series(images, tuple(float(v) for v in datasets[0].PixelSpacing), *masks)
+    return PhantomSeries(images, tuple(float(v) for v in datasets[0].PixelSpacing), *masks)
 
 
 SHORT_LABELS = {"cascade-unet": "cascade", "enet": "ENet P2", "enet-raw": "ENet P1",
@@ -111,7 +112,7 @@ def choose_thresholds(series_dirs: Sequence[Path], networks: Mapping[str, Networ
     dsc: dict[str, dict[float, list[float]]] = {task: {t: [] for t in grid}
                                                 for task in SCAR_NETWORKS}
     for d in tqdm(series_dirs, desc="thresholds (validation)", unit="series"):
-        series = _read(d)
+        series = read_series(d)
         if not series.true_scar.any():
             continue
         myo_p = myocardium_probability(series.images, series.spacing,
@@ -132,7 +133,7 @@ def choose_thresholds(series_dirs: Sequence[Path], networks: Mapping[str, Networ
 
 def score_series(series_dir: Path, networks: Mapping[str, Network]) -> list[SeriesScore]:
     """Every method on one series; ``networks`` has myocardium_unet, scar_unet, enet_p1/p2."""
-    series = _read(series_dir)
+    series = read_series(series_dir)
     images, spacing = series.images, series.spacing
     true_myo, true_scar = series.true_myocardium, series.true_scar
     myo_p = myocardium_probability(images, spacing, networks["myocardium_unet"])

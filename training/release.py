@@ -201,7 +201,9 @@ Full results, box plots and the statistical comparisons: `models/EVALUATION.md`.
   represented; expect lower accuracy on real images until validated on them.
 - Short-axis dark-blood LGE only; no long-axis views, no bright-blood LGE.
 - Slices of 6-14 per stack, 1.2-2.0 mm pixels were seen in training; other geometries are
-  resampled but untested.
+  resampled. `models/STRESS.md` measures the cascade on development phantoms changed
+  beyond the training ranges (pixel size, tissue contrast, noise, orientation, field of
+  view, stack length); `python -m training.stress` makes it again for new models.
 - Microvascular obstruction (a dark core in transmural scar, on its endocardial side) is
   dark like remote myocardium and the blood pool. The cascade's scar U-Net, trained on
   series rich in it, calls about 60 % of its pixels scar on development phantoms (10 %

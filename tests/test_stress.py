@@ -1,0 +1,174 @@
+"""The stress test's perturbations keep pixels and truth aligned; its pairing is by series."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.models import load_registry
+from training import metrics
+from training.evaluate import read_series, score_series
+from training.stress import (
+    PERTURBATIONS,
+    REFERENCE,
+    SHA_SHOWN,
+    Case,
+    StressScore,
+    rerendered,
+    series_spec,
+    stress_test,
+    summarise,
+    tissue_signal,
+    weaker_enhancement,
+)
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def ring_case() -> Case:
+    """Two slices: a myocardial ring (0.3) with scar (1.0) on one side, blood 0.6, air 0.05."""
+    yy, xx = np.mgrid[:80, :96]
+    r = np.hypot(yy - 38.0, xx - 50.0)
+    myocardium = (r >= 14) & (r <= 22)
+    scar = myocardium & (xx > 55)
+    image = np.where(r < 14, 0.6, 0.05) + 0.25 * myocardium + 0.7 * scar
+    return Case([image.copy(), image.copy()], (1.5, 1.5), np.stack([myocardium] * 2),
+                np.stack([scar] * 2))
+
+
+PIXEL_CHANGES = ["as generated", "mirrored", "rotated 90°", "0.75 mm pixels", "2.4 mm pixels",
+                 "shading 0.6-1.4", "heart 90 mm off centre", "3 mid slices"]
+
+
+@pytest.mark.parametrize("name", PIXEL_CHANGES)
+def test_every_pixel_change_keeps_the_truth_on_its_pixels(name: str) -> None:
+    case = ring_case()
+    changed = PERTURBATIONS[name][1](case, None, np.random.default_rng(0))
+    assert changed.myocardium.shape == changed.scar.shape
+    assert len(changed.images) == changed.myocardium.shape[0] >= 1
+    assert all(im.shape == changed.myocardium.shape[1:] for im in changed.images)
+    assert not (changed.scar & ~changed.myocardium).any()
+    images = np.stack(changed.images)
+    remote = changed.myocardium & ~changed.scar
+    # Scar stays brighter than remote myocardium: the truth did not slide off its pixels.
+    assert np.median(images[changed.scar]) > np.median(images[remote])
+    bright = images > 0.5 * (np.median(images[changed.scar]) + np.median(images[remote]))
+    assert metrics.dice(bright & changed.myocardium, changed.scar) > 0.85
+
+
+def test_geometric_changes_are_exact_and_scale_the_pixel_size() -> None:
+    case = ring_case()
+    rng = np.random.default_rng(0)
+    mirrored = PERTURBATIONS["mirrored"][1](case, None, rng)
+    assert np.array_equal(mirrored.images[0][:, ::-1], case.images[0])
+    assert np.array_equal(mirrored.scar[:, :, ::-1], case.scar)
+    fine = PERTURBATIONS["0.75 mm pixels"][1](case, None, rng)
+    assert fine.spacing == (0.75, 0.75)
+    assert fine.images[0].shape == (160, 192)
+    # Same area in mm², to a pixel's partial volume along the border.
+    assert fine.scar.sum() * 0.75**2 == pytest.approx(case.scar.sum() * 1.5**2, rel=0.05)
+    shifted = PERTURBATIONS["heart 90 mm off centre"][1](case, None, rng)
+    assert shifted.images[0].shape == (80, 96 + 120)
+    assert np.array_equal(shifted.images[0][:, 120:], case.images[0])
+    assert np.array_equal(shifted.scar[:, :, 120:], case.scar)
+
+
+def test_rendering_again_unchanged_gives_the_written_series(series_dirs: list[Path]) -> None:
+    series_dir = series_dirs[0]
+    written = read_series(series_dir)
+    spec = series_spec(series_dir)
+    case = Case(written.images, written.spacing, written.true_myocardium, written.true_scar)
+    again = rerendered(lambda s: s)(case, spec, np.random.default_rng(0))
+    assert again.spacing == pytest.approx(written.spacing)  # DICOM DS keeps 8 digits
+    assert np.array_equal(again.myocardium, written.true_myocardium)
+    assert np.array_equal(again.scar, written.true_scar)
+    # The written pixels are the rendered ones stored as integers (Rescale Slope/Intercept).
+    step = float(np.median(np.diff(np.unique(np.concatenate([im.ravel() for im in case.images])))))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(again.images, case.images,
+                                                          strict=True)) <= step
+
+
+@pytest.mark.parametrize("name", sorted(set(PERTURBATIONS) - set(PIXEL_CHANGES)))
+def test_every_rendered_change_keeps_scar_inside_and_brighter_than_remote(
+        name: str, series_dirs: list[Path]) -> None:
+    series_dir = next(d for d in series_dirs if read_series(d).true_scar.any())
+    written = read_series(series_dir)
+    case = Case(written.images, written.spacing, written.true_myocardium, written.true_scar)
+    changed = PERTURBATIONS[name][1](case, series_spec(series_dir), np.random.default_rng(0))
+    assert changed.myocardium.shape == changed.scar.shape == case.scar.shape
+    assert not (changed.scar & ~changed.myocardium).any()
+    images = np.stack(changed.images)
+    assert np.median(images[changed.scar]) > np.median(images[changed.myocardium
+                                                              & ~changed.scar])
+
+
+def test_tissue_changes_touch_only_their_parameter_and_keep_the_noise(
+        series_dirs: list[Path]) -> None:
+    spec = series_spec(series_dirs[0])
+    grey = tissue_signal(blood=0.7)(spec)
+    assert grey.intensities.blood == pytest.approx(0.7 * spec.intensities.scar)
+    assert dataclasses.replace(grey.intensities, blood=spec.intensities.blood) \
+        == spec.intensities
+    assert grey.acquisition == spec.acquisition and grey.heart == spec.heart
+    weak = weaker_enhancement(1.4)(spec)
+    assert weak.intensities.scar == pytest.approx(1.4 * spec.intensities.blood)
+    # The renderer's noise sigma is scar / SNR: unchanged.
+    assert weak.intensities.scar / weak.acquisition.snr == pytest.approx(
+        spec.intensities.scar / spec.acquisition.snr)
+
+
+def _score(series: str, name: str, dsc: float, called: bool = True) -> StressScore:
+    has_scar = not np.isnan(dsc)
+    return StressScore(series, name, has_scar, dsc, 0.9, 1.0, called, dsc)
+
+
+def test_summary_pairs_each_change_with_the_same_series_as_generated() -> None:
+    scores = [_score("a", REFERENCE, 0.90), _score("b", REFERENCE, 0.80),
+              _score("c", REFERENCE, 0.70), _score("d", REFERENCE, np.nan, called=False),
+              # listed in another order: pairing must be by series, not by position
+              _score("c", "mirrored", 0.72), _score("a", "mirrored", 0.80),
+              _score("d", "mirrored", np.nan, called=True), _score("b", "mirrored", 0.79)]
+    rows = {r["perturbation"]: r for r in summarise(scores)}
+    mirrored = rows["mirrored"]
+    assert mirrored["scar_dsc_change_median"] == pytest.approx(-0.01)
+    assert mirrored["worse_by_0.05"] == 1  # only series a (0.90 -> 0.80)
+    assert mirrored["series_with_scar"] == 3
+    assert mirrored["scar_called_on_scar_free"] == 1 and mirrored["scar_free_series"] == 1
+    assert rows[REFERENCE]["scar_dsc_change_median"] == 0.0
+    assert rows[REFERENCE]["scar_called_on_scar_free"] == 0
+
+
+def test_unchanged_series_score_as_the_evaluation_scores_them(series_dirs: list[Path]) -> None:
+    registry = load_registry(MODELS, provider="cpu")
+    cascade = registry.pipelines["cascade-unet"]
+    dirs = series_dirs[:2]
+    stressed = stress_test(dirs, cascade.myocardium.network, cascade.scar.network,
+                           perturbations=(REFERENCE, "mirrored"))
+    assert [s.perturbation for s in stressed] == [REFERENCE, "mirrored"] * 2
+    networks = {"myocardium_unet": cascade.myocardium.network,
+                "scar_unet": cascade.scar.network,
+                "enet_p2": registry.models["enet-p2"].network,
+                "enet_p1": registry.models["enet-p1"].network}
+    for series_dir, mine in zip(dirs, stressed[::2], strict=True):
+        theirs = next(s for s in score_series(series_dir, networks)
+                      if s.method == "cascade-unet")
+        assert mine.myocardium_dsc == pytest.approx(theirs.myocardium_dsc)
+        assert mine.abs_scar_percent_error == pytest.approx(theirs.abs_scar_percent_error)
+        assert np.isnan(mine.scar_dsc) == np.isnan(theirs.scar_dsc)
+        if not np.isnan(mine.scar_dsc):
+            assert mine.scar_dsc == pytest.approx(theirs.scar_dsc)
+
+
+def test_shipped_stress_report_describes_the_shipped_models() -> None:
+    """``models/STRESS.md`` must be made again (python -m training.stress) after a release."""
+    report = (MODELS / "STRESS.md").read_text()
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    pipeline = next(p for p in manifest["pipelines"].values() if p.get("default"))
+    shas = {m["name"]: m["sha256"] for m in manifest["models"]}
+    for role in ("myocardium", "scar"):
+        assert shas[pipeline[role]][:SHA_SHOWN] in report, f"STRESS.md predates {pipeline[role]}"
+    assert all(name in report for name in PERTURBATIONS)
