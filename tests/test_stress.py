@@ -11,12 +11,11 @@ import pytest
 
 from service.models import load_registry
 from training import metrics
-from training.evaluate import read_series, score_series
+from training.evaluate import PhantomSeries, read_series, score_series
 from training.stress import (
     PERTURBATIONS,
     REFERENCE,
     SHA_SHOWN,
-    Case,
     StressScore,
     rerendered,
     series_spec,
@@ -29,15 +28,15 @@ from training.stress import (
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
-def ring_case() -> Case:
+def ring_case() -> PhantomSeries:
     """Two slices: a myocardial ring (0.3) with scar (1.0) on one side, blood 0.6, air 0.05."""
     yy, xx = np.mgrid[:80, :96]
     r = np.hypot(yy - 38.0, xx - 50.0)
     myocardium = (r >= 14) & (r <= 22)
     scar = myocardium & (xx > 55)
     image = np.where(r < 14, 0.6, 0.05) + 0.25 * myocardium + 0.7 * scar
-    return Case([image.copy(), image.copy()], (1.5, 1.5), np.stack([myocardium] * 2),
-                np.stack([scar] * 2))
+    return PhantomSeries([image.copy(), image.copy()], (1.5, 1.5), np.stack([myocardium] * 2),
+                         np.stack([scar] * 2), np.stack([scar & (r < 17)] * 2))
 
 
 PIXEL_CHANGES = ["as generated", "mirrored", "rotated 90°", "0.75 mm pixels", "2.4 mm pixels",
@@ -48,16 +47,19 @@ PIXEL_CHANGES = ["as generated", "mirrored", "rotated 90°", "0.75 mm pixels", "
 def test_every_pixel_change_keeps_the_truth_on_its_pixels(name: str) -> None:
     case = ring_case()
     changed = PERTURBATIONS[name][1](case, None, np.random.default_rng(0))
-    assert changed.myocardium.shape == changed.scar.shape
-    assert len(changed.images) == changed.myocardium.shape[0] >= 1
-    assert all(im.shape == changed.myocardium.shape[1:] for im in changed.images)
-    assert not (changed.scar & ~changed.myocardium).any()
+    assert changed.true_myocardium.shape == changed.true_scar.shape
+    assert len(changed.images) == changed.true_myocardium.shape[0] >= 1
+    assert all(im.shape == changed.true_myocardium.shape[1:] for im in changed.images)
+    assert not (changed.true_scar & ~changed.true_myocardium).any()
+    # The obstruction core moves with the rest of the truth.
+    assert changed.true_obstruction.any()
+    assert not (changed.true_obstruction & ~changed.true_scar).any()
     images = np.stack(changed.images)
-    remote = changed.myocardium & ~changed.scar
+    remote = changed.true_myocardium & ~changed.true_scar
     # Scar stays brighter than remote myocardium: the truth did not slide off its pixels.
-    assert np.median(images[changed.scar]) > np.median(images[remote])
-    bright = images > 0.5 * (np.median(images[changed.scar]) + np.median(images[remote]))
-    assert metrics.dice(bright & changed.myocardium, changed.scar) > 0.85
+    assert np.median(images[changed.true_scar]) > np.median(images[remote])
+    bright = images > 0.5 * (np.median(images[changed.true_scar]) + np.median(images[remote]))
+    assert metrics.dice(bright & changed.true_myocardium, changed.true_scar) > 0.85
 
 
 def test_geometric_changes_are_exact_and_scale_the_pixel_size() -> None:
@@ -65,30 +67,31 @@ def test_geometric_changes_are_exact_and_scale_the_pixel_size() -> None:
     rng = np.random.default_rng(0)
     mirrored = PERTURBATIONS["mirrored"][1](case, None, rng)
     assert np.array_equal(mirrored.images[0][:, ::-1], case.images[0])
-    assert np.array_equal(mirrored.scar[:, :, ::-1], case.scar)
+    assert np.array_equal(mirrored.true_scar[:, :, ::-1], case.true_scar)
     fine = PERTURBATIONS["0.75 mm pixels"][1](case, None, rng)
     assert fine.spacing == (0.75, 0.75)
     assert fine.images[0].shape == (160, 192)
     # Same area in mm², to a pixel's partial volume along the border.
-    assert fine.scar.sum() * 0.75**2 == pytest.approx(case.scar.sum() * 1.5**2, rel=0.05)
+    assert fine.true_scar.sum() * 0.75**2 == pytest.approx(case.true_scar.sum() * 1.5**2,
+                                                           rel=0.05)
     shifted = PERTURBATIONS["heart 90 mm off centre"][1](case, None, rng)
     assert shifted.images[0].shape == (80, 96 + 120)
     assert np.array_equal(shifted.images[0][:, 120:], case.images[0])
-    assert np.array_equal(shifted.scar[:, :, 120:], case.scar)
+    assert np.array_equal(shifted.true_scar[:, :, 120:], case.true_scar)
 
 
 def test_rendering_again_unchanged_gives_the_written_series(series_dirs: list[Path]) -> None:
     series_dir = series_dirs[0]
     written = read_series(series_dir)
-    spec = series_spec(series_dir)
-    case = Case(written.images, written.spacing, written.true_myocardium, written.true_scar)
-    again = rerendered(lambda s: s)(case, spec, np.random.default_rng(0))
+    again = rerendered(lambda s: s)(written, series_spec(series_dir), np.random.default_rng(0))
     assert again.spacing == pytest.approx(written.spacing)  # DICOM DS keeps 8 digits
-    assert np.array_equal(again.myocardium, written.true_myocardium)
-    assert np.array_equal(again.scar, written.true_scar)
+    assert np.array_equal(again.true_myocardium, written.true_myocardium)
+    assert np.array_equal(again.true_scar, written.true_scar)
+    assert np.array_equal(again.true_obstruction, written.true_obstruction)
     # The written pixels are the rendered ones stored as integers (Rescale Slope/Intercept).
-    step = float(np.median(np.diff(np.unique(np.concatenate([im.ravel() for im in case.images])))))
-    assert max(float(np.abs(a - b).max()) for a, b in zip(again.images, case.images,
+    values = np.unique(np.concatenate([im.ravel() for im in written.images]))
+    step = float(np.median(np.diff(values)))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(again.images, written.images,
                                                           strict=True)) <= step
 
 
@@ -97,13 +100,12 @@ def test_every_rendered_change_keeps_scar_inside_and_brighter_than_remote(
         name: str, series_dirs: list[Path]) -> None:
     series_dir = next(d for d in series_dirs if read_series(d).true_scar.any())
     written = read_series(series_dir)
-    case = Case(written.images, written.spacing, written.true_myocardium, written.true_scar)
-    changed = PERTURBATIONS[name][1](case, series_spec(series_dir), np.random.default_rng(0))
-    assert changed.myocardium.shape == changed.scar.shape == case.scar.shape
-    assert not (changed.scar & ~changed.myocardium).any()
+    changed = PERTURBATIONS[name][1](written, series_spec(series_dir), np.random.default_rng(0))
+    assert changed.true_myocardium.shape == changed.true_scar.shape == written.true_scar.shape
+    assert not (changed.true_scar & ~changed.true_myocardium).any()
     images = np.stack(changed.images)
-    assert np.median(images[changed.scar]) > np.median(images[changed.myocardium
-                                                              & ~changed.scar])
+    assert np.median(images[changed.true_scar]) > np.median(images[changed.true_myocardium
+                                                              & ~changed.true_scar])
 
 
 def test_tissue_changes_touch_only_their_parameter_and_keep_the_noise(

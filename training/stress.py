@@ -36,66 +36,65 @@ from service.quantify import fwhm_scar, scar_fraction
 from service.segment import Network, segment
 
 from . import metrics
-from .evaluate import read_series
+from .evaluate import PhantomSeries, read_series
 from .phantoms.__main__ import generate_many
 from .phantoms.render import render
 from .phantoms.spec import PhantomSpec, recorded_obstruction_probability, sample_spec
 
-
-@dataclass(frozen=True)
-class Case:
-    """One series as the pipeline sees it (slices base to apex) and its truth (z, y, x)."""
-
-    images: list[np.ndarray]
-    spacing: tuple[float, float]
-    myocardium: np.ndarray
-    scar: np.ndarray
-
-
 # (the series as written, the parameters it was rendered from, a seeded generator) -> changed
-Perturbation = Callable[[Case, PhantomSpec, np.random.Generator], Case]
+Perturbation = Callable[[PhantomSeries, PhantomSpec, np.random.Generator], PhantomSeries]
 
 
-def _same(case: Case, spec: PhantomSpec, rng: np.random.Generator) -> Case:
-    return case
+def _moved(series: PhantomSeries, images: list[np.ndarray], spacing: tuple[float, float],
+           move: Callable[[np.ndarray], np.ndarray]) -> PhantomSeries:
+    """New pixels, with every truth mask (z, y, x) moved by ``move`` as the pixels were."""
+    return PhantomSeries(images, spacing, move(series.true_myocardium), move(series.true_scar),
+                         move(series.true_obstruction))
 
 
-def _mirrored(case: Case, spec: PhantomSpec, rng: np.random.Generator) -> Case:
-    return Case([im[:, ::-1] for im in case.images], case.spacing,
-                case.myocardium[:, :, ::-1], case.scar[:, :, ::-1])
+def _same(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator) -> PhantomSeries:
+    return series
 
 
-def _rotated(case: Case, spec: PhantomSpec, rng: np.random.Generator) -> Case:
-    return Case([np.rot90(im) for im in case.images], case.spacing[::-1],
-                np.rot90(case.myocardium, axes=(1, 2)), np.rot90(case.scar, axes=(1, 2)))
+def _mirrored(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> PhantomSeries:
+    return _moved(series, [im[:, ::-1] for im in series.images], series.spacing,
+                  lambda m: m[:, :, ::-1])
+
+
+def _rotated(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
+             ) -> PhantomSeries:
+    return _moved(series, [np.rot90(im) for im in series.images], series.spacing[::-1],
+                  lambda m: np.rot90(m, axes=(1, 2)))
 
 
 def resampled(spacing_mm: float) -> Perturbation:
     """Pixels of ``spacing_mm``: cubic for the image (as a scanner interpolates), truth linear."""
-    def apply(case: Case, spec: PhantomSpec, rng: np.random.Generator) -> Case:
-        zoom = (case.spacing[0] / spacing_mm, case.spacing[1] / spacing_mm)
-        low = min(float(np.min(im)) for im in case.images)
+    def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> PhantomSeries:
+        zoom = (series.spacing[0] / spacing_mm, series.spacing[1] / spacing_mm)
+        low = _intensity_range(series)[0]
         images = [np.maximum(ndimage.zoom(np.asarray(im, np.float32), zoom, order=3), low)
-                  for im in case.images]
-
-        def mask(m: np.ndarray) -> np.ndarray:
-            return np.stack([ndimage.zoom(s.astype(np.float32), zoom, order=1) >= 0.5 for s in m])
-        return Case(images, (spacing_mm, spacing_mm), mask(case.myocardium), mask(case.scar))
+                  for im in series.images]
+        return _moved(series, images, (spacing_mm, spacing_mm), lambda m: np.stack(
+            [ndimage.zoom(s.astype(np.float32), zoom, order=1) >= 0.5 for s in m]))
     return apply
 
 
-def _intensity_range(case: Case) -> tuple[float, float]:
-    return (min(float(np.min(im)) for im in case.images),
-            max(float(np.max(im)) for im in case.images))
+def _intensity_range(series: PhantomSeries) -> tuple[float, float]:
+    return (min(float(np.min(im)) for im in series.images),
+            max(float(np.max(im)) for im in series.images))
 
 
 def rerendered(change: Callable[[PhantomSpec], PhantomSpec]) -> Perturbation:
     """The series rendered again from its parameters after ``change`` (same noise draw)."""
-    def apply(case: Case, spec: PhantomSpec, rng: np.random.Generator) -> Case:
+    def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> PhantomSeries:
         rendered = render(change(spec))
         spacing = rendered.geometry[0].pixel_spacing
-        return Case(list(rendered.image), (float(spacing[0]), float(spacing[1])),
-                    rendered.myocardium.astype(bool), rendered.scar.astype(bool))
+        return PhantomSeries(list(rendered.image), (float(spacing[0]), float(spacing[1])),
+                             rendered.myocardium.astype(bool), rendered.scar.astype(bool),
+                             rendered.mvo.astype(bool))
     return apply
 
 
@@ -129,11 +128,12 @@ def snr(value: float) -> Callable[[PhantomSpec], PhantomSpec]:
 
 def shading(low_gain: float, high_gain: float) -> Perturbation:
     """A coil-sensitivity ramp across the field of view, left to right."""
-    def apply(case: Case, spec: PhantomSpec, rng: np.random.Generator) -> Case:
-        low, _ = _intensity_range(case)
+    def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> PhantomSeries:
+        low = _intensity_range(series)[0]
         images = [low + (im - low) * np.linspace(low_gain, high_gain, im.shape[1])[None, :]
-                  for im in case.images]
-        return dataclasses.replace(case, images=images)
+                  for im in series.images]
+        return dataclasses.replace(series, images=images)
     return apply
 
 
@@ -142,28 +142,27 @@ def off_centre(distance_mm: float) -> Perturbation:
 
     The new pixels are drawn from the series' darkest 5 % (noisy air), not a constant.
     """
-    def apply(case: Case, spec: PhantomSpec, rng: np.random.Generator) -> Case:
-        pad = int(round(2.0 * distance_mm / case.spacing[1]))
+    def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> PhantomSeries:
+        pad = int(round(2.0 * distance_mm / series.spacing[1]))
         images = []
-        for im in case.images:
+        for im in series.images:
             air = np.asarray(im)[im <= np.percentile(im, 5)]
-            fill = rng.choice(air, size=(im.shape[0], pad))
-            images.append(np.concatenate([fill, im], axis=1))
-
-        def mask(m: np.ndarray) -> np.ndarray:
-            return np.pad(m, ((0, 0), (0, 0), (pad, 0)))
-        return Case(images, case.spacing, mask(case.myocardium), mask(case.scar))
+            images.append(np.concatenate([rng.choice(air, size=(im.shape[0], pad)), im], axis=1))
+        return _moved(series, images, series.spacing,
+                      lambda m: np.pad(m, ((0, 0), (0, 0), (pad, 0))))
     return apply
 
 
 def mid_slices(count: int) -> Perturbation:
     """Only ``count`` slices from the middle of the LV (a short or partial stack)."""
-    def apply(case: Case, spec: PhantomSpec, rng: np.random.Generator) -> Case:
-        with_lv = np.flatnonzero(case.myocardium.any(axis=(1, 2)))
+    def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> PhantomSeries:
+        with_lv = np.flatnonzero(series.true_myocardium.any(axis=(1, 2)))
         start = max(len(with_lv) // 2 - count // 2, 0)
         keep = with_lv[start:start + count]
-        return Case([case.images[k] for k in keep], case.spacing, case.myocardium[keep],
-                    case.scar[keep])
+        return _moved(series, [series.images[k] for k in keep], series.spacing,
+                      lambda m: m[keep])
     return apply
 
 
@@ -211,18 +210,19 @@ class StressScore:
     fwhm_scar_dsc: float
 
 
-def score_case(series_id: str, perturbation: str, case: Case, myocardium_net: Network,
-               scar_net: Network) -> StressScore:
-    seg = segment(case.images, case.spacing, myocardium_net, scar_net)
-    has_scar = bool(case.scar.any())
+def score_changed(series_id: str, perturbation: str, series: PhantomSeries,
+                  myocardium_net: Network, scar_net: Network) -> StressScore:
+    seg = segment(series.images, series.spacing, myocardium_net, scar_net)
+    truth_myocardium, truth_scar = series.true_myocardium, series.true_scar
+    has_scar = bool(truth_scar.any())
     error = 100.0 * abs(scar_fraction(seg.scar, seg.myocardium)
-                        - scar_fraction(case.scar, case.myocardium))
+                        - scar_fraction(truth_scar, truth_myocardium))
     nan = float("nan")
     return StressScore(series_id, perturbation, has_scar,
-                       metrics.dice(seg.scar, case.scar) if has_scar else nan,
-                       metrics.dice(seg.myocardium, case.myocardium), error,
+                       metrics.dice(seg.scar, truth_scar) if has_scar else nan,
+                       metrics.dice(seg.myocardium, truth_myocardium), error,
                        bool(seg.scar.any()),
-                       metrics.dice(fwhm_scar(case.images, case.myocardium), case.scar)
+                       metrics.dice(fwhm_scar(series.images, truth_myocardium), truth_scar)
                        if has_scar else nan)
 
 
@@ -240,13 +240,12 @@ def stress_test(series_dirs: Sequence[Path], myocardium_net: Network, scar_net: 
     scores = []
     for number, series_dir in enumerate(tqdm(series_dirs, desc="stress", unit="series")):
         series = read_series(series_dir)
-        case = Case(series.images, series.spacing, series.true_myocardium, series.true_scar)
         spec = series_spec(series_dir)
         for name in perturbations:
             rng = np.random.default_rng([seed, number])
-            changed = PERTURBATIONS[name][1](case, spec, rng)
-            scores.append(score_case(Path(series_dir).name, name, changed, myocardium_net,
-                                     scar_net))
+            changed = PERTURBATIONS[name][1](series, spec, rng)
+            scores.append(score_changed(Path(series_dir).name, name, changed, myocardium_net,
+                                        scar_net))
     return scores
 
 
