@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -251,7 +252,9 @@ def subgroup_medians(scores: Sequence[SeriesScore]) -> dict[str, dict]:
     return out
 
 
-def write_csv(scores: Sequence[SeriesScore], path: Path) -> None:
+def write_csv(scores: Sequence[Any], path: Path) -> None:
+    """One row per score, a column per field (any dataclass: these, the stress test's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(scores[0])))
         writer.writeheader()

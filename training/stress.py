@@ -6,9 +6,9 @@ The models will meet series from other scanners and other phantom makers,
 whose contrast, pixel size, field of view and orientation differ from the
 ones they were trained on. Each perturbation here is a pure function of a
 series and its truth that keeps the two aligned: a change of the pixels
-(mirroring, resampling, noise, shading, a wider field of view, fewer
-slices), or of the phantom's own parameters (tissue contrast beyond the
-training ranges), rendered again with the same anatomy, scar and noise
+(mirroring, rotation, resampling, shading, a wider field of view, fewer
+slices), or of the phantom's own parameters (tissue contrast and noise
+beyond the training ranges), rendered again with the same anatomy, scar and noise
 draw, so the truth follows from geometry as before. The same series go through
 the service's own pipeline (the registry of ``models/``, with its thresholds)
 once as generated and once per perturbation, so every change is paired.
@@ -20,7 +20,6 @@ design decisions were measured on; no training or test series are used.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
@@ -36,7 +35,7 @@ from service.quantify import fwhm_scar, scar_fraction
 from service.segment import Network, segment
 
 from . import metrics
-from .evaluate import PhantomSeries, read_series
+from .evaluate import PhantomSeries, read_series, write_csv
 from .phantoms.__main__ import generate_many
 from .phantoms.render import render
 from .phantoms.spec import PhantomSpec, recorded_obstruction_probability, sample_spec
@@ -307,14 +306,6 @@ def markdown(rows: Sequence[dict], context: str) -> str:
               "pixels: where it falls too, the change moved the half-maximum border that the "
               "truth follows, not only the network's view."]
     return "\n".join(lines) + "\n"
-
-
-def write_csv(scores: Sequence[StressScore], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[f.name for f in dataclasses.fields(StressScore)])
-        writer.writeheader()
-        writer.writerows(dataclasses.asdict(s) for s in scores)
 
 
 def main(argv: list[str] | None = None) -> int:
