@@ -17,6 +17,7 @@ from training.stress import (
     REFERENCE,
     SHA_SHOWN,
     StressScore,
+    pixel_size,
     rerendered,
     series_spec,
     stress_test,
@@ -39,7 +40,7 @@ def ring_case() -> PhantomSeries:
                          np.stack([scar] * 2), np.stack([scar & (r < 17)] * 2))
 
 
-PIXEL_CHANGES = ["as generated", "mirrored", "rotated 90°", "0.75 mm pixels", "2.4 mm pixels",
+PIXEL_CHANGES = ["as generated", "mirrored", "rotated 90°", "0.75 mm, interpolated",
                  "shading 0.6-1.4", "heart 90 mm off centre", "3 mid slices"]
 
 
@@ -68,7 +69,7 @@ def test_geometric_changes_are_exact_and_scale_the_pixel_size() -> None:
     mirrored = PERTURBATIONS["mirrored"][1](case, None, rng)
     assert np.array_equal(mirrored.images[0][:, ::-1], case.images[0])
     assert np.array_equal(mirrored.true_scar[:, :, ::-1], case.true_scar)
-    fine = PERTURBATIONS["0.75 mm pixels"][1](case, None, rng)
+    fine = PERTURBATIONS["0.75 mm, interpolated"][1](case, None, rng)
     assert fine.spacing == (0.75, 0.75)
     assert fine.images[0].shape == (160, 192)
     # Same area in mm², to a pixel's partial volume along the border.
@@ -101,11 +102,33 @@ def test_every_rendered_change_keeps_scar_inside_and_brighter_than_remote(
     series_dir = next(d for d in series_dirs if read_series(d).true_scar.any())
     written = read_series(series_dir)
     changed = PERTURBATIONS[name][1](written, series_spec(series_dir), np.random.default_rng(0))
-    assert changed.true_myocardium.shape == changed.true_scar.shape == written.true_scar.shape
+    assert changed.true_myocardium.shape == changed.true_scar.shape
+    assert len(changed.images) == len(changed.true_scar) == len(written.images)
     assert not (changed.true_scar & ~changed.true_myocardium).any()
     images = np.stack(changed.images)
     assert np.median(images[changed.true_scar]) > np.median(images[changed.true_myocardium
                                                               & ~changed.true_scar])
+
+
+def test_finer_pixels_render_the_same_heart_in_the_same_place(series_dirs: list[Path]) -> None:
+    series_dir = series_dirs[0]
+    written = read_series(series_dir)
+    fine = rerendered(pixel_size(0.75))(written, series_spec(series_dir),
+                                        np.random.default_rng(0))
+    assert fine.spacing == pytest.approx((0.75, 0.75))
+    factor = written.spacing[0] / 0.75
+    assert fine.images[0].shape == pytest.approx(
+        tuple(n * factor for n in written.images[0].shape), abs=1)
+
+    def area_and_centre_mm(mask: np.ndarray, spacing: float) -> tuple[float, np.ndarray]:
+        rows, cols = np.nonzero(mask.any(axis=0))
+        centre = (np.array([rows.mean(), cols.mean()]) - (np.array(mask.shape[1:]) - 1) / 2)
+        return mask.sum() * spacing**2, centre * spacing
+
+    area, centre = area_and_centre_mm(written.true_myocardium, written.spacing[0])
+    fine_area, fine_centre = area_and_centre_mm(fine.true_myocardium, 0.75)
+    assert fine_area == pytest.approx(area, rel=0.05)
+    assert np.abs(fine_centre - centre).max() < 1.0
 
 
 def test_tissue_changes_touch_only_their_parameter_and_keep_the_noise(
