@@ -72,7 +72,7 @@ def resampled(spacing_mm: float) -> Perturbation:
     def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
               ) -> PhantomSeries:
         zoom = (series.spacing[0] / spacing_mm, series.spacing[1] / spacing_mm)
-        low = _intensity_range(series)[0]
+        low = _darkest(series)
         images = [np.maximum(ndimage.zoom(np.asarray(im, np.float32), zoom, order=3), low)
                   for im in series.images]
         return _moved(series, images, (spacing_mm, spacing_mm), lambda m: np.stack(
@@ -80,9 +80,9 @@ def resampled(spacing_mm: float) -> Perturbation:
     return apply
 
 
-def _intensity_range(series: PhantomSeries) -> tuple[float, float]:
-    return (min(float(np.min(im)) for im in series.images),
-            max(float(np.max(im)) for im in series.images))
+def _darkest(series: PhantomSeries) -> float:
+    """The series' lowest value: zero signal, whatever the stored offset."""
+    return min(float(np.min(im)) for im in series.images)
 
 
 def rerendered(change: Callable[[PhantomSpec], PhantomSpec]) -> Perturbation:
@@ -141,7 +141,7 @@ def shading(low_gain: float, high_gain: float) -> Perturbation:
     """A coil-sensitivity ramp across the field of view, left to right."""
     def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
               ) -> PhantomSeries:
-        low = _intensity_range(series)[0]
+        low = _darkest(series)
         images = [low + (im - low) * np.linspace(low_gain, high_gain, im.shape[1])[None, :]
                   for im in series.images]
         return dataclasses.replace(series, images=images)
