@@ -99,8 +99,8 @@ def test_rendering_again_unchanged_gives_the_written_series(series_dirs: list[Pa
 @pytest.mark.parametrize("name", sorted(set(PERTURBATIONS) - set(PIXEL_CHANGES)))
 def test_every_rendered_change_keeps_scar_inside_and_brighter_than_remote(
         name: str, series_dirs: list[Path]) -> None:
-    series_dir = next(d for d in series_dirs if read_series(d).true_scar.any())
-    written = read_series(series_dir)
+    series_dir, written = next((d, s) for d in series_dirs
+                               if (s := read_series(d)).true_scar.any())
     changed = PERTURBATIONS[name][1](written, series_spec(series_dir), np.random.default_rng(0))
     assert changed.true_myocardium.shape == changed.true_scar.shape
     assert len(changed.images) == len(changed.true_scar) == len(written.images)
