@@ -1,6 +1,7 @@
-"""DB-LGE scar service: DICOM series in, myocardium and scar masks and scar extent out.
+"""LGE scar service: DICOM series in, myocardium and scar masks and scar extent out.
 
-Research use only. The models are trained on synthetic phantoms and are not
+Dark-blood and bright-blood LGE. Research use only. The models are trained on
+synthetic phantoms and 70 real scans from one centre (EMIDEC), and are not
 validated clinically.
 """
 

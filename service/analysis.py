@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pydicom
 
+from .contrast import read_contrast
 from .encode.seg import build_seg
 from .encode.sr import build_sr
 from .models import Pipeline
@@ -139,6 +140,10 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
                           "signal, inside the predicted myocardium",
                           fwhm_scar(images, myocardium), myocardium, volume),
     }
+    first = volume.slices[0].dataset
+    contrast = read_contrast(images, myocardium, (first.get("SeriesDescription"),
+                                                  first.get("ProtocolName"),
+                                                  first.get("SequenceName")))
     quantify_ms = (time.perf_counter() - t0) * 1000.0
 
     t0 = time.perf_counter()
@@ -165,7 +170,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
         timings_ms={"decode": decode_ms, "preprocess": preprocess_ms, "inference": inference_ms,
                     "quantify": quantify_ms, "encode": encode_ms, "total": total_ms},
         warnings=[*volume.warnings, *_quality_warnings(myocardium, scar, figures, volume)],
-        **figures)
+        contrast=contrast.contrast, contrast_basis=contrast.basis, **figures)
     return AnalysisResult(report=report, seg=seg, sr=sr, myocardium=myocardium, scar=scar)
 
 

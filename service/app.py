@@ -122,8 +122,9 @@ def create_app() -> FastAPI:
     application = FastAPI(
         title="DB-LGE scar service",
         version=__version__,
-        summary="Myocardium and scar segmentation of dark-blood LGE short-axis MRI. Research "
-        "use only: models are trained on synthetic phantoms, not validated clinically.",
+        summary="Myocardium and scar segmentation of dark-blood and bright-blood LGE short-axis "
+        "MRI. Research use only: models are trained on synthetic phantoms and 70 real scans "
+        "from one centre, not validated clinically.",
         lifespan=lifespan,
         # Served by `pages` instead, so that API_KEY guards them too.
         docs_url=None, redoc_url=None, openapi_url=None,

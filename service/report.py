@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -86,8 +87,15 @@ class Report(BaseModel):
     baselines: dict[str, BaselineResult]
     timings_ms: Timings
     warnings: list[str]
+    contrast: Literal["dark-blood", "bright-blood"] | None = Field(
+        None, description="the LGE contrast the series was read as (absent only in reports "
+        "stored before the field existed)")
+    contrast_basis: Literal["headers", "image", "default"] | None = Field(
+        None, description="what the contrast reading rests on: the protocol name or series "
+        "description, the blood pool's signal against the myocardium's, or neither (no ring)")
     store_back: StoreBack | None = Field(None, description="only when DICOMWEB_STORE_URL is set")
-    disclaimer: str = ("Research use only: the models are trained on synthetic phantoms and are "
+    disclaimer: str = ("Research use only: the models are trained on synthetic phantoms and 70 "
+                       "real scans from one centre, and are "
                        "not validated for clinical use.")
 
 

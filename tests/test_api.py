@@ -70,6 +70,8 @@ def test_report_follows_the_contract(posted, series_dirs) -> None:
                 "timings_ms", "warnings"):
         assert key in report, key
     assert report["pipeline"] == "cascade-unet"
+    # The phantoms' series description names the sequence (DB-LGE).
+    assert (report["contrast"], report["contrast_basis"]) == ("dark-blood", "headers")
     assert set(report["timings_ms"]) == {"decode", "preprocess", "inference", "quantify",
                                          "encode", "total"}
     assert set(report["baselines"]) == {"4sd", "fwhm"}

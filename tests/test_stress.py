@@ -11,7 +11,8 @@ import pytest
 
 from service.models import load_registry
 from training import metrics
-from training.evaluate import PhantomSeries, read_series, score_series
+from training.evaluate import score_series
+from training.sources import LabelledSeries, PhantomSource
 from training.stress import (
     PERTURBATIONS,
     REFERENCE,
@@ -29,14 +30,14 @@ from training.stress import (
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
-def ring_case() -> PhantomSeries:
+def ring_case() -> LabelledSeries:
     """Two slices: a myocardial ring (0.3) with scar (1.0) on one side, blood 0.6, air 0.05."""
     yy, xx = np.mgrid[:80, :96]
     r = np.hypot(yy - 38.0, xx - 50.0)
     myocardium = (r >= 14) & (r <= 22)
     scar = myocardium & (xx > 55)
     image = np.where(r < 14, 0.6, 0.05) + 0.25 * myocardium + 0.7 * scar
-    return PhantomSeries([image.copy(), image.copy()], (1.5, 1.5), np.stack([myocardium] * 2),
+    return LabelledSeries([image.copy(), image.copy()], (1.5, 1.5), np.stack([myocardium] * 2),
                          np.stack([scar] * 2), np.stack([scar & (r < 17)] * 2))
 
 
@@ -83,7 +84,7 @@ def test_geometric_changes_are_exact_and_scale_the_pixel_size() -> None:
 
 def test_rendering_again_unchanged_gives_the_written_series(series_dirs: list[Path]) -> None:
     series_dir = series_dirs[0]
-    written = read_series(series_dir)
+    written = PhantomSource(series_dir).read()
     again = rerendered(lambda s: s)(written, series_spec(series_dir), np.random.default_rng(0))
     assert again.spacing == pytest.approx(written.spacing)  # DICOM DS keeps 8 digits
     assert np.array_equal(again.true_myocardium, written.true_myocardium)
@@ -100,7 +101,7 @@ def test_rendering_again_unchanged_gives_the_written_series(series_dirs: list[Pa
 def test_every_rendered_change_keeps_scar_inside_and_brighter_than_remote(
         name: str, series_dirs: list[Path]) -> None:
     series_dir, written = next((d, s) for d in series_dirs
-                               if (s := read_series(d)).true_scar.any())
+                               if (s := PhantomSource(d).read()).true_scar.any())
     changed = PERTURBATIONS[name][1](written, series_spec(series_dir), np.random.default_rng(0))
     assert changed.true_myocardium.shape == changed.true_scar.shape
     assert len(changed.images) == len(changed.true_scar) == len(written.images)
@@ -112,7 +113,7 @@ def test_every_rendered_change_keeps_scar_inside_and_brighter_than_remote(
 
 def test_finer_pixels_render_the_same_heart_in_the_same_place(series_dirs: list[Path]) -> None:
     series_dir = series_dirs[0]
-    written = read_series(series_dir)
+    written = PhantomSource(series_dir).read()
     fine = rerendered(pixel_size(0.75))(written, series_spec(series_dir),
                                         np.random.default_rng(0))
     assert fine.spacing == pytest.approx((0.75, 0.75))

@@ -1,4 +1,4 @@
-"""Training arrays from written phantom series, cut by the service's own preprocessing.
+"""Training arrays from labelled series (phantoms, EMIDEC), cut by the service's own preprocessing.
 
 Every input goes through :func:`service.preprocess.model_inputs`, the same
 function the service calls, so the networks never see anything the service
@@ -51,7 +51,7 @@ from service.postprocess import clean_myocardium
 from service.preprocess import GridTransform, InputSpec, crop_transforms, model_inputs
 from service.segment import Network, myocardium_probability
 
-from .phantoms import load_series, load_truth
+from .sources import Source, as_source
 
 # The input of each trained network (written into models/manifest.json).
 MYOCARDIUM_UNET = InputSpec(crop="whole_image", shape=(128, 128), spacing_mm=2.0)
@@ -165,20 +165,18 @@ def _myocardium_network(model_path: Path) -> Network:
     return Network(OnnxModel(model_path, intra_op_threads=1), MYOCARDIUM_UNET)
 
 
-def series_arrays(series_dir: Path, series_number: int, seed: int = 0,
+def series_arrays(source: Source | Path, series_number: int, seed: int = 0,
                   tasks: Sequence[str] = tuple(TASKS), myocardium_model: Path | None = None
                   ) -> dict[str, Arrays]:
-    """Inputs and targets of one series for the given networks.
+    """Inputs and targets of one series (a source, or a phantom folder) for the given networks.
 
     The scar U-Net's arrays need ``myocardium_model`` (the exported myocardium
     U-Net): its peak-ratio channel is taken over the ring it will really be given.
     """
     rng = np.random.default_rng([seed, series_number])
-    datasets, images = load_series(series_dir)
-    truth = load_truth(series_dir)
-    spacing = tuple(float(v) for v in datasets[0].PixelSpacing)
-    myo = np.stack([truth[d.SOPInstanceUID]["myocardium"] for d in datasets]).astype(bool)
-    scar = np.stack([truth[d.SOPInstanceUID]["scar"] for d in datasets]).astype(bool)
+    series = as_source(source).read()
+    images, spacing = series.images, series.spacing
+    myo, scar = series.true_myocardium, series.true_scar
     n = len(images)
     tag = np.full(n, series_number, dtype=np.int32)
     out = {}
@@ -226,11 +224,11 @@ def _series_arrays_star(args: tuple) -> dict[str, Arrays]:
     return series_arrays(*args)
 
 
-def build_arrays(series_dirs: Sequence[Path], cache_dir: Path, split: str,
+def build_arrays(sources: Sequence[Source | Path], cache_dir: Path, split: str,
                  tasks: Sequence[str] = tuple(TASKS), seed: int = 0,
                  workers: int | None = None, myocardium_model: Path | None = None
                  ) -> dict[str, Arrays]:
-    """Arrays of the given networks for a list of series, cached per task.
+    """Arrays of the given networks for a list of sources (or phantom folders), cached per task.
 
     The cache file name carries the input spec (and the myocardium U-Net's
     sha256 where its rings are used), so a change rebuilds the arrays.
@@ -242,8 +240,8 @@ def build_arrays(series_dirs: Sequence[Path], cache_dir: Path, split: str,
         paths[task] = cache_dir / f"{split}_{task}_{_cache_key(TASKS[task], model)}.npz"
     if all(p.exists() for p in paths.values()):
         return {task: Arrays.load(p) for task, p in paths.items()}
-    jobs = [(Path(d), i, seed, tuple(tasks), myocardium_model)
-            for i, d in enumerate(series_dirs)]
+    jobs = [(as_source(d), i, seed, tuple(tasks), myocardium_model)
+            for i, d in enumerate(sources)]
     per_series = []
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         for item in tqdm(pool.map(_series_arrays_star, jobs), total=len(jobs), unit="series",

@@ -1,6 +1,15 @@
-"""The one training command: phantoms, arrays, four networks, ONNX, evaluation, ``models/``.
+"""The one training command: phantoms and EMIDEC, arrays, four networks, ONNX, evaluation.
 
-``python -m training --work runs/train --models models``
+``python -m training --emidec ../shared/data/emidec``: everything lands
+under ``--work`` (``runs/train``), the candidate ``models/`` folder included;
+``--release`` writes it into ``--models`` (the shipped ``models/``) instead.
+
+Every network learns from phantoms (dark-blood) and from EMIDEC ``train``,
+each case as acquired (bright-blood) and darkened (dark-blood), at nominal
+spacings drawn per copy; the best epoch and the thresholds are chosen on
+phantom validation series and EMIDEC ``validation`` in both contrasts; the
+release is reported on three test sets side by side: the phantom test
+seed, EMIDEC ``test`` and EMIDEC ``test`` darkened.
 
 Every stage keeps its output under ``--work`` and is skipped or resumed
 when run again (phantom series already written, cached arrays, finished
@@ -26,11 +35,16 @@ from service import __version__
 from service.infer import OnnxModel
 from service.segment import Network
 
+from . import emidec
 from .dataset import NEEDS_MYOCARDIUM_MODEL, TASKS, Arrays, build_arrays, kfold_series
 from .evaluate import (
+    TARGETS,
+    TEST_SET_LABELS,
+    bland_altman,
     box_plots,
     choose_thresholds,
     evaluate,
+    manifest_evaluation,
     markdown_report,
     summarise,
     write_csv,
@@ -38,6 +52,7 @@ from .evaluate import (
 from .phantoms.__main__ import generate_many
 from .phantoms.spec import OBSTRUCTION_PROBABILITY
 from .release import MODELS, build_manifest, write_models_dir
+from .sources import PhantomSource
 from .train import TrainConfig, train
 
 CONFIGS = {
@@ -45,32 +60,54 @@ CONFIGS = {
     # 96x96 heart box): fully convolutional, so they are served on the whole input;
     # a step costs 0.40 and 0.70 of a whole-input one (benchmarks/training_steps.py),
     # and the crop is a free translation augmentation.
-    # Scarred myocardium weighs 5x in CNN1's cross-entropy: the first release
+    # Scarred myocardium weighs 4x more in CNN1's cross-entropy: the first release
     # left bright subendocardial scar out of the ring, which the scar % feels.
-    "myocardium_unet": TrainConfig(epochs=24, steps_per_epoch=100, batch_size=8, train_crop=80,
+    # With EMIDEC in the mix (real anatomy, two contrasts) both U-Nets get half as many
+    # steps again as the phantom-only release (24 and 20 epochs): docs/training.md.
+    "myocardium_unet": TrainConfig(epochs=40, steps_per_epoch=100, batch_size=8, train_crop=80,
                                    foreground_weight=2.0, emphasis_weight=4.0,
                                    validate_last=0.5),
     # Scar is the target that matters and the hardest: the most steps, and a heavier
     # weight on scar than on myocardium (classes background, myocardium, scar; 6x beat 2x
-    # and 10x on the development and validation series, README). Blood and
-    # fat just outside the true myocardium (its emphasis) weigh 4x: most false scar lay there.
-    # Its validated and kept weights are a moving average over about the last 200 steps: on
-    # the development series, median scar DSC 0.867 against 0.827 for the last step's
-    # weights of the same run (better on 30 of 51 series), validation median unchanged; the
-    # release run's averaged model gave 0.843 there (better on 33 of 51).
-    "scar_unet": TrainConfig(epochs=20, steps_per_epoch=100, batch_size=8, train_crop=80,
+    # and 10x on the phantom development and validation series, docs/experiments.md). Blood
+    # and fat just outside the true myocardium (its emphasis) weigh 3x more: most false scar
+    # lay there. Its validated and kept weights are a moving average of the training weights
+    # (Polyak averaging): on phantom development series it beat the last step's weights on
+    # 30 of 51 series (docs/experiments.md).
+    "scar_unet": TrainConfig(epochs=30, steps_per_epoch=100, batch_size=8, train_crop=80,
                              foreground_weight=6.0, class_weights=(2.0, 6.0),
                              emphasis_weight=3.0, validate_last=0.5, ema_momentum=0.995),
     # The ENet's 8x downsampling makes it hedge on thin scar (probabilities
     # stuck below 0.5): a heavier foreground weight gets it off that plateau.
-    # 750 steps each (the paper comparison). Shorter schedules that fit 30 minutes on a
-    # slow day (CNN1 18 epochs, ENets 625 steps: 29.7 min) measured worse: Protocol 1
-    # stayed all background, cascade scar DSC 0.807 instead of 0.828.
-    "enet_p2": TrainConfig(epochs=6, steps_per_epoch=125, batch_size=8, masked=True,
+    # 1,000 steps each (750 in the phantom-only release; 625 left Protocol 1 all background).
+    "enet_p2": TrainConfig(epochs=8, steps_per_epoch=125, batch_size=8, masked=True,
                            foreground_weight=10.0, xla=False),
-    "enet_p1": TrainConfig(epochs=6, steps_per_epoch=125, batch_size=8, foreground_weight=10.0,
+    "enet_p1": TrainConfig(epochs=8, steps_per_epoch=125, batch_size=8, foreground_weight=10.0,
                            xla=False),
 }
+# Milliseconds per training step on 2 cores, measured by benchmarks/training_steps.py
+# (benchmarks/results/training_steps.json); a step in a real run also waits for augmentation
+# and validation: the phantom-only release took 1.4x (U-Nets) and 2.3x (ENets) the steps'
+# own time, and about 5 minutes besides (phantoms, arrays, evaluation).
+_BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "results" / "training_steps.json"
+_RUN_OVER_STEP = {"myocardium_unet": 1.4, "scar_unet": 1.5, "enet_p1": 2.3, "enet_p2": 2.3}
+_FIXED_MINUTES = 8.0
+
+
+def estimated_minutes(configs: dict[str, TrainConfig]) -> float:
+    """The whole command from scratch, from the benchmarked step times (an estimate)."""
+    try:
+        rows = {r["model"]: r for r in json.loads(_BENCHMARK.read_text())["rows"]}
+    except (OSError, ValueError, KeyError):
+        return float("nan")
+    total = _FIXED_MINUTES
+    for task, cfg in configs.items():
+        step_ms = rows[task]["step_ms"]
+        ms = step_ms["training crop"] if cfg.train_crop else step_ms["whole input"]
+        total += cfg.epochs * cfg.steps_per_epoch * ms * _RUN_OVER_STEP[task] / 60000.0
+    return total
+
+
 # The scar U-Net's training series (not its validation series) have microvascular
 # obstruction in 60 % of deep scars instead of the natural 35 %: the same hearts and scars,
 # only more of them with a dark core. With the natural mix it learned to leave the core to
@@ -78,7 +115,13 @@ CONFIGS = {
 # it calls most of it (0.57-0.61), and 90 % (0.70-0.79) cost more false scar in remote
 # myocardium than it gained (README, history step 9; two training seeds each).
 SCAR_OBSTRUCTION_PROBABILITY = 0.6
-TARGETS = {"myocardium_dsc": 0.90, "scar_dsc": 0.85, "abs_scar_percent_error": 1.5}
+TRAINING_DATA_PHANTOMS = ("Synthetic dark-blood LGE short-axis phantoms made by "
+                          "`python -m training.phantoms` (docs/phantoms.md).")
+TRAINING_DATA_EMIDEC = (
+    " Real bright-blood LGE: the 70 `train` cases of EMIDEC (one centre, Dijon; expert "
+    "contours), each as acquired and darkened to a dark-blood look (the labelled LV cavity "
+    "brought to normal myocardium; the unlabelled right ventricle stays bright), at nominal "
+    "pixel spacings drawn per copy since the files carry none. " + emidec.CITATION)
 
 
 def build_network(task: str):
@@ -96,7 +139,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("runs/train"),
                         help="working folder (phantoms, arrays, checkpoints); reused to resume")
     parser.add_argument("--models", type=Path, default=Path("models"),
-                        help="where the released ONNX files, manifest and cards go")
+                        help="the shipped models folder, written only with --release")
+    parser.add_argument("--release", action="store_true",
+                        help="write the ONNX files, manifest, cards and EVALUATION.md into "
+                        "--models; without it they go to WORK/models")
+    parser.add_argument("--emidec", type=Path, default=None,
+                        help="the EMIDEC folder (images/, labels/, split.json); without it the "
+                        "networks learn from phantoms alone")
+    parser.add_argument("--emidec-copies", type=int, default=2,
+                        help="copies of each EMIDEC train case per contrast, each at its own "
+                        "drawn nominal spacing")
     parser.add_argument("--train-series", type=int, default=160,
                         help="phantom series for training + validation")
     parser.add_argument("--val-series", type=int, default=24)
@@ -171,18 +223,44 @@ def _scar_training_dirs(train_dirs: list[Path], split: str, val_idx: np.ndarray,
     return dirs, f"{split}_obstruction{probability:g}"
 
 
+def _emidec_sources(args: argparse.Namespace) -> tuple[list, list, dict[str, list]]:
+    """EMIDEC's (train, validation, test sets); all empty without ``--emidec``."""
+    if args.emidec is None:
+        return [], [], {}
+    root = args.emidec
+    validation = emidec.cases(root, "validation") + emidec.cases(root, "validation", dark=True)
+    tests = {"emidec": emidec.cases(root, "test"),
+             "emidec-dark": emidec.cases(root, "test", dark=True)}
+    return emidec.training_cases(root, args.emidec_copies, args.train_seed), validation, tests
+
+
+def _train_and_validation(phantoms: list, phantom_val: np.ndarray, real_train: list,
+                          real_val: list) -> tuple[list, np.ndarray]:
+    """One list of sources for the arrays, and the indices in it that are validation."""
+    sources = [PhantomSource(d) if isinstance(d, Path) else d for d in phantoms]
+    sources += real_train + real_val
+    val = np.concatenate([np.asarray(phantom_val, int),
+                          np.arange(len(sources) - len(real_val), len(sources))])
+    return sources, val
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from .export import export_onnx
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
+    models_dir = args.models if args.release else work / "models"
     # Minutes per stage as it was really done: a stage this invocation skipped or resumed
     # (phantoms on disk, cached arrays, finished training) keeps the time recorded when it
     # was done, so the total is the cost of the whole command from scratch.
     timings_path = work / "timings.json"
     minutes: dict[str, float] = (json.loads(timings_path.read_text())
                                  if timings_path.exists() else {})
+    started_at = time.perf_counter()
+    configs = _configs(args)
+    print(f"training: about {estimated_minutes(configs):.0f} minutes on 2 CPU cores from scratch "
+          f"(less when resumed); writing {models_dir}", flush=True)
 
     def lap(stage: str, since: float, done_here: float | None = None) -> float:
         now = time.perf_counter()
@@ -198,26 +276,31 @@ def main(argv: list[str] | None = None) -> int:
     test_dirs = generate_many(work / "phantoms" / "test", args.test_series, args.test_seed,
                               workers=args.workers)
     t = lap("phantoms", t)
-    arrays_dir, split = work / "arrays", f"train{args.train_seed}_{args.train_series}"
-    pool = build_arrays(train_dirs, arrays_dir, split,
+    real_train, real_val, real_tests = _emidec_sources(args)
+    val_idx = np.random.default_rng(args.train_seed).permutation(len(train_dirs))[:args.val_series]
+    sources, val_numbers = _train_and_validation(train_dirs, val_idx, real_train, real_val)
+    arrays_dir = work / "arrays"
+    split = f"train{args.train_seed}_{args.train_series}"
+    if real_train:
+        split += f"_emidec{args.emidec_copies}"
+    pool = build_arrays(sources, arrays_dir, split,
                         tasks=[task for task in TASKS if task not in NEEDS_MYOCARDIUM_MODEL],
                         workers=args.workers)
     t = lap("arrays", t)
 
-    configs = _configs(args)
-    val_idx = np.random.default_rng(args.train_seed).permutation(len(train_dirs))[:args.val_series]
     onnx_files, parameters, training = {}, {}, {}
     for task, spec in TASKS.items():
         if task in NEEDS_MYOCARDIUM_MODEL:
             # The cascade is trained the way it runs: its peak over the ring CNN1 drew.
             task_dirs, task_split = _scar_training_dirs(train_dirs, split, val_idx, work,
                                                        args)
-            pool |= build_arrays(task_dirs, arrays_dir, task_split, tasks=[task],
+            task_sources, _ = _train_and_validation(task_dirs, val_idx, real_train, real_val)
+            pool |= build_arrays(task_sources, arrays_dir, task_split, tasks=[task],
                                  workers=args.workers,
                                  myocardium_model=onnx_files["myocardium_unet"])
             t = lap(f"arrays {task}", t)
         data = pool[task]
-        is_val = np.isin(data.series, val_idx)
+        is_val = np.isin(data.series, val_numbers)
         model, state = train(lambda t=task: build_network(t), data.select(~is_val),
                              data.select(is_val), configs[task], work / "runs" / task, task)
         name = next(m.name for m in MODELS if m.key == task)
@@ -225,10 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         export_started = time.perf_counter()
         export_onnx(model, onnx_files[task], input_hw=spec.shape)
         parameters[task] = model.count_params()
+        real_rows = np.isin(data.series, np.arange(len(train_dirs), len(sources)))
         training[task] = dataclasses.asdict(configs[task]) | {
             "best_epoch": state.best_epoch, "best_val_dsc": state.best_val_dsc,
             "minutes": state.seconds / 60.0, "train_slices": int((~is_val).sum()),
-            "val_slices": int(is_val.sum())}
+            "val_slices": int(is_val.sum()),
+            "train_slices_emidec": int((~is_val & real_rows).sum()),
+            "val_slices_emidec": int((is_val & real_rows).sum())}
         if task in NEEDS_MYOCARDIUM_MODEL:
             training[task]["train_obstruction_probability"] = args.scar_obstruction_probability
         # Training time from the run's own clock (it adds up across resumes) + this export.
@@ -244,19 +330,25 @@ def main(argv: list[str] | None = None) -> int:
     classes = {entry.key: entry.classes for entry in MODELS}
     networks = {task: Network(OnnxModel(onnx_files[task]), spec, classes[task])
                 for task, spec in TASKS.items()}
-    chosen = choose_thresholds([train_dirs[i] for i in sorted(val_idx)], networks)
+    validation_sources = [sources[i] for i in sorted(val_numbers)]
+    chosen = choose_thresholds(validation_sources, networks)
     thresholds = {task: chosen[task]["threshold"] if task in chosen else 0.5 for task in TASKS}
     networks = {task: dataclasses.replace(net, threshold=thresholds[task])
                 for task, net in networks.items()}
     for task, choice in chosen.items():
         training[task]["threshold_choice"] = choice
     t = lap("thresholds (validation)", t)
-    scores = evaluate(test_dirs, networks)
-    summary = summarise(scores)
+    test_sets = {"phantoms": [PhantomSource(d) for d in test_dirs]} | real_tests
+    scores = [s for name, test in test_sets.items() for s in evaluate(test, networks, name)]
+    summaries = {name: summarise([s for s in scores if s.test_set == name])
+                 for name in test_sets}
     figures_dir = work / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     write_csv(scores, figures_dir / "scores.csv")
-    box_plots(scores, figures_dir / "boxplots.png")
+    for name in test_sets:
+        subset = [s for s in scores if s.test_set == name]
+        box_plots(subset, figures_dir / f"boxplots_{name}.png")
+        bland_altman(subset, figures_dir / f"bland_altman_{name}.png", TEST_SET_LABELS[name])
     for task in TASKS:
         shutil.copy2(work / "runs" / task / "curves.png", figures_dir / f"curves_{task}.png")
     t = lap("evaluation", t)
@@ -264,38 +356,40 @@ def main(argv: list[str] | None = None) -> int:
     minutes["total"] = sum(minutes.values())
 
     training_data = {
-        "description": "Synthetic dark-blood LGE short-axis phantoms made by "
-                       "`python -m training.phantoms` (docs/phantoms.md); no patient data.",
+        "description": TRAINING_DATA_PHANTOMS + (TRAINING_DATA_EMIDEC if real_train else ""),
         "train_seed": args.train_seed, "train_series": len(train_dirs) - len(val_idx),
         "validation_series": len(val_idx), "test_seed": args.test_seed,
-        "test_series": len(test_dirs), "obstruction_probability": OBSTRUCTION_PROBABILITY}
-    m = summary["methods"]
-    evaluation = {
-        "myocardium_unet": {"myocardium_dsc_median": m["cascade-unet"]["myocardium_dsc"]["median"]},
-        "scar_unet": {f"{f}_median": m["cascade-unet"][f]["median"]
-                      for f in ("scar_dsc", "scar_sensitivity", "scar_specificity",
-                                "abs_scar_percent_error")},
-        "enet_p2": {f"{f}_median": m["enet"][f]["median"]
-                    for f in ("scar_dsc", "scar_sensitivity", "abs_scar_percent_error")},
-        "enet_p1": {f"{f}_median": m["enet-raw"][f]["median"]
-                    for f in ("scar_dsc", "scar_sensitivity", "abs_scar_percent_error")},
-    }
+        "test_series": len(test_dirs), "obstruction_probability": OBSTRUCTION_PROBABILITY,
+        "contrasts": sorted({s.contrast for s in sources}),
+        "emidec": None if not real_train else {
+            "citation": emidec.CITATION,
+            "train_cases": len(emidec.read_split(args.emidec)["train"]),
+            "copies_per_case_and_contrast": args.emidec_copies,
+            "train_spacing_range_mm": list(emidec.SPACING_RANGE_MM),
+            "nominal_spacing_mm": emidec.NOMINAL_SPACING_MM,
+            "validation_cases": len(real_val) // 2,
+            "test_cases": len(real_tests["emidec"])}}
+    evaluation = manifest_evaluation(summaries)
     manifest = build_manifest(__version__, onnx_files, TASKS, parameters, training, evaluation,
                               training_data, thresholds)
     context = {
         "command": "python -m training " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}",
-        "test_series": len(test_dirs), "test_seed": args.test_seed,
-        "test_scar_series": sum(1 for s in scores if s.method == "cascade-unet" and s.has_scar),
-        "train_series": training_data["train_series"],
-        "validation_series": len(val_idx), "train_seed": args.train_seed, "minutes": minutes,
+        "test_sets": {name: len(test) for name, test in test_sets.items()},
+        "test_seed": args.test_seed, "train_series": training_data["train_series"],
+        "validation_series": len(val_idx), "train_seed": args.train_seed,
+        "emidec": training_data["emidec"], "minutes": minutes,
         "thresholds": {task: thresholds[task] for task in chosen}}
     figures = {p.name: p for p in figures_dir.iterdir()}
-    write_models_dir(args.models, manifest, onnx_files,
-                     markdown_report(summary, TARGETS, context), figures)
+    write_models_dir(models_dir, manifest, onnx_files,
+                     markdown_report(summaries, TARGETS, context), figures)
     (work / "summary.json").write_text(json.dumps(
-        {"summary": summary, "minutes": minutes}, indent=1, default=float))
-    print(json.dumps({"minutes": minutes, "cascade": m["cascade-unet"]}, indent=1,
-                     default=float))
+        {"summaries": summaries, "minutes": minutes}, indent=1, default=float))
+    print(json.dumps({"minutes": minutes} | {
+        name: {f: summary["methods"]["cascade-unet"][f]["median"]
+               for f in ("myocardium_dsc", "scar_dsc", "abs_scar_percent_error")}
+        for name, summary in summaries.items()}, indent=1, default=float))
+    print(f"training: done in {(time.perf_counter() - started_at) / 60.0:.1f} minutes "
+          f"(this invocation); models in {models_dir}", flush=True)
     return 0

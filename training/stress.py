@@ -35,42 +35,43 @@ from service.quantify import fwhm_scar, scar_fraction
 from service.segment import Network, segment
 
 from . import metrics
-from .evaluate import PhantomSeries, read_series, write_csv
+from .evaluate import write_csv
 from .phantoms.__main__ import generate_many
 from .phantoms.render import render
 from .phantoms.spec import PhantomSpec, recorded_obstruction_probability, sample_spec
+from .sources import LabelledSeries, PhantomSource
 
 # (the series as written, the parameters it was rendered from, a seeded generator) -> changed
-Perturbation = Callable[[PhantomSeries, PhantomSpec, np.random.Generator], PhantomSeries]
+Perturbation = Callable[[LabelledSeries, PhantomSpec, np.random.Generator], LabelledSeries]
 
 
-def _moved(series: PhantomSeries, images: list[np.ndarray], spacing: tuple[float, float],
-           move: Callable[[np.ndarray], np.ndarray]) -> PhantomSeries:
+def _moved(series: LabelledSeries, images: list[np.ndarray], spacing: tuple[float, float],
+           move: Callable[[np.ndarray], np.ndarray]) -> LabelledSeries:
     """New pixels, with every truth mask (z, y, x) moved by ``move`` as the pixels were."""
-    return PhantomSeries(images, spacing, move(series.true_myocardium), move(series.true_scar),
+    return LabelledSeries(images, spacing, move(series.true_myocardium), move(series.true_scar),
                          move(series.true_obstruction))
 
 
-def _same(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator) -> PhantomSeries:
+def _same(series: LabelledSeries, spec: PhantomSpec, rng: np.random.Generator) -> LabelledSeries:
     return series
 
 
-def _mirrored(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
-              ) -> PhantomSeries:
+def _mirrored(series: LabelledSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> LabelledSeries:
     return _moved(series, [im[:, ::-1] for im in series.images], series.spacing,
                   lambda m: m[:, :, ::-1])
 
 
-def _rotated(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
-             ) -> PhantomSeries:
+def _rotated(series: LabelledSeries, spec: PhantomSpec, rng: np.random.Generator
+             ) -> LabelledSeries:
     return _moved(series, [np.rot90(im) for im in series.images], series.spacing[::-1],
                   lambda m: np.rot90(m, axes=(1, 2)))
 
 
 def resampled(spacing_mm: float) -> Perturbation:
     """Pixels of ``spacing_mm``: cubic for the image (as a scanner interpolates), truth linear."""
-    def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
-              ) -> PhantomSeries:
+    def apply(series: LabelledSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> LabelledSeries:
         zoom = (series.spacing[0] / spacing_mm, series.spacing[1] / spacing_mm)
         low = _darkest(series)
         images = [np.maximum(ndimage.zoom(np.asarray(im, np.float32), zoom, order=3), low)
@@ -80,18 +81,18 @@ def resampled(spacing_mm: float) -> Perturbation:
     return apply
 
 
-def _darkest(series: PhantomSeries) -> float:
+def _darkest(series: LabelledSeries) -> float:
     """The series' lowest value: zero signal, whatever the stored offset."""
     return min(float(np.min(im)) for im in series.images)
 
 
 def rerendered(change: Callable[[PhantomSpec], PhantomSpec]) -> Perturbation:
     """The series rendered again from its parameters after ``change`` (same noise draw)."""
-    def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
-              ) -> PhantomSeries:
+    def apply(series: LabelledSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> LabelledSeries:
         rendered = render(change(spec))
         spacing = rendered.geometry[0].pixel_spacing
-        return PhantomSeries(list(rendered.image), (float(spacing[0]), float(spacing[1])),
+        return LabelledSeries(list(rendered.image), (float(spacing[0]), float(spacing[1])),
                              rendered.myocardium.astype(bool), rendered.scar.astype(bool),
                              rendered.mvo.astype(bool))
     return apply
@@ -139,8 +140,8 @@ def pixel_size(spacing_mm: float) -> Callable[[PhantomSpec], PhantomSpec]:
 
 def shading(low_gain: float, high_gain: float) -> Perturbation:
     """A coil-sensitivity ramp across the field of view, left to right."""
-    def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
-              ) -> PhantomSeries:
+    def apply(series: LabelledSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> LabelledSeries:
         low = _darkest(series)
         images = [low + (im - low) * np.linspace(low_gain, high_gain, im.shape[1])[None, :]
                   for im in series.images]
@@ -153,8 +154,8 @@ def off_centre(distance_mm: float) -> Perturbation:
 
     The new pixels are drawn from the series' darkest 5 % (noisy air), not a constant.
     """
-    def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
-              ) -> PhantomSeries:
+    def apply(series: LabelledSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> LabelledSeries:
         pad = int(round(2.0 * distance_mm / series.spacing[1]))
         images = []
         for im in series.images:
@@ -167,8 +168,8 @@ def off_centre(distance_mm: float) -> Perturbation:
 
 def mid_slices(count: int) -> Perturbation:
     """Only ``count`` slices from the middle of the LV (a short or partial stack)."""
-    def apply(series: PhantomSeries, spec: PhantomSpec, rng: np.random.Generator
-              ) -> PhantomSeries:
+    def apply(series: LabelledSeries, spec: PhantomSpec, rng: np.random.Generator
+              ) -> LabelledSeries:
         with_lv = np.flatnonzero(series.true_myocardium.any(axis=(1, 2)))
         start = max(len(with_lv) // 2 - count // 2, 0)
         keep = with_lv[start:start + count]
@@ -224,7 +225,7 @@ class StressScore:
     fwhm_scar_dsc: float
 
 
-def score_changed(series_id: str, perturbation: str, series: PhantomSeries,
+def score_changed(series_id: str, perturbation: str, series: LabelledSeries,
                   myocardium_net: Network, scar_net: Network) -> StressScore:
     seg = segment(series.images, series.spacing, myocardium_net, scar_net)
     truth_myocardium, truth_scar = series.true_myocardium, series.true_scar
@@ -253,7 +254,7 @@ def stress_test(series_dirs: Sequence[Path], myocardium_net: Network, scar_net: 
     """Every series under every perturbation; noise and padding drawn per series from ``seed``."""
     scores = []
     for number, series_dir in enumerate(tqdm(series_dirs, desc="stress", unit="series")):
-        series = read_series(series_dir)
+        series = PhantomSource(series_dir).read()
         spec = series_spec(series_dir)
         for name in perturbations:
             rng = np.random.default_rng([seed, number])

@@ -328,8 +328,11 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         tmp.write_text(json.dumps(asdict(state), indent=1))
         tmp.replace(state_path)
         _plot_curves(state.history, out_dir / "curves.png", name)
-        measured = "not measured" if val_dsc is None else f"{val_dsc:.4f}"
-        tqdm.write(f"{name}: epoch {state.epoch} loss {np.mean(losses):.4f} "
-                   f"val DSC {measured} (best {state.best_val_dsc:.4f} @ {state.best_epoch})")
+        measured = ("not validated this epoch" if val_dsc is None
+                    else f"validation DSC {val_dsc:.4f}")
+        best = ("" if state.best_epoch < 0
+                else f", best {state.best_val_dsc:.4f} at epoch {state.best_epoch}")
+        tqdm.write(f"{name}: epoch {state.epoch}/{config.epochs}, loss {np.mean(losses):.4f}, "
+                   f"{measured}{best}")
     model.load_weights(out_dir / "best.weights.h5")
     return model, state
