@@ -24,6 +24,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from training.generated import write_block
 from training.phantoms import render, sample_spec, write_series
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,15 +44,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def write_section(markdown: str, marker: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
-    block = f"{begin}\n{markdown}\n{end}"
-    if begin in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_block(ROOT / "BENCHMARKS.md", marker, markdown)
 
 
 def host_calibration_ms(repeats: int = 5) -> float:

@@ -80,8 +80,26 @@ def test_model_cards_say_synthetic_and_not_clinical(manifest: dict) -> None:
         trained = model["training"].get("train_obstruction_probability", natural)
         assert (f"instead of the natural\n{natural * 100:g} %" in text) == (trained != natural)
     evaluation = (MODELS_DIR / "EVALUATION.md").read_text()
-    for image in ("evaluation/boxplots.png", "evaluation/curves_myocardium_unet.png"):
-        assert image in evaluation and (MODELS_DIR / image).exists()
+    images = ["evaluation/curves_myocardium_unet.png"] + [
+        f"evaluation/{kind}_{test_set}.png" for kind in ("boxplots", "bland_altman")
+        for test_set in ("phantoms", "emidec", "emidec-dark")]
+    for image in images:
+        assert image in evaluation and (MODELS_DIR / image).exists(), image
+
+
+def test_manifest_and_cards_name_the_real_training_data_and_its_limits(manifest: dict) -> None:
+    data = manifest["training_data"]
+    assert data["contrasts"] == ["bright-blood", "dark-blood"]
+    real = data["emidec"]
+    assert real["train_cases"] == 70 and "Lalande" in real["citation"]
+    assert "EMIDEC" in data["description"] and "Lalande" in data["description"]
+    for model in manifest["models"]:
+        text = (MODELS_DIR / model["card"]).read_text()
+        assert "EMIDEC" in text and "Lalande" in text, model["name"]
+        for limit in ("one centre", "pixel spacing is unknown", "right ventricle has no label"):
+            assert limit in text, (model["name"], limit)
+        assert model["training"]["train_slices_emidec"] > 0, model["name"]
+        assert any(key.startswith("emidec ") for key in model["evaluation"]), model["name"]
 
 
 def test_a_tampered_model_is_refused(tmp_path: Path, manifest: dict) -> None:

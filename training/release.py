@@ -17,7 +17,10 @@ from service.models import sha256_of
 from service.preprocess import InputSpec
 
 MANIFEST_SCHEMA = 1
-NOT_CLINICAL = ("Trained and evaluated on synthetic phantoms only; not validated on patient "
+NOT_CLINICAL = ("Research use only: trained on synthetic phantoms and 70 real LGE scans from "
+                "one centre (EMIDEC), evaluated on held-out phantoms and 20 held-out EMIDEC "
+                "cases; not validated clinically; not for clinical use.")
+PHANTOM_ONLY = ("Trained and evaluated on synthetic phantoms only; not validated on patient "
                 "data; not for clinical use.")
 
 
@@ -93,8 +96,9 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
             "evaluation": evaluation.get(entry.key, {}),
             "card": f"cards/{entry.name}.md",
         })
+    intended_use = NOT_CLINICAL if training_data.get("emidec") else PHANTOM_ONLY
     return _clean({"schema_version": MANIFEST_SCHEMA, "version": version,
-                   "intended_use": NOT_CLINICAL, "training_data": training_data,
+                   "intended_use": intended_use, "training_data": training_data,
                    "pipelines": PIPELINES, "models": models})
 
 
@@ -138,20 +142,93 @@ def _obstruction_text(training: dict, training_data: dict) -> str:
             f"which it\notherwise learned to leave to the blood pool.")
 
 
+def _training_data_text(training_data: dict) -> str:
+    real = training_data.get("emidec")
+    text = (f"{training_data['description']}\n\nPhantoms: train {training_data['train_series']} "
+            f"series / validation {training_data['validation_series']} series (split by "
+            f"series, never by slice), seed {training_data['train_seed']}.")
+    if real:
+        low, high = real["train_spacing_range_mm"]
+        text += (f" EMIDEC: the {real['train_cases']} `train` cases, each as acquired "
+                 f"(bright-blood) and darkened (dark-blood look), "
+                 f"{real['copies_per_case_and_contrast']} copies per contrast, each copy at a "
+                 f"nominal pixel spacing drawn from {low:g}-{high:g} mm (the files carry none); "
+                 f"the {real['validation_cases']} `validation` cases in both contrasts chose "
+                 f"the best epoch and the threshold together with the phantom validation "
+                 f"series. Contrasts trained on: {', '.join(training_data['contrasts'])}.")
+    return text
+
+
+def _evaluation_text(training_data: dict) -> str:
+    text = (f"Held-out phantoms: seed {training_data['test_seed']}, "
+            f"{training_data['test_series']} series.")
+    real = training_data.get("emidec")
+    if real:
+        text += (f" EMIDEC `test`: {real['test_cases']} cases, bright-blood as acquired and "
+                 f"darkened, read at a nominal {real['nominal_spacing_mm']:g} mm.")
+    return text
+
+
+def _known_limits(training_data: dict) -> str:
+    real = training_data.get("emidec")
+    limits = []
+    if real:
+        limits += [
+            "- Real data from one centre only (EMIDEC, Dijon): other vendors, field strengths, "
+            "sequences and populations are not represented in training; measure before "
+            "trusting it on them.",
+            "- EMIDEC's pixel spacing is unknown (zero-padded 256x256 PNGs; 1.25-2 mm "
+            "reported): the networks saw it at drawn nominal spacings, so mm-based figures "
+            "(volumes, masses) learnt from it are only as good as that guess; EMIDEC's "
+            "intensities are 8-bit and windowed.",
+            "- Real dark-blood anatomy is seen only through darkened EMIDEC: the LV cavity is "
+            "brought to the level of normal myocardium, but the right ventricle has no label "
+            "and stays bright, and the darkening keeps bright-blood partial volume at the "
+            "endocardial border. No real dark-blood LGE was trained or evaluated on.",
+            "- Non-ischaemic patterns (mid-wall, epicardial) are absent from EMIDEC (infarcts "
+            "only) and from the phantoms.",
+        ]
+    else:
+        limits += [
+            "- Phantoms are not patients: real anatomy, motion, arrhythmia, implants, poor "
+            "nulling, non-ischaemic patterns (mid-wall, epicardial) and other vendors' contrast "
+            "are not represented; expect lower accuracy on real images until validated on them.",
+            "- Short-axis dark-blood LGE only; no long-axis views, no bright-blood LGE.",
+        ]
+    limits += [
+        "- Short-axis stacks only; no long-axis views. Phantom stacks of 6-14 slices and "
+        "1.2-2.0 mm pixels were seen in training; other geometries are resampled. "
+        "`models/STRESS.md` measures the cascade on development phantoms changed beyond the "
+        "training ranges; `python -m training.stress` makes it again for new models.",
+        "- Microvascular obstruction (a dark core in transmural scar) is dark like remote "
+        "myocardium and the blood pool; check the core, and include it by hand, when it "
+        "matters. EVALUATION.md reads the series with obstruction apart.",
+        "- Small scars (under 2 % of the myocardium) are drawn poorly; read them with care.",
+    ]
+    return "\n".join(limits)
+
+
 def model_card(model: dict, training_data: dict) -> str:
     t = model["training"]
     final_lr = t["learning_rate"] * t["final_learning_rate_fraction"]
     ev = model["evaluation"]
-    figures = "\n".join(f"| {k} | {v} |" for k, v in ev.items()) or "| (none) | |"
+    figures = "\n".join(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                        for k, v in ev.items()) or "| (none) | |"
     spec = model["input"]["preprocessing"] | {"name": model["input"]["name"],
                                               "shape": model["input"]["shape"]}
     channel_names = InputSpec.from_dict(model["input"]["preprocessing"]).channel_names
     extras = ", ".join(
         (["multiplied by the myocardium mask"] if spec["masked"] else [])
         + [f"channel {k} = {text}" for k, text in enumerate(channel_names[1:], start=2)])
+    intended = ("dark-blood and bright-blood" if training_data.get("emidec") else "dark-blood")
+    real_rows = ""
+    if "train_slices_emidec" in t:
+        real_rows = (f" Training slices {t['train_slices']} ({t['train_slices_emidec']} of them "
+                     f"EMIDEC), validation slices {t['val_slices']} "
+                     f"({t['val_slices_emidec']} EMIDEC).")
     return f"""# Model card: {model['name']} {model['version']}
 
-**{NOT_CLINICAL}**
+**{NOT_CLINICAL if training_data.get("emidec") else PHANTOM_ONLY}**
 
 ## What it does
 {model['purpose']}
@@ -169,14 +246,12 @@ in `shared/seeds/`. File `{model['file']}`, sha256 `{model['sha256']}`.
   {_threshold_text(model)}.
 
 ## Intended use
-Research and engineering of the DB-LGE scar service: segmenting the LV myocardium and
-scar on dark-blood late-gadolinium-enhancement short-axis stacks, to be read by a cardiac
-imager who checks every contour. Not a medical device.
+Research and engineering of the LGE scar service: segmenting the LV myocardium and scar on
+{intended} late-gadolinium-enhancement short-axis stacks, to be read by a cardiac imager
+who checks every contour. Not a medical device.
 
 ## Training data
-{training_data['description']} Train {training_data['train_series']} series / validation
-{training_data['validation_series']} series (split by series, never by slice); phantom
-seed {training_data['train_seed']}.{_obstruction_text(t, training_data)}
+{_training_data_text(training_data)}{_obstruction_text(t, training_data)}
 
 Training: {t['epochs']} epochs x {t['steps_per_epoch']} steps, batch {t['batch_size']}, Adam
 {t['learning_rate']:g} decaying exponentially to {final_lr:g}
@@ -184,37 +259,20 @@ Training: {t['epochs']} epochs x {t['steps_per_epoch']} steps, batch {t['batch_s
 decay 2e-4, cross-entropy ({_class_weights(model['output']['classes'], t)}) + soft Dice, the
 7 flips/rotations + intensity + elastic augmentation; best epoch by validation DSC
 ({t['best_epoch']}, DSC {t['best_val_dsc']:.3f} on the model grid){_averaging_text(t)},
-{t['minutes']:.1f} min on 2 CPU cores.
+{t['minutes']:.1f} min on 2 CPU cores.{real_rows} Why these choices: `docs/training.md`.
 
 ## Evaluation
-Held-out phantoms: seed {training_data['test_seed']}, {training_data['test_series']} series.
+{_evaluation_text(training_data)}
 
 | figure | value |
 |---|---|
 {figures}
 
-Full results, box plots and the statistical comparisons: `models/EVALUATION.md`.
+Full results per test set with 95 % intervals, box plots, Bland-Altman plots and the
+statistical comparisons: `models/EVALUATION.md`.
 
 ## Known limits
-- Phantoms are not patients: real anatomy, motion, arrhythmia, implants, poor nulling,
-  non-ischaemic patterns (mid-wall, epicardial) and other vendors' contrast are not
-  represented; expect lower accuracy on real images until validated on them.
-- Short-axis dark-blood LGE only; no long-axis views, no bright-blood LGE.
-- Slices of 6-14 per stack, 1.2-2.0 mm pixels were seen in training; other geometries are
-  resampled. `models/STRESS.md` measures the cascade on development phantoms changed
-  beyond the training ranges (pixel size, tissue contrast, noise, orientation, field of
-  view, stack length); `python -m training.stress` makes it again for new models.
-- Microvascular obstruction (a dark core in transmural scar, on its endocardial side) is
-  dark like remote myocardium and the blood pool. The cascade's scar U-Net, trained on
-  series rich in it, calls about 60 % of its pixels scar on development phantoms (10 %
-  when trained on the natural mix); the ENets, trained on the natural mix, miss most of
-  it. Held-out phantom series with obstruction score below the rest (EVALUATION.md,
-  "Scar DSC by kind of series"). Check the core, and include it by hand, when it matters.
-- The cascade under-calls scar rather than over-calls it (missed scar pixels outnumber
-  false ones about 1.6 to 1 on development phantoms), most where transmural scar meets
-  bright epicardial fat: the scar U-Net cannot tell the two apart there and gives about 0.5.
-- Small scars (under 2 % of the myocardium) are drawn poorly, their extent over- or
-  under-called by up to about one percentage point; read them with care.
+{_known_limits(training_data)}
 """
 
 
@@ -230,6 +288,8 @@ def write_models_dir(models_dir: Path, manifest: dict, onnx_files: Mapping[str, 
     for model in manifest["models"]:
         (models_dir / model["card"]).write_text(model_card(model, manifest["training_data"]))
     (models_dir / "evaluation").mkdir(exist_ok=True)
+    for old in (models_dir / "evaluation").glob("*.png"):  # figures of an earlier release
+        old.unlink()
     for name, path in figures.items():
         shutil.copy2(path, models_dir / "evaluation" / name)
     (models_dir / "EVALUATION.md").write_text(evaluation_md)

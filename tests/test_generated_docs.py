@@ -1,0 +1,30 @@
+"""Figures in documents are the ones their results files hold (generated blocks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from training.contrast_groups import markdown as contrast_groups_markdown
+from training.generated import read_block, write_block
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_write_block_replaces_only_its_block(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Title\n\nbefore\n")
+    write_block(doc, "table", "| a |\n")
+    assert read_block(doc, "table") == "| a |"
+    doc.write_text(doc.read_text() + "\nafter\n")
+    write_block(doc, "table", "| b |")
+    text = doc.read_text()
+    assert read_block(doc, "table") == "| b |" and "| a |" not in text
+    assert text.startswith("# Title\n\nbefore\n") and text.endswith("\nafter\n")
+    assert read_block(doc, "other") is None
+
+
+def test_the_contrast_table_in_the_training_docs_is_its_results_file() -> None:
+    results = json.loads((ROOT / "models" / "evaluation" / "contrast_groups.json").read_text())
+    block = read_block(ROOT / "docs" / "training.md", "contrast_groups")
+    assert block == contrast_groups_markdown(results["rows"])

@@ -1,0 +1,35 @@
+"""Blocks of a Markdown file that a script writes: ``<!-- NAME -->`` ... ``<!-- /NAME -->``.
+
+A figure in a document is written by the script that measured it; tests read
+the block back and compare it with the results file it came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name} -->", f"<!-- /{name} -->"
+
+
+def read_block(path: Path, name: str) -> str | None:
+    """The block's text without its markers; None when the file has no such block."""
+    text = Path(path).read_text()
+    begin, end = _markers(name)
+    if begin not in text or end not in text:
+        return None
+    return text[text.index(begin) + len(begin):text.index(end)].strip("\n")
+
+
+def write_block(path: Path, name: str, markdown: str) -> None:
+    """Replace the block (or append it) with ``markdown``; the rest of the file is kept."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    begin, end = _markers(name)
+    block = f"{begin}\n{markdown.strip(chr(10))}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    path.write_text(text)
