@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pydicom
 
+from .acceptance import check_headers, check_segmentation
 from .contrast import read_contrast
 from .encode.seg import build_seg
 from .encode.sr import build_sr
@@ -25,6 +26,10 @@ from .segment import segment
 from .volume import Volume
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+# Geometry that gets a warning: outside what the models were trained on (phantoms: 8-10 mm
+# slices, 1.2-2.0 mm pixels; EMIDEC: 8-13 mm slices, 1.25-2 mm nominal pixels), with room.
+SLICE_SPACING_CHECKED_MM = (4.0, 15.0)
+PIXEL_SPACING_CHECKED_MM = (0.6, 3.0)
 AHA_REFERENCE = ("AHA 16 segments: slices with myocardium split base to apex into thirds; "
                  "sectors measured around the LV centre from the patient's anterior direction "
                  "projected on the slice (segment 1/7 and 13 centred on it), septum towards "
@@ -83,11 +88,9 @@ def _quality_warnings(myocardium: np.ndarray, scar: np.ndarray, figures: dict,
                       volume: Volume) -> list[str]:
     """Reasons not to trust the result, in words a reader can act on."""
     warnings = []
+    # A series without any LV ring was refused before (service.acceptance).
     with_myo = [k for k in range(len(myocardium)) if myocardium[k].any()]
-    if not with_myo:
-        warnings.append("no myocardium was found on any slice; is this a short-axis LGE "
-                        "stack?")
-    else:
+    if with_myo:
         gaps = [k for k in range(with_myo[0], with_myo[-1]) if not myocardium[k].any()]
         if gaps:
             warnings.append(f"no myocardium found on slices {gaps} (0 = most basal), between "
@@ -98,18 +101,22 @@ def _quality_warnings(myocardium: np.ndarray, scar: np.ndarray, figures: dict,
                             "for an adult LV); the segmentation or the geometry is wrong")
     if with_myo and not scar.any():
         warnings.append("no scar was found in this series")
-    if not 4.0 <= volume.slice_spacing_mm <= 15.0:
-        warnings.append(f"slice spacing {volume.slice_spacing_mm:.1f} mm is outside the "
-                        "8-10 mm the models were trained on")
-    if not (0.6 <= min(volume.spacing) and max(volume.spacing) <= 3.0):
-        warnings.append(f"pixel spacing {volume.spacing} mm is outside the 0.6-3.0 mm range "
-                        "the models were trained on (1.2-2.0 mm seen)")
+    low, high = SLICE_SPACING_CHECKED_MM
+    if not low <= volume.slice_spacing_mm <= high:
+        warnings.append(f"slice spacing {volume.slice_spacing_mm:.1f} mm is outside "
+                        f"{low:g}-{high:g} mm (the models saw 8-13 mm between slices)")
+    low, high = PIXEL_SPACING_CHECKED_MM
+    rows_mm, cols_mm = (float(v) for v in volume.spacing)
+    if not (low <= min(rows_mm, cols_mm) and max(rows_mm, cols_mm) <= high):
+        warnings.append(f"pixel spacing {rows_mm:g} x {cols_mm:g} mm is outside "
+                        f"{low:g}-{high:g} mm (the models saw 1.2-2.0 mm pixels)")
     return warnings
 
 
 def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisResult:
     started = time.perf_counter()
     images = volume.images
+    check_headers([s.dataset for s in volume.slices])
     t0 = time.perf_counter()
     myo_timer = _TimedPredictor(pipeline.myocardium.network.predict)
     scar_timer = _TimedPredictor(pipeline.scar.network.predict)
@@ -117,6 +124,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
     scar_net = replace(pipeline.scar.network, predict=scar_timer)
     masks = segment(images, volume.spacing, myo_net, scar_net)
     myocardium, scar = masks.myocardium, masks.scar
+    check_segmentation(myocardium, volume.spacing)
     inference_ms = (myo_timer.seconds + scar_timer.seconds) * 1000.0
     preprocess_ms = (time.perf_counter() - t0) * 1000.0 - inference_ms
 

@@ -5,6 +5,7 @@
     ServiceError                 500 (a bug if it ever reaches a client)
     +-- InputError               4xx: something about the request is wrong
     |   +-- NotFound             404
+    |   +-- NotCardiacLGE        422 not_cardiac_lge: not a short-axis LGE stack of a heart
     +-- Overloaded               503 with Retry-After
 
 Each error carries a stable machine-readable ``code`` and a message that
@@ -40,6 +41,13 @@ class InputError(ServiceError):
 class NotFound(InputError):
     status_code = 404
     code = "not_found"
+
+
+class NotCardiacLGE(InputError):
+    """Another body part, another MR sequence, noise: nothing is stored or pushed."""
+
+    status_code = 422
+    code = "not_cardiac_lge"
 
 
 class Overloaded(ServiceError):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from fastapi.testclient import TestClient
 
 from training.phantoms import generate_one
 
@@ -141,3 +142,21 @@ def start_service(data_dir: Path, log_path: Path, **env: str) -> tuple[subproces
         stop_process(process)
         raise AssertionError(log_path.read_text(errors="replace")[-3000:]) from None
     return process, url
+
+
+@pytest.fixture
+def make_client(tmp_path, monkeypatch):
+    """A TestClient on its own result store and inbox, with short STOW-RS timings."""
+
+    from service.app import create_app
+    from service.config import get_settings
+
+    def make(**env: str) -> TestClient:
+        settings = {"DATA_DIR": str(tmp_path / "data"), "STOW_QUIET_PERIOD_S": "0.3",
+                    "BACKGROUND_POLL_S": "0.05"} | env
+        for key, value in settings.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        return TestClient(create_app())
+
+    return make

@@ -11,11 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import highdicom as hd
 import pydicom
-import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.config import get_settings
 from service.ingest import Limits, stow_parts
 
 from .conftest import multipart, related_body, series_files, to_bytes
@@ -33,21 +30,6 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 60.0, what: str
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what or condition}")
-
-
-@pytest.fixture
-def make_client(tmp_path, monkeypatch):
-    """A TestClient on its own result store and inbox, with short STOW-RS timings."""
-
-    def make(**env: str) -> TestClient:
-        settings = {"DATA_DIR": str(tmp_path / "data"), "STOW_QUIET_PERIOD_S": "0.3",
-                    "BACKGROUND_POLL_S": "0.05"} | env
-        for key, value in settings.items():
-            monkeypatch.setenv(key, value)
-        get_settings.cache_clear()
-        return TestClient(create_app())
-
-    return make
 
 
 def stow(client: TestClient, files: list[tuple[str, bytes]], path: str = "/dicomweb/studies"):

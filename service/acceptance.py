@@ -1,0 +1,126 @@
+"""Is this a short-axis LGE stack of a heart? Refuse it before anything is stored if not.
+
+Two kinds of evidence, each cheap:
+
+* the headers, used only where they speak: a spin-echo or long-echo
+  (T2-weighted) acquisition, a body part other than the heart, a series
+  description or protocol that names another cardiac sequence (cine, T1/T2
+  mapping, STIR, perfusion) and nothing of LGE, a field of view too small to
+  hold a heart. Missing attributes say nothing: anonymised or converted
+  series (EMIDEC's were PNGs) often lack them;
+* the networks' own output: at least one slice must hold a closed
+  left-ventricular ring of plausible size.
+
+Pure functions: datasets and masks in, the reasons out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pydicom
+from scipy import ndimage
+
+from .errors import NotCardiacLGE
+
+# LGE is an inversion-recovery gradient-echo (or SSFP) readout with an echo time of a few
+# milliseconds; T2-weighted and spin-echo series have tens to hundreds.
+MAX_LGE_ECHO_TIME_MS = 15.0
+# The LV is 40-70 mm across: a smaller field of view cannot show it whole.
+MIN_FIELD_OF_VIEW_MM = 100.0
+HEART_BODY_PARTS = frozenset({"HEART", "CHEST", "THORAX", "CARDIAC", "CHEST_TO_PELVIS"})
+# Series descriptions of other cardiac MR sequences, and of LGE (which wins when both
+# appear, e.g. "LGE after cine"). Vendors differ; these are the common names.
+_OTHER_SEQUENCE = re.compile(
+    r"\bcine\b|\btrufi\b|\bfiesta\b|\bb-?tfe\b|\bbssfp\b|\bt2w\b|t2[\s_-]*map|t1[\s_-]*map|"
+    r"\bmolli\b|\bshmolli\b|\bstir\b|\bhaste\b|\btse\b|perfusion|phase[\s_-]*contrast",
+    re.IGNORECASE)
+_LGE = re.compile(r"lge|psir|\bde\b|delayed|late[\s_-]*(gad|enh)|\bmde\b|viability|\bscar\b",
+                  re.IGNORECASE)
+# A slice's myocardium counts as an LV ring when it encloses a cavity and its area is one
+# of an LV's (apex to base, child to dilated heart), in mm^2.
+MIN_CAVITY_MM2 = 30.0
+RING_AREA_MM2 = (150.0, 8000.0)
+
+
+def header_reasons(datasets: Sequence[pydicom.Dataset]) -> list[str]:
+    """What the headers say against a short-axis LGE series of the heart (empty: nothing)."""
+    ds = datasets[0]
+    reasons = []
+    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    if body_part and body_part not in HEART_BODY_PARTS:
+        reasons.append(f"the headers give the body part as {body_part}, not the heart")
+    echo_time = _number(ds.get("EchoTime"))
+    if echo_time is not None and echo_time > MAX_LGE_ECHO_TIME_MS:
+        reasons.append(f"the echo time is {echo_time:g} ms: a T2-weighted or spin-echo "
+                       f"series, not an inversion-recovery LGE (a few ms)")
+    sequence = {str(v).upper() for v in _values(ds.get("ScanningSequence"))}
+    if "SE" in sequence and not sequence & {"GR", "IR"}:
+        reasons.append("the headers describe a spin-echo acquisition, not an "
+                       "inversion-recovery LGE")
+    texts = [str(ds.get(k, "") or "") for k in ("SeriesDescription", "ProtocolName",
+                                                  "SequenceName")]
+    named = next((m.group(0) for t in texts if (m := _OTHER_SEQUENCE.search(t))), None)
+    if named and not any(_LGE.search(t) for t in texts):
+        reasons.append(f"the series description or protocol names a {named} series, not an "
+                       f"LGE one")
+    spacing = [_number(v) for v in _values(ds.get("PixelSpacing"))]
+    rows, cols = _number(ds.get("Rows")), _number(ds.get("Columns"))
+    if len(spacing) == 2 and None not in spacing and rows and cols:
+        fov = (rows * spacing[0], cols * spacing[1])
+        if min(fov) < MIN_FIELD_OF_VIEW_MM:
+            reasons.append(f"the field of view is {fov[0]:.0f} x {fov[1]:.0f} mm, too small "
+                           f"to hold a heart (at least {MIN_FIELD_OF_VIEW_MM:.0f} mm)")
+    return reasons
+
+
+def lv_ring_slices(myocardium: np.ndarray, spacing: tuple[float, float]) -> list[int]:
+    """Slices whose myocardium is a closed ring of an LV's size."""
+    pixel_mm2 = float(spacing[0]) * float(spacing[1])
+    found = []
+    for k, ring in enumerate(np.asarray(myocardium, dtype=bool)):
+        area = ring.sum() * pixel_mm2
+        if not RING_AREA_MM2[0] <= area <= RING_AREA_MM2[1]:
+            continue
+        cavity = ndimage.binary_fill_holes(ring) & ~ring
+        if cavity.sum() * pixel_mm2 >= MIN_CAVITY_MM2:
+            found.append(k)
+    return found
+
+
+def check_headers(datasets: Sequence[pydicom.Dataset]) -> None:
+    reasons = header_reasons(datasets)
+    if reasons:
+        raise NotCardiacLGE(_sentence(reasons))
+
+
+def check_segmentation(myocardium: np.ndarray, spacing: tuple[float, float]) -> None:
+    if not lv_ring_slices(myocardium, spacing):
+        raise NotCardiacLGE(_sentence([
+            "no left-ventricular ring was found on any slice (the myocardium network found "
+            "no closed ring of an LV's size)"]))
+
+
+def _sentence(reasons: list[str]) -> str:
+    return ("This does not look like a short-axis LGE series of the heart: "
+            + "; ".join(reasons) + ". Nothing was stored.")
+
+
+def _values(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def _number(value) -> float | None:
+    try:
+        return None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
