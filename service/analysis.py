@@ -23,6 +23,7 @@ from .models import Pipeline
 from .quantify import aha_segments, fwhm_scar, nsd_scar, pixel_area_mm2, scar_fraction
 from .report import Report
 from .segment import segment
+from .uncertainty import ambiguity, interval
 from .volume import Volume
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
@@ -84,33 +85,44 @@ def _baseline(method: str, scar: np.ndarray, myocardium: np.ndarray,
             "scar_mass_g": f["scar_mass_g"], "method": method}
 
 
-def _quality_warnings(myocardium: np.ndarray, scar: np.ndarray, figures: dict,
-                      volume: Volume) -> list[str]:
-    """Reasons not to trust the result, in words a reader can act on."""
-    warnings = []
+# An interval wider than this is too wide to act on: the result goes to a person.
+MAX_INTERVAL_WIDTH_PERCENT = 6.0
+
+
+def review_reasons(myocardium: np.ndarray, figures: dict, volume: Volume,
+                   scar_interval: tuple[float, float] | None) -> list[str]:
+    """Why the result should not be read without a person checking it (empty: ok)."""
+    reasons = []
     # A series without any LV ring was refused before (service.acceptance).
     with_myo = [k for k in range(len(myocardium)) if myocardium[k].any()]
     if with_myo:
         gaps = [k for k in range(with_myo[0], with_myo[-1]) if not myocardium[k].any()]
         if gaps:
-            warnings.append(f"no myocardium found on slices {gaps} (0 = most basal), between "
-                            "slices that have it; check those slices")
+            reasons.append(f"no myocardium found on slices {gaps} (0 = most basal), between "
+                           "slices that have it; check those slices")
         mass = figures["myocardium_mass_g"]
         if not 30.0 <= mass <= 350.0:
-            warnings.append(f"myocardial mass {mass:.0f} g is implausible (expected 30-350 g "
-                            "for an adult LV); the segmentation or the geometry is wrong")
-    if with_myo and not scar.any():
-        warnings.append("no scar was found in this series")
+            reasons.append(f"myocardial mass {mass:.0f} g is implausible (expected 30-350 g "
+                           "for an adult LV); the segmentation or the geometry is wrong")
+    if scar_interval is None:
+        reasons.append("the scar model has no calibrated interval: the scar % comes without a "
+                       "measure of how sure it is")
+    else:
+        width = scar_interval[1] - scar_interval[0]
+        if width > MAX_INTERVAL_WIDTH_PERCENT:
+            reasons.append(f"the 95 % interval of the scar % is {width:.1f} points wide "
+                           f"({scar_interval[0]:.1f}-{scar_interval[1]:.1f} %), more than "
+                           f"{MAX_INTERVAL_WIDTH_PERCENT:g}: too unsure to act on")
     low, high = SLICE_SPACING_CHECKED_MM
     if not low <= volume.slice_spacing_mm <= high:
-        warnings.append(f"slice spacing {volume.slice_spacing_mm:.1f} mm is outside "
-                        f"{low:g}-{high:g} mm (the models saw 8-13 mm between slices)")
+        reasons.append(f"slice spacing {volume.slice_spacing_mm:.1f} mm is outside "
+                       f"{low:g}-{high:g} mm (the models saw 8-13 mm between slices)")
     low, high = PIXEL_SPACING_CHECKED_MM
     rows_mm, cols_mm = (float(v) for v in volume.spacing)
     if not (low <= min(rows_mm, cols_mm) and max(rows_mm, cols_mm) <= high):
-        warnings.append(f"pixel spacing {rows_mm:g} x {cols_mm:g} mm is outside "
-                        f"{low:g}-{high:g} mm (the models saw 1.2-2.0 mm pixels)")
-    return warnings
+        reasons.append(f"pixel spacing {rows_mm:g} x {cols_mm:g} mm is outside "
+                       f"{low:g}-{high:g} mm (the models saw 1.2-2.0 mm pixels)")
+    return reasons
 
 
 def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisResult:
@@ -152,14 +164,24 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
     contrast = read_contrast(images, myocardium, (first.get("SeriesDescription"),
                                                   first.get("ProtocolName"),
                                                   first.get("SequenceName")))
+    calibration = pipeline.scar.interval
+    scar_interval = None
+    if calibration is not None:
+        spread = ambiguity(masks.scar_probability, myocardium, pipeline.scar.network.threshold,
+                           calibration.offset)
+        scar_interval = interval(figures["scar_percent"], spread, calibration)
+    reasons = review_reasons(myocardium, figures, volume, scar_interval)
+    quality = {"verdict": "review" if reasons else "ok", "reasons": reasons}
     quantify_ms = (time.perf_counter() - t0) * 1000.0
 
     t0 = time.perf_counter()
     algorithm = pipeline.name
     version = pipeline.scar.version
-    seg = build_seg(volume, myocardium, scar, algorithm, version)
+    review = quality["verdict"] == "review"
+    seg = build_seg(volume, myocardium, scar, algorithm, version, review=review)
     sources = list({id(s.dataset): s.dataset for s in volume.slices}.values())
-    sr = build_sr(sources, seg, figures, algorithm, version)
+    sr = build_sr(sources, seg, figures, algorithm, version, scar_interval=scar_interval,
+                  review=review)
     encode_ms = (time.perf_counter() - t0) * 1000.0
 
     total_ms = decode_ms + (time.perf_counter() - started) * 1000.0
@@ -177,8 +199,10 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
         baselines=baselines,
         timings_ms={"decode": decode_ms, "preprocess": preprocess_ms, "inference": inference_ms,
                     "quantify": quantify_ms, "encode": encode_ms, "total": total_ms},
-        warnings=[*volume.warnings, *_quality_warnings(myocardium, scar, figures, volume)],
-        contrast=contrast.contrast, contrast_basis=contrast.basis, **figures)
+        warnings=[*volume.warnings, *reasons,
+                  *(["no scar was found in this series"] if not scar.any() else [])],
+        contrast=contrast.contrast, contrast_basis=contrast.basis,
+        scar_percent_interval=scar_interval, quality=quality, **figures)
     return AnalysisResult(report=report, seg=seg, sr=sr, myocardium=myocardium, scar=scar)
 
 

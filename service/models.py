@@ -15,6 +15,7 @@ from .errors import ServiceError
 from .infer import OnnxModel, choose_providers
 from .preprocess import InputSpec
 from .segment import Network
+from .uncertainty import IntervalCalibration
 
 
 class ModelStoreError(ServiceError):
@@ -28,6 +29,8 @@ class LoadedModel:
     sha256: str
     network: Network
     execution_provider: str
+    # The scar % interval's calibration (scar networks released with one; else None).
+    interval: IntervalCalibration | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,9 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
             network=Network(model, InputSpec.from_dict(entry["input"]["preprocessing"]),
                             tuple(entry["output"]["classes"]),
                             float(entry["output"].get("threshold", 0.5))),
-            execution_provider=model.execution_provider)
+            execution_provider=model.execution_provider,
+            interval=(IntervalCalibration.from_dict(entry["output"]["interval"])
+                      if entry["output"].get("interval") else None))
     pipelines, default = {}, None
     for name, parts in manifest["pipelines"].items():
         try:

@@ -65,7 +65,9 @@ def viewer_page(report: dict, window: float, level: float,
         n_slices=len(slices), window=f"{window:.2f}",
         window_max=f"{2 * span:.2f}", level=f"{level:.2f}", level_min=f"{lo:.2f}",
         level_max=f"{hi:.2f}", slice_rows=slice_rows,
-        scar_percent=_num(report["scar_percent"]),
+        scar_percent=_num(report["scar_percent"]), interval=_interval_text(report),
+        quality_block=_quality_block(report),
+        contrast=escape(report.get("contrast") or "unknown"),
         ratio=_num(report["scar_to_myocardium_ratio"], 3),
         myo_ml=_num(report["myocardium_volume_ml"]), myo_g=_num(report["myocardium_mass_g"]),
         scar_ml=_num(report["scar_volume_ml"], 2), scar_g=_num(report["scar_mass_g"], 2),
@@ -79,13 +81,36 @@ def viewer_page(report: dict, window: float, level: float,
                                     "window": window, "level": level}))
 
 
+def _verdict_cell(verdict: str | None) -> str:
+    if verdict == "review":
+        return '<span class="review-tag">REVIEW NEEDED</span>'
+    return escape(verdict or "")
+
+
+def _quality_block(report: dict) -> str:
+    """A result to be checked by a person says so above everything else, with the reasons."""
+    quality = report.get("quality") or {}
+    if quality.get("verdict") != "review":
+        return ""
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in quality.get("reasons", []))
+    return ('<div class="review" role="alert" id="review"><b>REVIEW NEEDED</b>: do not read '
+            f"this result without checking the contours.<ul>{reasons}</ul></div>")
+
+
+def _interval_text(report: dict) -> str:
+    bounds = report.get("scar_percent_interval")
+    if not bounds:
+        return "no interval"
+    return f"95 % interval {_num(bounds[0])}-{_num(bounds[1])} %"
+
+
 def index_page(recent: list[dict], pipelines: list[str], default_pipeline: str) -> str:
     rows = "".join(
         f"<tr><td>{escape(a['created_at'][:19].replace('T', ' '))}</td>"
         f"<td>…{escape(a['series_instance_uid'][-16:])}</td><td>{escape(a['pipeline'])}</td>"
-        f'<td class="num">{_num(a["scar_percent"])}</td>'
+        f'<td class="num">{_num(a["scar_percent"])}</td><td>{_verdict_cell(a.get("verdict"))}</td>'
         f'<td><a href="/v1/analyses/{escape(a["id"])}/viewer">viewer</a></td></tr>'
-        for a in recent) or '<tr><td colspan="5" class="muted">none yet</td></tr>'
+        for a in recent) or '<tr><td colspan="6" class="muted">none yet</td></tr>'
     options = "".join(
         f'<option value="{escape(p)}"{" selected" if p == default_pipeline else ""}>'
         f"{escape(p)}</option>" for p in pipelines)

@@ -61,6 +61,12 @@ class StoreBack(BaseModel):
     done_at: float | None
 
 
+class Quality(BaseModel):
+    verdict: Literal["ok", "review"] = Field(
+        description="review: the result should not be read without a person checking it")
+    reasons: list[str] = Field(description="why, in words a reader can act on; empty when ok")
+
+
 class Report(BaseModel):
     id: str
     status: str = "completed"
@@ -93,6 +99,11 @@ class Report(BaseModel):
     contrast_basis: Literal["headers", "image", "default"] | None = Field(
         None, description="what the contrast reading rests on: the protocol name or series "
         "description, the blood pool's signal against the myocardium's, or neither (no ring)")
+    scar_percent_interval: tuple[float, float] | None = Field(
+        None, description="[lower, upper]: 95 % interval of scar_percent, calibrated on "
+        "validation series (None only when the scar model has no calibration)")
+    quality: Quality | None = Field(None, description="absent only in reports stored before "
+                                    "the field existed")
     store_back: StoreBack | None = Field(None, description="only when DICOMWEB_STORE_URL is set")
     disclaimer: str = ("Research use only: the models are trained on synthetic phantoms and 70 "
                        "real scans from one centre, and are "
@@ -125,6 +136,7 @@ class AnalysisSummary(BaseModel):
     pipeline: str
     series_instance_uid: str
     scar_percent: float
+    verdict: Literal["ok", "review"] | None = Field(None, description="the quality verdict")
 
 
 class ReceivedSeriesState(BaseModel):

@@ -41,7 +41,11 @@ class ResultStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS analyses (id TEXT PRIMARY KEY, "
                          "created_at TEXT NOT NULL, pipeline TEXT NOT NULL, "
-                         "series_instance_uid TEXT NOT NULL, scar_percent REAL NOT NULL)")
+                         "series_instance_uid TEXT NOT NULL, scar_percent REAL NOT NULL, "
+                         "verdict TEXT)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(analyses)")}
+        if "verdict" not in columns:  # an index made before the quality verdict existed
+            self._db.execute("ALTER TABLE analyses ADD COLUMN verdict TEXT")
         self._db.execute("CREATE TABLE IF NOT EXISTS pushes (id TEXT PRIMARY KEY, "
                          "destination TEXT NOT NULL, status TEXT NOT NULL, "
                          "attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, "
@@ -59,9 +63,12 @@ class ResultStore:
     def _index(self, report: dict, push_to: str | None = None) -> None:
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?)",
+            self._db.execute("INSERT OR REPLACE INTO analyses (id, created_at, pipeline, "
+                             "series_instance_uid, scar_percent, verdict) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
                              (report["id"], report["created_at"], report["pipeline"],
-                              report["series_instance_uid"], report["scar_percent"]))
+                              report["series_instance_uid"], report["scar_percent"],
+                              (report.get("quality") or {}).get("verdict")))
             if push_to:
                 self._db.execute("INSERT OR IGNORE INTO pushes (id, destination, status, "
                                  "next_attempt_at) VALUES (?, ?, 'pending', 0)",
@@ -155,9 +162,10 @@ class ResultStore:
             if series_instance_uid else ("", [])
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, created_at, pipeline, series_instance_uid, scar_percent FROM "
-                f"analyses {where} ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
-        keys = ("id", "created_at", "pipeline", "series_instance_uid", "scar_percent")
+                "SELECT id, created_at, pipeline, series_instance_uid, scar_percent, verdict "
+                f"FROM analyses {where} ORDER BY created_at DESC LIMIT ?",
+                (*args, limit)).fetchall()
+        keys = ("id", "created_at", "pipeline", "series_instance_uid", "scar_percent", "verdict")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def close(self) -> None:

@@ -25,19 +25,22 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from service.acceptance import lv_ring_slices
 from service.contrast import read_contrast
 from service.postprocess import clean_myocardium
 from service.quantify import fwhm_scar, nsd_scar, scar_fraction
 from service.segment import (
     Network,
+    Segmentation,
     masks_from_regions,
     myocardium_probability,
     scar_regions,
     segment_on,
 )
+from service.uncertainty import IntervalCalibration, ambiguity, calibrate, interval
 
 from . import metrics
-from .sources import Source, as_source
+from .sources import LabelledSeries, Source, as_source
 
 NETWORK_METHODS = ("cascade-unet", "enet", "enet-raw")
 METHODS = (*NETWORK_METHODS, "enet-true-myocardium", "4sd", "fwhm")
@@ -70,6 +73,11 @@ class SeriesScore:
     # The contrast the service's image reading gives on this method's myocardium (EMIDEC has
     # no headers to read; a phantom's headers would say dark-blood before the image is read).
     contrast_read: str = ""
+    # The scar % interval (network methods with a calibration; NaN otherwise).
+    interval_low: float = float("nan")
+    interval_high: float = float("nan")
+    # Whether the service would refuse the series as no LV heart (no closed LV ring).
+    refused: bool = False
 
 
 SHORT_LABELS = {"cascade-unet": "cascade", "enet": "ENet P2", "enet-raw": "ENet P1",
@@ -120,24 +128,38 @@ def choose_thresholds(sources: Sequence[Source | Path], networks: Mapping[str, N
             for task in SCAR_NETWORKS}
 
 
-def score_series(source: Source | Path, networks: Mapping[str, Network], test_set: str = ""
+# The network pipelines and the scar network each one runs (on the predicted myocardium),
+# and the reference run of Protocol 2 on the true one.
+PIPELINE_RUNS = {"cascade-unet": ("scar_unet", "predicted"), "enet": ("enet_p2", "predicted"),
+                 "enet-raw": ("enet_p1", "predicted"),
+                 "enet-true-myocardium": ("enet_p2", "true")}
+
+
+def network_segmentations(series: LabelledSeries, networks: Mapping[str, Network]
+                          ) -> dict[str, Segmentation]:
+    """Each network method's masks on one series, as the service draws them."""
+    images, spacing = series.images, series.spacing
+    myo_p = myocardium_probability(images, spacing, networks["myocardium_unet"])
+    myo = clean_myocardium(myo_p)
+    true_myo = series.true_myocardium
+    given = {"predicted": (myo, myo_p), "true": (true_myo, true_myo.astype(np.float32))}
+    return {method: segment_on(images, spacing, *given[which], networks[net])
+            for method, (net, which) in PIPELINE_RUNS.items()}
+
+
+def score_series(source: Source | Path, networks: Mapping[str, Network], test_set: str = "",
+                 calibrations: Mapping[str, IntervalCalibration] | None = None
                  ) -> list[SeriesScore]:
-    """Every method on one series; ``networks`` has myocardium_unet, scar_unet, enet_p1/p2."""
+    """Every method on one series; ``networks`` has myocardium_unet, scar_unet, enet_p1/p2.
+
+    ``calibrations`` (by method) add each network method's scar % interval.
+    """
     source = as_source(source)
     series = source.read()
     images, spacing = series.images, series.spacing
     true_myo, true_scar = series.true_myocardium, series.true_scar
-    myo_p = myocardium_probability(images, spacing, networks["myocardium_unet"])
-    myo = clean_myocardium(myo_p)
-
-    masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    given = {"predicted": (myo, myo_p), "true": (true_myo, true_myo.astype(np.float32))}
-    for method, (net, which) in {
-        "cascade-unet": ("scar_unet", "predicted"), "enet": ("enet_p2", "predicted"),
-        "enet-raw": ("enet_p1", "predicted"), "enet-true-myocardium": ("enet_p2", "true"),
-    }.items():
-        seg = segment_on(images, spacing, *given[which], networks[net])
-        masks[method] = (seg.scar, seg.myocardium)
+    segs = network_segmentations(series, networks)
+    masks = {method: (seg.scar, seg.myocardium) for method, seg in segs.items()}
     masks["4sd"] = (nsd_scar(images, true_myo, 4.0), true_myo)
     masks["fwhm"] = (fwhm_scar(images, true_myo), true_myo)
 
@@ -147,6 +169,13 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
     out = []
     for method, (scar, myocardium) in masks.items():
         pct = 100.0 * scar_fraction(scar, myocardium)
+        low = high = nan
+        calibration = (calibrations or {}).get(method)
+        if calibration is not None and method in segs:
+            net = networks[PIPELINE_RUNS[method][0]]
+            spread = ambiguity(segs[method].scar_probability, myocardium, net.threshold,
+                               calibration.offset)
+            low, high = interval(pct, spread, calibration)
         out.append(SeriesScore(
             series_id=source.series_id, method=method, has_scar=has_scar,
             has_obstruction=bool(series.true_obstruction.any()),
@@ -159,15 +188,47 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
             myocardium_dsc=metrics.dice(myocardium, true_myo), test_set=test_set,
             contrast=source.contrast,
             contrast_read=read_contrast(images, myocardium).contrast,
+            interval_low=low, interval_high=high,
+            refused=method in segs and not lv_ring_slices(myocardium, spacing),
         ))
     return out
 
 
+# Threshold offsets and floors (percentage points) the interval's calibration chooses from.
+INTERVAL_OFFSETS = (0.1, 0.2, 0.3)
+INTERVAL_FLOORS = (0.5, 1.0, 2.0, 3.0)
+INTERVAL_LEVEL = 0.95
+
+
+def calibrate_intervals(sources: Sequence[Source | Path], networks: Mapping[str, Network],
+                        offsets: Sequence[float] = INTERVAL_OFFSETS,
+                        floors: Sequence[float] = INTERVAL_FLOORS,
+                        level: float = INTERVAL_LEVEL) -> dict[str, IntervalCalibration]:
+    """Each network pipeline's interval, calibrated (split conformal) on these series."""
+    methods = list(NETWORK_METHODS)
+    errors: dict[str, list[float]] = {m: [] for m in methods}
+    spreads: dict[str, dict[float, list[float]]] = {m: {o: [] for o in offsets}
+                                                    for m in methods}
+    for source in tqdm(sources, desc="interval calibration (validation)", unit="series"):
+        series = as_source(source).read()
+        segs = network_segmentations(series, networks)
+        truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
+        for method in methods:
+            seg, net = segs[method], networks[PIPELINE_RUNS[method][0]]
+            errors[method].append(100.0 * scar_fraction(seg.scar, seg.myocardium) - truth)
+            for offset in offsets:
+                spreads[method][offset].append(ambiguity(seg.scar_probability, seg.myocardium,
+                                                         net.threshold, offset))
+    return {m: calibrate({o: errors[m] for o in offsets}, spreads[m], floors, level)
+            for m in methods}
+
+
 def evaluate(sources: Sequence[Source | Path], networks: Mapping[str, Network],
-             test_set: str = "") -> list[SeriesScore]:
+             test_set: str = "", calibrations: Mapping[str, IntervalCalibration] | None = None
+             ) -> list[SeriesScore]:
     scores = []
     for source in tqdm(sources, desc=f"evaluate {test_set}".strip(), unit="series"):
-        scores.extend(score_series(source, networks, test_set))
+        scores.extend(score_series(source, networks, test_set, calibrations))
     return scores
 
 
@@ -206,6 +267,16 @@ def summarise(scores: Sequence[SeriesScore]) -> dict:
             s.scar_percent > 0 for s in scar_free)
         summary["methods"][method]["scar_free_series"] = len(scar_free)
         summary["methods"][method]["normals_at_most_1_percent"] = normals_at_most(scores, method)
+        with_interval = [s for s in scores if s.method == method
+                         and not math.isnan(s.interval_low)]
+        summary["methods"][method]["interval"] = None if not with_interval else {
+            "series": len(with_interval),
+            "covered": sum(s.interval_low - 1e-9 <= s.true_scar_percent <= s.interval_high + 1e-9
+                           for s in with_interval),
+            "median_width": float(np.median([s.interval_high - s.interval_low
+                                             for s in with_interval]))}
+        summary["methods"][method]["refused"] = sum(s.refused for s in scores
+                                                    if s.method == method)
         rows = [s for s in scores if s.method == method and s.contrast]
         summary["methods"][method]["contrast_read_right"] = [
             sum(s.contrast_read == s.contrast for s in rows), len(rows)]
@@ -304,6 +375,10 @@ TARGETS = {
 NORMAL_SCAR_PERCENT = 1.0
 NORMAL_SHARE = 6 / 7
 TARGET_METHODS = ("cascade-unet", "enet")
+# The interval (the trust issue): coverage of the expert's scar % and median width, and
+# false refusals, on these test sets.
+INTERVAL_COVERAGE, INTERVAL_WIDTH_PERCENT = 0.90, 6.0
+TRUST_TEST_SETS = ("phantoms", "emidec")
 FIELD_LABELS = {"myocardium_dsc": "myocardium DSC", "scar_dsc": "scar DSC",
                 "abs_scar_percent_error": "abs scar-% error (points)"}
 
@@ -338,6 +413,8 @@ def target_rows(summaries: Mapping[str, dict], targets: Mapping[str, Mapping] = 
                 rows.append({"test_set": test_set, "method": method, "field": field,
                              "median": r["median"], "ci": r["median_ci"], "target": target,
                              "met": bool(met)})
+        if test_set in TRUST_TEST_SETS:
+            rows += _trust_rows(test_set, summaries[test_set])
         if test_set == "emidec":
             for method in TARGET_METHODS:
                 ok, n = summaries[test_set]["methods"][method]["normals_at_most_1_percent"]
@@ -345,6 +422,29 @@ def target_rows(summaries: Mapping[str, dict], targets: Mapping[str, Mapping] = 
                              "field": f"normal cases with scar <= {NORMAL_SCAR_PERCENT:g} %",
                              "median": ok, "ci": None, "target": f">= {NORMAL_SHARE:.0%} of {n}",
                              "met": n > 0 and ok >= NORMAL_SHARE * n - 1e-9, "of": n})
+    return rows
+
+
+def _trust_rows(test_set: str, summary: dict) -> list[dict]:
+    rows = []
+    for method in TARGET_METHODS:
+        m = summary["methods"][method]
+        n = m["n_series"]
+        rows.append({"test_set": test_set, "method": method, "field": "series refused",
+                     "median": m["refused"], "ci": None, "target": "0", "of": n,
+                     "met": m["refused"] == 0})
+        iv = m.get("interval")
+        if iv is None:
+            continue
+        rows.append({"test_set": test_set, "method": method,
+                     "field": "interval holds the expert's scar %", "median": iv["covered"],
+                     "ci": None, "target": f">= {INTERVAL_COVERAGE:.0%} of {iv['series']}",
+                     "of": iv["series"],
+                     "met": iv["covered"] >= INTERVAL_COVERAGE * iv["series"] - 1e-9})
+        rows.append({"test_set": test_set, "method": method,
+                     "field": "interval median width (points)", "median": iv["median_width"],
+                     "ci": [math.nan, math.nan], "target": f"<= {INTERVAL_WIDTH_PERCENT:g}",
+                     "met": iv["median_width"] <= INTERVAL_WIDTH_PERCENT})
     return rows
 
 
@@ -399,8 +499,10 @@ def _targets_table(summaries: Mapping[str, dict], targets: Mapping[str, Mapping]
     lines = [f"| test set | method | figure | median | {MEDIAN_CI_LEVEL * 100:g} % CI | target | |",
              "|---|---|---|---|---|---|---|"]
     for r in target_rows(summaries, targets):
-        if r["ci"] is None:
+        if "of" in r:
             measured, ci = f"{r['median']} of {r['of']}", ""
+        elif r["ci"] is None:
+            measured, ci = _fmt(r["median"]), ""
         else:
             measured, ci = _fmt(r["median"]), f"{_fmt(r['ci'][0])}-{_fmt(r['ci'][1])}"
         lines.append(f"| {r['test_set']} | {SHORT_LABELS[r['method']]} | "

@@ -76,7 +76,8 @@ def _clean(value):
 def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[str, InputSpec],
                    parameters: Mapping[str, int], training: Mapping[str, dict],
                    evaluation: Mapping[str, dict], training_data: dict,
-                   thresholds: Mapping[str, float]) -> dict:
+                   thresholds: Mapping[str, float],
+                   intervals: Mapping[str, dict] | None = None) -> dict:
     models = []
     for entry in MODELS:
         path = onnx_files[entry.key]
@@ -91,7 +92,9 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
                       "preprocessing": spec.to_dict()},
             "output": {"name": "probabilities", "shape": [None, *spec.shape, len(entry.classes)],
                        "classes": list(entry.classes), "activation": "softmax",
-                       "threshold": thresholds[entry.key]},
+                       "threshold": thresholds[entry.key]}
+            | ({"interval": intervals[entry.key]} if intervals and entry.key in intervals
+               else {}),
             "training": training[entry.key],
             "evaluation": evaluation.get(entry.key, {}),
             "card": f"cards/{entry.name}.md",
@@ -117,6 +120,17 @@ def _threshold_text(model: dict) -> str:
     return (f"{outer}{threshold:g} for the {classes[-1]}, the threshold with the best median "
             f"scar DSC on the {choice['validation_series_with_scar']} validation series with "
             f"scar, through the service's post-processing ({tried})")
+
+
+def _interval_text(model: dict) -> str:
+    cal = model["output"].get("interval")
+    if not cal:
+        return ""
+    return (f"\n- The scar % comes with a {cal['level'] * 100:g} % interval: the scar % plus or "
+            f"minus {cal['scale']:.2f} x (the scar % with the threshold {cal['offset']:g} lower "
+            f"minus with it {cal['offset']:g} higher, + {cal['floor_percent']:g} points), the "
+            f"scale being the split-conformal quantile of the errors on the "
+            f"{cal['calibration_series']} validation series (`service/uncertainty.py`).")
 
 
 def _averaging_text(training: dict) -> str:
@@ -243,7 +257,7 @@ in `shared/seeds/`. File `{model['file']}`, sha256 `{model['sha256']}`.
   Cut by `service.preprocess.model_inputs`, the same code in training and serving.
 - Output `probabilities`: softmax over {', '.join(model['output']['classes'])}; mapped back to
   the source pixel grid by the inverse of the crop and thresholded at
-  {_threshold_text(model)}.
+  {_threshold_text(model)}.{_interval_text(model)}
 
 ## Intended use
 Research and engineering of the LGE scar service: segmenting the LV myocardium and scar on

@@ -38,10 +38,12 @@ from service.segment import Network
 from . import emidec
 from .dataset import NEEDS_MYOCARDIUM_MODEL, TASKS, Arrays, build_arrays, kfold_series
 from .evaluate import (
+    SCAR_NETWORKS,
     TARGETS,
     TEST_SET_LABELS,
     bland_altman,
     box_plots,
+    calibrate_intervals,
     choose_thresholds,
     evaluate,
     manifest_evaluation,
@@ -338,8 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     for task, choice in chosen.items():
         training[task]["threshold_choice"] = choice
     t = lap("thresholds (validation)", t)
+    calibrations = calibrate_intervals(validation_sources, networks)
+    intervals = {task: calibrations[method].to_dict() for task, method in SCAR_NETWORKS.items()}
+    t = lap("interval calibration (validation)", t)
     test_sets = {"phantoms": [PhantomSource(d) for d in test_dirs]} | real_tests
-    scores = [s for name, test in test_sets.items() for s in evaluate(test, networks, name)]
+    scores = [s for name, test in test_sets.items()
+              for s in evaluate(test, networks, name, calibrations)]
     summaries = {name: summarise([s for s in scores if s.test_set == name])
                  for name in test_sets}
     figures_dir = work / "figures"
@@ -371,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             "test_cases": len(real_tests["emidec"])}}
     evaluation = manifest_evaluation(summaries)
     manifest = build_manifest(__version__, onnx_files, TASKS, parameters, training, evaluation,
-                              training_data, thresholds)
+                              training_data, thresholds, intervals)
     context = {
         "command": "python -m training " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),

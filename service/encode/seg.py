@@ -49,9 +49,15 @@ def segment_descriptions(algorithm_name: str, algorithm_version: str
     ]
 
 
+# A result to be checked by a person says so where a PACS worklist shows it (LO: 64 chars).
+REVIEW_PREFIX = "REVIEW NEEDED: "
+SEG_DESCRIPTION = "LGE myocardium and scar (research, not for clinical use)"
+SEG_REVIEW_DESCRIPTION = REVIEW_PREFIX + "LGE myocardium and scar (research only)"
+
+
 def build_seg(volume: Volume, myocardium: np.ndarray, scar: np.ndarray, algorithm_name: str,
               algorithm_version: str, series_uid: str | None = None,
-              sop_instance_uid: str | None = None) -> pydicom.Dataset:
+              sop_instance_uid: str | None = None, review: bool = False) -> pydicom.Dataset:
     """One SEG instance over every slice of ``volume`` (masks ordered like its slices)."""
     if any(s.frame_number is not None for s in volume.slices):
         if len({id(s.dataset) for s in volume.slices}) > 1:
@@ -68,7 +74,8 @@ def build_seg(volume: Volume, myocardium: np.ndarray, scar: np.ndarray, algorith
     labels = np.stack([myocardium, scar], axis=-1).astype(bool)[order]
     try:
         return _segmentation(source_images, labels, algorithm_name, algorithm_version,
-                             series_uid, sop_instance_uid)
+                             series_uid, sop_instance_uid,
+                             SEG_REVIEW_DESCRIPTION if review else SEG_DESCRIPTION)
     except ValueError as exc:
         # highdicom checks the sources strictly (identical orientation strings, one frame
         # of reference, equal matrix): what it refuses is the input's doing, not ours.
@@ -76,7 +83,7 @@ def build_seg(volume: Volume, myocardium: np.ndarray, scar: np.ndarray, algorith
 
 
 def _segmentation(source_images, labels, algorithm_name, algorithm_version, series_uid,
-                  sop_instance_uid) -> hd.seg.Segmentation:
+                  sop_instance_uid, description: str) -> hd.seg.Segmentation:
     return hd.seg.Segmentation(
         source_images=source_images, pixel_array=labels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -85,7 +92,7 @@ def _segmentation(source_images, labels, algorithm_name, algorithm_version, seri
         sop_instance_uid=sop_instance_uid or hd.UID(), instance_number=1,
         manufacturer=MANUFACTURER, manufacturer_model_name=algorithm_name,
         software_versions=__version__, device_serial_number="0",
-        series_description="LGE myocardium and scar (research, not for clinical use)",
+        series_description=description,
         content_label="SCAR", content_description="Automatic myocardium and scar",
         omit_empty_frames=False,
     )

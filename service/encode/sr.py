@@ -14,32 +14,51 @@ from highdicom.sr.coding import CodedConcept
 from pydicom.sr.codedict import codes
 
 from .. import __version__
-from .seg import MANUFACTURER, MYOCARDIUM_TYPE, SCAR_TYPE
+from .seg import MANUFACTURER, MYOCARDIUM_TYPE, REVIEW_PREFIX, SCAR_TYPE
 
 ML = CodedConcept("ml", "UCUM", "milliliter")
 GRAM = CodedConcept("g", "UCUM", "gram")
 PERCENT = CodedConcept("%", "UCUM", "Percent")
 SCAR_EXTENT = CodedConcept("SCAR-EXTENT", "99DBLGE", "Scar extent of LV myocardium")
+# The 95 % interval's bounds are measurements of their own (local concepts, like the extent).
+SCAR_EXTENT_LOWER = CodedConcept("SCAR-EXTENT-LO95", "99DBLGE",
+                                 "Scar extent, lower limit of 95 % interval")
+SCAR_EXTENT_UPPER = CodedConcept("SCAR-EXTENT-HI95", "99DBLGE",
+                                 "Scar extent, upper limit of 95 % interval")
+NEEDS_REVIEW = CodedConcept("NEEDS-REVIEW", "99DBLGE", "Result needs review by a person")
+SR_DESCRIPTION = "LGE scar measurements (research, not for clinical use)"
+SR_REVIEW_DESCRIPTION = REVIEW_PREFIX + "LGE scar measurements (research only)"
 CARDIAC_MRI = CodedConcept("241620005", "SCT", "Magnetic resonance imaging of heart")
 LV_MYOCARDIUM = CodedConcept("49848007", "SCT", "Left Ventricle Myocardium")
 SR_SERIES_NUMBER = 9902
 
 
 def _group(seg: pydicom.Dataset, segment: int, label: str, finding: CodedConcept,
-           measurements: list[hd.sr.Measurement], algorithm: hd.sr.AlgorithmIdentification
+           measurements: list[hd.sr.Measurement], algorithm: hd.sr.AlgorithmIdentification,
+           evaluations: list[hd.sr.QualitativeEvaluation] | None = None
            ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label),
         referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, segment),
         finding_type=finding, algorithm_id=algorithm,
-        finding_sites=[hd.sr.FindingSite(LV_MYOCARDIUM)], measurements=measurements)
+        finding_sites=[hd.sr.FindingSite(LV_MYOCARDIUM)], measurements=measurements,
+        qualitative_evaluations=evaluations)
 
 
 def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures: dict,
-             algorithm_name: str, algorithm_version: str) -> pydicom.Dataset:
+             algorithm_name: str, algorithm_version: str,
+             scar_interval: tuple[float, float] | None = None, review: bool = False
+             ) -> pydicom.Dataset:
     """``figures``: myocardium_volume_ml, myocardium_mass_g, scar_volume_ml, scar_mass_g,
-    scar_percent."""
+    scar_percent. A result that needs review says so in the Series Description and, as a
+    qualitative evaluation of the scar, in the content."""
     algorithm = hd.sr.AlgorithmIdentification(name=algorithm_name, version=algorithm_version)
+    bounds = [] if scar_interval is None else [
+        hd.sr.Measurement(name=concept, value=value, unit=PERCENT, algorithm_id=algorithm)
+        for concept, value in zip((SCAR_EXTENT_LOWER, SCAR_EXTENT_UPPER), scar_interval,
+                                  strict=True)]
+    review_evaluation = [hd.sr.QualitativeEvaluation(
+        NEEDS_REVIEW, codes.SCT.Yes if review else codes.SCT.No)]
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -58,7 +77,8 @@ def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures
                               algorithm_id=algorithm),
             hd.sr.Measurement(name=SCAR_EXTENT, value=figures["scar_percent"], unit=PERCENT,
                               algorithm_id=algorithm),
-        ], algorithm),
+            *bounds,
+        ], algorithm, review_evaluation),
     ]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
@@ -67,5 +87,5 @@ def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures
         evidence=[*source_images, seg], content=report[0], series_instance_uid=hd.UID(),
         series_number=SR_SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
-        series_description="LGE scar measurements (research, not for clinical use)",
+        series_description=SR_REVIEW_DESCRIPTION if review else SR_DESCRIPTION,
         software_versions=__version__)
