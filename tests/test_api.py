@@ -72,6 +72,11 @@ def test_report_follows_the_contract(posted, series_dirs) -> None:
     assert report["pipeline"] == "cascade-unet"
     # The phantoms' series description names the sequence (DB-LGE).
     assert (report["contrast"], report["contrast_basis"]) == ("dark-blood", "headers")
+    low, high = report["scar_percent_interval"]
+    assert 0.0 <= low <= report["scar_percent"] <= high <= 100.0
+    quality = report["quality"]
+    assert quality["verdict"] in ("ok", "review")
+    assert (quality["verdict"] == "review") == bool(quality["reasons"])
     assert set(report["timings_ms"]) == {"decode", "preprocess", "inference", "quantify",
                                          "encode", "total"}
     assert set(report["baselines"]) == {"4sd", "fwhm"}
@@ -380,3 +385,59 @@ def test_seg_has_what_ohif_and_slicer_need(client, posted, series_dirs) -> None:
         lab = [lab16[0] / 65535 * 100, lab16[1] / 65535 * 255 - 128, lab16[2] / 65535 * 255 - 128]
         back = lab2rgb(np.array(lab)[None, None])[0, 0] * 255
         assert np.allclose(back, rgb, atol=3), (segment.SegmentLabel, back, rgb)
+
+
+def _codes_in(items) -> list[tuple[str, str]]:
+    """(concept name code, coded value code) of every CODE item in an SR content tree."""
+    out = []
+    for item in items:
+        if item.ValueType == "CODE":
+            out.append((item.ConceptNameCodeSequence[0].CodeValue,
+                        item.ConceptCodeSequence[0].CodeValue))
+        out += _codes_in(item.get("ContentSequence", []))
+    return out
+
+
+def test_a_result_to_review_says_so_everywhere_it_is_shown(client, series_dirs,
+                                                           monkeypatch) -> None:
+    from service import analysis
+
+    monkeypatch.setattr(analysis, "MAX_INTERVAL_WIDTH_PERCENT", -1.0)  # every interval too wide
+    r = client.post("/v1/analyses", files=multipart(series_files(series_dirs[2])))
+    assert r.status_code == 201, r.text
+    report = r.json()
+    assert report["quality"]["verdict"] == "review"
+    assert any("interval" in reason for reason in report["quality"]["reasons"])
+    seg = pydicom.dcmread(io.BytesIO(client.get(f"/v1/analyses/{report['id']}/seg").content))
+    sr = pydicom.dcmread(io.BytesIO(client.get(f"/v1/analyses/{report['id']}/sr").content))
+    assert seg.SeriesDescription.startswith("REVIEW NEEDED")
+    assert sr.SeriesDescription.startswith("REVIEW NEEDED")
+    assert ("NEEDS-REVIEW", "373066001") in _codes_in(sr.ContentSequence)  # SCT Yes
+    viewer = client.get(f"/v1/analyses/{report['id']}/viewer").text
+    assert 'id="review"' in viewer and "REVIEW NEEDED" in viewer
+    assert all(reason.split(" (")[0] in viewer for reason in report["quality"]["reasons"])
+    assert "REVIEW NEEDED" in client.get("/").text
+
+
+def test_an_ok_result_is_not_marked(client, posted) -> None:
+    report = posted.json()
+    seg = pydicom.dcmread(io.BytesIO(client.get(f"/v1/analyses/{report['id']}/seg").content))
+    sr = pydicom.dcmread(io.BytesIO(client.get(f"/v1/analyses/{report['id']}/sr").content))
+    review = report["quality"]["verdict"] == "review"
+    assert seg.SeriesDescription.startswith("REVIEW NEEDED") == review
+    assert sr.SeriesDescription.startswith("REVIEW NEEDED") == review
+    expected = "373066001" if review else "373067005"  # SCT Yes / No
+    assert ("NEEDS-REVIEW", expected) in _codes_in(sr.ContentSequence)
+    bounds = [v for name, v in _numbers_in(sr.ContentSequence)
+              if name in ("SCAR-EXTENT-LO95", "SCAR-EXTENT-HI95")]
+    assert bounds == pytest.approx(report["scar_percent_interval"], abs=1e-6)
+
+
+def _numbers_in(items) -> list[tuple[str, float]]:
+    out = []
+    for item in items:
+        if item.ValueType == "NUM":
+            out.append((item.ConceptNameCodeSequence[0].CodeValue,
+                        float(item.MeasuredValueSequence[0].NumericValue)))
+        out += _numbers_in(item.get("ContentSequence", []))
+    return out

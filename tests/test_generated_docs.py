@@ -28,3 +28,25 @@ def test_the_contrast_table_in_the_training_docs_is_its_results_file() -> None:
     results = json.loads((ROOT / "models" / "evaluation" / "contrast_groups.json").read_text())
     block = read_block(ROOT / "docs" / "training.md", "contrast_groups")
     assert block == contrast_groups_markdown(results["rows"])
+
+
+def test_the_readmes_accuracy_table_is_the_releases_results_file() -> None:
+    from training.evaluate import accuracy_table
+
+    summaries = json.loads((ROOT / "models" / "evaluation" / "summary.json").read_text())
+    assert set(summaries) == {"phantoms", "emidec", "emidec-dark"}
+    assert read_block(ROOT / "README.md", "accuracy") == accuracy_table(summaries)
+
+
+def test_the_readme_stays_short_and_its_links_resolve() -> None:
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), target
+    for doc in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#]+)\)", doc.read_text()):
+            if not target.startswith("http"):
+                assert (doc.parent / target).exists(), (doc.name, target)

@@ -542,6 +542,25 @@ def _contrast_sentence(methods: Mapping[str, dict]) -> str:
             "headers do not name it) was right on " + " and ".join(parts) + ".")
 
 
+def accuracy_table(summaries: Mapping[str, dict]) -> str:
+    """The README's short table: the default pipeline per test set, medians (95 % CI)."""
+    def cell(r: dict, digits: int = 3) -> str:
+        return (f"{_fmt(r['median'], digits)} ({_fmt(r['median_ci'][0], digits)}-"
+                f"{_fmt(r['median_ci'][1], digits)})")
+
+    lines = ["| test set | series | myocardium DSC | scar DSC | abs scar-% error (points) "
+             "| interval holds the expert's scar % |", "|---|---|---|---|---|---|"]
+    for name, summary in summaries.items():
+        m = summary["methods"]["cascade-unet"]
+        iv = m.get("interval")
+        coverage = "n/a" if not iv else f"{iv['covered']} of {iv['series']}"
+        lines.append(f"| {TEST_SET_LABELS.get(name, name)} | {m['n_series']} | "
+                     f"{cell(m['myocardium_dsc'])} | {cell(m['scar_dsc'])} | "
+                     f"{cell(m['abs_scar_percent_error'], 2)} | {coverage} |")
+    return ("\n".join(lines)
+            + "\n\nCascade U-Net (the default pipeline); scar DSC on series with scar.")
+
+
 def _test_set_section(name: str, summary: dict, count: int) -> str:
     m = summary["methods"]
     header = ("| method | scar DSC | sensitivity | specificity | accuracy | abs scar-% error "

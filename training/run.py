@@ -41,6 +41,7 @@ from .evaluate import (
     SCAR_NETWORKS,
     TARGETS,
     TEST_SET_LABELS,
+    accuracy_table,
     bland_altman,
     box_plots,
     calibrate_intervals,
@@ -51,6 +52,7 @@ from .evaluate import (
     summarise,
     write_csv,
 )
+from .generated import write_block
 from .phantoms.__main__ import generate_many
 from .phantoms.spec import OBSTRUCTION_PROBABILITY
 from .release import MODELS, build_manifest, write_models_dir
@@ -117,6 +119,7 @@ def estimated_minutes(configs: dict[str, TrainConfig]) -> float:
 # it calls most of it (0.57-0.61), and 90 % (0.70-0.79) cost more false scar in remote
 # myocardium than it gained (README, history step 9; two training seeds each).
 SCAR_OBSTRUCTION_PROBABILITY = 0.6
+README = Path(__file__).parents[1] / "README.md"
 TRAINING_DATA_PHANTOMS = ("Synthetic dark-blood LGE short-axis phantoms made by "
                           "`python -m training.phantoms` (docs/phantoms.md).")
 TRAINING_DATA_EMIDEC = (
@@ -387,9 +390,12 @@ def main(argv: list[str] | None = None) -> int:
         "validation_series": len(val_idx), "train_seed": args.train_seed,
         "emidec": training_data["emidec"], "minutes": minutes,
         "thresholds": {task: thresholds[task] for task in chosen}}
+    (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
     figures = {p.name: p for p in figures_dir.iterdir()}
     write_models_dir(models_dir, manifest, onnx_files,
                      markdown_report(summaries, TARGETS, context), figures)
+    if args.release:
+        write_block(README, "accuracy", accuracy_table(summaries))
     (work / "summary.json").write_text(json.dumps(
         {"summaries": summaries, "minutes": minutes}, indent=1, default=float))
     print(json.dumps({"minutes": minutes} | {
