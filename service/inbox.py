@@ -29,7 +29,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-UID_PATTERN = re.compile(r"^[0-9.]{1,64}$")
+# PS3.5 9.1: components of digits separated by single dots, no leading zero in a
+# component (0 alone is one), at most 64 characters. ".", ".." and "1..2" are not UIDs.
+UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+UID_MAX_LENGTH = 64
+
+
+def is_uid(text: str) -> bool:
+    return len(text) <= UID_MAX_LENGTH and UID_PATTERN.match(text) is not None
 
 
 @dataclass(frozen=True)
@@ -72,18 +79,14 @@ class Inbox:
         self._db.execute("UPDATE series SET state = 'waiting' WHERE state = 'analysing'")
 
     def _series_dir(self, series_uid: str) -> Path:
-        if not UID_PATTERN.match(series_uid):
-            raise ValueError(f"not a DICOM UID: {series_uid!r}")
-        return self.folder / series_uid
+        return _inside(self.folder, series_uid)
 
     def add(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes,
             now: float) -> bool:
         """Keep one instance; False when the same bytes were already there (no change)."""
         folder = self._series_dir(series_uid)
-        if not UID_PATTERN.match(sop_uid):
-            raise ValueError(f"not a DICOM UID: {sop_uid!r}")
         folder.mkdir(exist_ok=True)
-        path = folder / f"{sop_uid}.dcm"
+        path = _inside(folder, sop_uid, ".dcm")
         if path.exists() and path.read_bytes() == data:
             return False
         tmp = folder / f".{sop_uid}.{uuid.uuid4().hex}.tmp"
@@ -163,3 +166,13 @@ class Inbox:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _inside(folder: Path, uid: str, suffix: str = "") -> Path:
+    """``folder/uid+suffix``, for a valid UID only, and never outside ``folder``."""
+    if not is_uid(uid):
+        raise ValueError(f"not a DICOM UID: {uid!r}")
+    path = folder / f"{uid}{suffix}"
+    if path.resolve().parent != folder.resolve():
+        raise ValueError(f"not a DICOM UID: {uid!r}")
+    return path

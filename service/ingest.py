@@ -20,7 +20,8 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 
 from .errors import InputError
 
-ZIP_MAGIC = b"PK\x03\x04"
+# A local file header, or the end of an empty archive.
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,9 @@ def split_body(content_type: str | None, body: bytes, limits: Limits) -> list[Bl
         raw = [Blob(f"part {i}", data) for i, (_, _, data)
                in enumerate(_multipart_parts(content_type, body))]
     elif media in ("application/zip", "application/x-zip-compressed"):
-        raw = [Blob("body", body)]
+        # Declared a zip: read as one whatever its first bytes (a JPEG is a bad zip, an
+        # empty archive holds no files), never as a DICOM file.
+        return _nonempty(_unzip(body, "body", limits))
     elif media == "application/dicom":
         raw = [Blob("body", body)]
     else:
@@ -162,11 +165,15 @@ def split_body(content_type: str | None, body: bytes, limits: Limits) -> list[Bl
                          status_code=415)
     blobs = []
     for blob in raw:
-        blobs.extend(_unzip(blob.data, blob.name, limits) if blob.data[:4] == ZIP_MAGIC
+        blobs.extend(_unzip(blob.data, blob.name, limits) if blob.data[:4] in ZIP_MAGICS
                      else [blob])
         if len(blobs) > limits.max_files:
             raise InputError(f"more than {limits.max_files} files", code="too_many_files",
                              status_code=413)
+    return _nonempty(blobs)
+
+
+def _nonempty(blobs: list[Blob]) -> list[Blob]:
     if not blobs:
         raise InputError("no files in the request", code="no_files")
     return blobs

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .config import Settings
 from .encode.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
 from .errors import InputError, NotFound, Overloaded
-from .inbox import UID_PATTERN
+from .inbox import is_uid
 from .ingest import read_capped, split_body, stow_parts
 from .jobs import analyse_and_store, limits_of
 from .metrics import Metrics, run_counted
@@ -193,7 +193,7 @@ def retry_store_back(analysis_id: str, request: Request) -> JSONResponse:
 def received_series(series_instance_uid: str, request: Request) -> dict:
     """A series received by STOW-RS: waiting, analysing, done (with its analyses) or failed."""
     found = request.app.state.inbox.get(series_instance_uid) \
-        if UID_PATTERN.match(series_instance_uid) else None
+        if is_uid(series_instance_uid) else None
     if found is None:
         raise NotFound(f"no series {series_instance_uid!r} was received by STOW-RS")
     return found.to_dict()

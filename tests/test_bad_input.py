@@ -262,3 +262,15 @@ def test_overload_answers_503_with_retry_after(series_dirs) -> None:
         r = c.post("/v1/analyses", files=multipart(series_files(series_dirs[0])))
     assert_error(r, 503, "overloaded")
     assert int(r.headers["retry-after"]) > 0
+
+
+def test_a_body_declared_a_zip_is_read_as_one(client) -> None:
+    empty_zip = b"PK\x05\x06" + b"\0" * 18  # an archive with no members
+    jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\0" * 64
+    zip_type = {"Content-Type": "application/zip"}
+    assert_error(client.post("/v1/analyses", content=empty_zip, headers=zip_type), 400,
+                 "no_files")
+    assert_error(client.post("/v1/analyses", content=jpeg, headers=zip_type), 400, "bad_zip")
+    # An empty archive among the uploaded files holds nothing either.
+    r = client.post("/v1/analyses", files=[("files", ("a.zip", empty_zip, "application/zip"))])
+    assert_error(r, 400, "no_files")

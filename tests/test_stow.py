@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import highdicom as hd
 import pydicom
+import pytest
 from fastapi.testclient import TestClient
 
 from service.ingest import Limits, stow_parts
@@ -247,3 +248,23 @@ def test_a_failing_destination_is_recorded_and_never_blocks_the_answer(make_clie
             client.get(location).json()["store_back"]), what="three failed pushes")
         assert state["status"] == "retrying" and "503" in state["last_error"]
         assert client.post(f"{location}/store-back").status_code == 202
+
+
+@pytest.mark.parametrize("uid", ["..", ".", "1..2", "1.02", ".1", "1.", "1.2.a", "9" * 65])
+def test_a_uid_that_is_not_one_never_becomes_a_path(make_client, series_dirs, tmp_path,
+                                                    uid) -> None:
+    from service.inbox import is_uid
+
+    assert not is_uid(uid)
+    files = series_files(series_dirs[0])[:3]
+    changed = []
+    for name, data in files:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ds.SeriesInstanceUID = uid
+        changed.append((name, to_bytes(ds)))
+    with make_client() as client:
+        r = stow(client, changed)
+        assert r.status_code == 409, r.text  # none kept
+    data_dir = tmp_path / "data"
+    assert not [p for p in data_dir.rglob("*.dcm")], "an instance was written"
+    assert is_uid("1.2.840.10008.5.1.4.1.1.4") and is_uid("0.1") and is_uid("2.25.0")
