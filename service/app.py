@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -97,11 +98,25 @@ async def lifespan(app: FastAPI):
         app.state.store.close()
 
 
+def _internal(exc: BaseException) -> JSONResponse:
+    """A bug: the traceback goes to the log under an id the client is given to quote."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("internal error %s", error_id, exc_info=exc)
+    return JSONResponse({"error": {"code": "internal", "id": error_id,
+                                   "message": "an internal error stopped this request; quote "
+                                              f"error id {error_id} when reporting it"}},
+                        status_code=500)
+
+
 async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
     if exc.status_code >= 500 and not isinstance(exc, Overloaded):
-        log.exception("internal error", exc_info=exc)
+        return _internal(exc)
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    return _internal(exc)
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -134,6 +149,8 @@ def create_app() -> FastAPI:
     application.add_exception_handler(ServiceError, _service_error)
     application.add_exception_handler(StarletteHTTPException, _http_error)
     application.add_exception_handler(RequestValidationError, _validation_error)
+    # Last: anything else is a bug, still answered in the contract's JSON.
+    application.add_exception_handler(Exception, _unexpected)
     application.include_router(health)
     application.include_router(api)
     application.include_router(dicomweb)

@@ -26,3 +26,24 @@ def test_every_code_is_in_the_readmes_table() -> None:
     codes = _codes_in_service()
     assert len(codes) > 20, codes  # the scan still finds them
     assert codes <= table, sorted(codes - table)
+
+
+def test_an_unexpected_exception_is_a_json_500_with_an_id_in_the_log(monkeypatch,
+                                                                     caplog) -> None:
+    from fastapi.testclient import TestClient
+
+    from service import routes
+    from service.app import create_app
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(routes, "index_page", broken)
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        r = client.get("/")
+    assert r.status_code == 500
+    error = r.json()["error"]
+    assert error["code"] == "internal" and len(error["id"]) == 12
+    assert error["id"] in error["message"] and "a bug" not in error["message"]
+    assert any(error["id"] in record.getMessage() and record.exc_info
+               for record in caplog.records)
