@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
+from . import __version__, logs
 from .config import Settings, get_settings
 from .errors import Overloaded, ServiceError
 from .inbox import Inbox
@@ -144,6 +144,7 @@ def create_app() -> FastAPI:
         # Served by `pages` instead, so that API_KEY guards them too.
         docs_url=None, redoc_url=None, openapi_url=None,
     )
+    logs.install()  # whoever serves the app, no element value reaches its log
     application.state.metrics = Metrics()
     application.add_middleware(MetricsMiddleware, metrics=application.state.metrics)
     application.add_exception_handler(ServiceError, _service_error)

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
+from pydicom import config
 from pydicom.uid import UID
+from pydicom.valuerep import validate_value
 
 from .errors import InputError
 from .preprocess import to_float
@@ -198,6 +200,37 @@ def _check_one_mr_series(datasets: list[pydicom.Dataset]) -> None:
                          code="missing_attribute", status_code=422)
 
 
+# The patient and study attributes every derived object (SEG, SR) repeats from its source:
+# a value that is not valid for its VR cannot be repeated validly, so it is refused here,
+# by name and rule, instead of failing later in the SEG encoder.
+COPIED_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                     "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName",
+                     "StudyID")
+_VR_RULES = {"DA": "a date YYYYMMDD", "TM": "a time HHMMSS.FFFFFF", "PN": "one person name",
+             "LO": "at most 64 characters", "SH": "at most 16 characters",
+             "CS": "at most 16 upper-case characters"}
+
+
+def _check_copied_attributes(ds: pydicom.Dataset) -> None:
+    for keyword in COPIED_ATTRIBUTES:
+        element = ds.data_element(keyword) if keyword in ds else None
+        if element is None or element.value in (None, ""):
+            continue
+        vr = element.VR
+        problem = element.VM > 1
+        if not problem:
+            try:
+                validate_value(vr, element.value, config.RAISE)
+            except (ValueError, TypeError):
+                problem = True
+        if problem:
+            # The value itself is patient data: never repeated in a message or a log.
+            raise InputError(f"{keyword} is not a valid DICOM {vr} value "
+                             f"({_VR_RULES.get(vr, 'see PS3.5 6.2')}, one value); the SEG and "
+                             f"SR must repeat it, so correct it at the source",
+                             code="invalid_attribute", status_code=422)
+
+
 def _check_consistent(slices: list[Slice]) -> None:
     first = slices[0]
     for s in slices[1:]:
@@ -226,6 +259,7 @@ def build_volume(datasets: list[pydicom.Dataset]) -> Volume:
     if not datasets:
         raise InputError("no DICOM instances", code="no_files")
     _check_one_mr_series(datasets)
+    _check_copied_attributes(datasets[0])
     slices: list[Slice] = []
     for ds in datasets:
         is_enhanced = str(ds.SOPClassUID) in MULTI_FRAME_MR

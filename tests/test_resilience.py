@@ -167,6 +167,21 @@ def test_the_log_names_analyses_and_uids_never_the_patient(tmp_path, series_dirs
         ds.PatientName, ds.PatientID, ds.PatientBirthDate = name, patient_id, birth
         return to_bytes(ds)
 
+    bad_birth, bad_id = "1907-08-09", "SENTINELID" * 7  # not a DA; over LO's 64 characters
+
+    def invalid(data: bytes) -> bytes:
+        from pydicom import config
+
+        ds = pydicom.dcmread(io.BytesIO(data))
+        mode = config.settings.writing_validation_mode
+        config.settings.writing_validation_mode = config.IGNORE
+        try:
+            ds.PatientBirthDate, ds.PatientID = bad_birth, bad_id
+            ds.PatientName = "Sentinelbad^Name\\Other"
+            return to_bytes(ds)
+        finally:
+            config.settings.writing_validation_mode = mode
+
     files = [(n, identified(d)) for n, d in series_files(series_dirs[3])]
     log = tmp_path / "service.log"
     process, url = start_service(tmp_path / "data", log, STOW_QUIET_PERIOD_S="0.2",
@@ -188,11 +203,18 @@ def test_the_log_names_analyses_and_uids_never_the_patient(tmp_path, series_dirs
                                 f"boundary={boundary}"})
             wait_until(lambda: http.get(f"{url}/v1/series/{series_uid}").json()["state"]
                        in ("done", "failed"), 30, "the STOW-RS series")
+            # Values that are not valid for their VR: pydicom warns quoting them.
+            r = http.post(f"{url}/v1/analyses", files=multipart(
+                [(n, invalid(d)) for n, d in files]))
+            assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_attribute"
+            assert bad_birth not in r.text and bad_id not in r.text
     finally:
         stop_process(process)
     text = log.read_text(errors="replace")
     assert analysis_id in text and series_uid in text  # the log is useful...
-    for secret in (name, "Sentinelname", "Patricia", patient_id, birth):
+    assert "value withheld" in text  # ...pydicom's warnings about the invalid values came...
+    for secret in (name, "Sentinelname", "Patricia", patient_id, birth, bad_birth, bad_id,
+                   "Sentinelbad"):
         assert secret.lower() not in text.lower(), secret  # ...and says nothing of the patient
 
 
