@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +22,9 @@ class Settings(BaseSettings):
     models_dir: Path = REPO_ROOT / "models"
     execution_provider: Literal["auto", "cuda", "cpu"] = "auto"
     api_key: str | None = None
+    # Listening beyond loopback without an API key serves patient data to the network: the
+    # service refuses to start so unless this says it is meant (a trusted, closed network).
+    allow_unauthenticated: bool = False
     dicomweb_store_url: str | None = None
     max_concurrent_analyses: int = Field(2, ge=1)
     onnx_memory_arena: bool = Field(True, description="faster; off: lower peak memory when "
@@ -41,6 +45,23 @@ class Settings(BaseSettings):
     store_back_first_retry_s: float = Field(5.0, gt=0)
     store_back_max_retry_s: float = Field(600.0, gt=0, description="back-off cap; never gives up")
     background_poll_s: float = Field(0.5, gt=0, description="how often queued work is checked")
+
+    @model_validator(mode="after")
+    def _no_open_door(self) -> Settings:
+        if not self.api_key and not self.allow_unauthenticated and not _loopback(self.host):
+            raise ValueError(
+                f"HOST={self.host} listens beyond this machine without API_KEY: set API_KEY, "
+                "or ALLOW_UNAUTHENTICATED=true on a trusted closed network")
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

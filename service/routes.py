@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import swagger_ui_bundle
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -278,10 +280,28 @@ def openapi_schema(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
+# Swagger UI's files come from the swagger-ui-bundle package, not a CDN: a hospital network
+# has none. Only these names are served.
+SWAGGER_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+                  "favicon-32x32.png": "image/png"}
+
+
 @pages.get("/docs", include_in_schema=False)
 def swagger_ui() -> HTMLResponse:
     """FastAPI's interactive docs, behind the API key like every other endpoint."""
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="DB-LGE scar service")
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="LGE scar service",
+                               swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                               swagger_css_url="/docs/assets/swagger-ui.css",
+                               swagger_favicon_url="/docs/assets/favicon-32x32.png")
+
+
+@pages.get("/docs/assets/{name}", include_in_schema=False)
+def swagger_asset(name: str) -> Response:
+    if name not in SWAGGER_ASSETS:
+        raise NotFound(f"no docs asset {name!r}")
+    return Response((Path(swagger_ui_bundle.swagger_ui_path) / name).read_bytes(),
+                    media_type=SWAGGER_ASSETS[name],
+                    headers={"Cache-Control": "public, max-age=86400"})
 
 
 @pages.get("/", response_class=HTMLResponse)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -60,3 +61,48 @@ def test_base_install_has_no_tensorflow() -> None:
     assert any(d.startswith("tensorflow") for d in project["optional-dependencies"]["train"])
     for dep in project["dependencies"]:
         assert "==" in dep, f"unpinned dependency {dep}"
+
+
+def test_the_docs_page_loads_nothing_from_another_host() -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    with TestClient(create_app()) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert sources and all(s.startswith("/") for s in sources), sources
+        for source in sources:
+            r = client.get(source)
+            assert r.status_code == 200 and len(r.content) > 100, source
+        assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").text
+        assert client.get("/docs/assets/..%2Fconfig.py").status_code == 404
+        assert client.get("/docs/assets/index.html").status_code == 404
+
+
+@pytest.mark.parametrize(("env", "starts"), [
+    ({"HOST": "0.0.0.0"}, False),
+    ({"HOST": "192.0.2.10"}, False),
+    ({"HOST": "0.0.0.0", "API_KEY": "k"}, True),
+    ({"HOST": "0.0.0.0", "ALLOW_UNAUTHENTICATED": "true"}, True),
+    ({"HOST": "127.0.0.1"}, True),
+    ({"HOST": "::1"}, True),
+    ({"HOST": "localhost"}, True),
+])
+def test_no_open_door_beyond_loopback_without_a_key(monkeypatch, env, starts) -> None:
+    from pydantic import ValidationError
+
+    from service.config import Settings
+
+    for key in ("HOST", "API_KEY", "ALLOW_UNAUTHENTICATED"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if starts:
+        Settings()
+    else:
+        with pytest.raises(ValidationError, match="API_KEY"):
+            Settings()
