@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -65,6 +66,36 @@ async def _analyse_quiet_series(app: FastAPI) -> None:
                               app.state.inbox, pipeline, settings, app.state.store)
 
 
+# How often the retention rule is applied (when RETENTION_DAYS is set).
+RETENTION_CHECK_S = 60.0
+
+
+def purge_expired(store: ResultStore, inbox: Inbox, retention_days: float, now: float) -> int:
+    """Delete the analyses and received series older than the retention period."""
+    cutoff = now - retention_days * 86400.0
+    cutoff_iso = datetime.fromtimestamp(cutoff, UTC).isoformat()
+    removed = 0
+    for analysis_id in store.older_than(cutoff_iso):
+        store.delete(analysis_id)
+        removed += 1
+    for series_uid in inbox.older_than(cutoff):
+        removed += inbox.delete(series_uid)
+    if removed:
+        log.info("retention: %d analyses and received series older than %g days deleted",
+                 removed, retention_days)
+    return removed
+
+
+async def _apply_retention(app: FastAPI) -> None:
+    settings: Settings = app.state.settings
+    now = time.time()
+    if settings.retention_days is None or now - app.state.last_purge < RETENTION_CHECK_S:
+        return
+    app.state.last_purge = now
+    await run_in_threadpool(purge_expired, app.state.store, app.state.inbox,
+                            settings.retention_days, now)
+
+
 async def _push_results(app: FastAPI) -> None:
     await run_in_threadpool(push_due, app.state.store, app.state.settings)
 
@@ -78,6 +109,7 @@ async def lifespan(app: FastAPI):
     app.state.inbox = Inbox(settings.data_dir)
     app.state.slots = asyncio.Semaphore(settings.max_concurrent_analyses)
     app.state.stopping = asyncio.Event()
+    app.state.last_purge = 0.0
     started = time.perf_counter()
     # Refusing to start beats serving unknown weights: a bad manifest raises here.
     app.state.registry = await run_in_threadpool(load_registry, settings.models_dir,
@@ -87,7 +119,8 @@ async def lifespan(app: FastAPI):
              ", ".join(f"{m.name} {m.version} on {m.execution_provider}"
                        for m in app.state.registry.models.values()))
     loops = [asyncio.create_task(_every(app, "STOW-RS analyses", _analyse_quiet_series)),
-             asyncio.create_task(_every(app, "store-back", _push_results))]
+             asyncio.create_task(_every(app, "store-back", _push_results)),
+             asyncio.create_task(_every(app, "retention", _apply_retention))]
     try:
         yield
     finally:

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     store_back_first_retry_s: float = Field(5.0, gt=0)
     store_back_max_retry_s: float = Field(600.0, gt=0, description="back-off cap; never gives up")
     background_poll_s: float = Field(0.5, gt=0, description="how often queued work is checked")
+    retention_days: float | None = Field(None, gt=0, description="analyses and received "
+                                         "series older than this are deleted; unset: kept")
 
     @model_validator(mode="after")
     def _no_open_door(self) -> Settings:

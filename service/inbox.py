@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import uuid
@@ -163,6 +164,22 @@ class Inbox:
         values["analyses"] = json.loads(values["analyses"])
         values["error"] = json.loads(values["error"]) if values["error"] else None
         return ReceivedSeries(**values)
+
+    def delete(self, series_uid: str) -> bool:
+        """Forget a received series and remove its instances; False when there was none."""
+        folder = self._series_dir(series_uid)
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM series WHERE series_instance_uid = ?",
+                                      (series_uid,))
+        shutil.rmtree(folder, ignore_errors=True)
+        return cursor.rowcount > 0
+
+    def older_than(self, cutoff: float) -> list[str]:
+        """Series whose last instance arrived before ``cutoff`` (seconds since the epoch)."""
+        with self._lock:
+            return [row[0] for row in self._db.execute(
+                "SELECT series_instance_uid FROM series WHERE last_received_at < ? AND "
+                "state != 'analysing'", (cutoff,))]
 
     def close(self) -> None:
         self._db.close()

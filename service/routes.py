@@ -161,6 +161,18 @@ def get_analysis(analysis_id: str, request: Request) -> dict:
     return request.app.state.store.report(analysis_id)
 
 
+@api.delete("/analyses/{analysis_id}", tags=["analyses"])
+def delete_analysis(analysis_id: str, request: Request) -> dict:
+    """Remove the analysis (report, SEG, SR, queued push) and the received instances of its
+    series; patient data is not kept longer than it is wanted."""
+    report = request.app.state.store.delete(analysis_id)
+    series_uid = report["series_instance_uid"]
+    removed = is_uid(series_uid) and request.app.state.inbox.delete(series_uid)
+    log.info("analysis %s deleted (received instances removed: %s)", analysis_id, removed)
+    return {"deleted": analysis_id, "series_instance_uid": series_uid,
+            "received_instances_deleted": bool(removed)}
+
+
 @api.get("/analyses/{analysis_id}/seg", tags=["analyses"],
          responses={200: {"content": {"application/dicom": {}}}})
 def get_seg(analysis_id: str, request: Request) -> FileResponse:

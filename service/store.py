@@ -106,6 +106,30 @@ class ResultStore:
             raise NotFound(f"no analysis {analysis_id!r}")
         return path
 
+    def delete(self, analysis_id: str) -> dict:
+        """Remove one analysis (report, SEG, SR, arrays, queued push); returns its report.
+
+        The index rows go first, in one transaction, so the analysis disappears at once;
+        its folder is then moved out of sight and removed. A crash in between leaves a
+        folder in staging, which the next start removes.
+        """
+        report = json.loads(self.path(analysis_id, "report").read_text())
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM analyses WHERE id = ?", (analysis_id,))
+            self._db.execute("DELETE FROM pushes WHERE id = ?", (analysis_id,))
+            self._db.execute("COMMIT")
+        doomed = self.staging / f"deleted-{analysis_id}"
+        os.replace(self.analyses / analysis_id, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        return report
+
+    def older_than(self, cutoff_iso: str) -> list[str]:
+        """Ids of the analyses created before ``cutoff_iso`` (ISO 8601, UTC)."""
+        with self._lock:
+            return [row[0] for row in self._db.execute(
+                "SELECT id FROM analyses WHERE created_at < ?", (cutoff_iso,))]
+
     def report(self, analysis_id: str) -> dict:
         """The stored report, with the store-back state as it is now."""
         report = json.loads(self.path(analysis_id, "report").read_text())
