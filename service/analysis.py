@@ -125,7 +125,8 @@ def review_reasons(myocardium: np.ndarray, figures: dict, volume: Volume,
     return reasons
 
 
-def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisResult:
+def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
+            analysis_id: str | None = None) -> AnalysisResult:
     started = time.perf_counter()
     images = volume.images
     check_headers([s.dataset for s in volume.slices])
@@ -186,7 +187,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float) -> AnalysisRes
 
     total_ms = decode_ms + (time.perf_counter() - started) * 1000.0
     report = Report(
-        id=uuid.uuid4().hex, created_at=datetime.now(UTC), pipeline=pipeline.name,
+        id=analysis_id or uuid.uuid4().hex, created_at=datetime.now(UTC), pipeline=pipeline.name,
         models=[{"name": m.name, "version": m.version, "sha256": m.sha256}
                 for m in (pipeline.myocardium, pipeline.scar)],
         execution_provider=pipeline.scar.execution_provider,

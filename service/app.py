@@ -110,6 +110,9 @@ async def lifespan(app: FastAPI):
     app.state.slots = asyncio.Semaphore(settings.max_concurrent_analyses)
     app.state.stopping = asyncio.Event()
     app.state.last_purge = 0.0
+    # Analyses answered 202 (past ANALYSIS_TIMEOUT_S) still running, and those that then
+    # failed (status, error body), so GET /v1/analyses/{id} can say which.
+    app.state.running, app.state.failed = set(), {}
     started = time.perf_counter()
     # Refusing to start beats serving unknown weights: a bad manifest raises here.
     app.state.registry = await run_in_threadpool(load_registry, settings.models_dir,

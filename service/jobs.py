@@ -32,14 +32,15 @@ def limits_of(settings: Settings) -> Limits:
 
 
 def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
-                      store: ResultStore, notes: tuple[str, ...] = ()) -> dict:
+                      store: ResultStore, notes: tuple[str, ...] = (),
+                      analysis_id: str | None = None) -> dict:
     """One series' files to a stored report (returned as JSON-ready dict)."""
     started = time.perf_counter()
     volume = build_volume(read_datasets(blobs))
     if notes:
         volume = dataclasses.replace(volume, warnings=[*notes, *volume.warnings])
     decode_ms = (time.perf_counter() - started) * 1000.0
-    result = analyse(volume, pipeline, decode_ms)
+    result = analyse(volume, pipeline, decode_ms, analysis_id)
     report = result.report.model_dump(mode="json")
     store.save(report, stored_files(result, volume), push_to=settings.dicomweb_store_url)
     log.info("analysis %s stored: series %s, %d slices, pipeline %s, scar %.1f %%, %.0f ms",

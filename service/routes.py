@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import Settings
 from .encode.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
-from .errors import InputError, NotFound, Overloaded
+from .errors import InputError, NotFound, Overloaded, ServiceError
 from .inbox import is_uid
 from .ingest import read_capped, split_body, stow_parts
 from .jobs import analyse_and_store, limits_of
@@ -130,19 +131,52 @@ async def create_analysis(
     if slots.locked():
         raise Overloaded(f"{settings.max_concurrent_analyses} analyses are already running; "
                          "try again shortly")
-    async with slots:
+    await slots.acquire()
+    handed_over = False
+    try:
         body = await _read_body(request, settings)
         blobs = split_body(request.headers.get("content-type"), body, limits_of(settings))
-        try:
-            report = await asyncio.wait_for(
-                run_counted(request.app.state.metrics, name, analyse_and_store, blobs,
-                            registry.pipelines[name], settings, request.app.state.store),
-                timeout=settings.analysis_timeout_s)
-        except TimeoutError:
-            raise Overloaded(f"the analysis took longer than {settings.analysis_timeout_s} s",
-                             retry_after_s=30) from None
+        analysis_id = uuid.uuid4().hex
+        work = asyncio.ensure_future(run_counted(
+            request.app.state.metrics, name, analyse_and_store, blobs,
+            registry.pipelines[name], settings, request.app.state.store, (), analysis_id))
+        done, _ = await asyncio.wait({work}, timeout=settings.analysis_timeout_s)
+        if not done:
+            # The analysis cannot be stopped mid-thread; it is kept, not both failed and
+            # stored: the client is told where it will appear, and the slot stays taken
+            # until it ends.
+            handed_over = True
+            _follow_up(request.app.state, analysis_id, work, slots)
+            return JSONResponse(
+                {"id": analysis_id, "status": "running",
+                 "message": f"the analysis is taking longer than {settings.analysis_timeout_s:g}"
+                            f" s; it goes on and will be at /v1/analyses/{analysis_id}"},
+                status_code=202, headers={"Location": f"/v1/analyses/{analysis_id}",
+                                          "Retry-After": "10"})
+        report = work.result()
+    finally:
+        if not handed_over:
+            slots.release()
     return JSONResponse(report, status_code=201,
                         headers={"Location": f"/v1/analyses/{report['id']}"})
+
+
+def _follow_up(state, analysis_id: str, work: asyncio.Future, slots: asyncio.Semaphore) -> None:
+    """Track an analysis the client stopped waiting for: running, then stored or failed."""
+    state.running.add(analysis_id)
+
+    def ended(future: asyncio.Future) -> None:
+        state.running.discard(analysis_id)
+        slots.release()
+        exc = future.exception()
+        if exc is not None:
+            error = exc if isinstance(exc, ServiceError) else ServiceError(
+                "an internal error stopped this analysis")
+            state.failed[analysis_id] = (error.status_code, error.body())
+            log.info("analysis %s failed after its client stopped waiting: %s", analysis_id,
+                     error.code)
+
+    work.add_done_callback(ended)
 
 
 @api.get("/analyses", tags=["analyses"], response_model=list[AnalysisSummary])
@@ -156,9 +190,16 @@ def list_analyses(
 
 
 @api.get("/analyses/{analysis_id}", tags=["analyses"], response_model=Report)
-def get_analysis(analysis_id: str, request: Request) -> dict:
-    """The stored report."""
-    return request.app.state.store.report(analysis_id)
+def get_analysis(analysis_id: str, request: Request) -> dict | JSONResponse:
+    """The stored report (202 while an analysis answered 202 is still running)."""
+    state = request.app.state
+    if analysis_id in state.running:
+        return JSONResponse({"id": analysis_id, "status": "running"}, status_code=202,
+                            headers={"Retry-After": "10"})
+    if analysis_id in state.failed:
+        status, body = state.failed[analysis_id]
+        return JSONResponse(body, status_code=status)
+    return state.store.report(analysis_id)
 
 
 @api.delete("/analyses/{analysis_id}", tags=["analyses"])
