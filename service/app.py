@@ -105,7 +105,7 @@ async def lifespan(app: FastAPI):
     settings: Settings = get_settings()
     app.state.settings = settings
     app.state.registry = None
-    app.state.store = ResultStore(settings.data_dir)
+    app.state.store = ResultStore(settings.data_dir, settings.dicomweb_store_url)
     app.state.inbox = Inbox(settings.data_dir)
     app.state.slots = asyncio.Semaphore(settings.max_concurrent_analyses)
     app.state.stopping = asyncio.Event()

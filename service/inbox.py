@@ -30,6 +30,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .db import transaction
+
 # PS3.5 9.1: components of digits separated by single dots, no leading zero in a
 # component (0 alone is one), at most 64 characters. ".", ".." and "1..2" are not UIDs.
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -96,23 +98,23 @@ class Inbox:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(folder)  # the rename itself survives a power cut
         with self._lock:
             instances = sum(1 for _ in folder.glob("*.dcm"))
-            self._db.execute("BEGIN")
-            row = self._db.execute("SELECT state FROM series WHERE series_instance_uid = ?",
-                                   (series_uid,)).fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO series (series_instance_uid, study_instance_uid, "
-                                 "state, instances, first_received_at, last_received_at) "
-                                 "VALUES (?, ?, 'waiting', ?, ?, ?)",
-                                 (series_uid, study_uid, instances, now, now))
-            else:
-                # Analysing: the running analysis finishes, then the series waits again.
-                state = "analysing" if row[0] == "analysing" else "waiting"
-                self._db.execute("UPDATE series SET state = ?, instances = ?, "
-                                 "last_received_at = ?, reopened = 1 WHERE "
-                                 "series_instance_uid = ?", (state, instances, now, series_uid))
-            self._db.execute("COMMIT")
+            with transaction(self._db):
+                row = self._db.execute("SELECT state FROM series WHERE series_instance_uid = ?",
+                                       (series_uid,)).fetchone()
+                if row is None:
+                    self._db.execute("INSERT INTO series (series_instance_uid, study_instance_uid, "
+                                     "state, instances, first_received_at, last_received_at) "
+                                     "VALUES (?, ?, 'waiting', ?, ?, ?)",
+                                     (series_uid, study_uid, instances, now, now))
+                else:
+                    # Analysing: the running analysis finishes, then the series waits again.
+                    state = "analysing" if row[0] == "analysing" else "waiting"
+                    self._db.execute("UPDATE series SET state = ?, instances = ?, "
+                                     "last_received_at = ?, reopened = 1 WHERE "
+                                     "series_instance_uid = ?", (state, instances, now, series_uid))
         return True
 
     def due(self, now: float, quiet_s: float) -> list[str]:
@@ -141,18 +143,17 @@ class Inbox:
     def _end(self, series_uid: str, state: str, analysis_id: str | None = None,
              instances: int | None = None, error: dict | None = None) -> None:
         with self._lock:
-            self._db.execute("BEGIN")
-            analyses, reopened, analysed = self._db.execute(
-                "SELECT analyses, reopened, analysed_instances FROM series WHERE "
-                "series_instance_uid = ?", (series_uid,)).fetchone()
-            ids = json.loads(analyses) + ([analysis_id] if analysis_id else [])
-            self._db.execute(
-                "UPDATE series SET state = ?, analyses = ?, analysed_instances = ?, error = ? "
-                "WHERE series_instance_uid = ?",
-                ("waiting" if reopened else state, json.dumps(ids),
-                 analysed if instances is None else instances,
-                 json.dumps(error) if error else None, series_uid))
-            self._db.execute("COMMIT")
+            with transaction(self._db):
+                analyses, reopened, analysed = self._db.execute(
+                    "SELECT analyses, reopened, analysed_instances FROM series WHERE "
+                    "series_instance_uid = ?", (series_uid,)).fetchone()
+                ids = json.loads(analyses) + ([analysis_id] if analysis_id else [])
+                self._db.execute(
+                    "UPDATE series SET state = ?, analyses = ?, analysed_instances = ?, error = ? "
+                    "WHERE series_instance_uid = ?",
+                    ("waiting" if reopened else state, json.dumps(ids),
+                     analysed if instances is None else instances,
+                     json.dumps(error) if error else None, series_uid))
 
     def get(self, series_uid: str) -> ReceivedSeries | None:
         with self._lock:
@@ -193,3 +194,11 @@ def _inside(folder: Path, uid: str, suffix: str = "") -> Path:
     if path.resolve().parent != folder.resolve():
         raise ValueError(f"not a DICOM UID: {uid!r}")
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

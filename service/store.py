@@ -21,6 +21,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from .db import transaction
 from .errors import NotFound
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
@@ -28,8 +29,10 @@ FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "a
 
 
 class ResultStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, push_to: str | None = None) -> None:
+        """``push_to``: the DICOMweb destination, for analyses recovered at start."""
         self.root = Path(root)
+        self.push_to = push_to
         self.analyses = self.root / "analyses"
         self.staging = self.root / "staging"
         self.analyses.mkdir(parents=True, exist_ok=True)
@@ -58,22 +61,23 @@ class ResultStore:
         indexed = {row[0] for row in self._db.execute("SELECT id FROM analyses")}
         for folder in self.analyses.iterdir():
             if folder.name not in indexed and (folder / FILES["report"]).exists():
-                self._index(json.loads((folder / FILES["report"]).read_text()))
+                # Stored but not indexed (a crash between the two): its push was not
+                # queued either, so it is queued now with the index row.
+                self._index(json.loads((folder / FILES["report"]).read_text()), self.push_to)
 
     def _index(self, report: dict, push_to: str | None = None) -> None:
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO analyses (id, created_at, pipeline, "
-                             "series_instance_uid, scar_percent, verdict) "
-                             "VALUES (?, ?, ?, ?, ?, ?)",
-                             (report["id"], report["created_at"], report["pipeline"],
-                              report["series_instance_uid"], report["scar_percent"],
-                              (report.get("quality") or {}).get("verdict")))
-            if push_to:
-                self._db.execute("INSERT OR IGNORE INTO pushes (id, destination, status, "
-                                 "next_attempt_at) VALUES (?, ?, 'pending', 0)",
-                                 (report["id"], push_to))
-            self._db.execute("COMMIT")
+            with transaction(self._db):
+                self._db.execute("INSERT OR REPLACE INTO analyses (id, created_at, pipeline, "
+                                 "series_instance_uid, scar_percent, verdict) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)",
+                                 (report["id"], report["created_at"], report["pipeline"],
+                                  report["series_instance_uid"], report["scar_percent"],
+                                  (report.get("quality") or {}).get("verdict")))
+                if push_to:
+                    self._db.execute("INSERT OR IGNORE INTO pushes (id, destination, status, "
+                                     "next_attempt_at) VALUES (?, ?, 'pending', 0)",
+                                     (report["id"], push_to))
 
     def save(self, report: dict, files: dict[str, bytes], push_to: str | None = None) -> None:
         """Write every file of one analysis, then make it visible (and queue its push) at once."""
@@ -115,10 +119,9 @@ class ResultStore:
         """
         report = json.loads(self.path(analysis_id, "report").read_text())
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM analyses WHERE id = ?", (analysis_id,))
-            self._db.execute("DELETE FROM pushes WHERE id = ?", (analysis_id,))
-            self._db.execute("COMMIT")
+            with transaction(self._db):
+                self._db.execute("DELETE FROM analyses WHERE id = ?", (analysis_id,))
+                self._db.execute("DELETE FROM pushes WHERE id = ?", (analysis_id,))
         doomed = self.staging / f"deleted-{analysis_id}"
         os.replace(self.analyses / analysis_id, doomed)
         shutil.rmtree(doomed, ignore_errors=True)

@@ -1,0 +1,67 @@
+"""Faults at each step of storing: nothing lost, nothing stuck, nothing pushed twice."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from service.db import transaction
+from service.store import ResultStore
+
+
+def _report(analysis_id: str) -> dict:
+    return {"id": analysis_id, "created_at": "2026-12-01T00:00:00Z", "pipeline": "cascade-unet",
+            "series_instance_uid": "1.2.3", "scar_percent": 5.0}
+
+
+def test_an_error_inside_a_transaction_rolls_back_and_the_connection_goes_on() -> None:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+    with pytest.raises(sqlite3.IntegrityError), transaction(db):
+        db.execute("INSERT INTO t VALUES (1)")
+        db.execute("INSERT INTO t VALUES (1)")  # fails half-way
+    assert db.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
+    with transaction(db):  # a stuck connection would refuse this BEGIN
+        db.execute("INSERT INTO t VALUES (2)")
+    assert db.execute("SELECT k FROM t").fetchall() == [(2,)]
+
+
+def test_a_store_whose_index_write_failed_keeps_working(tmp_path, monkeypatch) -> None:
+    store = ResultStore(tmp_path)
+    real = store._db
+
+    class Failing:
+        def execute(self, sql, *args):
+            if sql.startswith("INSERT OR IGNORE INTO pushes"):
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.execute(sql, *args)
+
+    store._db = Failing()
+    with pytest.raises(sqlite3.OperationalError):
+        store.save(_report("a" * 32), {"seg": b"s", "sr": b"r", "arrays": b"x"},
+                   push_to="http://pacs")
+    store._db = real
+    # Rolled back: no half-indexed analysis without its push.
+    assert store.recent() == [] and store.push_state("a" * 32) is None
+    store.save(_report("b" * 32), {"seg": b"s", "sr": b"r", "arrays": b"x"},
+               push_to="http://pacs")
+    assert [r["id"] for r in store.recent()] == ["b" * 32]
+
+
+def test_an_analysis_recovered_at_start_has_its_push_queued_once(tmp_path) -> None:
+    store = ResultStore(tmp_path, push_to="http://pacs/dicom-web")
+    analysis_id = "c" * 32
+    # A crash between the folder's rename and the index: the folder is there, no row.
+    folder = tmp_path / "analyses" / analysis_id
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps(_report(analysis_id)))
+    store.close()
+    recovered = ResultStore(tmp_path, push_to="http://pacs/dicom-web")
+    assert [r["id"] for r in recovered.recent()] == [analysis_id]
+    assert recovered.push_state(analysis_id)["status"] == "pending"
+    assert recovered.pushes_due(now=1e12) == [(analysis_id, "http://pacs/dicom-web")]
+    recovered.close()
+    again = ResultStore(tmp_path, push_to="http://pacs/dicom-web")  # a second restart
+    assert again.pushes_due(now=1e12) == [(analysis_id, "http://pacs/dicom-web")]
