@@ -77,6 +77,10 @@ class Inbox:
             "first_received_at REAL NOT NULL, last_received_at REAL NOT NULL, "
             "analyses TEXT NOT NULL DEFAULT '[]', analysed_instances INTEGER NOT NULL DEFAULT 0, "
             "error TEXT, reopened INTEGER NOT NULL DEFAULT 0)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(series)")}
+        if "failures" not in columns:  # an inbox made before internal errors were retried
+            self._db.execute("ALTER TABLE series ADD COLUMN failures INTEGER NOT NULL "
+                             "DEFAULT 0")
         # A crash mid-analysis: analyse again (the analysis itself was not stored, or was
         # stored and will be superseded by an identical one; neither loses data).
         self._db.execute("UPDATE series SET state = 'waiting' WHERE state = 'analysing'")
@@ -136,6 +140,22 @@ class Inbox:
 
     def finish(self, series_uid: str, analysis_id: str, instances: int) -> None:
         self._end(series_uid, "done", analysis_id=analysis_id, instances=instances)
+
+    def retry_later(self, series_uid: str, now: float, max_failures: int) -> bool:
+        """After an internal error: wait again (analysed after the quiet period) unless it
+        has failed ``max_failures`` times; True when it will be retried."""
+        with self._lock, transaction(self._db):
+            (failures,) = self._db.execute(
+                "SELECT failures FROM series WHERE series_instance_uid = ?",
+                (series_uid,)).fetchone()
+            if failures + 1 >= max_failures:
+                self._db.execute("UPDATE series SET failures = ? WHERE series_instance_uid = ?",
+                                 (failures + 1, series_uid))
+                return False
+            self._db.execute("UPDATE series SET state = 'waiting', failures = ?, "
+                             "last_received_at = ? WHERE series_instance_uid = ?",
+                             (failures + 1, now, series_uid))
+            return True
 
     def fail(self, series_uid: str, code: str, message: str) -> None:
         self._end(series_uid, "failed", error={"code": code, "message": message})

@@ -25,6 +25,9 @@ from .store import ResultStore
 from .volume import build_volume
 
 log = logging.getLogger("service")
+# A received series whose analysis fails inside the service (not its input's fault) is
+# tried this many times before it is marked failed.
+MAX_INTERNAL_FAILURES = 3
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -71,8 +74,11 @@ def analyse_received(series_uid: str, inbox: Inbox, pipeline: Pipeline, settings
         return
     except Exception:  # noqa: BLE001 - a bug must not stop the worker; it is logged and shown
         log.exception("received series %s: internal error", series_uid)
-        inbox.fail(series_uid, "internal_error", "the analysis failed inside the service; "
-                   "see the service log")
+        # Not the input's fault (a full disk, a bug that a restart clears): try again later,
+        # a few times, before giving up on it.
+        if not inbox.retry_later(series_uid, time.time(), MAX_INTERNAL_FAILURES):
+            inbox.fail(series_uid, "internal", f"the analysis failed inside the service "
+                       f"{MAX_INTERNAL_FAILURES} times; see the service log")
         return
     inbox.finish(series_uid, report["id"], len(files))
 

@@ -65,3 +65,38 @@ def test_an_analysis_recovered_at_start_has_its_push_queued_once(tmp_path) -> No
     recovered.close()
     again = ResultStore(tmp_path, push_to="http://pacs/dicom-web")  # a second restart
     assert again.pushes_due(now=1e12) == [(analysis_id, "http://pacs/dicom-web")]
+
+
+def test_a_received_series_hit_by_an_internal_error_is_retried_then_failed(
+        make_client, series_dirs, monkeypatch) -> None:
+    from service import jobs
+
+    from .conftest import series_files
+    from .test_stow import series_uid_of, settled, stow
+
+    calls = []
+    real = jobs.analyse_and_store
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "analyse_and_store", flaky)
+    files = series_files(series_dirs[0])
+    with make_client() as client:
+        assert stow(client, files).status_code == 200
+        state = settled(client, series_uid_of(files))
+        assert state["state"] == "done" and len(state["analyses"]) == 1 and len(calls) == 2
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(jobs, "analyse_and_store", broken)
+    files = series_files(series_dirs[1])
+    with make_client() as client:
+        assert stow(client, files).status_code == 200
+        state = settled(client, series_uid_of(files))
+        assert state["state"] == "failed" and state["error"]["code"] == "internal"
+        assert "3 times" in state["error"]["message"]
