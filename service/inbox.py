@@ -167,7 +167,9 @@ class Inbox:
                 analyses, reopened, analysed = self._db.execute(
                     "SELECT analyses, reopened, analysed_instances FROM series WHERE "
                     "series_instance_uid = ?", (series_uid,)).fetchone()
-                ids = json.loads(analyses) + ([analysis_id] if analysis_id else [])
+                ids = json.loads(analyses)
+            if analysis_id and analysis_id not in ids:
+                ids.append(analysis_id)
                 self._db.execute(
                     "UPDATE series SET state = ?, analyses = ?, analysed_instances = ?, error = ? "
                     "WHERE series_instance_uid = ?",

@@ -9,6 +9,7 @@ transaction when a DICOMweb destination is set).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import logging
 import time
@@ -34,9 +35,19 @@ def limits_of(settings: Settings) -> Limits:
     return Limits(settings.max_request_bytes, settings.max_files, settings.max_unzipped_bytes)
 
 
+def input_fingerprint(files: list[tuple[str, bytes]], pipeline: Pipeline) -> str:
+    """The same instances (by content) through the same models: the same analysis."""
+    digest = hashlib.sha256(pipeline.name.encode())
+    for model in (pipeline.myocardium, pipeline.scar):
+        digest.update(model.sha256.encode())
+    for content in sorted(hashlib.sha256(data).hexdigest() for _, data in files):
+        digest.update(content.encode())
+    return digest.hexdigest()
+
+
 def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
                       store: ResultStore, notes: tuple[str, ...] = (),
-                      analysis_id: str | None = None) -> dict:
+                      analysis_id: str | None = None, fingerprint: str | None = None) -> dict:
     """One series' files to a stored report (returned as JSON-ready dict)."""
     started = time.perf_counter()
     volume = build_volume(read_datasets(blobs))
@@ -45,6 +56,8 @@ def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
     decode_ms = (time.perf_counter() - started) * 1000.0
     result = analyse(volume, pipeline, decode_ms, analysis_id)
     report = result.report.model_dump(mode="json")
+    if fingerprint:
+        report["input_fingerprint"] = fingerprint
     store.save(report, stored_files(result, volume), push_to=settings.dicomweb_store_url)
     log.info("analysis %s stored: series %s, %d slices, pipeline %s, scar %.1f %%, %.0f ms",
              report["id"], report["series_instance_uid"], len(report["slices"]),
@@ -64,9 +77,18 @@ def analyse_received(series_uid: str, inbox: Inbox, pipeline: Pipeline, settings
                  f"{before.analysed_instances} instances); more instances arrived afterwards, "
                  f"so it was analysed again with all {len(files)} and this analysis "
                  "supersedes that one",)
+    fingerprint = input_fingerprint(files, pipeline)
+    done_before = store.find_fingerprint(fingerprint)
+    if done_before is not None:
+        # Analysed and stored already (a crash before the inbox heard of it, or the same
+        # instances again): the same result, and its push is the one already queued.
+        log.info("received series %s: analysis %s already holds these instances", series_uid,
+                 done_before)
+        inbox.finish(series_uid, done_before, len(files))
+        return
     try:
         report = analyse_and_store([Blob(name, data) for name, data in files], pipeline,
-                                   settings, store, notes)
+                                   settings, store, notes, fingerprint=fingerprint)
     except InputError as exc:
         log.warning("received series %s cannot be analysed: %s (%s)", series_uid, exc.code,
                     exc.message)

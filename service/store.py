@@ -49,6 +49,8 @@ class ResultStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(analyses)")}
         if "verdict" not in columns:  # an index made before the quality verdict existed
             self._db.execute("ALTER TABLE analyses ADD COLUMN verdict TEXT")
+        if "fingerprint" not in columns:  # ... or before received series were fingerprinted
+            self._db.execute("ALTER TABLE analyses ADD COLUMN fingerprint TEXT")
         self._db.execute("CREATE TABLE IF NOT EXISTS pushes (id TEXT PRIMARY KEY, "
                          "destination TEXT NOT NULL, status TEXT NOT NULL, "
                          "attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, "
@@ -69,11 +71,12 @@ class ResultStore:
         with self._lock:
             with transaction(self._db):
                 self._db.execute("INSERT OR REPLACE INTO analyses (id, created_at, pipeline, "
-                                 "series_instance_uid, scar_percent, verdict) "
-                                 "VALUES (?, ?, ?, ?, ?, ?)",
+                                 "series_instance_uid, scar_percent, verdict, fingerprint) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                                  (report["id"], report["created_at"], report["pipeline"],
                                   report["series_instance_uid"], report["scar_percent"],
-                                  (report.get("quality") or {}).get("verdict")))
+                                  (report.get("quality") or {}).get("verdict"),
+                                  report.get("input_fingerprint")))
                 if push_to:
                     self._db.execute("INSERT OR IGNORE INTO pushes (id, destination, status, "
                                      "next_attempt_at) VALUES (?, ?, 'pending', 0)",
@@ -126,6 +129,13 @@ class ResultStore:
         os.replace(self.analyses / analysis_id, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
         return report
+
+    def find_fingerprint(self, fingerprint: str) -> str | None:
+        """The analysis already made of exactly these instances with these models, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT id FROM analyses WHERE fingerprint = ? ORDER BY "
+                                   "created_at DESC LIMIT 1", (fingerprint,)).fetchone()
+        return None if row is None else row[0]
 
     def older_than(self, cutoff_iso: str) -> list[str]:
         """Ids of the analyses created before ``cutoff_iso`` (ISO 8601, UTC)."""

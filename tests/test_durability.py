@@ -100,3 +100,39 @@ def test_a_received_series_hit_by_an_internal_error_is_retried_then_failed(
         state = settled(client, series_uid_of(files))
         assert state["state"] == "failed" and state["error"]["code"] == "internal"
         assert "3 times" in state["error"]["message"]
+
+
+def test_a_crash_between_storing_and_the_inbox_gives_one_analysis_and_one_push(
+        make_client, series_dirs, monkeypatch) -> None:
+    from service.inbox import Inbox
+
+    from .conftest import series_files
+    from .test_stow import series_uid_of, settled, stow, wait_for
+
+    files = series_files(series_dirs[2])
+    series_uid = series_uid_of(files)
+    real_finish = Inbox.finish
+    crashed = []
+
+    def crash_once(self, *args, **kwargs):
+        if not crashed:
+            crashed.append(1)
+            raise RuntimeError("killed between storing and finishing")
+        return real_finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(Inbox, "finish", crash_once)
+    env = {"DICOMWEB_STORE_URL": "http://127.0.0.1:9/dicom-web",
+           "STORE_BACK_FIRST_RETRY_S": "3600"}
+    with make_client(**env) as client:
+        assert stow(client, files).status_code == 200
+        wait_for(lambda: crashed and client.get("/v1/analyses").json(), what="the crash")
+    with make_client(**env) as client:  # the restart
+        state = settled(client, series_uid)
+        assert state["state"] == "done"
+        analyses = client.get("/v1/analyses").json()
+        assert [a["id"] for a in analyses] == state["analyses"]  # one, not two
+        store = client.app.state.store
+        assert len(store.pushes_due(now=1e12)) == 1
+        # The same instances sent again change nothing either.
+        assert stow(client, files).status_code == 200
+        assert [a["id"] for a in client.get("/v1/analyses").json()] == state["analyses"]
