@@ -16,10 +16,13 @@ from pathlib import PurePosixPath
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 from .errors import InputError
 
+# RFC 2046 5.1.1: a boundary is 1 to 70 characters.
+MAX_BOUNDARY = 70
 # A local file header, or the end of an empty archive.
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -69,6 +72,9 @@ def _multipart_parts(content_type: str, body: bytes) -> Iterator[tuple[str, str,
     if not boundary:
         raise InputError("multipart body without a boundary parameter",
                          code="bad_multipart")
+    if len(boundary) > MAX_BOUNDARY:
+        raise InputError(f"the multipart boundary is {len(boundary)} characters long; RFC "
+                         f"2046 allows at most {MAX_BOUNDARY}", code="bad_multipart")
     parts: list[tuple[dict[bytes, bytes], bytearray]] = []
     field, value = bytearray(), bytearray()
 
@@ -88,7 +94,7 @@ def _multipart_parts(content_type: str, body: bytes) -> Iterator[tuple[str, str,
         parser = MultipartParser(boundary, callbacks, max_header_count=32)
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as exc:
+    except (MultipartParseError, FormParserError) as exc:
         raise InputError(f"multipart body could not be parsed ({exc})",
                          code="bad_multipart") from None
     if not parts:
