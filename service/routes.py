@@ -135,7 +135,8 @@ async def create_analysis(
     handed_over = False
     try:
         body = await _read_body(request, settings)
-        blobs = split_body(request.headers.get("content-type"), body, limits_of(settings))
+        blobs = await run_in_threadpool(split_body, request.headers.get("content-type"), body,
+                                        limits_of(settings))
         analysis_id = uuid.uuid4().hex
         work = asyncio.ensure_future(run_counted(
             request.app.state.metrics, name, analyse_and_store, blobs,
@@ -254,6 +255,10 @@ def received_series(series_instance_uid: str, request: Request) -> dict:
     return found.to_dict()
 
 
+# The largest overlay drawn (pixels a side): 2048 x 2048 RGB is 12 MB in memory.
+MAX_OVERLAY_SIDE = 2048
+
+
 def _arrays(store: ResultStore, analysis_id: str) -> dict[str, np.ndarray]:
     with np.load(store.path(analysis_id, "arrays")) as data:
         return {key: data[key] for key in ("images", "myocardium", "scar")}
@@ -295,10 +300,15 @@ def get_overlay(
     spacing = tuple(store.report(analysis_id)["pixel_spacing_mm"])
     (y0, x0, y1, x1), auto_width, auto_level = _shown_region(arrays, spacing, zoom)
     crop = np.s_[y0:y1, x0:x1]
+    factor = scale or default_scale((y1 - y0, x1 - x0))
+    if max(y1 - y0, x1 - x0) * factor > MAX_OVERLAY_SIDE:
+        raise InputError(f"scale {factor} would draw a picture of "
+                         f"{max(y1 - y0, x1 - x0) * factor} pixels a side; at most "
+                         f"{MAX_OVERLAY_SIDE}: use a smaller scale or zoom=1",
+                         code="invalid_request", status_code=422)
     rgb = render_overlay(images[k][crop], arrays["myocardium"][k][crop],
                          arrays["scar"][k][crop], window or auto_width,
-                         auto_level if level is None else level,
-                         scale or default_scale((y1 - y0, x1 - x0)), myocardium, scar)
+                         auto_level if level is None else level, factor, myocardium, scar)
     return Response(to_png(rgb), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=3600",
                              "X-Overlay-Box": f"{y0},{x0},{y1},{x1}"})
@@ -392,7 +402,9 @@ async def _read_body(request: Request, settings: Settings) -> bytes:
 async def _stow(request: Request, study_uid: str | None) -> JSONResponse:
     settings: Settings = request.app.state.settings
     body = await _read_body(request, settings)
-    blobs = stow_parts(request.headers.get("content-type"), body, limits_of(settings))
+    # Parsing is synchronous and takes time on a large body: never on the event loop.
+    blobs = await run_in_threadpool(stow_parts, request.headers.get("content-type"), body,
+                                    limits_of(settings))
     outcome = await run_in_threadpool(receive, blobs, study_uid, request.app.state.inbox)
     metrics: Metrics = request.app.state.metrics
     metrics.stow_instances.labels("stored").inc(len(outcome.stored))

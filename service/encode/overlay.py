@@ -82,17 +82,20 @@ def render_overlay(image: np.ndarray, myocardium: np.ndarray, scar: np.ndarray,
                    width: float, level: float, scale: int, show_myocardium: bool = True,
                    show_scar: bool = True) -> np.ndarray:
     """The RGB (H*scale, W*scale, 3) uint8 picture of one slice."""
-    grey = _upscale(_grey(image, width, level), scale)
-    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    # uint8 throughout (3 bytes a pixel): only the scar's pixels are blended in float, so
+    # the largest picture allowed costs a few tens of MB, not hundreds.
+    grey = _upscale(np.round(_grey(image, width, level)).astype(np.uint8), scale)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
     line = max(1, scale // 2)
     if show_scar:
         filled = _upscale(np.asarray(scar, dtype=bool), scale)
-        rgb[filled] = (1.0 - SCAR_OPACITY) * rgb[filled] + SCAR_OPACITY * np.array(SCAR_RGB)
+        blended = (1.0 - SCAR_OPACITY) * rgb[filled] + SCAR_OPACITY * np.array(SCAR_RGB)
+        rgb[filled] = np.round(blended).astype(np.uint8)
         rgb[_outline(filled, line)] = SCAR_RGB
     if show_myocardium:
         ring = _upscale(np.asarray(myocardium, dtype=bool), scale)
         rgb[_outline(ring, line)] = MYOCARDIUM_RGB
-    return np.round(rgb).astype(np.uint8)
+    return rgb
 
 
 def to_png(rgb: np.ndarray) -> bytes:
