@@ -168,11 +168,11 @@ class Inbox:
                     "SELECT analyses, reopened, analysed_instances FROM series WHERE "
                     "series_instance_uid = ?", (series_uid,)).fetchone()
                 ids = json.loads(analyses)
-            if analysis_id and analysis_id not in ids:
-                ids.append(analysis_id)
+                if analysis_id and analysis_id not in ids:
+                    ids.append(analysis_id)
                 self._db.execute(
-                    "UPDATE series SET state = ?, analyses = ?, analysed_instances = ?, error = ? "
-                    "WHERE series_instance_uid = ?",
+                    "UPDATE series SET state = ?, analyses = ?, analysed_instances = ?, "
+                    "error = ? WHERE series_instance_uid = ?",
                     ("waiting" if reopened else state, json.dumps(ids),
                      analysed if instances is None else instances,
                      json.dumps(error) if error else None, series_uid))
