@@ -193,6 +193,8 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
         execution_provider=pipeline.scar.execution_provider,
         study_instance_uid=volume.study_instance_uid,
         series_instance_uid=volume.series_instance_uid,
+        series_description=str(volume.slices[0].dataset.get("SeriesDescription", "") or "")
+        or None,
         seg_series_instance_uid=str(seg.SeriesInstanceUID),
         seg_sop_instance_uid=str(seg.SOPInstanceUID), sr_sop_instance_uid=str(sr.SOPInstanceUID),
         slices=slices, slice_spacing_mm=volume.slice_spacing_mm,

@@ -34,9 +34,24 @@ def _json_for_script(data: dict) -> str:
         .replace("&", "\\u0026")
 
 
+def start_slice(slices: list[dict]) -> int:
+    """The slice a reader wants first: the most scar, else the most myocardium."""
+    if not slices:
+        return 0
+    return max(range(len(slices)), key=lambda k: (slices[k]["scar_area_mm2"],
+                                                 slices[k]["myocardium_area_mm2"], -k))
+
+
+def _study_date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() \
+        else value
+
+
 def viewer_page(report: dict, window: float, level: float,
-                value_range: tuple[float, float]) -> str:
+                value_range: tuple[float, float], identity: dict | None = None) -> str:
     slices = report["slices"]
+    identity = identity or {}
+    start = start_slice(slices)
     slice_rows = "".join(
         f'<tr data-slice="{s["index"]}"><td>{s["index"] + 1}</td>'
         f'<td>{_num(s["myocardium_area_mm2"], 0)}</td><td>{_num(s["scar_area_mm2"], 0)}</td>'
@@ -76,9 +91,15 @@ def viewer_page(report: dict, window: float, level: float,
         warnings=warnings, method_rows=method_rows, baseline_notes="; ".join(notes),
         bullseye=bullseye_svg(report["aha_segments"]), legend=legend_svg(),
         segment_rows=segment_rows, aha_reference=escape(report["aha_reference"]),
+        start=start, start_label=start + 1,
+        patient_name=escape(identity.get("patient_name", "").replace("^", " ").strip()
+                            or "(no name)"),
+        patient_id=escape(identity.get("patient_id") or "(no ID)"),
+        study_date=escape(_study_date(identity.get("study_date", "")) or "(no date)"),
+        series_description=escape(identity.get("series_description") or "(no description)"),
         data_json=_json_for_script({"slices": [{"scar_percent": s["scar_percent"]}
                                                for s in slices],
-                                    "window": window, "level": level}))
+                                    "window": window, "level": level, "start": start}))
 
 
 def _verdict_cell(verdict: str | None) -> str:

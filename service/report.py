@@ -79,6 +79,7 @@ class Report(BaseModel):
     seg_series_instance_uid: str
     seg_sop_instance_uid: str
     sr_sop_instance_uid: str
+    series_description: str | None = Field(None, description="the source series' own")
     slices: list[SliceResult]
     slice_spacing_mm: float
     pixel_spacing_mm: tuple[float, float]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import pydicom
 import swagger_ui_bundle
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -286,7 +287,8 @@ def get_overlay(
     level: Annotated[float | None, Query(description="window centre")] = None,
     scale: Annotated[int | None, Query(ge=1, le=8, description="integer upscale")] = None,
     zoom: Annotated[bool, Query(description="crop to the heart (the series' myocardium "
-                                "+ 25 mm), the same box on every slice")] = False,
+                                "+ 25 mm), the same box on every slice; zoom=0: the whole "
+                                "field of view")] = True,
 ) -> Response:
     """Slice k (0 = most basal) with the myocardium outlined (sky blue) and scar filled
     (vermillion), at the original resolution times an integer factor. The header
@@ -323,8 +325,15 @@ def get_viewer(analysis_id: str, request: Request) -> HTMLResponse:
     images = arrays["images"]
     # The same region and grey scale as the viewer's first (zoomed) overlay.
     _, width, level = _shown_region(arrays, tuple(report["pixel_spacing_mm"]), zoom=True)
+    # Whose scan this is, for the reader to confirm: from the stored SEG, which repeats the
+    # source's patient and study attributes (the page is behind the API key when one is set).
+    seg = pydicom.dcmread(store.path(analysis_id, "seg"), stop_before_pixels=True)
+    identity = {"patient_name": str(seg.get("PatientName", "") or ""),
+                "patient_id": str(seg.get("PatientID", "") or ""),
+                "study_date": str(seg.get("StudyDate", "") or ""),
+                "series_description": report.get("series_description") or ""}
     return HTMLResponse(viewer_page(report, width, level,
-                                    (float(images.min()), float(images.max()))))
+                                    (float(images.min()), float(images.max())), identity))
 
 
 pages = APIRouter(dependencies=[Depends(require_api_key)], tags=["viewer"])

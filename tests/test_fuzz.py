@@ -26,7 +26,6 @@ from service.config import get_settings
 
 from .conftest import multipart, related_body, series_files, to_bytes
 
-
 FAILED_SOP = "00081198"
 
 

@@ -1,4 +1,4 @@
-"""An analysis past ANALYSIS_TIMEOUT_S is kept and the client told where: never failed and stored."""
+"""An analysis past ANALYSIS_TIMEOUT_S is kept, the client told where: never failed and stored."""
 
 from __future__ import annotations
 

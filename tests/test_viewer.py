@@ -65,7 +65,7 @@ def test_overlay_draws_scar_where_the_seg_says_and_toggles(client, scarred) -> N
     base = f"/v1/analyses/{scarred['id']}"
     myocardium, scar = seg_masks(client.get(f"{base}/seg").content, scarred)
     k = int(np.argmax(scar.sum(axis=(1, 2))))
-    r = client.get(f"{base}/overlay/{k}.png")
+    r = client.get(f"{base}/overlay/{k}.png", params={"zoom": 0})  # the whole field of view
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     rgb = _png(r.content)
     h, w = scar.shape[1:]
@@ -80,23 +80,26 @@ def test_overlay_draws_scar_where_the_seg_says_and_toggles(client, scarred) -> N
     # The myocardium outline is drawn in its own colour on the ring's border.
     outline = np.all(rgb == MYOCARDIUM_RGB, axis=-1)
     assert outline.sum() > 50 and (up(myocardium[k]) | ~far)[outline].all()
-    hidden = _png(client.get(f"{base}/overlay/{k}.png", params={"scar": "0",
+    hidden = _png(client.get(f"{base}/overlay/{k}.png", params={"scar": "0", "zoom": 0,
                                                                  "myocardium": "0"}).content)
     assert not _orange(hidden)[inner_scar].any()
     assert not np.all(hidden == MYOCARDIUM_RGB, axis=-1).any()
     assert np.all(hidden[..., 0] == hidden[..., 2])  # plain grey
     # Window/level changes the grey, not the geometry.
     dark = _png(client.get(f"{base}/overlay/{k}.png", params={
-        "scar": "0", "myocardium": "0", "level": 1e6, "window": 1}).content)
+        "scar": "0", "myocardium": "0", "level": 1e6, "window": 1, "zoom": 0}).content)
     assert dark.max() == 0
-    assert client.get(f"{base}/overlay/{k}.png", params={"scale": 1}).status_code == 200
-    assert _png(client.get(f"{base}/overlay/{k}.png", params={"scale": 1}).content
-                ).shape == (h, w, 3)
+    whole = {"scale": 1, "zoom": 0}
+    assert client.get(f"{base}/overlay/{k}.png", params=whole).status_code == 200
+    assert _png(client.get(f"{base}/overlay/{k}.png", params=whole).content).shape == (h, w, 3)
     # Zoomed to the heart: the same box on every slice, holding all the myocardium.
     zoomed = client.get(f"{base}/overlay/{k}.png", params={"zoom": 1, "scale": 2})
     y0, x0, y1, x1 = map(int, zoomed.headers["x-overlay-box"].split(","))
     assert client.get(f"{base}/overlay/0.png", params={"zoom": 1}).headers[
         "x-overlay-box"] == zoomed.headers["x-overlay-box"]
+    # Zoomed is the default: the heart, with the whole field of view one parameter away.
+    assert client.get(f"{base}/overlay/0.png").headers["x-overlay-box"] == \
+        zoomed.headers["x-overlay-box"]
     assert myocardium[:, y0:y1, x0:x1].sum() == myocardium.sum()
     assert (y1 - y0) * (x1 - x0) < h * w / 2
     crop = _png(zoomed.content)
@@ -226,3 +229,17 @@ def test_the_viewer_in_chromium(browser, live, series_dirs, tmp_path) -> None:
         shutil.copy(tmp_path / "viewer.png", docs / "viewer.png")
         Image.fromarray(shown.astype(np.uint8)).save(docs / "overlay.png")
     assert SCAR_RGB != MYOCARDIUM_RGB
+
+
+def test_the_viewer_opens_on_the_most_scar_and_names_whose_scan_it_is(client, scarred) -> None:
+    from service.pages import start_slice
+
+    html = client.get(f"/v1/analyses/{scarred['id']}/viewer").text
+    k = start_slice(scarred["slices"])
+    areas = [s["scar_area_mm2"] for s in scarred["slices"]]
+    assert areas[k] == max(areas) > 0
+    assert f'src="overlay/{k}.png?zoom=1"' in html and f"slice {k + 1} of" in html
+    seg = pydicom.dcmread(io.BytesIO(client.get(f"/v1/analyses/{scarred['id']}/seg").content))
+    assert str(seg.PatientID) in html
+    assert str(seg.PatientName).replace("^", " ").strip() in html
+    assert start_slice([{"scar_area_mm2": 0.0, "myocardium_area_mm2": a} for a in (5, 9, 2)]) == 1
