@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, logs
@@ -32,6 +32,7 @@ from .inbox import Inbox
 from .jobs import analyse_received, push_due
 from .metrics import Metrics, MetricsMiddleware, run_counted
 from .models import Registry, load_registry
+from .pages import login_page
 from .routes import api, dicomweb, health, pages
 from .store import ResultStore
 
@@ -155,7 +156,11 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return _internal(exc)
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 401 and request.method == "GET" \
+            and "text/html" in request.headers.get("accept", ""):
+        # A browser asking for a page: the sign-in form, which brings it back here.
+        return HTMLResponse(login_page(request.url.path), status_code=401)
     code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
         exc.status_code, "http_error")
     return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     # Listening beyond loopback without an API key serves patient data to the network: the
     # service refuses to start so unless this says it is meant (a trusted, closed network).
     allow_unauthenticated: bool = False
+    session_hours: float = Field(8.0, gt=0, description="how long a browser sign-in lasts")
     dicomweb_store_url: str | None = None
     max_concurrent_analyses: int = Field(2, ge=1)
     onnx_memory_arena: bool = Field(True, description="faster; off: lower peak memory when "

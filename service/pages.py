@@ -137,3 +137,22 @@ def index_page(recent: list[dict], pipelines: list[str], default_pipeline: str) 
         f"{escape(p)}</option>" for p in pipelines)
     return _template("index.html").substitute(version=escape(__version__), rows=rows,
                                               pipeline_options=options)
+
+
+def login_page(next_path: str, failed: bool = False) -> str:
+    """The small form that exchanges the API key for a session cookie."""
+    error = ('<p class="error" role="alert">That is not the API key.</p>' if failed else "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in — LGE scar service</title>
+<style>body {{ font: 16px system-ui, sans-serif; max-width: 28em; margin: 4em auto; }}
+input {{ font-size: 1em; padding: 6px; width: 100%; margin: 6px 0; }}
+.error {{ color: #a00; font-weight: 600; }}</style></head>
+<body><h1>LGE scar service</h1>
+<p>This service is protected by an API key. Enter it to read results in this browser;
+the session lasts a few hours and is kept in a cookie no script can read.</p>
+{error}<form method="post" action="/login">
+<input type="hidden" name="next" value="{escape(next_path)}">
+<label>API key <input type="password" name="key" autocomplete="current-password" autofocus
+required></label>
+<input type="submit" value="Sign in"></form></body></html>
+"""

@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .auth import COOKIE, authorised, session_token
 from .config import Settings
 from .encode.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
 from .errors import InputError, NotFound, Overloaded, ServiceError
@@ -33,7 +34,7 @@ from .ingest import read_capped, split_body, stow_parts
 from .jobs import analyse_and_store, limits_of
 from .metrics import Metrics, run_counted
 from .models import Registry
-from .pages import index_page, viewer_page
+from .pages import index_page, login_page, viewer_page
 from .report import AnalysisSummary, PipelineInfo, Readiness, ReceivedSeriesState, Report
 from .store import ResultStore
 from .stow import receive, response
@@ -58,14 +59,9 @@ UPLOAD_BODY = {
 
 
 def require_api_key(request: Request) -> None:
-    key = request.app.state.settings.api_key
-    if not key:
-        return
-    given = request.headers.get("authorization", "")
-    if not (given.startswith("Bearer ")
-            and hmac.compare_digest(given[7:].encode(), key.encode())):
+    if not authorised(request, request.app.state.settings.api_key):
         raise StarletteHTTPException(401, "missing or wrong API key: send "
-                                     "'Authorization: Bearer KEY'",
+                                     "'Authorization: Bearer KEY', or sign in at /login",
                                      headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -77,6 +73,40 @@ def _registry(request: Request) -> Registry:
 
 
 health = APIRouter(tags=["health"])
+
+
+@health.get("/login", include_in_schema=False, response_class=HTMLResponse)
+def login_form(next: str = "/") -> HTMLResponse:  # noqa: A002 - the form's field name
+    return HTMLResponse(login_page(_local_path(next)))
+
+
+@health.post("/login", include_in_schema=False)
+async def login(request: Request) -> Response:
+    """Exchange the API key for a session cookie (browsers cannot send the header)."""
+    settings: Settings = request.app.state.settings
+    form = await request.form()
+    key, target = str(form.get("key", "")), _local_path(str(form.get("next", "/")))
+    if not settings.api_key or not hmac.compare_digest(key.encode(),
+                                                       settings.api_key.encode()):
+        return HTMLResponse(login_page(target, failed=True), status_code=401)
+    response = Response(status_code=303, headers={"Location": target})
+    lifetime = settings.session_hours * 3600.0
+    response.set_cookie(COOKIE, session_token(settings.api_key, lifetime), max_age=int(lifetime),
+                        httponly=True, samesite="strict", path="/",
+                        secure=request.url.scheme == "https")
+    return response
+
+
+@health.post("/logout", include_in_schema=False)
+def logout() -> Response:
+    response = Response(status_code=303, headers={"Location": "/login"})
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+def _local_path(target: str) -> str:
+    """Only a path on this service: never redirect a signed-in browser elsewhere."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
 @health.get("/healthz")
