@@ -70,7 +70,7 @@ CONFIGS = {
     # steps again as the phantom-only release (24 and 20 epochs): docs/training.md.
     # Its validated and kept weights are a moving average, as the scar U-Net's: on the mixed
     # validation series the raw weights' DSC swung by 0.05-0.1 from epoch to epoch.
-    "myocardium_unet": TrainConfig(epochs=50, steps_per_epoch=100, batch_size=8, train_crop=80,
+    "myocardium_unet": TrainConfig(epochs=100, steps_per_epoch=100, batch_size=8, train_crop=80,
                                    foreground_weight=2.0, emphasis_weight=4.0,
                                    validate_last=0.5, ema_momentum=0.995),
     # Scar is the target that matters and the hardest: the most steps, and a heavier
