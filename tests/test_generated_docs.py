@@ -50,3 +50,11 @@ def test_the_readme_stays_short_and_its_links_resolve() -> None:
         for target in re.findall(r"\]\(([^)#]+)\)", doc.read_text()):
             if not target.startswith("http"):
                 assert (doc.parent / target).exists(), (doc.name, target)
+
+
+def test_the_latency_section_is_its_results_file() -> None:
+    record = json.loads((ROOT / "benchmarks" / "results" / "latency.json").read_text())
+    block = read_block(ROOT / "BENCHMARKS.md", "latency")
+    assert block is not None and f"({record['date'][:10]})" in block
+    for pipeline, r in record["results"].items():
+        assert f"| {pipeline} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | " in block, pipeline
