@@ -66,8 +66,9 @@ CONFIGS = {
     # and the crop is a free translation augmentation.
     # Scarred myocardium weighs 4x more in CNN1's cross-entropy: the first release
     # left bright subendocardial scar out of the ring, which the scar % feels.
-    # With EMIDEC in the mix (real anatomy, two contrasts) both U-Nets get half as many
-    # steps again as the phantom-only release (24 and 20 epochs): docs/training.md.
+    # With EMIDEC in the mix (real anatomy, two contrasts) it needs far more steps than the
+    # phantom-only release's 24 epochs: 40, 50 and 100 were run, and 100 gave the best ring
+    # on every validation set (docs/experiments.md); its validation DSC was still rising.
     # Its validated and kept weights are a moving average, as the scar U-Net's: on the mixed
     # validation series the raw weights' DSC swung by 0.05-0.1 from epoch to epoch.
     "myocardium_unet": TrainConfig(epochs=100, steps_per_epoch=100, batch_size=8, train_crop=80,
