@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from training.contrast_groups import markdown as contrast_groups_markdown
@@ -58,3 +59,13 @@ def test_the_latency_section_is_its_results_file() -> None:
     assert block is not None and f"({record['date'][:10]})" in block
     for pipeline, r in record["results"].items():
         assert f"| {pipeline} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | " in block, pipeline
+
+
+def test_every_setting_is_in_the_readmes_configuration_table() -> None:
+    from service.config import Settings
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Configuration"):text.index("## How accurate it is")]
+    documented = set(re.findall(r"`([A-Z_]+)`", section))
+    missing = {name.upper() for name in Settings.model_fields} - documented
+    assert not missing, sorted(missing)
