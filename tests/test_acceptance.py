@@ -173,3 +173,9 @@ def test_an_lv_ring_must_be_closed_and_of_an_lvs_size() -> None:
     stack = np.stack([ring, disk, open_ring, tiny])
     assert lv_ring_slices(stack, (1.5, 1.5)) == [0]
     assert lv_ring_slices(stack, (0.1, 0.1)) == []  # the same pixels, far too small
+    # A ring left open by a gap of a pixel or two (scar, a papillary muscle) still counts.
+    nicked = ring & ~((np.abs(yy - 64) <= 1) & (xx > 64))
+    assert lv_ring_slices(np.stack([nicked]), (1.5, 1.5)) == [0]
+    # Closed rings all smaller than an LV's mid-ventricle: not a heart.
+    small = (r >= 6) & (r < 9)  # about 190 mm^2 at 1.5 mm
+    assert lv_ring_slices(np.stack([small, small]), (1.5, 1.5)) == []
