@@ -460,7 +460,7 @@ def _trust_rows(test_set: str, summary: dict) -> list[dict]:
                      "met": iv["covered"] >= INTERVAL_COVERAGE * iv["series"] - 1e-9})
         rows.append({"test_set": test_set, "method": method,
                      "field": "interval median width (points)", "median": iv["median_width"],
-                     "ci": [math.nan, math.nan], "target": f"<= {INTERVAL_WIDTH_PERCENT:g}",
+                     "ci": None, "target": f"<= {INTERVAL_WIDTH_PERCENT:g}",
                      "met": iv["median_width"] <= INTERVAL_WIDTH_PERCENT})
     return rows
 
