@@ -20,9 +20,10 @@ from .contrast import read_contrast
 from .encode.seg import build_seg
 from .encode.sr import build_sr
 from .models import Pipeline
+from .postprocess import clean_myocardium
 from .quantify import aha_segments, fwhm_scar, nsd_scar, pixel_area_mm2, scar_fraction
 from .report import Report
-from .segment import segment
+from .segment import myocardium_probability, segment_on
 from .uncertainty import ambiguity, interval
 from .volume import Volume
 
@@ -135,9 +136,14 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     scar_timer = _TimedPredictor(pipeline.scar.network.predict)
     myo_net = replace(pipeline.myocardium.network, predict=myo_timer)
     scar_net = replace(pipeline.scar.network, predict=scar_timer)
-    masks = segment(images, volume.spacing, myo_net, scar_net)
+    myo_p = myocardium_probability(images, volume.spacing, myo_net)
+    first_ring = clean_myocardium(myo_p)
+    # The myocardium network's own ring decides whether there is a heart (the cascade's
+    # scar U-Net redraws it inside its box, which can leave no cavity), before the scar
+    # network runs.
+    check_segmentation(first_ring, volume.spacing)
+    masks = segment_on(images, volume.spacing, first_ring, myo_p, scar_net)
     myocardium, scar = masks.myocardium, masks.scar
-    check_segmentation(myocardium, volume.spacing)
     inference_ms = (myo_timer.seconds + scar_timer.seconds) * 1000.0
     preprocess_ms = (time.perf_counter() - t0) * 1000.0 - inference_ms
 

@@ -147,8 +147,11 @@ def network_segmentations(series: LabelledSeries, networks: Mapping[str, Network
     myo = clean_myocardium(myo_p)
     true_myo = series.true_myocardium
     given = {"predicted": (myo, myo_p), "true": (true_myo, true_myo.astype(np.float32))}
-    return {method: segment_on(images, spacing, *given[which], networks[net])
+    segs = {method: segment_on(images, spacing, *given[which], networks[net])
             for method, (net, which) in PIPELINE_RUNS.items()}
+    segs["myocardium-unet"] = Segmentation(myo, np.zeros_like(myo), myo_p,
+                                           np.zeros_like(myo_p))
+    return segs
 
 
 def score_series(source: Source | Path, networks: Mapping[str, Network], test_set: str = "",
@@ -163,6 +166,8 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
     images, spacing = series.images, series.spacing
     true_myo, true_scar = series.true_myocardium, series.true_scar
     segs = network_segmentations(series, networks)
+    # The service refuses a series on the myocardium network's own ring.
+    refused = not lv_ring_slices(segs.pop("myocardium-unet").myocardium, spacing)
     masks = {method: (seg.scar, seg.myocardium) for method, seg in segs.items()}
     masks["4sd"] = (nsd_scar(images, true_myo, 4.0), true_myo)
     masks["fwhm"] = (fwhm_scar(images, true_myo), true_myo)
@@ -193,7 +198,7 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
             contrast=source.contrast,
             contrast_read=read_contrast(images, myocardium).contrast,
             interval_low=low, interval_high=high,
-            refused=method in segs and not lv_ring_slices(myocardium, spacing),
+            refused=method in segs and refused,
             review=method in segs and _review(myocardium, low, high),
         ))
     return out
@@ -223,6 +228,7 @@ def calibrate_intervals(sources: Sequence[Source | Path], networks: Mapping[str,
     for source in tqdm(sources, desc="interval calibration (validation)", unit="series"):
         series = as_source(source).read()
         segs = network_segmentations(series, networks)
+        segs.pop("myocardium-unet")
         truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
         for method in methods:
             seg, net = segs[method], networks[PIPELINE_RUNS[method][0]]

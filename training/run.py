@@ -315,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         name = next(m.name for m in MODELS if m.key == task)
         onnx_files[task] = work / "export" / f"{name}.onnx"
         export_started = time.perf_counter()
-        export_onnx(model, onnx_files[task], input_hw=spec.shape)
+        best = work / "runs" / task / "best.weights.h5"
+        # Exporting is not byte-reproducible: the ONNX file of weights already exported is
+        # kept, so a resumed or release run ships what was evaluated and stress-tested.
+        if not (onnx_files[task].exists() and best.exists()
+                and onnx_files[task].stat().st_mtime > best.stat().st_mtime):
+            export_onnx(model, onnx_files[task], input_hw=spec.shape)
         parameters[task] = model.count_params()
         real_rows = np.isin(data.series, np.arange(len(train_dirs), len(sources)))
         training[task] = dataclasses.asdict(configs[task]) | {
