@@ -90,17 +90,23 @@ def _baseline(method: str, scar: np.ndarray, myocardium: np.ndarray,
 MAX_INTERVAL_WIDTH_PERCENT = 6.0
 
 
+def myocardium_gaps(myocardium: np.ndarray) -> list[int]:
+    """Slices without myocardium between slices that have it (0 = most basal)."""
+    with_myo = [k for k in range(len(myocardium)) if myocardium[k].any()]
+    return [] if not with_myo else [k for k in range(with_myo[0], with_myo[-1])
+                                    if not myocardium[k].any()]
+
+
 def review_reasons(myocardium: np.ndarray, figures: dict, volume: Volume,
                    scar_interval: tuple[float, float] | None) -> list[str]:
     """Why the result should not be read without a person checking it (empty: ok)."""
     reasons = []
     # A series without any LV ring was refused before (service.acceptance).
-    with_myo = [k for k in range(len(myocardium)) if myocardium[k].any()]
-    if with_myo:
-        gaps = [k for k in range(with_myo[0], with_myo[-1]) if not myocardium[k].any()]
-        if gaps:
-            reasons.append(f"no myocardium found on slices {gaps} (0 = most basal), between "
-                           "slices that have it; check those slices")
+    gaps = myocardium_gaps(myocardium)
+    if gaps:
+        reasons.append(f"no myocardium found on slices {gaps} (0 = most basal), between "
+                       "slices that have it; check those slices")
+    if np.asarray(myocardium).any():
         mass = figures["myocardium_mass_g"]
         if not 30.0 <= mass <= 350.0:
             reasons.append(f"myocardial mass {mass:.0f} g is implausible (expected 30-350 g "
@@ -199,8 +205,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
         execution_provider=pipeline.scar.execution_provider,
         study_instance_uid=volume.study_instance_uid,
         series_instance_uid=volume.series_instance_uid,
-        series_description=str(volume.slices[0].dataset.get("SeriesDescription", "") or "")
-        or None,
+        series_description=str(first.get("SeriesDescription", "") or "") or None,
         seg_series_instance_uid=str(seg.SeriesInstanceUID),
         seg_sop_instance_uid=str(seg.SOPInstanceUID), sr_sop_instance_uid=str(sr.SOPInstanceUID),
         slices=slices, slice_spacing_mm=volume.slice_spacing_mm,

@@ -40,10 +40,14 @@ def _signature(key: str, expiry: int) -> str:
     return hmac.new(key.encode(), f"session:{expiry}".encode(), hashlib.sha256).hexdigest()
 
 
+def key_matches(given: str, key: str | None) -> bool:
+    """The API key given (constant-time comparison); never with no key configured."""
+    return bool(key) and hmac.compare_digest(given.encode(), key.encode())
+
+
 def bearer_ok(request: Request, key: str) -> bool:
     given = request.headers.get("authorization", "")
-    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(),
-                                                               key.encode())
+    return given.startswith("Bearer ") and key_matches(given[7:], key)
 
 
 def same_origin(request: Request) -> bool:

@@ -9,7 +9,6 @@ mapped to HTTP once, in :mod:`service.app`.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import uuid
 from pathlib import Path
@@ -25,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .auth import COOKIE, authorised, session_token
+from .auth import COOKIE, authorised, key_matches, session_token
 from .config import Settings
 from .encode.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
 from .errors import InputError, NotFound, Overloaded, ServiceError
@@ -86,8 +85,7 @@ async def login(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     form = await request.form()
     key, target = str(form.get("key", "")), _local_path(str(form.get("next", "/")))
-    if not settings.api_key or not hmac.compare_digest(key.encode(),
-                                                       settings.api_key.encode()):
+    if not key_matches(key, settings.api_key):
         return HTMLResponse(login_page(target, failed=True), status_code=401)
     response = Response(status_code=303, headers={"Location": target})
     lifetime = settings.session_hours * 3600.0

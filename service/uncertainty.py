@@ -73,17 +73,15 @@ def conformal_scale(errors: Sequence[float], spreads: Sequence[float], floor_per
     return float("inf") if rank > scores.size else float(scores[rank - 1])
 
 
-def calibrate(errors_by_offset: dict[float, Sequence[float]],
-              spreads_by_offset: dict[float, Sequence[float]],
+def calibrate(errors: Sequence[float], spreads_by_offset: dict[float, Sequence[float]],
               floors: Sequence[float], level: float = 0.95) -> IntervalCalibration:
     """The offset and floor whose conformal interval is narrowest (median width) here.
 
-    ``errors_by_offset[o]`` are the signed scar-% errors of the calibration series
-    (the same for every offset), ``spreads_by_offset[o]`` their ambiguities.
+    ``errors`` are the signed scar-% errors of the calibration series,
+    ``spreads_by_offset[o]`` their ambiguities at threshold offset ``o``.
     """
     best, best_width = None, math.inf
     for offset, spreads in spreads_by_offset.items():
-        errors = errors_by_offset[offset]
         for floor in floors:
             scale = conformal_scale(errors, spreads, floor, level)
             width = float(np.median(2.0 * scale * (np.asarray(spreads, float) + floor)))

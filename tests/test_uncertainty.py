@@ -55,14 +55,14 @@ def test_calibrated_intervals_cover_new_series_at_their_level() -> None:
         return errors, {0.2: spread, 0.1: rng.gamma(2.0, 1.0, n)}
 
     errors, spreads = draw(300)
-    cal = calibrate({o: errors for o in spreads}, spreads, floors=(0.5, 1.0, 2.0), level=0.95)
+    cal = calibrate(errors, spreads, floors=(0.5, 1.0, 2.0), level=0.95)
     assert cal.offset == 0.2 and cal.calibration_series == 300
     new_errors, new_spreads = draw(3000)
     half = cal.scale * (new_spreads[0.2] + cal.floor_percent)
     coverage = float(np.mean(np.abs(new_errors) <= half))
     assert 0.93 <= coverage <= 0.975, coverage
     with pytest.raises(ValueError):
-        calibrate({}, {}, floors=(1.0,))
+        calibrate([], {}, floors=(1.0,))
 
 
 def test_calibration_round_trips_through_the_manifest() -> None:

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from service.models import load_registry
+from service.preprocess import model_inputs
 
 from . import emidec, metrics
+from .dataset import MYOCARDIUM_UNET, validation_series
 from .evaluate import evaluate
 from .phantoms.__main__ import generate_many
 from .sources import PhantomSource
@@ -39,7 +41,7 @@ def validation_sets(args: argparse.Namespace) -> dict[str, list]:
     """The validation series of the training command (same seed, same choice of series)."""
     dirs = generate_many(args.work / "phantoms" / "train", args.train_series, args.train_seed,
                          workers=args.workers)
-    val_idx = np.random.default_rng(args.train_seed).permutation(len(dirs))[:args.val_series]
+    val_idx = validation_series(len(dirs), args.val_series, args.train_seed)
     sets = {"phantoms": [PhantomSource(dirs[i]) for i in sorted(val_idx)]}
     if args.emidec is not None:
         sets["emidec"] = emidec.cases(args.emidec, "validation")
@@ -53,10 +55,6 @@ def grid_ceiling(sources: list) -> list[float]:
     The best that network could do: a soft label on its 2 mm grid mapped back onto the
     source pixels the way the service maps its probabilities.
     """
-    from service.preprocess import model_inputs
-
-    from .dataset import MYOCARDIUM_UNET
-
     out = []
     for source in sources:
         series = source.read()

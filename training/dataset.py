@@ -253,6 +253,12 @@ def build_arrays(sources: Sequence[Source | Path], cache_dir: Path, split: str,
     return arrays
 
 
+def validation_series(n_series: int, count: int, seed: int) -> np.ndarray:
+    """Indices of the phantom series held out for validation (drawn from the training seed),
+    the same for the training command and for comparing its candidates."""
+    return np.random.default_rng(seed).permutation(n_series)[:count]
+
+
 def kfold_series(n_series: int, folds: int, fold: int, seed: int = 0
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Series indices (train, validation) of one fold: whole series, never split slices."""

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service.acceptance import lv_ring_slices
-from service.analysis import MAX_INTERVAL_WIDTH_PERCENT
+from service.analysis import MAX_INTERVAL_WIDTH_PERCENT, myocardium_gaps
 from service.contrast import read_contrast
 from service.postprocess import clean_myocardium
 from service.quantify import fwhm_scar, nsd_scar, scar_fraction
@@ -140,18 +140,16 @@ PIPELINE_RUNS = {"cascade-unet": ("scar_unet", "predicted"), "enet": ("enet_p2",
 
 
 def network_segmentations(series: LabelledSeries, networks: Mapping[str, Network]
-                          ) -> dict[str, Segmentation]:
-    """Each network method's masks on one series, as the service draws them."""
+                          ) -> tuple[np.ndarray, dict[str, Segmentation]]:
+    """The myocardium network's own ring, and each network method's masks on one series,
+    as the service draws them."""
     images, spacing = series.images, series.spacing
     myo_p = myocardium_probability(images, spacing, networks["myocardium_unet"])
     myo = clean_myocardium(myo_p)
     true_myo = series.true_myocardium
     given = {"predicted": (myo, myo_p), "true": (true_myo, true_myo.astype(np.float32))}
-    segs = {method: segment_on(images, spacing, *given[which], networks[net])
-            for method, (net, which) in PIPELINE_RUNS.items()}
-    segs["myocardium-unet"] = Segmentation(myo, np.zeros_like(myo), myo_p,
-                                           np.zeros_like(myo_p))
-    return segs
+    return myo, {method: segment_on(images, spacing, *given[which], networks[net])
+                 for method, (net, which) in PIPELINE_RUNS.items()}
 
 
 def score_series(source: Source | Path, networks: Mapping[str, Network], test_set: str = "",
@@ -165,9 +163,9 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
     series = source.read()
     images, spacing = series.images, series.spacing
     true_myo, true_scar = series.true_myocardium, series.true_scar
-    segs = network_segmentations(series, networks)
+    first_ring, segs = network_segmentations(series, networks)
     # The service refuses a series on the myocardium network's own ring.
-    refused = not lv_ring_slices(segs.pop("myocardium-unet").myocardium, spacing)
+    refused = not lv_ring_slices(first_ring, spacing)
     masks = {method: (seg.scar, seg.myocardium) for method, seg in segs.items()}
     masks["4sd"] = (nsd_scar(images, true_myo, 4.0), true_myo)
     masks["fwhm"] = (fwhm_scar(images, true_myo), true_myo)
@@ -205,9 +203,8 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
 
 
 def _review(myocardium: np.ndarray, low: float, high: float) -> bool:
-    with_myo = np.flatnonzero(np.asarray(myocardium).any(axis=(1, 2)))
-    gap = with_myo.size > 0 and with_myo.size < with_myo[-1] - with_myo[0] + 1
-    return bool(gap or (not math.isnan(low) and high - low > MAX_INTERVAL_WIDTH_PERCENT))
+    return bool(myocardium_gaps(myocardium)
+                or (not math.isnan(low) and high - low > MAX_INTERVAL_WIDTH_PERCENT))
 
 
 # Threshold offsets and floors (percentage points) the interval's calibration chooses from.
@@ -227,8 +224,7 @@ def calibrate_intervals(sources: Sequence[Source | Path], networks: Mapping[str,
                                                     for m in methods}
     for source in tqdm(sources, desc="interval calibration (validation)", unit="series"):
         series = as_source(source).read()
-        segs = network_segmentations(series, networks)
-        segs.pop("myocardium-unet")
+        _, segs = network_segmentations(series, networks)
         truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
         for method in methods:
             seg, net = segs[method], networks[PIPELINE_RUNS[method][0]]
@@ -236,8 +232,7 @@ def calibrate_intervals(sources: Sequence[Source | Path], networks: Mapping[str,
             for offset in offsets:
                 spreads[method][offset].append(ambiguity(seg.scar_probability, seg.myocardium,
                                                          net.threshold, offset))
-    return {m: calibrate({o: errors[m] for o in offsets}, spreads[m], floors, level)
-            for m in methods}
+    return {m: calibrate(errors[m], spreads[m], floors, level) for m in methods}
 
 
 def evaluate(sources: Sequence[Source | Path], networks: Mapping[str, Network],

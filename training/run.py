@@ -36,7 +36,14 @@ from service.infer import OnnxModel
 from service.segment import Network
 
 from . import emidec
-from .dataset import NEEDS_MYOCARDIUM_MODEL, TASKS, Arrays, build_arrays, kfold_series
+from .dataset import (
+    NEEDS_MYOCARDIUM_MODEL,
+    TASKS,
+    Arrays,
+    build_arrays,
+    kfold_series,
+    validation_series,
+)
 from .evaluate import (
     SCAR_NETWORKS,
     TARGETS,
@@ -286,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                               workers=args.workers)
     t = lap("phantoms", t)
     real_train, real_val, real_tests = _emidec_sources(args)
-    val_idx = np.random.default_rng(args.train_seed).permutation(len(train_dirs))[:args.val_series]
+    val_idx = validation_series(len(train_dirs), args.val_series, args.train_seed)
     sources, val_numbers = _train_and_validation(train_dirs, val_idx, real_train, real_val)
     arrays_dir = work / "arrays"
     split = f"train{args.train_seed}_{args.train_series}"
