@@ -1,12 +1,19 @@
-"""The service as a process: start-up to ready, throughput with 1-8 clients, peak RSS.
+"""The service as a process: start-up, throughput with 1-8 clients, peak RSS and its bounds.
 
 Starts ``python -m service`` on loopback (CPU, the shipped models), times it
 to ``/readyz``, then has 1, 2, 4 and 8 concurrent clients post the 12-slice
 256x256 phantom series of ``latency.py`` for a fixed time each and counts
 finished analyses. ``MAX_CONCURRENT_ANALYSES`` is set to 8 so that no client
 is turned away; peak RSS is the kernel's high-water mark (VmHWM) of the
-service process at the end. Prints the figures and writes them to
-``benchmarks/results/service_load.json`` and ``BENCHMARKS.md``.
+service process at the end.
+
+Memory at the limits, each in a fresh process at the default limits:
+the largest request allowed (``MAX_REQUEST_BYTES`` of 512x512 slices,
+streamed; refused once past ``MAX_SERIES_PIXELS``), the largest series an
+analysis reads (``MAX_SERIES_PIXELS`` of 512x512 slices, analysed), and 8
+analyses at once. Each is checked against the bound stated in ``BOUNDS_MIB``.
+Prints the figures and writes them to ``benchmarks/results/service_load.json``
+and ``BENCHMARKS.md``; exits 1 when a bound is broken.
 
     python benchmarks/service_load.py --seconds 30
 """
@@ -29,6 +36,8 @@ from pathlib import Path
 
 import httpx
 from latency import benchmark_series, upload_files, write_section
+
+from service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +77,68 @@ def start(data_dir: Path, **env: str) -> tuple[subprocess.Popen, str, float]:
 def stop(process: subprocess.Popen) -> None:
     process.terminate()
     process.wait(timeout=30)
+
+
+# Peak RSS (VmHWM) the service must stay under, MiB, at the default settings.
+BOUNDS_MIB = {"largest_request": 1024, "largest_series": 2560, "eight_concurrent": 2048}
+
+
+def repeated_series(out_dir: Path, n_slices: int) -> list[Path]:
+    """``n_slices`` 512x512 instances, one phantom slice repeated 8 mm apart along its normal.
+
+    Rendering hundreds of phantom slices would take minutes; for memory only
+    the pixel count matters, not what the pixels show.
+    """
+    import dataclasses
+
+    import numpy as np
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from training.phantoms import render, sample_spec, write_series
+
+    spec = sample_spec(77, 0)
+    spec = dataclasses.replace(spec, acquisition=dataclasses.replace(
+        spec.acquisition, rows=512, cols=512, n_slices=2, pixel_spacing=0.7, gap=0.0))
+    source = write_series(spec, render(spec), out_dir / "source")
+    ds = pydicom.dcmread(sorted((source / "dicom").glob("*.dcm"))[0])
+    orientation = np.array(ds.ImageOrientationPatient, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    origin = np.array(ds.ImagePositionPatient, dtype=float)
+    ds.SeriesInstanceUID = generate_uid()
+    (out_dir / "dicom").mkdir(parents=True)
+    paths = []
+    for k in range(n_slices):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.ImagePositionPatient = [float(v) for v in origin + 8.0 * k * normal]
+        ds.InstanceNumber, ds.SliceLocation = k + 1, 8.0 * k
+        paths.append(out_dir / "dicom" / f"{k:05d}.dcm")
+        ds.save_as(paths[-1])
+    return paths
+
+
+def related_stream(paths: list[Path], boundary: str = "benchmarkboundary"):
+    """A multipart/related body read from disk as it is sent (the client holds one file)."""
+    for path in paths:
+        yield f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        yield path.read_bytes()
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
+def peak_of_one_upload(data_dir: Path, paths: list[Path]) -> dict:
+    """Post one series to a fresh service; its answer and the process's peak RSS."""
+    process, url, _ = start(data_dir)
+    try:
+        size = sum(p.stat().st_size for p in paths) + 80 * len(paths)
+        r = httpx.post(f"{url}/v1/analyses", content=related_stream(paths), timeout=1800,
+                       headers={"Content-Type": "multipart/related; type=\"application/dicom\";"
+                                               " boundary=benchmarkboundary"})
+        code = r.json().get("error", {}).get("code") if r.status_code >= 400 else None
+        return {"slices": len(paths), "request_mib": size / 2**20, "status": r.status_code,
+                "code": code, "peak_rss_mib": _status_kib(process.pid, "VmHWM") / 1024}
+    finally:
+        stop(process)
 
 
 def throughput(url: str, files: list, clients: int, seconds: float) -> dict:
@@ -129,12 +200,25 @@ def main() -> int:
         no_arena, _, no_arena_peak = peak_after(8, MAX_CONCURRENT_ANALYSES="8",
                                                 ONNX_MEMORY_ARENA="false")
 
+        limits = Settings()
+        one = repeated_series(Path(tmp) / "big", 1)[0].stat().st_size
+        largest_files = min(limits.max_files, limits.max_request_bytes // (one + 80))
+        big = repeated_series(Path(tmp) / "largest", largest_files)
+        largest_request = peak_of_one_upload(Path(tmp) / "request", big)
+        largest_series = peak_of_one_upload(Path(tmp) / "series-limit",
+                                            big[:limits.max_series_pixels // (512 * 512)])
+
     machine = f"{os.cpu_count()} CPU cores ({platform.machine()})"
     results = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine,
                "startup_s": startups, "idle_rss_mib": idle_mib,
                "defaults_2_clients": defaults[0] | {"peak_rss_mib": default_peak},
                "peak_rss_mib_8_concurrent": peak_mib, "throughput": levels,
-               "no_arena_8_clients": no_arena[0] | {"peak_rss_mib": no_arena_peak}}
+               "no_arena_8_clients": no_arena[0] | {"peak_rss_mib": no_arena_peak},
+               "largest_request": largest_request, "largest_series": largest_series,
+               "bounds_mib": BOUNDS_MIB}
+    measured = {"largest_request": largest_request["peak_rss_mib"],
+                "largest_series": largest_series["peak_rss_mib"], "eight_concurrent": peak_mib}
+    results["within_bounds"] = {k: measured[k] <= BOUNDS_MIB[k] for k in BOUNDS_MIB}
     for level in levels:
         print(f"{level['clients']} client(s): {level['series_per_min']:.1f} series/min, "
               f"p50 {level['p50_ms']:.0f} ms, {level['failed']} failed")
@@ -142,6 +226,12 @@ def main() -> int:
           f"{idle_mib:.0f} MiB, peak {default_peak:.0f} MiB at the defaults (2 clients), "
           f"{peak_mib:.0f} MiB with 8 concurrent, {no_arena_peak:.0f} MiB with 8 concurrent "
           f"and ONNX_MEMORY_ARENA=false ({no_arena[0]['series_per_min']:.1f} series/min)")
+    for what, row in (("largest request", largest_request), ("largest series", largest_series)):
+        print(f"{what}: {row['slices']} slices of 512x512, {row['request_mib']:.0f} MiB, "
+              f"answered {row['status']} {row['code'] or ''}, peak {row['peak_rss_mib']:.0f} MiB")
+    for key, ok in results["within_bounds"].items():
+        print(f"bound {key}: {measured[key]:.0f} MiB <= {BOUNDS_MIB[key]} MiB: "
+              f"{'yes' if ok else 'NO'}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "service_load.json").write_text(json.dumps(results, indent=1))
@@ -161,8 +251,23 @@ def main() -> int:
         f"`ONNX_MEMORY_ARENA=false` ({no_arena[0]['series_per_min']:.1f} series/min, p50 "
         f"{no_arena[0]['p50_ms']:.0f} ms)\n\n"
         "`MAX_CONCURRENT_ANALYSES=8`:\n\n| clients | series/min | p50 ms per request | "
-        "failed |\n|---|---|---|---|\n" + rows, "service-load")
-    return 0
+        "failed |\n|---|---|---|---|\n" + rows + "\n\n"
+        "Peak RSS at the limits (default settings, a fresh process each; request bodies are "
+        "streamed to disk, an analysis is bounded by `MAX_SERIES_PIXELS`):\n\n"
+        "| case | request | answer | peak RSS MiB | bound MiB | within |\n"
+        "|---|---|---|---|---|---|\n"
+        + "\n".join(
+            f"| {label} | {row['slices']} slices 512x512, {row['request_mib']:.0f} MiB | "
+            f"{row['status']} {row['code'] or ''} | {row['peak_rss_mib']:.0f} | "
+            f"{BOUNDS_MIB[key]} | {'yes' if results['within_bounds'][key] else '**no**'} |"
+            for label, key, row in (
+                ("largest request (`MAX_REQUEST_BYTES`)", "largest_request", largest_request),
+                ("largest series (`MAX_SERIES_PIXELS`)", "largest_series", largest_series)))
+        + f"\n| 8 analyses at once (`MAX_CONCURRENT_ANALYSES=8`) | 12 slices 256x256 each | "
+          f"201 | {peak_mib:.0f} | {BOUNDS_MIB['eight_concurrent']} | "
+          f"{'yes' if results['within_bounds']['eight_concurrent'] else '**no**'} |",
+        "service-load")
+    return 0 if all(results["within_bounds"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from . import __version__, logs
 from .config import Settings, get_settings
 from .errors import Overloaded, ServiceError
 from .inbox import Inbox
+from .ingest import clear_spools
 from .jobs import analyse_received, push_due
 from .metrics import Metrics, MetricsMiddleware, run_counted
 from .models import Registry, load_registry
@@ -107,7 +108,8 @@ async def lifespan(app: FastAPI):
     app.state.settings = settings
     app.state.registry = None
     app.state.store = ResultStore(settings.data_dir, settings.dicomweb_store_url)
-    app.state.inbox = Inbox(settings.data_dir)
+    app.state.inbox = Inbox(settings.data_dir, settings.max_files)
+    clear_spools(settings.spool_dir)
     app.state.slots = asyncio.Semaphore(settings.max_concurrent_analyses)
     app.state.stopping = asyncio.Event()
     app.state.last_purge = 0.0

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(512 * 2**20, ge=1, description="upload size cap")
     max_files: int = Field(1000, ge=2, description="DICOM files per analysis")
     max_unzipped_bytes: int = Field(1024 * 2**20, ge=1, description="zip expansion cap")
+    # What bounds an analysis' memory: 32 Mi is 128 slices of 512x512, several times a
+    # clinical short-axis stack (2-D: 8-20 slices; 3-D: about 120 of 256x256).
+    max_series_pixels: int = Field(32 * 2**20, ge=1, description="rows x columns x slices "
+                                   "one analysis reads")
     analysis_timeout_s: float = Field(120.0, gt=0, description="longest wait for one analysis")
     request_read_timeout_s: float = Field(60.0, gt=0, description="longest wait for a body")
     # STOW-RS: a received series is analysed once no instance of it has arrived
@@ -48,6 +52,11 @@ class Settings(BaseSettings):
     background_poll_s: float = Field(0.5, gt=0, description="how often queued work is checked")
     retention_days: float | None = Field(None, gt=0, description="analyses and received "
                                          "series older than this are deleted; unset: kept")
+
+    @property
+    def spool_dir(self) -> Path:
+        """Request bodies on their way in (removed when their request's work ends)."""
+        return self.data_dir / "spool"
 
     @model_validator(mode="after")
     def _no_open_door(self) -> Settings:

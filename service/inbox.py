@@ -42,6 +42,10 @@ def is_uid(text: str) -> bool:
     return len(text) <= UID_MAX_LENGTH and UID_PATTERN.match(text) is not None
 
 
+class SeriesFull(Exception):
+    """The series already holds as many instances as one analysis may read (MAX_FILES)."""
+
+
 @dataclass(frozen=True)
 class ReceivedSeries:
     series_instance_uid: str
@@ -63,7 +67,10 @@ class Inbox:
                "first_received_at", "last_received_at", "analyses", "analysed_instances",
                "error")
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_instances: int | None = None) -> None:
+        # Without a cap one sender could fill the disk with a single series; concurrent
+        # requests may pass it by a few, and claim's caller checks again before reading.
+        self.max_instances = max_instances
         self.folder = Path(root) / "inbox"
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -96,6 +103,10 @@ class Inbox:
         path = _inside(folder, sop_uid, ".dcm")
         if path.exists() and path.read_bytes() == data:
             return False
+        if (self.max_instances is not None and not path.exists()
+                and sum(1 for _ in folder.glob("*.dcm")) >= self.max_instances):
+            raise SeriesFull(f"the series already holds {self.max_instances} instances, "
+                             "the most one analysis reads (MAX_FILES)")
         tmp = folder / f".{sop_uid}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "wb") as f:
             f.write(data)
@@ -129,14 +140,19 @@ class Inbox:
                                     "last_received_at", (now - quiet_s,)).fetchall()
         return [r[0] for r in rows]
 
-    def claim(self, series_uid: str) -> tuple[list[tuple[str, bytes]], ReceivedSeries]:
-        """Mark the series as being analysed; its files (name, bytes) and its state before."""
+    def claim(self, series_uid: str) -> tuple[list[Path], ReceivedSeries | None]:
+        """Mark the series as being analysed; its files and its state before.
+
+        The files are listed under the lock that ``add`` counts them under, so
+        the state and the file list are of the same moment; an instance added
+        afterwards reopens the series (analysed again), it is never half-read.
+        """
         with self._lock:
+            before = self._get(series_uid)
             self._db.execute("UPDATE series SET state = 'analysing', reopened = 0 WHERE "
                              "series_instance_uid = ?", (series_uid,))
-        before = self.get(series_uid)
-        files = sorted(self._series_dir(series_uid).glob("*.dcm"))
-        return [(p.name, p.read_bytes()) for p in files], before
+            files = sorted(self._series_dir(series_uid).glob("*.dcm"))
+        return files, before
 
     def finish(self, series_uid: str, analysis_id: str, instances: int) -> None:
         self._end(series_uid, "done", analysis_id=analysis_id, instances=instances)
@@ -179,8 +195,11 @@ class Inbox:
 
     def get(self, series_uid: str) -> ReceivedSeries | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {', '.join(self._FIELDS)} FROM series WHERE "
-                                   "series_instance_uid = ?", (series_uid,)).fetchone()
+            return self._get(series_uid)
+
+    def _get(self, series_uid: str) -> ReceivedSeries | None:
+        row = self._db.execute(f"SELECT {', '.join(self._FIELDS)} FROM series WHERE "
+                               "series_instance_uid = ?", (series_uid,)).fetchone()
         if row is None:
             return None
         values = dict(zip(self._FIELDS, row, strict=True))

@@ -1,18 +1,25 @@
 """Request bodies to DICOM datasets: multipart/form-data, zip, multipart/related.
 
 Everything here distrusts its input: sizes are capped before anything is
-held in memory, zip members are checked for paths escaping the archive and
-for expanding past a limit, and every failure is an :class:`InputError`
-with a code that says which rule was broken.
+held, zip members are checked for paths escaping the archive and for
+expanding past a limit, and every failure is an :class:`InputError` with a
+code that says which rule was broken.
+
+Bodies, their parts and zip members are streamed to files of one
+:class:`Spool` per request, never held whole in memory: the only full copy
+of a series in memory is its datasets, read one file at a time.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
+import shutil
+import tempfile
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -26,6 +33,8 @@ from .errors import InputError
 MAX_BOUNDARY = 256
 # A local file header, or the end of an empty archive.
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+# Bytes read or written at a time: the most any stage here holds of a body.
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -38,12 +47,56 @@ class Limits:
 @dataclass(frozen=True)
 class Blob:
     name: str  # where it came from (part or zip member), for error messages
-    data: bytes
+    path: Path
+
+    def read_bytes(self) -> bytes:
+        return self.path.read_bytes()
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def sha256(self) -> str:
+        with open(self.path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-async def read_capped(chunks: AsyncIterator[bytes], limit: int,
-                      declared_length: str | None) -> bytes:
-    """The request body, refused as soon as it is known to exceed ``limit`` bytes."""
+class Spool:
+    """The files of one request on disk (body, parts, zip members), removed together.
+
+    Each request gets its own folder under ``parent``; ``close`` removes it,
+    and :func:`clear_spools` removes what a crash left.
+    """
+
+    def __init__(self, parent: Path) -> None:
+        parent.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="request-", dir=parent))
+        self._files = 0
+
+    def new_path(self) -> Path:
+        self._files += 1
+        return self.folder / f"{self._files:06d}"
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def clear_spools(parent: Path) -> None:
+    """Remove request folders left by a process that did not end cleanly."""
+    if parent.is_dir():
+        for folder in parent.glob("request-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+async def spool_capped(chunks: AsyncIterator[bytes], limit: int, declared_length: str | None,
+                       spool: Spool) -> Path:
+    """The request body in a file, refused as soon as it is known to exceed ``limit`` bytes."""
     if declared_length is not None:
         try:
             declared = int(declared_length)
@@ -53,20 +106,35 @@ async def read_capped(chunks: AsyncIterator[bytes], limit: int,
         if declared > limit:
             raise InputError(f"request of {declared} bytes exceeds the limit of {limit}",
                              code="payload_too_large", status_code=413)
-    body = bytearray()
-    async for chunk in chunks:
-        body.extend(chunk)
-        if len(body) > limit:
-            raise InputError(f"request exceeds the limit of {limit} bytes",
-                             code="payload_too_large", status_code=413)
-    return bytes(body)
+    path, received = spool.new_path(), 0
+    with open(path, "wb") as f:
+        async for chunk in chunks:
+            received += len(chunk)
+            if received > limit:
+                raise InputError(f"request exceeds the limit of {limit} bytes",
+                                 code="payload_too_large", status_code=413)
+            f.write(chunk)
+    return path
 
 
-def _multipart_parts(content_type: str, body: bytes) -> Iterator[tuple[str, str, bytes]]:
-    """(form field name or '', part content type, payload) of each MIME part.
+def _magic(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4)
+
+
+@dataclass(frozen=True)
+class _Part:
+    field: str  # the form field's name, '' outside multipart/form-data
+    content_type: str
+    path: Path
+
+
+def _multipart_parts(content_type: str, body: Path, spool: Spool) -> list[_Part]:
+    """Each MIME part of the body in its own file, with its field name and content type.
 
     python-multipart's streaming parser: ten times faster than the email
-    package on a series (38 ms for 12 slices there, measured), and strict.
+    package on a series (38 ms for 12 slices there, measured), and strict;
+    fed from the file in chunks, it writes each part's payload as it goes.
     """
     _, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
@@ -76,93 +144,119 @@ def _multipart_parts(content_type: str, body: bytes) -> Iterator[tuple[str, str,
     if len(boundary) > MAX_BOUNDARY:
         raise InputError(f"the multipart boundary is {len(boundary)} characters long; at "
                          f"most {MAX_BOUNDARY} are read", code="bad_multipart")
-    parts: list[tuple[dict[bytes, bytes], bytearray]] = []
+    headers: list[dict[bytes, bytes]] = []
+    paths: list[Path] = []
+    writing: list[BinaryIO] = []
     field, value = bytearray(), bytearray()
 
+    def begin() -> None:
+        headers.append({})
+        paths.append(spool.new_path())
+        writing.append(open(paths[-1], "wb"))  # noqa: SIM115 - closed at part end or below
+
+    def end() -> None:
+        writing.pop().close()
+
     def header_end() -> None:
-        parts[-1][0][bytes(field).lower()] = bytes(value)
+        headers[-1][bytes(field).lower()] = bytes(value)
         field.clear()
         value.clear()
 
+    def extend(target: bytearray) -> Callable[[bytes, int, int], None]:
+        return lambda data, start, stop: target.extend(data[start:stop])
+
     callbacks = {
-        "on_part_begin": lambda: parts.append(({}, bytearray())),
-        "on_part_data": lambda data, start, end: parts[-1][1].extend(data[start:end]),
-        "on_header_field": lambda data, start, end: field.extend(data[start:end]),
-        "on_header_value": lambda data, start, end: value.extend(data[start:end]),
+        "on_part_begin": begin,
+        "on_part_data": lambda data, start, stop: writing[-1].write(data[start:stop]),
+        "on_part_end": end,
+        "on_header_field": extend(field),
+        "on_header_value": extend(value),
         "on_header_end": header_end,
     }
     try:
         parser = MultipartParser(boundary, callbacks, max_header_count=32)
-        parser.write(body)
+        with open(body, "rb") as f:
+            while chunk := f.read(CHUNK):
+                parser.write(chunk)
         parser.finalize()
     except (MultipartParseError, FormParserError) as exc:
         raise InputError(f"multipart body could not be parsed ({exc})",
                          code="bad_multipart") from None
-    if not parts:
+    finally:
+        for f in writing:
+            f.close()
+    if not headers:
         raise InputError("multipart body without any part (wrong boundary?)",
                          code="bad_multipart")
-    for headers, payload in parts:
-        ctype, _ = parse_options_header(headers.get(b"content-type", b"text/plain"))
-        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
+    parts = []
+    for part_headers, path in zip(headers, paths, strict=True):
+        ctype, _ = parse_options_header(part_headers.get(b"content-type", b"text/plain"))
+        _, disposition = parse_options_header(part_headers.get(b"content-disposition", b""))
         name = disposition.get(b"name", b"").decode("utf-8", errors="replace")
-        yield name, ctype.decode("latin-1").lower(), bytes(payload)
+        parts.append(_Part(name, ctype.decode("latin-1").lower(), path))
+    return parts
 
 
-def _unzip(data: bytes, name: str, limits: Limits) -> list[Blob]:
+def _unzip(blob: Blob, limits: Limits, spool: Spool) -> list[Blob]:
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(blob.path)
         members = [m for m in archive.infolist() if not m.is_dir()]
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
-        raise InputError(f"{name} is not a readable zip archive ({exc})", code="bad_zip") \
-            from None
-    if len(members) > limits.max_files:
-        raise InputError(f"{name} holds {len(members)} files; the limit is {limits.max_files}",
-                         code="too_many_files", status_code=413)
-    declared = sum(m.file_size for m in members)
-    if declared > limits.max_unzipped_bytes:
-        raise InputError(f"{name} expands to {declared} bytes; the limit is "
-                         f"{limits.max_unzipped_bytes}", code="zip_too_large", status_code=413)
-    blobs, total = [], 0
-    for member in members:
-        path = PurePosixPath(member.filename.replace("\\", "/"))
-        if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-            raise InputError(f"zip member {member.filename!r} escapes the archive",
-                             code="zip_path_traversal")
-        if path.name.startswith(".") or path.name.upper() == "DICOMDIR":
-            continue  # macOS resource forks, dot files and media directories
-        try:
-            with archive.open(member) as f:
-                # Read at most the remaining allowance + 1: a lying header cannot expand further.
-                content = f.read(limits.max_unzipped_bytes - total + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
-            raise InputError(f"zip member {member.filename!r} cannot be read ({exc})",
-                             code="bad_zip") from None
-        total += len(content)
-        if total > limits.max_unzipped_bytes:
-            raise InputError(f"{name} expands past the limit of {limits.max_unzipped_bytes} "
-                             "bytes", code="zip_too_large", status_code=413)
-        blobs.append(Blob(f"{name}:{member.filename}", content))
+        raise InputError(f"{blob.name} is not a readable zip archive ({exc})",
+                         code="bad_zip") from None
+    with archive:
+        if len(members) > limits.max_files:
+            raise InputError(f"{blob.name} holds {len(members)} files; the limit is "
+                             f"{limits.max_files}", code="too_many_files", status_code=413)
+        declared = sum(m.file_size for m in members)
+        if declared > limits.max_unzipped_bytes:
+            raise InputError(f"{blob.name} expands to {declared} bytes; the limit is "
+                             f"{limits.max_unzipped_bytes}", code="zip_too_large",
+                             status_code=413)
+        blobs, total = [], 0
+        for member in members:
+            path = PurePosixPath(member.filename.replace("\\", "/"))
+            if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+                raise InputError(f"zip member {member.filename!r} escapes the archive",
+                                 code="zip_path_traversal")
+            if path.name.startswith(".") or path.name.upper() == "DICOMDIR":
+                continue  # macOS resource forks, dot files and media directories
+            target = spool.new_path()
+            try:
+                with archive.open(member) as source, open(target, "wb") as out:
+                    # Counted as it is written: a lying header cannot expand further.
+                    while chunk := source.read(CHUNK):
+                        total += len(chunk)
+                        if total > limits.max_unzipped_bytes:
+                            raise InputError(f"{blob.name} expands past the limit of "
+                                             f"{limits.max_unzipped_bytes} bytes",
+                                             code="zip_too_large", status_code=413)
+                        out.write(chunk)
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+                raise InputError(f"zip member {member.filename!r} cannot be read ({exc})",
+                                 code="bad_zip") from None
+            blobs.append(Blob(f"{blob.name}:{member.filename}", target))
     return blobs
 
 
-def split_body(content_type: str | None, body: bytes, limits: Limits) -> list[Blob]:
+def split_body(content_type: str | None, body: Path, limits: Limits, spool: Spool) -> list[Blob]:
     """The files of one upload, zips expanded, whatever the contract's content type."""
     media = (content_type or "").split(";")[0].strip().lower()
-    if not body:
+    if body.stat().st_size == 0:
         raise InputError("the request body is empty; send the series' DICOM files",
                          code="empty_body")
     if media == "multipart/form-data":
-        raw = [Blob(f"part {i}", data) for i, (field, _, data)
-               in enumerate(_multipart_parts(content_type, body)) if field == "files"]
+        raw = [Blob(f"part {i}", part.path) for i, part
+               in enumerate(_multipart_parts(content_type, body, spool)) if part.field == "files"]
         if not raw:
             raise InputError("multipart/form-data without any 'files' part", code="no_files")
     elif media == "multipart/related":
-        raw = [Blob(f"part {i}", data) for i, (_, _, data)
-               in enumerate(_multipart_parts(content_type, body))]
+        raw = [Blob(f"part {i}", part.path)
+               for i, part in enumerate(_multipart_parts(content_type, body, spool))]
     elif media in ("application/zip", "application/x-zip-compressed"):
         # Declared a zip: read as one whatever its first bytes (a JPEG is a bad zip, an
         # empty archive holds no files), never as a DICOM file.
-        return _nonempty(_unzip(body, "body", limits))
+        return _nonempty(_unzip(Blob("body", body), limits, spool))
     elif media == "application/dicom":
         raw = [Blob("body", body)]
     else:
@@ -172,7 +266,7 @@ def split_body(content_type: str | None, body: bytes, limits: Limits) -> list[Bl
                          status_code=415)
     blobs = []
     for blob in raw:
-        blobs.extend(_unzip(blob.data, blob.name, limits) if blob.data[:4] in ZIP_MAGICS
+        blobs.extend(_unzip(blob, limits, spool) if _magic(blob.path) in ZIP_MAGICS
                      else [blob])
         if len(blobs) > limits.max_files:
             raise InputError(f"more than {limits.max_files} files", code="too_many_files",
@@ -189,7 +283,7 @@ def _nonempty(blobs: list[Blob]) -> list[Blob]:
 def read_dataset(blob: Blob) -> pydicom.Dataset:
     """Parse one blob as DICOM Part 10; pixel data are decoded later, in the volume stage."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(blob.data))
+        ds = pydicom.dcmread(blob.path)
         # pydicom converts element values lazily; convert them all now, so a broken
         # element (a flipped VR, a value that does not parse) is a 4xx here rather
         # than an exception deep in a later stage.
@@ -208,27 +302,49 @@ def read_dataset(blob: Blob) -> pydicom.Dataset:
     return ds
 
 
-def read_datasets(blobs: list[Blob]) -> list[pydicom.Dataset]:
-    return [read_dataset(blob) for blob in blobs]
+def _pixels(ds: pydicom.Dataset) -> int:
+    try:
+        return int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) \
+            * int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return 0  # the volume stage says what is wrong with these attributes
 
 
-def stow_parts(content_type: str | None, body: bytes, limits: Limits) -> list[Blob]:
+def read_datasets(blobs: list[Blob], max_pixels: int) -> list[pydicom.Dataset]:
+    """The datasets of one series, refused as soon as they hold more than ``max_pixels``.
+
+    An analysis needs about 45 bytes of memory per pixel (BENCHMARKS.md), so the
+    pixel count, not the upload's size, is what bounds it; reading stops at the
+    first file past the limit, before the rest are held.
+    """
+    datasets, pixels = [], 0
+    for blob in blobs:
+        datasets.append(read_dataset(blob))
+        pixels += _pixels(datasets[-1])
+        if pixels > max_pixels:
+            raise InputError(f"the series holds more than {max_pixels} pixels (rows x columns "
+                             "x slices), the most one analysis reads (MAX_SERIES_PIXELS)",
+                             code="series_too_large", status_code=413)
+    return datasets
+
+
+def stow_parts(content_type: str | None, body: Path, limits: Limits,
+               spool: Spool) -> list[Blob]:
     """The parts of a STOW-RS request (PS3.18 10.5): multipart/related of application/dicom."""
     media = (content_type or "").split(";")[0].strip().lower()
     if media != "multipart/related":
         raise InputError(f"STOW-RS takes multipart/related; type=\"application/dicom\", not "
                          f"{media or '(none)'}", code="unsupported_media_type", status_code=415)
-    if not body:
+    if body.stat().st_size == 0:
         raise InputError("the request body is empty", code="empty_body")
-    parts = list(_multipart_parts(content_type, body))
-    wrong = sorted({ctype for _, ctype, _ in parts if ctype != "application/dicom"})
+    parts = _multipart_parts(content_type, body, spool)
+    wrong = sorted({part.content_type for part in parts
+                    if part.content_type != "application/dicom"})
     if wrong:
         raise InputError(f"parts of type {', '.join(wrong)} cannot be stored; this server "
                          "accepts application/dicom (PS3.10 files) only",
                          code="unsupported_media_type", status_code=415)
-    if not parts:
-        raise InputError("no parts in the request", code="no_files")
     if len(parts) > limits.max_files:
         raise InputError(f"{len(parts)} parts; the limit is {limits.max_files}",
                          code="too_many_files", status_code=413)
-    return [Blob(f"part {i}", data) for i, (_, _, data) in enumerate(parts)]
+    return [Blob(f"part {i}", part.path) for i, part in enumerate(parts)]

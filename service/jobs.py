@@ -35,14 +35,27 @@ def limits_of(settings: Settings) -> Limits:
     return Limits(settings.max_request_bytes, settings.max_files, settings.max_unzipped_bytes)
 
 
-def input_fingerprint(files: list[tuple[str, bytes]], pipeline: Pipeline) -> str:
+def input_fingerprint(blobs: list[Blob], pipeline: Pipeline) -> str:
     """The same instances (by content) through the same models: the same analysis."""
     digest = hashlib.sha256(pipeline.name.encode())
     for model in (pipeline.myocardium, pipeline.scar):
         digest.update(model.sha256.encode())
-    for content in sorted(hashlib.sha256(data).hexdigest() for _, data in files):
+    for content in sorted(blob.sha256() for blob in blobs):
         digest.update(content.encode())
     return digest.hexdigest()
+
+
+def _within_limits(blobs: list[Blob], settings: Settings) -> None:
+    """A received series is read whole into memory: the upload limits bound it too."""
+    if len(blobs) > settings.max_files:
+        raise InputError(f"the series holds {len(blobs)} instances; one analysis reads at "
+                         f"most {settings.max_files} (MAX_FILES)", code="too_many_files",
+                         status_code=413)
+    total = sum(blob.size for blob in blobs)
+    if total > settings.max_unzipped_bytes:
+        raise InputError(f"the series holds {total} bytes; one analysis reads at most "
+                         f"{settings.max_unzipped_bytes} (MAX_UNZIPPED_BYTES)",
+                         code="series_too_large", status_code=413)
 
 
 def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
@@ -50,7 +63,7 @@ def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
                       analysis_id: str | None = None, fingerprint: str | None = None) -> dict:
     """One series' files to a stored report (returned as JSON-ready dict)."""
     started = time.perf_counter()
-    volume = build_volume(read_datasets(blobs))
+    volume = build_volume(read_datasets(blobs, settings.max_series_pixels))
     if notes:
         volume = dataclasses.replace(volume, warnings=[*notes, *volume.warnings])
     decode_ms = (time.perf_counter() - started) * 1000.0
@@ -70,25 +83,27 @@ def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
 def analyse_received(series_uid: str, inbox: Inbox, pipeline: Pipeline, settings: Settings,
                      store: ResultStore) -> None:
     """Analyse one quiet series of the inbox; the outcome is recorded there, never raised."""
-    files, before = inbox.claim(series_uid)
+    paths, before = inbox.claim(series_uid)
+    files = [Blob(path.name, path) for path in paths]
     notes = ()
     if before is not None and before.analyses:
         notes = (f"this series was analysed before (analysis {before.analyses[-1]}, "
                  f"{before.analysed_instances} instances); more instances arrived afterwards, "
                  f"so it was analysed again with all {len(files)} and this analysis "
                  "supersedes that one",)
-    fingerprint = input_fingerprint(files, pipeline)
-    done_before = store.find_fingerprint(fingerprint)
-    if done_before is not None:
-        # Analysed and stored already (a crash before the inbox heard of it, or the same
-        # instances again): the same result, and its push is the one already queued.
-        log.info("received series %s: analysis %s already holds these instances", series_uid,
-                 done_before)
-        inbox.finish(series_uid, done_before, len(files))
-        return
     try:
-        report = analyse_and_store([Blob(name, data) for name, data in files], pipeline,
-                                   settings, store, notes, fingerprint=fingerprint)
+        _within_limits(files, settings)
+        fingerprint = input_fingerprint(files, pipeline)
+        done_before = store.find_fingerprint(fingerprint)
+        if done_before is not None:
+            # Analysed and stored already (a crash before the inbox heard of it, or the same
+            # instances again): the same result, and its push is the one already queued.
+            log.info("received series %s: analysis %s already holds these instances",
+                     series_uid, done_before)
+            inbox.finish(series_uid, done_before, len(files))
+            return
+        report = analyse_and_store(files, pipeline, settings, store, notes,
+                                   fingerprint=fingerprint)
     except InputError as exc:
         log.warning("received series %s cannot be analysed: %s (%s)", series_uid, exc.code,
                     exc.message)

@@ -29,7 +29,7 @@ from .config import Settings
 from .encode.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
 from .errors import InputError, NotFound, Overloaded, ServiceError
 from .inbox import is_uid
-from .ingest import read_capped, split_body, stow_parts
+from .ingest import Spool, split_body, spool_capped, stow_parts
 from .jobs import analyse_and_store, limits_of
 from .metrics import Metrics, run_counted
 from .models import Registry
@@ -162,14 +162,18 @@ async def create_analysis(
                          "try again shortly")
     await slots.acquire()
     handed_over = False
+    spool = Spool(settings.spool_dir)
     try:
-        body = await _read_body(request, settings)
+        body = await _read_body(request, settings, spool)
         blobs = await run_in_threadpool(split_body, request.headers.get("content-type"), body,
-                                        limits_of(settings))
+                                        limits_of(settings), spool)
         analysis_id = uuid.uuid4().hex
         work = asyncio.ensure_future(run_counted(
             request.app.state.metrics, name, analyse_and_store, blobs,
             registry.pipelines[name], settings, request.app.state.store, (), analysis_id))
+        # The files go when the work ends, which may be after this answer (202 below).
+        work.add_done_callback(lambda _, files=spool: files.close())
+        spool = None
         done, _ = await asyncio.wait({work}, timeout=settings.analysis_timeout_s)
         if not done:
             # The analysis cannot be stopped mid-thread; it is kept, not both failed and
@@ -187,6 +191,8 @@ async def create_analysis(
     finally:
         if not handed_over:
             slots.release()
+        if spool is not None:
+            spool.close()
     return JSONResponse(report, status_code=201,
                         headers={"Location": f"/v1/analyses/{report['id']}"})
 
@@ -422,13 +428,13 @@ STOW_RESPONSES = {200: {"content": {"application/dicom+json": {}},
                         "description": "no instance stored (FailedSOPSequence)"}}
 
 
-async def _read_body(request: Request, settings: Settings) -> bytes:
-    """The capped body, or 408 when the client stops sending (a slow client holds no slot
-    forever)."""
+async def _read_body(request: Request, settings: Settings, spool: Spool) -> Path:
+    """The capped body in a file, or 408 when the client stops sending (a slow client holds
+    no slot forever)."""
     try:
         return await asyncio.wait_for(
-            read_capped(request.stream(), settings.max_request_bytes,
-                        request.headers.get("content-length")),
+            spool_capped(request.stream(), settings.max_request_bytes,
+                         request.headers.get("content-length"), spool),
             timeout=settings.request_read_timeout_s)
     except TimeoutError:
         raise InputError(f"the request body did not arrive within "
@@ -438,15 +444,16 @@ async def _read_body(request: Request, settings: Settings) -> bytes:
 
 async def _stow(request: Request, study_uid: str | None) -> JSONResponse:
     settings: Settings = request.app.state.settings
-    body = await _read_body(request, settings)
-    # Parsing is synchronous and takes time on a large body: never on the event loop.
-    blobs = await run_in_threadpool(stow_parts, request.headers.get("content-type"), body,
-                                    limits_of(settings))
-    outcome = await run_in_threadpool(receive, blobs, study_uid, request.app.state.inbox)
+    with Spool(settings.spool_dir) as spool:
+        body = await _read_body(request, settings, spool)
+        # Parsing is synchronous and takes time on a large body: never on the event loop.
+        blobs = await run_in_threadpool(stow_parts, request.headers.get("content-type"), body,
+                                        limits_of(settings), spool)
+        outcome = await run_in_threadpool(receive, blobs, study_uid, request.app.state.inbox)
     metrics: Metrics = request.app.state.metrics
     metrics.stow_instances.labels("stored").inc(len(outcome.stored))
     metrics.stow_instances.labels("refused").inc(len(outcome.refused))
-    series = sorted({str(ds.SeriesInstanceUID) for ds in outcome.stored})
+    series = sorted({kept.series_instance_uid for kept in outcome.stored})
     log.info("STOW-RS: %d instance(s) of %d series stored, %d refused", len(outcome.stored),
              len(series), len(outcome.refused))
     # Free-text reasons for people; the FailureReason codes are for machines.

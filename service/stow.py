@@ -14,7 +14,7 @@ Failure reasons (PS3.4 storage status codes, as PS3.18 uses them):
 0xC122 transfer syntax not supported: no decoder here
 0xA900 data set does not match: no pixel data, no series/study UID,
        or a study other than the one in the URL
-0xA700 out of resources: a limit of this server
+0xA700 out of resources: a limit of this server (MAX_FILES per series)
 0x0110 processing failure: could not be stored (a bug or the disk)
 ====== =========================================================
 """
@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from .errors import InputError
-from .inbox import Inbox
+from .inbox import Inbox, SeriesFull
 from .ingest import Blob, read_dataset
 from .volume import is_mr_image
 
@@ -56,9 +56,17 @@ class Refused(Exception):
         self.sop_instance_uid = sop_instance_uid
 
 
+@dataclass(frozen=True)
+class Kept:
+    """What the response and the log need of a stored instance (not its pixels)."""
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+
+
 @dataclass
 class StowOutcome:
-    stored: list[Dataset] = field(default_factory=list)
+    stored: list[Kept] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
 
     @property
@@ -125,7 +133,10 @@ def receive(blobs: list[Blob], study_uid: str | None, inbox: Inbox) -> StowOutco
         sop_class, sop_instance = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
         try:
             inbox.add(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop_instance,
-                      blob.data, now)
+                      blob.read_bytes(), now)
+        except SeriesFull as exc:
+            outcome.refused.append(Refused(OUT_OF_RESOURCES, str(exc), sop_class, sop_instance))
+            continue
         except ValueError as exc:  # a UID that is not one: never make it a path
             outcome.refused.append(Refused(DOES_NOT_MATCH, str(exc), sop_class, sop_instance))
             continue
@@ -135,7 +146,7 @@ def receive(blobs: list[Blob], study_uid: str | None, inbox: Inbox) -> StowOutco
             outcome.refused.append(Refused(reason, "could not be written", sop_class,
                                            sop_instance))
             continue
-        outcome.stored.append(ds)
+        outcome.stored.append(Kept(sop_class, sop_instance, str(ds.SeriesInstanceUID)))
     return outcome
 
 
@@ -145,8 +156,8 @@ def response(outcome: StowOutcome, retrieve_base: str | None = None) -> dict:
     referenced = []
     for stored in outcome.stored:
         item = Dataset()
-        item.ReferencedSOPClassUID = stored.SOPClassUID
-        item.ReferencedSOPInstanceUID = stored.SOPInstanceUID
+        item.ReferencedSOPClassUID = stored.sop_class_uid
+        item.ReferencedSOPInstanceUID = stored.sop_instance_uid
         referenced.append(item)
     failed = []
     for refused in outcome.refused:

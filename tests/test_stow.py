@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import highdicom as hd
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
-from service.ingest import Limits, stow_parts
+from service.ingest import Limits, Spool, stow_parts
 
 from .conftest import multipart, related_body, series_files, to_bytes
 from .test_api import VOLATILE
@@ -175,6 +177,7 @@ class FakeDicomweb:
         self.failures = failures
         self.requests = 0
         self.received: list[pydicom.Dataset] = []
+        self.spool_dir = Path(tempfile.mkdtemp(prefix="fake-dicomweb-"))
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -185,8 +188,12 @@ class FakeDicomweb:
                     self.send_response(503)
                     self.end_headers()
                     return
-                parts = stow_parts(self.headers["Content-Type"], body, Limits(2**30, 100, 2**30))
-                datasets = [pydicom.dcmread(io.BytesIO(p.data)) for p in parts]
+                with Spool(fake.spool_dir) as spool:
+                    body_path = spool.new_path()
+                    body_path.write_bytes(body)
+                    parts = stow_parts(self.headers["Content-Type"], body_path,
+                                       Limits(2**30, 100, 2**30), spool)
+                    datasets = [pydicom.dcmread(p.path) for p in parts]
                 fake.received.extend(datasets)
                 answer = json.dumps({REFERENCED: {"vr": "SQ", "Value": [
                     {SOP_INSTANCE: {"vr": "UI", "Value": [str(d.SOPInstanceUID)]}}
