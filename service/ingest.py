@@ -313,9 +313,9 @@ def _pixels(ds: pydicom.Dataset) -> int:
 def read_datasets(blobs: list[Blob], max_pixels: int) -> list[pydicom.Dataset]:
     """The datasets of one series, refused as soon as they hold more than ``max_pixels``.
 
-    An analysis needs about 45 bytes of memory per pixel (BENCHMARKS.md), so the
-    pixel count, not the upload's size, is what bounds it; reading stops at the
-    first file past the limit, before the rest are held.
+    An analysis needs tens of bytes of memory per pixel (BENCHMARKS.md, "Peak RSS
+    at the limits"), so the pixel count, not the upload's size, is what bounds it;
+    reading stops at the first file past the limit, before the rest are held.
     """
     datasets, pixels = [], 0
     for blob in blobs:

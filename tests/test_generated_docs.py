@@ -61,6 +61,18 @@ def test_the_latency_section_is_its_results_file() -> None:
         assert f"| {pipeline} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | " in block, pipeline
 
 
+def test_the_memory_bounds_hold_and_their_table_is_the_results_file() -> None:
+    record = json.loads((ROOT / "benchmarks" / "results" / "service_load.json").read_text())
+    block = read_block(ROOT / "BENCHMARKS.md", "service-load")
+    assert record["within_bounds"] == {key: True for key in record["bounds_mib"]}
+    for key in ("largest_request", "largest_series"):
+        row = record[key]
+        assert f"| {row['peak_rss_mib']:.0f} | {record['bounds_mib'][key]} | yes |" in block
+    # The largest request was streamed and refused at the pixel limit, not analysed whole.
+    assert record["largest_request"]["code"] == "series_too_large"
+    assert record["largest_series"]["status"] == 201
+
+
 def test_every_setting_is_in_the_readmes_configuration_table() -> None:
     from service.config import Settings
 

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import highdicom as hd
@@ -28,24 +29,21 @@ USER, PASSWORD, API_KEY = "lge", "test-password", "test-key"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def orthanc_and_service(tmp_path):
+@contextmanager
+def running_orthanc(tmp_path: Path, port: int | None = None, **env: str):
+    """Orthanc with the project's configuration as shipped, on loopback; (url, auth).
+
+    Only what a test run must own changes: ports, folders, the plugin's path,
+    a short StableAge, the Lua path, a user.
+    """
     orthanc = require_tool("Orthanc")
     plugins = glob.glob("/usr/share/orthanc/plugins/libOrthancDicomWeb.so*")
     if not plugins:
         if os.environ.get("CI"):
             pytest.fail("the orthanc-dicomweb plugin is not installed; .ci/run must install it")
         pytest.skip("the orthanc-dicomweb plugin is not installed")
-    orthanc_port, dicom_port = free_port(), free_port()
+    orthanc_port, dicom_port = port or free_port(), free_port()
     orthanc_url = f"http://127.0.0.1:{orthanc_port}"
-    service, service_url = start_service(
-        tmp_path / "service", tmp_path / "service.log", API_KEY=API_KEY,
-        STOW_QUIET_PERIOD_S="1", BACKGROUND_POLL_S="0.2",
-        DICOMWEB_STORE_URL=f"{orthanc_url}/dicom-web", DICOMWEB_STORE_USERNAME=USER,
-        DICOMWEB_STORE_PASSWORD=PASSWORD)
-
-    # The project's configuration as shipped; only what a test run must own changes:
-    # ports, folders, the plugin's path, a short StableAge, the Lua path, a user.
     config = json.loads((ORTHANC_CONFIG / "orthanc.json").read_text())
     config |= {"HttpPort": orthanc_port, "DicomPort": dicom_port,
                "StorageDirectory": str(tmp_path / "orthanc"),
@@ -53,23 +51,38 @@ def orthanc_and_service(tmp_path):
                "StableAge": 2, "LuaScripts": [str(ORTHANC_CONFIG / "forward-lge.lua")],
                "RegisteredUsers": {USER: PASSWORD}}
     (tmp_path / "orthanc.json").write_text(json.dumps(config))
-    orthanc_env = os.environ | {"LGE_SERVICE_DICOMWEB_URL": f"{service_url}/dicomweb/",
-                                "LGE_SERVICE_API_KEY": API_KEY}
     orthanc_log = open(tmp_path / "orthanc.log", "wb")  # noqa: SIM115 - closed below
-    pacs = subprocess.Popen([orthanc, str(tmp_path / "orthanc.json")], env=orthanc_env,
+    pacs = subprocess.Popen([orthanc, str(tmp_path / "orthanc.json")], env=os.environ | env,
                             stdout=orthanc_log, stderr=subprocess.STDOUT, cwd=tmp_path)
     auth = (USER, PASSWORD)
     try:
         wait_until(lambda: httpx.get(f"{orthanc_url}/system", auth=auth).status_code == 200,
                    30, "Orthanc")
-        yield orthanc_url, auth, service_url
+        yield orthanc_url, auth
     finally:
         stop_process(pacs)
-        stop_process(service)
         orthanc_log.close()
-        for name in ("orthanc.log", "service.log"):
-            tail = (tmp_path / name).read_text(errors="replace")[-3000:]
-            sys.stderr.write(f"--- {name} (tail) ---\n{tail}\n")
+        tail = (tmp_path / "orthanc.log").read_text(errors="replace")[-3000:]
+        sys.stderr.write(f"--- orthanc.log (tail) ---\n{tail}\n")
+
+
+@pytest.fixture
+def orthanc_and_service(tmp_path):
+    orthanc_port = free_port()
+    service, service_url = start_service(
+        tmp_path / "service", tmp_path / "service.log", API_KEY=API_KEY,
+        STOW_QUIET_PERIOD_S="1", BACKGROUND_POLL_S="0.2",
+        DICOMWEB_STORE_URL=f"http://127.0.0.1:{orthanc_port}/dicom-web",
+        DICOMWEB_STORE_USERNAME=USER, DICOMWEB_STORE_PASSWORD=PASSWORD)
+    try:
+        with running_orthanc(tmp_path, orthanc_port,
+                             LGE_SERVICE_DICOMWEB_URL=f"{service_url}/dicomweb/",
+                             LGE_SERVICE_API_KEY=API_KEY) as (orthanc_url, auth):
+            yield orthanc_url, auth, service_url
+    finally:
+        stop_process(service)
+        tail = (tmp_path / "service.log").read_text(errors="replace")[-3000:]
+        sys.stderr.write(f"--- service.log (tail) ---\n{tail}\n")
 
 
 def test_a_series_uploaded_to_orthanc_comes_back_with_seg_and_sr(orthanc_and_service,

@@ -1,0 +1,56 @@
+"""3D Slicer's DICOM-SEG reader (dcmqi's segimage2itkimage) reads our SEG as the service drew it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import nrrd
+import numpy as np
+import pytest
+
+from .conftest import require_tool
+from .test_api import client, posted  # noqa: F401 - the module's fixtures, shared
+
+LABELS = {1: "Myocardium", 2: "Scar"}
+
+
+def test_segimage2itkimage_reads_each_segment_with_the_services_voxel_counts(
+        client, posted, tmp_path) -> None:  # noqa: F811 - fixtures
+    tool = require_tool("segimage2itkimage")
+    base = posted.headers["location"]
+    seg = tmp_path / "seg.dcm"
+    seg.write_bytes(client.get(f"{base}/seg").content)
+    out = tmp_path / "slicer"
+    out.mkdir()
+    run = subprocess.run([tool, "--inputDICOM", str(seg), "--outputDirectory", str(out),
+                          "-t", "nrrd", "-p", "seg"], capture_output=True, text=True,
+                         check=False, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    meta = json.loads((out / "seg-meta.json").read_text())
+    described = {attributes["labelID"]: attributes["SegmentLabel"]
+                 for group in meta["segmentAttributes"] for attributes in group}
+    assert described == LABELS
+
+    from service.app import get_settings
+    from service.store import ResultStore
+
+    store = ResultStore(get_settings().data_dir)
+    analysis_id = posted.json()["id"]
+    with np.load(store.path(analysis_id, "arrays")) as arrays:
+        expected = {"Myocardium": int(arrays["myocardium"].sum()),
+                    "Scar": int(arrays["scar"].sum())}
+        slices = arrays["myocardium"].shape[0]
+    assert expected["Scar"] > 0 and expected["Myocardium"] > expected["Scar"]
+    counted = {}
+    for number, label in LABELS.items():
+        data, header = nrrd.read(str(out / f"seg-{number}.nrrd"))
+        # One volume per segment on the source images' grid, every slice kept.
+        assert slices in data.shape, (data.shape, slices)
+        counted[label] = int(np.count_nonzero(data))
+    assert counted == expected
+
+
+@pytest.fixture(autouse=True)
+def _dcmqi_writes_its_files_only_under_tmp(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
