@@ -102,3 +102,23 @@ def test_compose_mounts_the_orthanc_configuration_that_the_tests_use(compose) ->
     assert wanted and wanted <= set(orthanc["environment"])
     assert orthanc["environment"]["LGE_SERVICE_DICOMWEB_URL"] == "http://lge:8000/dicomweb/"
     assert config["DicomWeb"]["Enable"] and config["AuthenticationEnabled"]
+
+
+def test_compose_serves_ohif_over_orthancs_dicomweb_from_one_origin(compose) -> None:
+    ohif = compose["services"]["ohif"]
+    assert ohif["build"] == "./deploy/ohif" and "3000:3000" in ohif["ports"]
+    assert "orthanc" in ohif["depends_on"]
+    folder = REPO / "deploy" / "ohif"
+    nginx = (folder / "nginx.conf").read_text()
+    assert re.search(r"location /dicom-web/ \{\s*proxy_pass http://orthanc:8042/dicom-web/;",
+                     nginx)
+    assert "try_files $uri $uri/ /index.html;" in nginx
+    # The image's OHIF is the one the browser test opened: the version pinned in fetch.sh.
+    version = re.search(r"^VERSION=(\S+)$", (folder / "fetch.sh").read_text(), re.M).group(1)
+    assert ohif["image"].endswith(f":{version}")
+    assert "fetch.sh" in (folder / "Dockerfile").read_text()
+    # Same-origin DICOMweb, and no other host named anywhere in the config (no CDN).
+    config = (folder / "app-config.js").read_text()
+    code = re.sub(r"/\*.*?\*/|//[^\n]*", "", config, flags=re.S)
+    assert "window.location.origin + '/dicom-web'" in code
+    assert not re.search(r"https?://", code)

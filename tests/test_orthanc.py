@@ -30,11 +30,12 @@ pytestmark = pytest.mark.slow
 
 
 @contextmanager
-def running_orthanc(tmp_path: Path, port: int | None = None, **env: str):
+def running_orthanc(tmp_path: Path, port: int | None = None, forward: bool = True,
+                    **env: str):
     """Orthanc with the project's configuration as shipped, on loopback; (url, auth).
 
     Only what a test run must own changes: ports, folders, the plugin's path,
-    a short StableAge, the Lua path, a user.
+    a short StableAge, the Lua path (none without ``forward``), a user.
     """
     orthanc = require_tool("Orthanc")
     plugins = glob.glob("/usr/share/orthanc/plugins/libOrthancDicomWeb.so*")
@@ -48,7 +49,8 @@ def running_orthanc(tmp_path: Path, port: int | None = None, **env: str):
     config |= {"HttpPort": orthanc_port, "DicomPort": dicom_port,
                "StorageDirectory": str(tmp_path / "orthanc"),
                "IndexDirectory": str(tmp_path / "orthanc"), "Plugins": plugins[:1],
-               "StableAge": 2, "LuaScripts": [str(ORTHANC_CONFIG / "forward-lge.lua")],
+               "StableAge": 2,
+               "LuaScripts": [str(ORTHANC_CONFIG / "forward-lge.lua")] if forward else [],
                "RegisteredUsers": {USER: PASSWORD}}
     (tmp_path / "orthanc.json").write_text(json.dumps(config))
     orthanc_log = open(tmp_path / "orthanc.log", "wb")  # noqa: SIM115 - closed below
