@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.api.app import create_app
 from training.generated import write_block
 from training.phantoms import render, sample_spec, write_series
 

@@ -45,7 +45,7 @@ def main() -> int:
     import tensorflow as tf
     from latency import write_section  # benchmarks/ is on sys.path when run as a script
 
-    from service.infer import OnnxModel
+    from service.pipeline.infer import OnnxModel
     from training.dataset import TASKS
     from training.export import export_onnx
     from training.run import build_network

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
-from . import logs
-from .config import get_settings
+from service import logs
+from service.config import get_settings
 
 
 def main() -> None:

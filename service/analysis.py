@@ -15,17 +15,23 @@ from datetime import UTC, datetime
 import numpy as np
 import pydicom
 
-from .acceptance import check_headers, check_segmentation
-from .contrast import read_contrast
-from .encode.seg import build_seg
-from .encode.sr import build_sr
-from .models import Pipeline
-from .postprocess import clean_myocardium
-from .quantify import aha_segments, fwhm_scar, nsd_scar, pixel_area_mm2, scar_fraction
-from .report import Report
-from .segment import myocardium_probability, segment_on
-from .uncertainty import ambiguity, interval
-from .volume import Volume
+from service.dicom.seg import build_seg
+from service.dicom.sr import build_sr
+from service.pipeline.acceptance import check_headers, check_segmentation
+from service.pipeline.contrast import read_contrast
+from service.pipeline.postprocess import clean_myocardium
+from service.pipeline.quantify import (
+    aha_segments,
+    fwhm_scar,
+    nsd_scar,
+    pixel_area_mm2,
+    scar_fraction,
+)
+from service.pipeline.registry import Pipeline
+from service.pipeline.report import Report
+from service.pipeline.segment import myocardium_probability, segment_on
+from service.pipeline.uncertainty import ambiguity, interval
+from service.pipeline.volume import Volume
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 # Geometry that gets a warning: outside what the models were trained on (phantoms: 8-10 mm

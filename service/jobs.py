@@ -16,14 +16,14 @@ import time
 
 import pydicom
 
-from .analysis import analyse, stored_files
-from .config import Settings
-from .errors import InputError
-from .inbox import Inbox
-from .ingest import Blob, Limits, read_datasets
-from .models import Pipeline
-from .store import ResultStore
-from .volume import build_volume
+from service.analysis import analyse, stored_files
+from service.config import Settings
+from service.dicom.ingest import Blob, Limits, read_datasets
+from service.errors import InputError
+from service.pacs.inbox import Inbox
+from service.pipeline.registry import Pipeline
+from service.pipeline.volume import build_volume
+from service.store.results import ResultStore
 
 log = logging.getLogger("service")
 # A received series whose analysis fails inside the service (not its input's fault) is

@@ -148,7 +148,7 @@ def start_service(data_dir: Path, log_path: Path, **env: str) -> tuple[subproces
 def make_client(tmp_path, monkeypatch):
     """A TestClient on its own result store and inbox, with short STOW-RS timings."""
 
-    from service.app import create_app
+    from service.api.app import create_app
     from service.config import get_settings
 
     def make(**env: str) -> TestClient:

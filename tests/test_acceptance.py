@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from service.acceptance import header_reasons, lv_ring_slices
-from service.app import create_app
+from service.api.app import create_app
+from service.pipeline.acceptance import header_reasons, lv_ring_slices
 from training.phantoms import render, sample_spec, write_series
 
 from .conftest import PHANTOM_SEED, multipart, series_files, to_bytes

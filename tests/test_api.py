@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.api.app import create_app
 from service.config import get_settings
 from training import metrics
 from training.phantoms import load_truth
@@ -242,7 +242,7 @@ def test_api_key_guards_everything_but_health(monkeypatch, posted) -> None:
         # Every route of every router the app includes, except the two health probes.
         import re
 
-        from service import routes as service_routes
+        from service.api import routes as service_routes
 
         routers = (service_routes.health, service_routes.api, service_routes.dicomweb,
                    service_routes.pages)
@@ -358,7 +358,7 @@ def test_seg_has_what_ohif_and_slicer_need(client, posted, series_dirs) -> None:
     """Referenced series listing every source, per-frame source and position, display colours."""
     from skimage.color import lab2rgb
 
-    from service.encode.overlay import MYOCARDIUM_RGB, SCAR_RGB
+    from service.viewer.overlay import MYOCARDIUM_RGB, SCAR_RGB
 
     seg = pydicom.dcmread(io.BytesIO(client.get(f"{posted.headers['location']}/seg").content))
     sources = {d.SOPInstanceUID: d for d in map(pydicom.dcmread,

@@ -40,9 +40,9 @@ def test_the_service_never_imports_tensorflow_or_training() -> None:
 
 def test_training_reaches_into_the_service_only_for_the_pipeline() -> None:
     # The shared pipeline (preprocessing, inference, masks, measures) and the registry.
-    allowed = {"service", "service.preprocess", "service.infer", "service.segment",
-               "service.postprocess", "service.quantify", "service.contrast",
-               "service.acceptance", "service.uncertainty", "service.models",
+    allowed = {"service", "service.pipeline.preprocess", "service.pipeline.infer", "service.pipeline.segment",
+               "service.pipeline.postprocess", "service.pipeline.quantify", "service.pipeline.contrast",
+               "service.pipeline.acceptance", "service.pipeline.uncertainty", "service.pipeline.registry",
                "service.analysis"}
     for module, names in _imports("training").items():
         used = {n for n in names if n.split(".")[0] == "service"}

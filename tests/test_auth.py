@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.auth import COOKIE, session_token, valid_session
+from service.api.auth import COOKIE, session_token, valid_session
 
 from .conftest import multipart, series_files
 

@@ -17,7 +17,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from service.app import create_app
+from service.api.app import create_app
 
 from .conftest import multipart, series_files, to_bytes
 from .test_api import VOLATILE

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.contrast import BRIGHT_BLOOD_POSITION, blood_position, header_hint, read_contrast
+from service.pipeline.contrast import (
+    BRIGHT_BLOOD_POSITION,
+    blood_position,
+    header_hint,
+    read_contrast,
+)
 
 
 def _stack(blood: float, slices: int = 3, size: int = 64, seed: int = 0

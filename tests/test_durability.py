@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
-from service.db import transaction
-from service.store import ResultStore
+from service.store.db import transaction
+from service.store.results import ResultStore
 
 
 def _report(analysis_id: str) -> dict:
@@ -104,7 +104,7 @@ def test_a_received_series_hit_by_an_internal_error_is_retried_then_failed(
 
 def test_a_crash_between_storing_and_the_inbox_gives_one_analysis_and_one_push(
         make_client, series_dirs, monkeypatch) -> None:
-    from service.inbox import Inbox
+    from service.pacs.inbox import Inbox
 
     from .conftest import series_files
     from .test_stow import series_uid_of, settled, stow, wait_for

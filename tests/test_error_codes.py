@@ -32,8 +32,8 @@ def test_an_unexpected_exception_is_a_json_500_with_an_id_in_the_log(monkeypatch
                                                                      caplog) -> None:
     from fastapi.testclient import TestClient
 
-    from service import routes
-    from service.app import create_app
+    from service.api import routes
+    from service.api.app import create_app
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")

@@ -21,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import RLELossless
 
-from service.app import create_app
+from service.api.app import create_app
 from service.config import get_settings
 
 from .conftest import multipart, related_body, series_files, to_bytes

@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from service.config import REPO_ROOT
-from service.models import ModelStoreError, load_registry, sha256_of
-from service.segment import segment
+from service.pipeline.registry import ModelStoreError, load_registry, sha256_of
+from service.pipeline.segment import segment
 from training import metrics
 from training.phantoms import load_series, load_truth
 
@@ -146,8 +146,8 @@ def test_auto_falls_back_to_cpu_when_a_cuda_session_cannot_start(monkeypatch) ->
     """onnxruntime-gpu offers CUDA even on a host without a GPU: auto serves on the CPU."""
     import onnxruntime as ort
 
-    from service import infer
-    from service.models import load_registry
+    from service.pipeline import infer
+    from service.pipeline.registry import load_registry
 
     real_session = ort.InferenceSession
 

@@ -100,8 +100,8 @@ class Study:
 @pytest.fixture
 def study_in_orthanc(tmp_path, series_dirs):
     """Orthanc holding a phantom MR series and the SEG and SR the service made of it."""
-    from service.app import create_app, get_settings
-    from service.store import ResultStore
+    from service.api.app import create_app, get_settings
+    from service.store.results import ResultStore
 
     files = series_files(series_dirs[0])
     with TestClient(create_app()) as client:

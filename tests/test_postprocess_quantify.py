@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 from skimage.draw import disk
 
-from service.postprocess import attach_scar, clean_myocardium, largest_component
-from service.quantify import fwhm_scar, nsd_scar, remote_statistics, scar_fraction, sector_labels
+from service.pipeline.postprocess import attach_scar, clean_myocardium, largest_component
+from service.pipeline.quantify import (
+    fwhm_scar,
+    nsd_scar,
+    remote_statistics,
+    scar_fraction,
+    sector_labels,
+)
 from tests.test_preprocess import _ring as ring_mask
 
 
@@ -125,7 +131,7 @@ def test_scar_fraction() -> None:
 def test_aha_segments_place_an_anterior_scar_in_segments_1_7_13() -> None:
     # Axial-like slices: rows run posterior (+y), columns to the patient's left (+x), so the
     # patient's anterior is up on screen and the septum (patient's right) is on the left.
-    from service.quantify import aha_segments
+    from service.pipeline.quantify import aha_segments
 
     ring = _ring()
     rows, cols = np.nonzero(ring)
@@ -147,7 +153,7 @@ def test_aha_segments_place_an_anterior_scar_in_segments_1_7_13() -> None:
 
 
 def test_aha_septum_is_towards_the_patients_right() -> None:
-    from service.quantify import aha_segments
+    from service.pipeline.quantify import aha_segments
 
     ring = _ring()
     left_half = ring.copy()
@@ -161,7 +167,7 @@ def test_aha_septum_is_towards_the_patients_right() -> None:
 
 
 def test_transmurality_classes() -> None:
-    from service.quantify import transmurality_class
+    from service.pipeline.quantify import transmurality_class
 
     assert [transmurality_class(v) for v in (0, 0.5, 25, 25.1, 50, 60, 75, 75.5, 100)] == \
         ["0%", "1-25%", "1-25%", "26-50%", "26-50%", "51-75%", "51-75%", "76-100%", "76-100%"]
@@ -170,8 +176,8 @@ def test_transmurality_classes() -> None:
 def test_a_scar_network_with_a_myocardium_class_redraws_the_myocardium() -> None:
     """Given a too-thin first ring, a background/myocardium/scar network's ring replaces it;
     a binary scar network keeps it."""
-    from service.preprocess import InputSpec
-    from service.segment import Network, segment_on
+    from service.pipeline.preprocess import InputSpec
+    from service.pipeline.segment import Network, segment_on
 
     true_ring = _ring()
     thin = ring_mask(shape=(96, 96), centre=(48, 48), r_in=16, r_out=20)
@@ -203,8 +209,8 @@ def test_a_scar_network_calls_scar_at_its_own_threshold() -> None:
     less scar at 0.7 than at 0.3, and segment_on equals its two halves."""
     from dataclasses import replace
 
-    from service.preprocess import InputSpec
-    from service.segment import Network, masks_from_regions, scar_regions, segment_on
+    from service.pipeline.preprocess import InputSpec
+    from service.pipeline.segment import Network, masks_from_regions, scar_regions, segment_on
 
     ring = np.stack([_ring()] * 2)
     images = [np.where(ring[0], 300.0, 40.0)] * 2

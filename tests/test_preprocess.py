@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from service.preprocess import (
+from service.pipeline.preprocess import (
     Circle,
     GridTransform,
     InputSpec,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from service.app import purge_expired
+from service.api.app import purge_expired
 
 from .conftest import multipart, series_files
 from .test_stow import series_uid_of, settled, stow

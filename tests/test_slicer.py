@@ -32,8 +32,8 @@ def test_segimage2itkimage_reads_each_segment_with_the_services_voxel_counts(
                  for group in meta["segmentAttributes"] for attributes in group}
     assert described == LABELS
 
-    from service.app import get_settings
-    from service.store import ResultStore
+    from service.api.app import get_settings
+    from service.store.results import ResultStore
 
     store = ResultStore(get_settings().data_dir)
     analysis_id = posted.json()["id"]

@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
-from service.ingest import Limits, Spool, stow_parts
+from service.dicom.ingest import Limits, Spool, stow_parts
 
 from .conftest import multipart, related_body, series_files, to_bytes
 from .test_api import VOLATILE
@@ -260,7 +260,7 @@ def test_a_failing_destination_is_recorded_and_never_blocks_the_answer(make_clie
 @pytest.mark.parametrize("uid", ["..", ".", "1..2", "1.02", ".1", "1.", "1.2.a", "9" * 65])
 def test_a_uid_that_is_not_one_never_becomes_a_path(make_client, series_dirs, tmp_path,
                                                     uid) -> None:
-    from service.inbox import is_uid
+    from service.pacs.inbox import is_uid
 
     assert not is_uid(uid)
     files = series_files(series_dirs[0])[:3]

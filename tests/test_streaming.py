@@ -11,8 +11,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from service.dicom.ingest import Limits, Spool, clear_spools, split_body, spool_capped, stow_parts
 from service.errors import InputError
-from service.ingest import Limits, Spool, clear_spools, split_body, spool_capped, stow_parts
 
 from .conftest import multipart, related_body, series_files
 from .test_stow import RELATED, series_uid_of, settled, stow
@@ -134,7 +134,7 @@ def test_a_received_series_larger_than_an_analysis_may_read_fails_with_the_reaso
 
 def test_an_upload_over_the_pixel_limit_is_413_and_reading_stops_there(make_client, series_dirs,
                                                                         monkeypatch) -> None:
-    from service import ingest
+    from service.dicom import ingest
 
     files = series_files(series_dirs[0])
     first = pydicom.dcmread(io.BytesIO(files[0][1]))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.models import load_registry
+from service.pipeline.registry import load_registry
 from training import metrics
 from training.evaluate import score_series
 from training.sources import LabelledSeries, PhantomSource

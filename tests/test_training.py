@@ -127,10 +127,10 @@ def test_scar_unet_peak_comes_from_the_ring_the_myocardium_unet_drew(
         series_dirs: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """The first box of every slice takes its peak over CNN1's own ring, the second over a
     perturbed true one."""
-    import service.preprocess
-    from service.infer import OnnxModel
-    from service.postprocess import clean_myocardium
-    from service.segment import Network, myocardium_probability
+    import service.pipeline.preprocess
+    from service.pipeline.infer import OnnxModel
+    from service.pipeline.postprocess import clean_myocardium
+    from service.pipeline.segment import Network, myocardium_probability
     from training.phantoms import load_series
 
     with pytest.raises(ValueError, match="myocardium U-Net"):
@@ -259,7 +259,7 @@ def test_prefetched_batches_come_in_order_and_errors_reach_the_loop() -> None:
 
 def test_nested_regions_and_class_targets_are_inverse() -> None:
     tf = pytest.importorskip("tensorflow")
-    from service.segment import nested_regions
+    from service.pipeline.segment import nested_regions
     from training.train import class_targets
 
     rng = np.random.default_rng(1)
@@ -303,8 +303,8 @@ def test_threshold_choice_maximises_the_median_and_prefers_half() -> None:
 
 
 def test_thresholds_are_chosen_on_the_series_given(series_dirs: list[Path]) -> None:
-    from service.infer import OnnxModel
-    from service.segment import Network
+    from service.pipeline.infer import OnnxModel
+    from service.pipeline.segment import Network
     from training.evaluate import SCAR_NETWORKS, THRESHOLDS, choose_thresholds
     from training.release import MODELS
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service.uncertainty import (
+from service.pipeline.uncertainty import (
     IntervalCalibration,
     ambiguity,
     calibrate,

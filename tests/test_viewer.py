@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from scipy import ndimage
 
-from service.app import create_app
-from service.encode.bullseye import bullseye_svg, scar_colour
-from service.encode.overlay import MYOCARDIUM_RGB, SCAR_RGB
+from service.api.app import create_app
+from service.viewer.bullseye import bullseye_svg, scar_colour
+from service.viewer.overlay import MYOCARDIUM_RGB, SCAR_RGB
 
 from .conftest import multipart, require_tool, series_files, start_service, stop_process
 
@@ -237,7 +237,7 @@ def test_the_viewer_in_chromium(browser, live, series_dirs, tmp_path) -> None:
 
 
 def test_the_viewer_opens_on_the_most_scar_and_names_whose_scan_it_is(client, scarred) -> None:
-    from service.pages import start_slice
+    from service.viewer.pages import start_slice
 
     html = client.get(f"/v1/analyses/{scarred['id']}/viewer").text
     k = start_slice(scarred["slices"])

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.models import load_registry
-from service.preprocess import model_inputs
+from service.pipeline.preprocess import model_inputs
+from service.pipeline.registry import load_registry
 
 from . import emidec, metrics
 from .dataset import MYOCARDIUM_UNET, validation_series

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.contrast import BRIGHT_BLOOD_POSITION, blood_position
+from service.pipeline.contrast import BRIGHT_BLOOD_POSITION, blood_position
 
 from . import emidec
 from .generated import write_block

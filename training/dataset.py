@@ -46,10 +46,10 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from service.infer import OnnxModel
-from service.postprocess import clean_myocardium
-from service.preprocess import GridTransform, InputSpec, crop_transforms, model_inputs
-from service.segment import Network, myocardium_probability
+from service.pipeline.infer import OnnxModel
+from service.pipeline.postprocess import clean_myocardium
+from service.pipeline.preprocess import GridTransform, InputSpec, crop_transforms, model_inputs
+from service.pipeline.segment import Network, myocardium_probability
 
 from .sources import Source, as_source
 

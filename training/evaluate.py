@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.acceptance import lv_ring_slices
 from service.analysis import MAX_INTERVAL_WIDTH_PERCENT, myocardium_gaps
-from service.contrast import read_contrast
-from service.postprocess import clean_myocardium
-from service.quantify import fwhm_scar, nsd_scar, scar_fraction
-from service.segment import (
+from service.pipeline.acceptance import lv_ring_slices
+from service.pipeline.contrast import read_contrast
+from service.pipeline.postprocess import clean_myocardium
+from service.pipeline.quantify import fwhm_scar, nsd_scar, scar_fraction
+from service.pipeline.segment import (
     Network,
     Segmentation,
     masks_from_regions,
@@ -38,7 +38,7 @@ from service.segment import (
     scar_regions,
     segment_on,
 )
-from service.uncertainty import IntervalCalibration, ambiguity, calibrate, interval
+from service.pipeline.uncertainty import IntervalCalibration, ambiguity, calibrate, interval
 
 from . import metrics
 from .sources import LabelledSeries, Source, as_source

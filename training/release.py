@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.models import sha256_of
-from service.preprocess import InputSpec
+from service.pipeline.preprocess import InputSpec
+from service.pipeline.registry import sha256_of
 
 MANIFEST_SCHEMA = 1
 NOT_CLINICAL = ("Research use only: trained on synthetic phantoms and 70 real LGE scans from "

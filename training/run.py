@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from service import __version__
-from service.infer import OnnxModel
-from service.segment import Network
+from service.pipeline.infer import OnnxModel
+from service.pipeline.segment import Network
 
 from . import emidec
 from .dataset import (

@@ -30,9 +30,9 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from service.models import load_registry
-from service.quantify import fwhm_scar, scar_fraction
-from service.segment import Network, segment
+from service.pipeline.quantify import fwhm_scar, scar_fraction
+from service.pipeline.registry import load_registry
+from service.pipeline.segment import Network, segment
 
 from . import metrics
 from .evaluate import write_csv

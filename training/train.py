@@ -53,7 +53,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from service.segment import nested_regions
+from service.pipeline.segment import nested_regions
 
 from .augment import augment_batch
 from .dataset import Arrays

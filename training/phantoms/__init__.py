@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from service.preprocess import to_float
+from service.pipeline.preprocess import to_float
 
 from .dicom import build_datasets, series_id, write_series
 from .render import RenderedSeries, render

@@ -81,5 +81,6 @@ class OnnxModel:
             batch = batch[..., None]
         if len(batch) <= BATCH_SLICES:
             return self.session.run(None, {self.input_name: batch})[0]
-        return np.concatenate([self.session.run(None, {self.input_name: batch[k:k + BATCH_SLICES]})[0]
-                               for k in range(0, len(batch), BATCH_SLICES)])
+        return np.concatenate([
+            self.session.run(None, {self.input_name: batch[k:k + BATCH_SLICES]})[0]
+            for k in range(0, len(batch), BATCH_SLICES)])

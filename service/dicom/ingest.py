@@ -26,7 +26,7 @@ from pydicom.errors import InvalidDicomError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from .errors import InputError
+from service.errors import InputError
 
 # RFC 2046 5.1.1 allows 1 to 70 characters, but senders exceed it (Orthanc's STOW-RS
 # client does); the parser's own limit is the one that matters.

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .preprocess import Spacing, series_peak
+from service.pipeline.preprocess import Spacing, series_peak
 
 
 def sector_labels(myocardium: np.ndarray, n_sectors: int, start_angle_deg: float = 0.0

@@ -11,11 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ServiceError
-from .infer import OnnxModel, choose_providers
-from .preprocess import InputSpec
-from .segment import Network
-from .uncertainty import IntervalCalibration
+from service.errors import ServiceError
+from service.pipeline.infer import OnnxModel, choose_providers
+from service.pipeline.preprocess import InputSpec
+from service.pipeline.segment import Network
+from service.pipeline.uncertainty import IntervalCalibration
 
 
 class ModelStoreError(ServiceError):

@@ -25,17 +25,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, logs
-from .config import Settings, get_settings
-from .errors import Overloaded, ServiceError
-from .inbox import Inbox
-from .ingest import clear_spools
-from .jobs import analyse_received, push_due
-from .metrics import Metrics, MetricsMiddleware, run_counted
-from .models import Registry, load_registry
-from .pages import login_page
-from .routes import api, dicomweb, health, pages
-from .store import ResultStore
+from service import __version__, logs
+from service.api.metrics import Metrics, MetricsMiddleware, run_counted
+from service.api.routes import api, dicomweb, health, pages
+from service.config import Settings, get_settings
+from service.dicom.ingest import clear_spools
+from service.errors import Overloaded, ServiceError
+from service.jobs import analyse_received, push_due
+from service.pacs.inbox import Inbox
+from service.pipeline.registry import Registry, load_registry
+from service.store.results import ResultStore
+from service.viewer.pages import login_page
 
 log = logging.getLogger("service")
 

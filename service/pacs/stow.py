@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from .errors import InputError
-from .inbox import Inbox, SeriesFull
-from .ingest import Blob, read_dataset
-from .volume import is_mr_image
+from service.dicom.ingest import Blob, read_dataset
+from service.errors import InputError
+from service.pacs.inbox import Inbox, SeriesFull
+from service.pipeline.volume import is_mr_image
 
 CANNOT_UNDERSTAND = 0xC000
 SOP_CLASS_NOT_SUPPORTED = 0x0122

@@ -18,9 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .infer import Predictor
-from .postprocess import attach_scar, clean_myocardium
-from .preprocess import GridTransform, InputSpec, Spacing, crop_transforms, model_inputs
+from service.pipeline.infer import Predictor
+from service.pipeline.postprocess import attach_scar, clean_myocardium
+from service.pipeline.preprocess import (
+    GridTransform,
+    InputSpec,
+    Spacing,
+    crop_transforms,
+    model_inputs,
+)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import pydicom
 from highdicom.sr.coding import CodedConcept
 from pydicom.sr.codedict import codes
 
-from .. import __version__
-from ..volume import GeometryError, Volume
+from service import __version__
+from service.pipeline.volume import GeometryError, Volume
 
 MYOCARDIUM_CATEGORY = CodedConcept("91723000", "SCT", "Anatomical Structure")
 MYOCARDIUM_TYPE = CodedConcept("74281007", "SCT", "Myocardium")

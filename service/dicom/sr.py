@@ -13,8 +13,8 @@ import pydicom
 from highdicom.sr.coding import CodedConcept
 from pydicom.sr.codedict import codes
 
-from .. import __version__
-from .seg import MANUFACTURER, MYOCARDIUM_TYPE, REVIEW_PREFIX, SCAR_TYPE
+from service import __version__
+from service.dicom.seg import MANUFACTURER, MYOCARDIUM_TYPE, REVIEW_PREFIX, SCAR_TYPE
 
 ML = CodedConcept("ml", "UCUM", "milliliter")
 GRAM = CodedConcept("g", "UCUM", "gram")

@@ -23,7 +23,7 @@ import numpy as np
 import pydicom
 from scipy import ndimage
 
-from .errors import NotCardiacLGE
+from service.errors import NotCardiacLGE
 
 # LGE is an inversion-recovery gradient-echo (or SSFP) readout with an echo time of a few
 # milliseconds; T2-weighted and spin-echo series have tens to hundreds.

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .seg import MYOCARDIUM_RGB, SCAR_RGB  # the SEG's display colours, so viewers agree
+from service.dicom.seg import MYOCARDIUM_RGB, SCAR_RGB
 
 SCAR_OPACITY = 0.45
 TARGET_SIDE_PX = 512

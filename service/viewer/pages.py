@@ -13,8 +13,8 @@ from html import escape
 from importlib import resources
 from string import Template
 
-from . import __version__
-from .encode.bullseye import bullseye_svg, legend_svg
+from service import __version__
+from service.viewer.bullseye import bullseye_svg, legend_svg
 
 _WEB = resources.files(__package__) / "web"
 METHOD_LABELS = {"4sd": "4-SD", "fwhm": "FWHM"}

@@ -24,19 +24,25 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .auth import COOKIE, authorised, key_matches, session_token
-from .config import Settings
-from .encode.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
-from .errors import InputError, NotFound, Overloaded, ServiceError
-from .inbox import is_uid
-from .ingest import Spool, split_body, spool_capped, stow_parts
-from .jobs import analyse_and_store, limits_of
-from .metrics import Metrics, run_counted
-from .models import Registry
-from .pages import index_page, login_page, viewer_page
-from .report import AnalysisSummary, PipelineInfo, Readiness, ReceivedSeriesState, Report
-from .store import ResultStore
-from .stow import receive, response
+from service.api.auth import COOKIE, authorised, key_matches, session_token
+from service.api.metrics import Metrics, run_counted
+from service.config import Settings
+from service.dicom.ingest import Spool, split_body, spool_capped, stow_parts
+from service.errors import InputError, NotFound, Overloaded, ServiceError
+from service.jobs import analyse_and_store, limits_of
+from service.pacs.inbox import is_uid
+from service.pacs.stow import receive, response
+from service.pipeline.registry import Registry
+from service.pipeline.report import (
+    AnalysisSummary,
+    PipelineInfo,
+    Readiness,
+    ReceivedSeriesState,
+    Report,
+)
+from service.store.results import ResultStore
+from service.viewer.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
+from service.viewer.pages import index_page, login_page, viewer_page
 
 log = logging.getLogger("service")
 

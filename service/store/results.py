@@ -21,8 +21,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from .db import transaction
-from .errors import NotFound
+from service.errors import NotFound
+from service.store.db import transaction
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "arrays.npz"}

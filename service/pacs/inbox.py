@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .db import transaction
+from service.store.db import transaction
 
 # PS3.5 9.1: components of digits separated by single dots, no leading zero in a
 # component (0 alone is one), at most 64 characters. ".", ".." and "1..2" are not UIDs.
