@@ -1,12 +1,18 @@
-"""One analysis end to end: volume -> segment -> quantify -> encode, with stage timings.
+"""One analysis end to end: files -> datasets -> volume -> pipeline -> SEG, SR -> store.
 
-Called from a worker thread; everything here is synchronous and pure apart
-from the ONNX sessions it is handed.
+The stages composed, with their timings. It sits above ``service.pipeline``
+and ``service.dicom`` (the encoders need the pipeline's volume, so the step
+that encodes cannot live in the pipeline) and below the two ways in: uploads
+(``service.api``) and series received by STOW-RS (``service.pacs``).
+Synchronous: called from worker threads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -15,29 +21,30 @@ from datetime import UTC, datetime
 import numpy as np
 import pydicom
 
+from service.config import Settings
+from service.dicom.ingest import Blob, Limits, read_datasets
 from service.dicom.seg import build_seg
 from service.dicom.sr import build_sr
 from service.pipeline.acceptance import check_headers, check_segmentation
 from service.pipeline.contrast import read_contrast
 from service.pipeline.postprocess import clean_myocardium
+from service.pipeline.quality import review_reasons
 from service.pipeline.quantify import (
     aha_segments,
+    baseline_figures,
     fwhm_scar,
     nsd_scar,
     pixel_area_mm2,
-    scar_fraction,
+    series_figures,
 )
 from service.pipeline.registry import Pipeline
 from service.pipeline.report import Report
 from service.pipeline.segment import myocardium_probability, segment_on
 from service.pipeline.uncertainty import ambiguity, interval
-from service.pipeline.volume import Volume
+from service.pipeline.volume import Volume, build_volume
+from service.store.results import ResultStore
 
-MYOCARDIAL_DENSITY_G_PER_ML = 1.05
-# Geometry that gets a warning: outside what the models were trained on (phantoms: 8-10 mm
-# slices, 1.2-2.0 mm pixels; EMIDEC: 8-13 mm slices, 1.25-2 mm nominal pixels), with room.
-SLICE_SPACING_CHECKED_MM = (4.0, 15.0)
-PIXEL_SPACING_CHECKED_MM = (0.6, 3.0)
+log = logging.getLogger("service")
 AHA_REFERENCE = ("AHA 16 segments: slices with myocardium split base to apex into thirds; "
                  "sectors measured around the LV centre from the patient's anterior direction "
                  "projected on the slice (segment 1/7 and 13 centred on it), septum towards "
@@ -74,70 +81,6 @@ def _to_bytes(ds: pydicom.Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def _figures(myocardium: np.ndarray, scar: np.ndarray, volume: Volume) -> dict:
-    voxel_ml = pixel_area_mm2(volume.spacing) * volume.slice_spacing_mm / 1000.0
-    myo_ml = float(np.count_nonzero(myocardium)) * voxel_ml
-    scar_ml = float(np.count_nonzero(scar & myocardium)) * voxel_ml
-    ratio = scar_fraction(scar, myocardium)
-    return {"myocardium_volume_ml": myo_ml, "scar_volume_ml": scar_ml,
-            "myocardium_mass_g": myo_ml * MYOCARDIAL_DENSITY_G_PER_ML,
-            "scar_mass_g": scar_ml * MYOCARDIAL_DENSITY_G_PER_ML,
-            "scar_to_myocardium_ratio": ratio, "scar_percent": 100.0 * ratio}
-
-
-def _baseline(method: str, scar: np.ndarray, myocardium: np.ndarray,
-              volume: Volume) -> dict:
-    f = _figures(myocardium, scar, volume)
-    return {"scar_percent": f["scar_percent"], "scar_volume_ml": f["scar_volume_ml"],
-            "scar_mass_g": f["scar_mass_g"], "method": method}
-
-
-# An interval wider than this is too wide to act on: the result goes to a person.
-MAX_INTERVAL_WIDTH_PERCENT = 6.0
-
-
-def myocardium_gaps(myocardium: np.ndarray) -> list[int]:
-    """Slices without myocardium between slices that have it (0 = most basal)."""
-    with_myo = [k for k in range(len(myocardium)) if myocardium[k].any()]
-    return [] if not with_myo else [k for k in range(with_myo[0], with_myo[-1])
-                                    if not myocardium[k].any()]
-
-
-def review_reasons(myocardium: np.ndarray, figures: dict, volume: Volume,
-                   scar_interval: tuple[float, float] | None) -> list[str]:
-    """Why the result should not be read without a person checking it (empty: ok)."""
-    reasons = []
-    # A series without any LV ring was refused before (service.acceptance).
-    gaps = myocardium_gaps(myocardium)
-    if gaps:
-        reasons.append(f"no myocardium found on slices {gaps} (0 = most basal), between "
-                       "slices that have it; check those slices")
-    if np.asarray(myocardium).any():
-        mass = figures["myocardium_mass_g"]
-        if not 30.0 <= mass <= 350.0:
-            reasons.append(f"myocardial mass {mass:.0f} g is implausible (expected 30-350 g "
-                           "for an adult LV); the segmentation or the geometry is wrong")
-    if scar_interval is None:
-        reasons.append("the scar model has no calibrated interval: the scar % comes without a "
-                       "measure of how sure it is")
-    else:
-        width = scar_interval[1] - scar_interval[0]
-        if width > MAX_INTERVAL_WIDTH_PERCENT:
-            reasons.append(f"the 95 % interval of the scar % is {width:.1f} points wide "
-                           f"({scar_interval[0]:.1f}-{scar_interval[1]:.1f} %), more than "
-                           f"{MAX_INTERVAL_WIDTH_PERCENT:g}: too unsure to act on")
-    low, high = SLICE_SPACING_CHECKED_MM
-    if not low <= volume.slice_spacing_mm <= high:
-        reasons.append(f"slice spacing {volume.slice_spacing_mm:.1f} mm is outside "
-                       f"{low:g}-{high:g} mm (the models saw 8-13 mm between slices)")
-    low, high = PIXEL_SPACING_CHECKED_MM
-    rows_mm, cols_mm = (float(v) for v in volume.spacing)
-    if not (low <= min(rows_mm, cols_mm) and max(rows_mm, cols_mm) <= high):
-        reasons.append(f"pixel spacing {rows_mm:g} x {cols_mm:g} mm is outside "
-                       f"{low:g}-{high:g} mm (the models saw 1.2-2.0 mm pixels)")
-    return reasons
-
-
 def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
             analysis_id: str | None = None) -> AnalysisResult:
     started = time.perf_counter()
@@ -160,7 +103,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     preprocess_ms = (time.perf_counter() - t0) * 1000.0 - inference_ms
 
     t0 = time.perf_counter()
-    figures = _figures(myocardium, scar, volume)
+    figures = series_figures(myocardium, scar, volume)
     area = pixel_area_mm2(volume.spacing)
     slices = []
     for k, s in enumerate(volume.slices):
@@ -172,10 +115,10 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     orientation = volume.slices[0].orientation
     segments = aha_segments(myocardium, scar, volume.spacing, orientation[:3], orientation[3:])
     baselines = {
-        "4sd": _baseline("remote mean + 4 SD inside the predicted myocardium; remote = "
+        "4sd": baseline_figures("remote mean + 4 SD inside the predicted myocardium; remote = "
                          "darkest of six sectors per slice", nsd_scar(images, myocardium, 4.0),
                          myocardium, volume),
-        "fwhm": _baseline("half of the series' peak (99th percentile) myocardial "
+        "fwhm": baseline_figures("half of the series' peak (99th percentile) myocardial "
                           "signal, inside the predicted myocardium",
                           fwhm_scar(images, myocardium), myocardium, volume),
     }
@@ -233,3 +176,39 @@ def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
                         images=np.stack(volume.images).astype(np.float32))
     return {"seg": _to_bytes(result.seg), "sr": _to_bytes(result.sr),
             "arrays": arrays.getvalue()}
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(settings.max_request_bytes, settings.max_files, settings.max_unzipped_bytes)
+
+
+def input_fingerprint(blobs: list[Blob], pipeline: Pipeline) -> str:
+    """The same instances (by content) through the same models: the same analysis."""
+    digest = hashlib.sha256(pipeline.name.encode())
+    for model in (pipeline.myocardium, pipeline.scar):
+        digest.update(model.sha256.encode())
+    for content in sorted(blob.sha256() for blob in blobs):
+        digest.update(content.encode())
+    return digest.hexdigest()
+
+
+def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
+                      store: ResultStore, notes: tuple[str, ...] = (),
+                      analysis_id: str | None = None, fingerprint: str | None = None) -> dict:
+    """One series' files to a stored report (returned as JSON-ready dict)."""
+    started = time.perf_counter()
+    volume = build_volume(read_datasets(blobs, settings.max_series_pixels))
+    if notes:
+        volume = dataclasses.replace(volume, warnings=[*notes, *volume.warnings])
+    decode_ms = (time.perf_counter() - started) * 1000.0
+    result = analyse(volume, pipeline, decode_ms, analysis_id)
+    report = result.report.model_dump(mode="json")
+    if fingerprint:
+        report["input_fingerprint"] = fingerprint
+    store.save(report, stored_files(result, volume), push_to=settings.dicomweb_store_url)
+    log.info("analysis %s stored: series %s, %d slices, pipeline %s, scar %.1f %%, %.0f ms",
+             report["id"], report["series_instance_uid"], len(report["slices"]),
+             report["pipeline"], report["scar_percent"], report["timings_ms"]["total"])
+    if settings.dicomweb_store_url:
+        report["store_back"] = store.push_state(report["id"])
+    return report

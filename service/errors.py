@@ -1,16 +1,26 @@
-"""The service's exception tree, mapped to HTTP in one place (``service.app``).
+"""The service's exceptions, all of them; mapped to HTTP in one place (``service.api.errors``).
 
 ::
 
     ServiceError                 500 (a bug if it ever reaches a client)
     +-- InputError               4xx: something about the request is wrong
+    |   +-- Unauthorized         401 unauthorized: no or a wrong API key
     |   +-- NotFound             404
     |   +-- NotCardiacLGE        422 not_cardiac_lge: not a short-axis LGE stack of a heart
     +-- Overloaded               503 with Retry-After
+    +-- StartupError             the service does not start (never an answer)
+        +-- ModelStoreError      model_store_invalid: the manifest and the files disagree
 
 Each error carries a stable machine-readable ``code`` and a message that
 names the rule, the value found and what to send instead. The response body
 is the contract's ``{"error": {"code", "message"}}``.
+
+Three more are outcomes recorded where they happen, never HTTP errors:
+:class:`Refused` (one STOW-RS instance not kept: a FailedSOPSequence item
+with its PS3.4 reason), :class:`SeriesFull` (the inbox's limit, refused as
+0xA700) and :class:`PushError` (a store-back not delivered: recorded and
+retried). A ``ValueError`` from a pure function means its caller broke its
+contract (a bug), not bad input: input is checked before it gets there.
 """
 
 from __future__ import annotations
@@ -38,6 +48,11 @@ class InputError(ServiceError):
     code = "bad_request"
 
 
+class Unauthorized(InputError):
+    status_code = 401
+    code = "unauthorized"
+
+
 class NotFound(InputError):
     status_code = 404
     code = "not_found"
@@ -57,3 +72,33 @@ class Overloaded(ServiceError):
     def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class StartupError(ServiceError):
+    """A setting or the model store makes serving impossible: the process stops."""
+
+    code = "startup_failed"
+
+
+class ModelStoreError(StartupError):
+    code = "model_store_invalid"
+
+
+class Refused(Exception):
+    """One STOW-RS instance the server will not keep, with its PS3.4 failure reason."""
+
+    def __init__(self, reason: int, message: str, sop_class_uid: str = "",
+                 sop_instance_uid: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+
+
+class SeriesFull(Exception):
+    """The series already holds as many instances as one analysis may read (MAX_FILES)."""
+
+
+class PushError(Exception):
+    """The destination did not take a store-back (unreachable, or it refused instances)."""

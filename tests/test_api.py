@@ -242,11 +242,9 @@ def test_api_key_guards_everything_but_health(monkeypatch, posted) -> None:
         # Every route of every router the app includes, except the two health probes.
         import re
 
-        from service.api import routes as service_routes
+        from service.api.routes import ROUTERS
 
-        routers = (service_routes.health, service_routes.api, service_routes.dicomweb,
-                   service_routes.pages)
-        routes = [r for router in routers for r in router.routes]
+        routes = [r for router in ROUTERS for r in router.routes]
         assert len(routes) >= 18
         for route in routes:
             path = re.sub(r"\{[^}]+\}", "1", route.path)
@@ -402,9 +400,9 @@ def _codes_in(items) -> list[tuple[str, str]]:
 
 def test_a_result_to_review_says_so_everywhere_it_is_shown(client, series_dirs,
                                                            monkeypatch) -> None:
-    from service import analysis
+    from service.pipeline import quality
 
-    monkeypatch.setattr(analysis, "MAX_INTERVAL_WIDTH_PERCENT", -1.0)  # every interval too wide
+    monkeypatch.setattr(quality, "MAX_INTERVAL_WIDTH_PERCENT", -1.0)  # every interval too wide
     r = client.post("/v1/analyses", files=multipart(series_files(series_dirs[2])))
     assert r.status_code == 201, r.text
     report = r.json()

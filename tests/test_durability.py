@@ -69,13 +69,13 @@ def test_an_analysis_recovered_at_start_has_its_push_queued_once(tmp_path) -> No
 
 def test_a_received_series_hit_by_an_internal_error_is_retried_then_failed(
         make_client, series_dirs, monkeypatch) -> None:
-    from service import jobs
+    from service.pacs import received
 
     from .conftest import series_files
     from .test_stow import series_uid_of, settled, stow
 
     calls = []
-    real = jobs.analyse_and_store
+    real = received.analyse_and_store
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -83,7 +83,7 @@ def test_a_received_series_hit_by_an_internal_error_is_retried_then_failed(
             raise OSError("No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, "analyse_and_store", flaky)
+    monkeypatch.setattr(received, "analyse_and_store", flaky)
     files = series_files(series_dirs[0])
     with make_client() as client:
         assert stow(client, files).status_code == 200
@@ -93,7 +93,7 @@ def test_a_received_series_hit_by_an_internal_error_is_retried_then_failed(
     def broken(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(jobs, "analyse_and_store", broken)
+    monkeypatch.setattr(received, "analyse_and_store", broken)
     files = series_files(series_dirs[1])
     with make_client() as client:
         assert stow(client, files).status_code == 200

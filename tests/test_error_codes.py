@@ -7,7 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Codes of errors that are bugs or start-up failures, never an answer to a client's input.
-NOT_FOR_CLIENTS = {"internal_error", "model_store_invalid"}
+NOT_FOR_CLIENTS = {"internal_error", "model_store_invalid", "startup_failed",
+                   "execution_provider_unavailable"}
 
 
 def _codes_in_service() -> set[str]:
@@ -32,13 +33,13 @@ def test_an_unexpected_exception_is_a_json_500_with_an_id_in_the_log(monkeypatch
                                                                      caplog) -> None:
     from fastapi.testclient import TestClient
 
-    from service.api import routes
     from service.api.app import create_app
+    from service.api.routes import pages
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(routes, "index_page", broken)
+    monkeypatch.setattr(pages, "index_page", broken)
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         r = client.get("/")
     assert r.status_code == 500

@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from service.config import REPO_ROOT
-from service.pipeline.registry import ModelStoreError, load_registry, sha256_of
+from service.errors import ModelStoreError
+from service.pipeline.registry import load_registry, sha256_of
 from service.pipeline.segment import segment
 from training import metrics
 from training.phantoms import load_series, load_truth

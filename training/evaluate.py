@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.analysis import MAX_INTERVAL_WIDTH_PERCENT, myocardium_gaps
+from service.pipeline.quality import MAX_INTERVAL_WIDTH_PERCENT, myocardium_gaps
 from service.pipeline.acceptance import lv_ring_slices
 from service.pipeline.contrast import read_contrast
 from service.pipeline.postprocess import clean_myocardium

@@ -1,8 +1,8 @@
-"""The ASGI app (``service.app:app``): start-up, background loops, the one error mapping.
+"""The ASGI app (``service.api.app:app``): start-up and the background loops.
 
-The routes are in :mod:`service.routes` and stay thin: they read the
+The routes are in :mod:`service.api.routes` and stay thin: they read the
 request and hand it to the stages (ingest -> volume -> analysis -> store,
-in :mod:`service.jobs`). Analyses run in worker threads, at most
+in :mod:`service.analysis`). Analyses run in worker threads, at most
 ``MAX_CONCURRENT_ANALYSES`` at once; an upload beyond that is answered 503
 with Retry-After rather than queued without bound. Two background loops
 run beside the routes: one analyses series received by STOW-RS once they
@@ -15,27 +15,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, logs
+from service.api.errors import install_error_handlers
 from service.api.metrics import Metrics, MetricsMiddleware, run_counted
-from service.api.routes import api, dicomweb, health, pages
+from service.api.routes import ROUTERS
 from service.config import Settings, get_settings
 from service.dicom.ingest import clear_spools
-from service.errors import Overloaded, ServiceError
-from service.jobs import analyse_received, push_due
 from service.pacs.inbox import Inbox
+from service.pacs.received import analyse_received
+from service.pacs.store_back import push_due
 from service.pipeline.registry import Registry, load_registry
 from service.store.results import ResultStore
-from service.viewer.pages import login_page
 
 log = logging.getLogger("service")
 
@@ -137,44 +133,6 @@ async def lifespan(app: FastAPI):
         app.state.store.close()
 
 
-def _internal(exc: BaseException) -> JSONResponse:
-    """A bug: the traceback goes to the log under an id the client is given to quote."""
-    error_id = uuid.uuid4().hex[:12]
-    log.error("internal error %s", error_id, exc_info=exc)
-    return JSONResponse({"error": {"code": "internal", "id": error_id,
-                                   "message": "an internal error stopped this request; quote "
-                                              f"error id {error_id} when reporting it"}},
-                        status_code=500)
-
-
-async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-    if exc.status_code >= 500 and not isinstance(exc, Overloaded):
-        return _internal(exc)
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
-    return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
-
-
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    return _internal(exc)
-
-
-async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    if exc.status_code == 401 and request.method == "GET" \
-            and "text/html" in request.headers.get("accept", ""):
-        # A browser asking for a page: the sign-in form, which brings it back here.
-        return HTMLResponse(login_page(request.url.path), status_code=401)
-    code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(
-        exc.status_code, "http_error")
-    return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
-                        status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    return JSONResponse({"error": {"code": "invalid_request", "message": message}},
-                        status_code=422)
-
-
 def create_app() -> FastAPI:
     """A new app; settings are read when it starts (tests start several side by side)."""
     application = FastAPI(
@@ -190,15 +148,9 @@ def create_app() -> FastAPI:
     logs.install()  # whoever serves the app, no element value reaches its log
     application.state.metrics = Metrics()
     application.add_middleware(MetricsMiddleware, metrics=application.state.metrics)
-    application.add_exception_handler(ServiceError, _service_error)
-    application.add_exception_handler(StarletteHTTPException, _http_error)
-    application.add_exception_handler(RequestValidationError, _validation_error)
-    # Last: anything else is a bug, still answered in the contract's JSON.
-    application.add_exception_handler(Exception, _unexpected)
-    application.include_router(health)
-    application.include_router(api)
-    application.include_router(dicomweb)
-    application.include_router(pages)
+    install_error_handlers(application)
+    for router in ROUTERS:
+        application.include_router(router)
     return application
 
 

@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.errors import SeriesFull
 from service.store.db import transaction
 
 # PS3.5 9.1: components of digits separated by single dots, no leading zero in a
@@ -40,10 +41,6 @@ UID_MAX_LENGTH = 64
 
 def is_uid(text: str) -> bool:
     return len(text) <= UID_MAX_LENGTH and UID_PATTERN.match(text) is not None
-
-
-class SeriesFull(Exception):
-    """The series already holds as many instances as one analysis may read (MAX_FILES)."""
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from service.dicom.ingest import Blob, read_dataset
-from service.errors import InputError
-from service.pacs.inbox import Inbox, SeriesFull
+from service.errors import InputError, Refused, SeriesFull
+from service.pacs.inbox import Inbox
 from service.pipeline.volume import is_mr_image
 
 CANNOT_UNDERSTAND = 0xC000
@@ -42,18 +42,6 @@ OUT_OF_RESOURCES = 0xA700
 PROCESSING_FAILURE = 0x0110
 
 log = logging.getLogger("service")
-
-
-class Refused(Exception):
-    """One instance the server will not keep, with its PS3.4 failure reason."""
-
-    def __init__(self, reason: int, message: str, sop_class_uid: str = "",
-                 sop_instance_uid: str = "") -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.sop_class_uid = sop_class_uid
-        self.sop_instance_uid = sop_instance_uid
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
+from service.errors import StartupError
+
 log = logging.getLogger("service")
 
 CUDA = "CUDAExecutionProvider"
@@ -40,7 +42,8 @@ def choose_providers(preference: str = "auto") -> list[str]:
     if CUDA in available:
         return [CUDA, CPU]
     if preference == "cuda":
-        raise RuntimeError(f"EXECUTION_PROVIDER=cuda but onnxruntime offers only {available}")
+        raise StartupError(f"EXECUTION_PROVIDER=cuda but onnxruntime offers only {available}",
+                           code="execution_provider_unavailable")
     return [CPU]
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from service.pipeline.preprocess import Spacing, series_peak
+from service.pipeline.volume import Volume
 
 
 def sector_labels(myocardium: np.ndarray, n_sectors: int, start_angle_deg: float = 0.0
@@ -179,3 +180,25 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
                     "transmurality_class": transmurality_class(transmural),
                     "myocardium_pixels": myo_px[s]})
     return out
+
+
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+
+
+def series_figures(myocardium: np.ndarray, scar: np.ndarray, volume: Volume) -> dict:
+    """Volumes, masses and the scar-to-myocardium ratio of a series' masks (the report's)."""
+    voxel_ml = pixel_area_mm2(volume.spacing) * volume.slice_spacing_mm / 1000.0
+    myo_ml = float(np.count_nonzero(myocardium)) * voxel_ml
+    scar_ml = float(np.count_nonzero(scar & myocardium)) * voxel_ml
+    ratio = scar_fraction(scar, myocardium)
+    return {"myocardium_volume_ml": myo_ml, "scar_volume_ml": scar_ml,
+            "myocardium_mass_g": myo_ml * MYOCARDIAL_DENSITY_G_PER_ML,
+            "scar_mass_g": scar_ml * MYOCARDIAL_DENSITY_G_PER_ML,
+            "scar_to_myocardium_ratio": ratio, "scar_percent": 100.0 * ratio}
+
+
+def baseline_figures(method: str, scar: np.ndarray, myocardium: np.ndarray,
+              volume: Volume) -> dict:
+    f = series_figures(myocardium, scar, volume)
+    return {"scar_percent": f["scar_percent"], "scar_volume_ml": f["scar_volume_ml"],
+            "scar_mass_g": f["scar_mass_g"], "method": method}

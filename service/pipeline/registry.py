@@ -11,15 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.errors import ServiceError
+from service.errors import ModelStoreError
 from service.pipeline.infer import OnnxModel, choose_providers
 from service.pipeline.preprocess import InputSpec
 from service.pipeline.segment import Network
 from service.pipeline.uncertainty import IntervalCalibration
-
-
-class ModelStoreError(ServiceError):
-    code = "model_store_invalid"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,51 @@
+"""What every route needs: the API key check, the loaded models, a capped body on disk.
+"""
+
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import Request
+
+from service.api.auth import authorised
+from service.config import Settings
+from service.dicom.ingest import Spool, spool_capped
+from service.errors import InputError, Overloaded, Unauthorized
+from service.pipeline.registry import Registry
+
+UPLOAD_BODY = {
+    "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": {"files": {
+            "type": "array", "items": {"type": "string", "format": "binary"}}}}},
+        "application/zip": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/related": {"schema": {"type": "string", "format": "binary"}},
+    }}}
+
+
+def require_api_key(request: Request) -> None:
+    if not authorised(request, request.app.state.settings.api_key):
+        raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer KEY', or "
+                           "sign in at /login")
+
+
+def registry_of(request: Request) -> Registry:
+    registry = request.app.state.registry
+    if registry is None:
+        raise Overloaded("models are still loading", retry_after_s=2)
+    return registry
+
+
+async def read_body(request: Request, settings: Settings, spool: Spool) -> Path:
+    """The capped body in a file, or 408 when the client stops sending (a slow client holds
+    no slot forever)."""
+    try:
+        return await asyncio.wait_for(
+            spool_capped(request.stream(), settings.max_request_bytes,
+                         request.headers.get("content-length"), spool),
+            timeout=settings.request_read_timeout_s)
+    except TimeoutError:
+        raise InputError(f"the request body did not arrive within "
+                         f"{settings.request_read_timeout_s} s", code="request_timeout",
+                         status_code=408) from None
