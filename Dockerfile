@@ -30,7 +30,7 @@ COPY --from=build /wheels /wheels
 # --no-deps: the wheelhouse is already the resolved set (with onnxruntime-gpu).
 RUN pip install --no-cache-dir --no-index --no-deps /wheels/*.whl \
  && rm -rf /wheels \
- && python -c "import onnxruntime, service.app; print(onnxruntime.get_available_providers())"
+ && python -c "import onnxruntime, service.api.app; print(onnxruntime.get_available_providers())"
 RUN useradd --create-home --uid 10001 lge \
  && mkdir -p /data \
  && chown lge:lge /data

@@ -24,8 +24,8 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
+from training.data.phantoms import render, sample_spec, write_series
 from training.generated import write_block
-from training.phantoms import render, sample_spec, write_series
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("decode", "preprocess", "inference", "quantify", "encode", "total")

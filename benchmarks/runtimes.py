@@ -46,7 +46,7 @@ def main() -> int:
     from latency import write_section  # benchmarks/ is on sys.path when run as a script
 
     from service.pipeline.infer import OnnxModel
-    from training.dataset import TASKS
+    from training.data.dataset import TASKS
     from training.export import export_onnx
     from training.run import build_network
 

@@ -95,7 +95,7 @@ def repeated_series(out_dir: Path, n_slices: int) -> list[Path]:
     import pydicom
     from pydicom.uid import generate_uid
 
-    from training.phantoms import render, sample_spec, write_series
+    from training.data.phantoms import render, sample_spec, write_series
 
     spec = sample_spec(77, 0)
     spec = dataclasses.replace(spec, acquisition=dataclasses.replace(

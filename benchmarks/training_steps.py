@@ -37,7 +37,7 @@ def main() -> int:
     import tensorflow as tf
     from latency import host_calibration_ms, write_section  # benchmarks/ is on sys.path
 
-    from training.dataset import TASKS
+    from training.data.dataset import TASKS
     from training.run import CONFIGS, build_network
     from training.train import make_step
 

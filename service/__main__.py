@@ -1,4 +1,4 @@
-"""``python -m service``: serve ``service.app:app`` on ``$HOST:$PORT``."""
+"""``python -m service``: serve ``service.api.app:app`` on ``$HOST:$PORT``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from service.config import get_settings
 def main() -> None:
     settings = get_settings()
     logs.configure()
-    uvicorn.run("service.app:app", host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run("service.api.app:app", host=settings.host, port=settings.port, log_level="info")
 
 
 if __name__ == "__main__":

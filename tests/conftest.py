@@ -10,13 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
-from training.phantoms import generate_one
+from training.data.phantoms import generate_one
 
 PHANTOM_SEED = 20261124
 
@@ -160,3 +161,44 @@ def make_client(tmp_path, monkeypatch):
         return TestClient(create_app())
 
     return make
+
+
+# Report fields that differ between two analyses of the same series.
+VOLATILE = {"id", "created_at", "timings_ms", "seg_series_instance_uid", "seg_sop_instance_uid",
+            "sr_sop_instance_uid"}
+
+
+# STOW-RS from a test client, and waiting for what it starts.
+RELATED = 'multipart/related; type="application/dicom"; boundary=dicomboundary'
+REFERENCED, FAILED, FAILURE_REASON, SOP_INSTANCE = "00081199", "00081198", "00081197", "00081155"
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 60.0, what: str = ""):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or condition}")
+
+
+def stow(client: TestClient, files: list[tuple[str, bytes]], path: str = "/dicomweb/studies"):
+    return client.post(path, content=related_body(files), headers={"Content-Type": RELATED})
+
+
+def series_uid_of(files: list[tuple[str, bytes]]) -> str:
+    return str(pydicom.dcmread(io.BytesIO(files[0][1]), stop_before_pixels=True)
+               .SeriesInstanceUID)
+
+
+def settled(client: TestClient, series_uid: str, analyses: int = 1) -> dict:
+    """The received series once it has ``analyses`` analyses and is no longer busy."""
+    def check():
+        r = client.get(f"/v1/series/{series_uid}")
+        state = r.json() if r.status_code == 200 else {}
+        if state.get("state") == "failed" or (state.get("state") == "done"
+                                              and len(state["analyses"]) >= analyses):
+            return state
+        return None
+    return wait_for(check, what=f"series {series_uid} to be analysed")

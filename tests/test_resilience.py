@@ -14,7 +14,7 @@ import httpx
 import pydicom
 import pytest
 
-from .conftest import (
+from tests.conftest import (
     multipart,
     series_files,
     start_service,

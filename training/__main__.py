@@ -1,5 +1,5 @@
 """``python -m training``: see :mod:`training.run`."""
 
-from .run import main
+from training.run import main
 
 raise SystemExit(main())

@@ -19,12 +19,12 @@ import numpy as np
 
 from service.pipeline.preprocess import model_inputs
 from service.pipeline.registry import load_registry
-
-from . import emidec, metrics
-from .dataset import MYOCARDIUM_UNET, validation_series
-from .evaluate import evaluate
-from .phantoms.__main__ import generate_many
-from .sources import PhantomSource
+from training import metrics
+from training.data import emidec
+from training.data.dataset import MYOCARDIUM_UNET, validation_series
+from training.data.phantoms.__main__ import generate_many
+from training.data.sources import PhantomSource
+from training.evaluate import evaluate
 
 FIELDS = ("myocardium_dsc", "scar_dsc", "abs_scar_percent_error")
 

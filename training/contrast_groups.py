@@ -3,8 +3,8 @@
 ``python -m training.contrast_groups --emidec ../shared/data/emidec``
 ``--phantoms runs/train/phantoms/train``
 
-The measurement behind ``service.contrast.BRIGHT_BLOOD_POSITION``: the blood
-position (:func:`service.contrast.blood_position`) on the expert or true
+The measurement behind ``service.pipeline.contrast.BRIGHT_BLOOD_POSITION``: the blood
+position (:func:`service.pipeline.contrast.blood_position`) on the expert or true
 masks of EMIDEC ``train`` and ``validation`` (as acquired and darkened) and
 of phantom training series, never the test sets. Writes
 ``models/evaluation/contrast_groups.json`` and its table into
@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from service.pipeline.contrast import BRIGHT_BLOOD_POSITION, blood_position
-
-from . import emidec
-from .generated import write_block
-from .sources import PhantomSource
+from training.data import emidec
+from training.data.sources import PhantomSource
+from training.generated import write_block
 
 DOCS = Path(__file__).parents[1] / "docs" / "training.md"
 

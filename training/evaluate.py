@@ -1,7 +1,7 @@
 """Evaluation of the exported ONNX models on held-out labelled series (phantoms, EMIDEC).
 
 Each series goes through the service's own pipeline code
-(:mod:`service.segment`) with onnxruntime, so the figures describe what is
+(:mod:`service.pipeline.segment`) with onnxruntime, so the figures describe what is
 shipped, not the Keras models. Scar metrics are per series (volume):
 
 * DSC and sensitivity over the whole volume, on series that have scar;
@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.pipeline.quality import MAX_INTERVAL_WIDTH_PERCENT, myocardium_gaps
 from service.pipeline.acceptance import lv_ring_slices
 from service.pipeline.contrast import read_contrast
 from service.pipeline.postprocess import clean_myocardium
+from service.pipeline.quality import MAX_INTERVAL_WIDTH_PERCENT, myocardium_gaps
 from service.pipeline.quantify import fwhm_scar, nsd_scar, scar_fraction
 from service.pipeline.segment import (
     Network,
@@ -39,9 +39,8 @@ from service.pipeline.segment import (
     segment_on,
 )
 from service.pipeline.uncertainty import IntervalCalibration, ambiguity, calibrate, interval
-
-from . import metrics
-from .sources import LabelledSeries, Source, as_source
+from training import metrics
+from training.data.sources import LabelledSeries, Source, as_source
 
 NETWORK_METHODS = ("cascade-unet", "enet", "enet-raw")
 METHODS = (*NETWORK_METHODS, "enet-true-myocardium", "4sd", "fwhm")
@@ -555,14 +554,14 @@ def _side_by_side(summaries: Mapping[str, dict]) -> str:
 
 
 def _contrast_sentence(methods: Mapping[str, dict]) -> str:
-    """How often the image reading of the contrast (``service.contrast``) was right."""
+    """How often the image reading of the contrast (``service.pipeline.contrast``) was right."""
     parts = []
     for method in TARGET_METHODS:
         right, n = methods[method].get("contrast_read_right", (0, 0))
         if n:
             parts.append(f"{right} of {n} on the {SHORT_LABELS[method]}'s myocardium")
     return ("" if not parts else
-            "The contrast read from the image (`service.contrast`, as for a series whose "
+            "The contrast read from the image (`service.pipeline.contrast`, as for a series whose "
             "headers do not name it) was right on " + " and ".join(parts) + ".")
 
 

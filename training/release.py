@@ -130,7 +130,7 @@ def _interval_text(model: dict) -> str:
             f"minus {cal['scale']:.2f} x (the scar % with the threshold {cal['offset']:g} lower "
             f"minus with it {cal['offset']:g} higher, + {cal['floor_percent']:g} points), the "
             f"scale being the split-conformal quantile of the errors on the "
-            f"{cal['calibration_series']} validation series (`service/uncertainty.py`).")
+            f"{cal['calibration_series']} validation series (`service/pipeline/uncertainty.py`).")
 
 
 def _averaging_text(training: dict) -> str:
@@ -254,7 +254,7 @@ in `shared/seeds/`. File `{model['file']}`, sha256 `{model['sha256']}`.
 - Input `{spec['name']}`: float32 {spec['shape']} (batch, rows, columns, channels); crop
   `{spec['crop']}`{f", {spec['spacing_mm']} mm pixels" if spec.get('spacing_mm') else ""}
   {extras}; {spec['normalisation']}.
-  Cut by `service.preprocess.model_inputs`, the same code in training and serving.
+  Cut by `service.pipeline.preprocess.model_inputs`, the same code in training and serving.
 - Output `probabilities`: softmax over {', '.join(model['output']['classes'])}; mapped back to
   the source pixel grid by the inverse of the crop and thresholded at
   {_threshold_text(model)}.{_interval_text(model)}

@@ -34,9 +34,8 @@ import numpy as np
 from service import __version__
 from service.pipeline.infer import OnnxModel
 from service.pipeline.segment import Network
-
-from . import emidec
-from .dataset import (
+from training.data import emidec
+from training.data.dataset import (
     NEEDS_MYOCARDIUM_MODEL,
     TASKS,
     Arrays,
@@ -44,7 +43,10 @@ from .dataset import (
     kfold_series,
     validation_series,
 )
-from .evaluate import (
+from training.data.phantoms.__main__ import generate_many
+from training.data.phantoms.spec import OBSTRUCTION_PROBABILITY
+from training.data.sources import PhantomSource
+from training.evaluate import (
     SCAR_NETWORKS,
     TARGETS,
     TEST_SET_LABELS,
@@ -59,12 +61,9 @@ from .evaluate import (
     summarise,
     write_csv,
 )
-from .generated import write_block
-from .phantoms.__main__ import generate_many
-from .phantoms.spec import OBSTRUCTION_PROBABILITY
-from .release import MODELS, build_manifest, write_models_dir
-from .sources import PhantomSource
-from .train import TrainConfig, train
+from training.generated import write_block
+from training.release import MODELS, build_manifest, write_models_dir
+from training.train import TrainConfig, train
 
 CONFIGS = {
     # Both U-Nets learn on random 80x80 crops of their inputs (128x128 whole image,
@@ -132,7 +131,7 @@ def estimated_minutes(configs: dict[str, TrainConfig]) -> float:
 SCAR_OBSTRUCTION_PROBABILITY = 0.6
 README = Path(__file__).parents[1] / "README.md"
 TRAINING_DATA_PHANTOMS = ("Synthetic dark-blood LGE short-axis phantoms made by "
-                          "`python -m training.phantoms` (docs/phantoms.md).")
+                          "`python -m training.data.phantoms` (docs/phantoms.md).")
 TRAINING_DATA_EMIDEC = (
     " Real bright-blood LGE: the 70 `train` cases of EMIDEC (one centre, Dijon; expert "
     "contours), each as acquired and darkened to a dark-blood look (the labelled LV cavity "
@@ -141,7 +140,7 @@ TRAINING_DATA_EMIDEC = (
 
 
 def build_network(task: str):
-    from .nets import build_enet, build_unet
+    from training.nets import build_enet, build_unet
 
     if task == "myocardium_unet":
         return build_unet((None, None, 1), name="myocardium_unet")
@@ -262,7 +261,7 @@ def _train_and_validation(phantoms: list, phantom_val: np.ndarray, real_train: l
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    from .export import export_onnx
+    from training.export import export_onnx
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)

@@ -33,13 +33,12 @@ from tqdm import tqdm
 from service.pipeline.quantify import fwhm_scar, scar_fraction
 from service.pipeline.registry import load_registry
 from service.pipeline.segment import Network, segment
-
-from . import metrics
-from .evaluate import write_csv
-from .phantoms.__main__ import generate_many
-from .phantoms.render import render
-from .phantoms.spec import PhantomSpec, recorded_obstruction_probability, sample_spec
-from .sources import LabelledSeries, PhantomSource
+from training import metrics
+from training.data.phantoms.__main__ import generate_many
+from training.data.phantoms.render import render
+from training.data.phantoms.spec import PhantomSpec, recorded_obstruction_probability, sample_spec
+from training.data.sources import LabelledSeries, PhantomSource
+from training.evaluate import write_csv
 
 # (the series as written, the parameters it was rendered from, a seeded generator) -> changed
 Perturbation = Callable[[LabelledSeries, PhantomSpec, np.random.Generator], LabelledSeries]

@@ -54,10 +54,9 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from service.pipeline.segment import nested_regions
-
-from .augment import augment_batch
-from .dataset import Arrays
-from .metrics import dice
+from training.data.augment import augment_batch
+from training.data.dataset import Arrays
+from training.metrics import dice
 
 
 @dataclass(frozen=True)
@@ -165,7 +164,7 @@ def _prefetched(make: Callable[[], tuple[np.ndarray, np.ndarray]], count: int,
 def class_targets(regions: tf.Tensor) -> tf.Tensor:
     """Nested region targets (..., K) to class targets (..., K+1).
 
-    The inverse of :func:`service.segment.nested_regions`: the scar U-Net's
+    The inverse of :func:`service.pipeline.segment.nested_regions`: the scar U-Net's
     targets are the myocardium (scar included) and the scar; its classes
     background, myocardium without scar, scar.
     """

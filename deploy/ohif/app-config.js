@@ -1,7 +1,7 @@
 /** OHIF 3.13 over this project's Orthanc: DICOMweb through the same origin (/dicom-web).
  *
  * The page and Orthanc's DICOMweb are served from one origin (nginx in
- * docker-compose, a small proxy in tests/test_ohif.py), so no CORS is needed and
+ * docker-compose, a small proxy in tests/service/viewer/test_ohif.py), so no CORS is needed and
  * the browser sends Orthanc's credentials (HTTP Basic, asked once) with each request.
  * Nothing is loaded from another host.
  */

@@ -31,7 +31,7 @@ def review_reasons(myocardium: np.ndarray, figures: dict, volume: Volume,
                    scar_interval: tuple[float, float] | None) -> list[str]:
     """Why the result should not be read without a person checking it (empty: ok)."""
     reasons = []
-    # A series without any LV ring was refused before (service.acceptance).
+    # A series without any LV ring was refused before (service.pipeline.acceptance).
     gaps = myocardium_gaps(myocardium)
     if gaps:
         reasons.append(f"no myocardium found on slices {gaps} (0 = most basal), between "

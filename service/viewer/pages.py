@@ -2,7 +2,7 @@
 
 Self-contained pages (inline CSS and JS, SVG drawn here, images from the
 overlay endpoint): nothing is fetched from a CDN, so they work on an
-isolated hospital network. Templates are ``service/web/*.html``
+isolated hospital network. Templates are ``service/viewer/web/*.html``
 (``string.Template``); every value from a report is HTML-escaped here.
 """
 

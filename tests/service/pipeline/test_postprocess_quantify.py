@@ -1,0 +1,232 @@
+"""Mask cleaning and the classical thresholds on hand-made slices with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.draw import disk
+
+from service.pipeline.postprocess import attach_scar, clean_myocardium, largest_component
+from service.pipeline.quantify import (
+    fwhm_scar,
+    nsd_scar,
+    remote_statistics,
+    scar_fraction,
+    sector_labels,
+)
+from tests.service.pipeline.test_preprocess import _ring as ring_mask
+
+
+def _ring() -> np.ndarray:
+    return ring_mask(shape=(96, 96), centre=(48, 48), r_in=14, r_out=22)
+
+
+def test_largest_component_keeps_only_the_biggest() -> None:
+    mask = np.zeros((20, 20), bool)
+    mask[1:4, 1:4] = True
+    mask[10:18, 10:18] = True
+    out = largest_component(mask)
+    assert out.sum() == 64 and not out[2, 2]
+
+
+def test_clean_myocardium_prefers_the_ring_over_a_larger_blob() -> None:
+    ring = _ring()
+    blob = np.zeros_like(ring)
+    blob[0:23, 50:96] = True  # a solid 1058 px blob clear of the ring (rows 26-70)
+    assert blob.sum() > ring.sum()
+    probability = np.stack([(ring | blob).astype(np.float32)])
+    out = clean_myocardium(probability)
+    assert np.array_equal(out[0], ring)
+
+
+def test_clean_myocardium_decides_the_same_wherever_the_ring_lies_on_the_slice() -> None:
+    ring = _ring()  # rows and columns 26-70
+    blob = np.zeros_like(ring)
+    blob[0:23, 50:96] = True
+    both = ring | blob
+    # A ring touching the slice's edge still encloses its cavity: it wins.
+    touching = both[:, 26:]
+    assert np.array_equal(clean_myocardium(touching[None].astype(np.float32))[0], ring[:, 26:])
+    # Cut through, its cavity opens onto the edge: an arc, and the larger blob wins.
+    cut = both[:, 48:]
+    assert np.array_equal(clean_myocardium(cut[None].astype(np.float32))[0], blob[:, 48:])
+    # Moving the content on the slice changes nothing.
+    padded = np.pad(both, ((5, 0), (0, 7))).astype(np.float32)
+    assert np.array_equal(clean_myocardium(padded[None])[0][5:, :96], ring)
+
+
+def test_clean_myocardium_keeps_an_apical_disk_and_drops_islands() -> None:
+    solid = np.zeros((64, 64), bool)
+    solid[disk((32, 32), 8)] = True
+    island = np.zeros_like(solid)
+    island[2:5, 2:5] = True
+    out = clean_myocardium(np.stack([(solid | island).astype(np.float32),
+                                     np.zeros((64, 64), np.float32)]))
+    assert np.array_equal(out[0], solid)
+    assert not out[1].any()
+
+
+def test_attach_scar_grows_the_ring_over_adjacent_scar_and_drops_detached_scar() -> None:
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 32, xx - 32)
+    ring = (r >= 14) & (r <= 20)
+    subendocardial = (r >= 10) & (r < 14) & (xx > 36)  # missed by the ring, touching it
+    in_wall = (r >= 15) & (r <= 19) & (xx < 26)
+    detached = (yy < 4) & (xx < 4)  # chest wall, not touching
+    prob = (subendocardial | in_wall | detached).astype(np.float32)[None]
+    myocardium, scar = attach_scar(prob, ring[None], spacing=(1.0, 1.0))
+    assert np.array_equal(scar[0], subendocardial | in_wall)
+    assert np.array_equal(myocardium[0], ring | subendocardial)
+    assert not (scar & ~myocardium).any()
+
+
+def test_attach_scar_stops_at_its_reach_from_the_ring() -> None:
+    ring = np.zeros((1, 40, 40), bool)
+    ring[0, 18:22, :] = True
+    prob = np.zeros((1, 40, 40), np.float32)
+    prob[0, 0:18, 10:14] = 0.9  # a strip from the ring 18 pixels into the cavity
+    _, scar = attach_scar(prob, ring, spacing=(0.5, 0.5), reach_mm=4.0)  # 8 pixels
+    rows = np.nonzero(scar[0].any(axis=1))[0]
+    assert rows.min() == 10 and rows.max() == 17
+
+
+def test_sector_labels_split_a_ring_into_equal_sectors() -> None:
+    labels = sector_labels(_ring(), 6)
+    counts = np.bincount(labels[labels >= 0], minlength=6)
+    assert set(np.unique(labels)) == {-1, 0, 1, 2, 3, 4, 5}
+    assert counts.min() / counts.max() > 0.9
+
+
+def _scarred_slice(rng, scar_signal=300.0):
+    """Dark ring (mean 50, SD 10) with its screen-upper-right sixth enhanced."""
+    ring = _ring()
+    image = rng.normal(50.0, 10.0, ring.shape).astype(np.float32)
+    scar = ring & (sector_labels(ring, 6) == 0)
+    image[scar] = rng.normal(scar_signal, 10.0, int(scar.sum()))
+    return image, ring, scar
+
+
+def test_remote_region_is_the_darkest_sector() -> None:
+    image, ring, _ = _scarred_slice(np.random.default_rng(0))
+    mean, sd = remote_statistics(image, ring)
+    assert abs(mean - 50.0) < 4 and abs(sd - 10.0) < 3
+
+
+def test_nsd_and_fwhm_find_a_bright_sector() -> None:
+    image, ring, scar = _scarred_slice(np.random.default_rng(1))
+    for found in (nsd_scar([image], ring[None], 4.0)[0], fwhm_scar([image], ring[None])[0]):
+        assert (found & scar).sum() / scar.sum() > 0.95
+        assert (found & ~scar).sum() < 0.01 * ring.sum()
+
+
+def test_scar_fraction() -> None:
+    myo = np.zeros((2, 4, 4), bool)
+    myo[:, :2] = True  # 16 px
+    scar = np.zeros_like(myo)
+    scar[0, 0] = True  # 4 px
+    scar[1, 3] = True  # outside the myocardium: ignored
+    assert scar_fraction(scar, myo) == 0.25
+    assert scar_fraction(scar, np.zeros_like(myo)) == 0.0
+
+
+def test_aha_segments_place_an_anterior_scar_in_segments_1_7_13() -> None:
+    # Axial-like slices: rows run posterior (+y), columns to the patient's left (+x), so the
+    # patient's anterior is up on screen and the septum (patient's right) is on the left.
+    from service.pipeline.quantify import aha_segments
+
+    ring = _ring()
+    rows, cols = np.nonzero(ring)
+    angle = np.degrees(np.arctan2(-(rows - 48.0), -(cols - 48.0)))  # 90 = up, 0 = screen left
+    top = np.zeros_like(ring)
+    top[rows[np.abs(angle - 90) < 20], cols[np.abs(angle - 90) < 20]] = True
+    myocardium = np.stack([ring] * 6)
+    scar = np.stack([top] * 6)
+    segments = {s["segment"]: s for s in aha_segments(
+        myocardium, scar, (1.5, 1.5), np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))}
+    assert set(segments) == set(range(1, 17))
+    # A 40-degree wedge fills 2/3 of a 60-degree segment and 4/9 of a 90-degree apical one.
+    for anterior, expected in ((1, 200 / 3), (7, 200 / 3), (13, 400 / 9)):
+        assert abs(segments[anterior]["scar_percent"] - expected) < 5
+        assert segments[anterior]["transmurality_class"] == "76-100%"
+    for other in (3, 4, 5, 9, 10, 11, 15):
+        assert segments[other]["scar_percent"] == 0
+        assert segments[other]["transmurality_class"] == "0%"
+
+
+def test_aha_septum_is_towards_the_patients_right() -> None:
+    from service.pipeline.quantify import aha_segments
+
+    ring = _ring()
+    left_half = ring.copy()
+    left_half[:, 48:] = False  # screen left = patient's right = septum in this geometry
+    segments = {s["segment"]: s for s in aha_segments(
+        np.stack([ring] * 3), np.stack([left_half] * 3), (1.5, 1.5),
+        np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))}
+    assert segments[2]["scar_percent"] > 90 and segments[3]["scar_percent"] > 90
+    assert segments[5]["scar_percent"] == 0 and segments[6]["scar_percent"] == 0
+    assert segments[14]["scar_percent"] > 90 and segments[16]["scar_percent"] == 0
+
+
+def test_transmurality_classes() -> None:
+    from service.pipeline.quantify import transmurality_class
+
+    assert [transmurality_class(v) for v in (0, 0.5, 25, 25.1, 50, 60, 75, 75.5, 100)] == \
+        ["0%", "1-25%", "1-25%", "26-50%", "26-50%", "51-75%", "51-75%", "76-100%", "76-100%"]
+
+
+def test_a_scar_network_with_a_myocardium_class_redraws_the_myocardium() -> None:
+    """Given a too-thin first ring, a background/myocardium/scar network's ring replaces it;
+    a binary scar network keeps it."""
+    from service.pipeline.preprocess import InputSpec
+    from service.pipeline.segment import Network, segment_on
+
+    true_ring = _ring()
+    thin = ring_mask(shape=(96, 96), centre=(48, 48), r_in=16, r_out=20)
+    images = [np.where(true_ring, 300.0, 40.0) for _ in range(3)]
+    first = np.stack([thin] * 3)
+    spec = InputSpec(crop="heart_box", shape=(64, 64), margin_mm=12.0, myocardium_channel=True)
+
+    def bright_is_myocardium(batch: np.ndarray) -> np.ndarray:
+        myo = (batch[..., 0] > 0).astype(np.float32)  # z-scored crop: the bright ring
+        return np.stack([1 - myo, myo, np.zeros_like(myo)], axis=-1)
+
+    three = Network(bright_is_myocardium, spec, ("background", "myocardium", "scar"))
+    redrawn = segment_on(images, (1.5, 1.5), first, first.astype(np.float32), three)
+    truth = np.stack([true_ring] * 3)
+    dice = 2 * (redrawn.myocardium & truth).sum() / (redrawn.myocardium.sum() + truth.sum())
+    assert dice > 0.95 and not redrawn.scar.any()
+    assert redrawn.myocardium_probability.max() == 1.0
+
+    def no_scar(batch: np.ndarray) -> np.ndarray:
+        return np.stack([np.ones(batch.shape[:3]), np.zeros(batch.shape[:3])], axis=-1)
+
+    kept = segment_on(images, (1.5, 1.5), first, first.astype(np.float32),
+                      Network(no_scar, spec, ("background", "scar")))
+    assert np.array_equal(kept.myocardium, first)
+
+
+def test_a_scar_network_calls_scar_at_its_own_threshold() -> None:
+    """The threshold chosen in training is the one applied: a graded scar probability gives
+    less scar at 0.7 than at 0.3, and segment_on equals its two halves."""
+    from dataclasses import replace
+
+    from service.pipeline.preprocess import InputSpec
+    from service.pipeline.segment import Network, masks_from_regions, scar_regions, segment_on
+
+    ring = np.stack([_ring()] * 2)
+    images = [np.where(ring[0], 300.0, 40.0)] * 2
+    spec = InputSpec(crop="heart_box", shape=(64, 64), margin_mm=12.0, myocardium_channel=True)
+
+    def graded(batch: np.ndarray) -> np.ndarray:
+        ramp = np.broadcast_to(np.linspace(0.0, 1.0, batch.shape[2]), batch.shape[:3])
+        scar = ramp * (batch[..., 1] > 0.5)  # rises left to right inside the given ring
+        return np.stack([1 - scar, scar], axis=-1)
+
+    net = Network(graded, spec)
+    low, high = (segment_on(images, (1.5, 1.5), ring, ring.astype(np.float32),
+                            replace(net, threshold=t)) for t in (0.3, 0.7))
+    assert high.scar.sum() > 0 and low.scar.sum() > 1.5 * high.scar.sum()
+    assert not (high.scar & ~low.scar).any()
+    regions = scar_regions(images, (1.5, 1.5), ring, net)
+    again = masks_from_regions(regions, (1.5, 1.5), ring, ring.astype(np.float32),
+                               replace(net, threshold=0.7))
+    assert np.array_equal(again.scar, high.scar)
