@@ -9,7 +9,6 @@ Synchronous: called from worker threads.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import logging
@@ -173,7 +172,7 @@ def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
     """SEG, SR and the arrays the overlay needs, as bytes for the store."""
     arrays = io.BytesIO()
     np.savez(arrays, myocardium=result.myocardium, scar=result.scar,
-                        images=np.stack(volume.images).astype(np.float32))
+             images=np.stack(volume.images).astype(np.float32))
     return {"seg": _to_bytes(result.seg), "sr": _to_bytes(result.sr),
             "arrays": arrays.getvalue()}
 
@@ -199,7 +198,7 @@ def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
     started = time.perf_counter()
     volume = build_volume(read_datasets(blobs, settings.max_series_pixels))
     if notes:
-        volume = dataclasses.replace(volume, warnings=[*notes, *volume.warnings])
+        volume = replace(volume, warnings=[*notes, *volume.warnings])
     decode_ms = (time.perf_counter() - started) * 1000.0
     result = analyse(volume, pipeline, decode_ms, analysis_id)
     report = result.report.model_dump(mode="json")

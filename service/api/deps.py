@@ -1,6 +1,4 @@
-"""What every route needs: the API key check, the loaded models, a capped body on disk.
-"""
-
+"""What every route needs: the API key check, the loaded models, a capped body on disk."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ log = logging.getLogger("service")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 # Slices per network run. A whole series in one run made the activation memory grow with
-# the series (about 8 MiB per slice for the myocardium U-Net, measured on a 100-slice
-# series); a clinical short-axis stack (8-20 slices) is still one or two runs.
+# the series' length; now it is bounded (BENCHMARKS.md, "Peak RSS at the limits"), and a
+# clinical short-axis stack (8-20 slices) is still one or two runs.
 BATCH_SLICES = 16
 
 

@@ -2,7 +2,6 @@
 the pipelines that make them.
 """
 
-
 from __future__ import annotations
 
 import asyncio

@@ -2,7 +2,6 @@
 (``/v1/series/{uid}``).
 """
 
-
 from __future__ import annotations
 
 import logging
@@ -24,7 +23,7 @@ from service.pacs.stow import receive, response
 log = logging.getLogger("service")
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"],
-                     dependencies=[Depends(require_api_key)])
+                   dependencies=[Depends(require_api_key)])
 STOW_RESPONSES = {200: {"content": {"application/dicom+json": {}},
                         "description": "every instance stored"},
                   202: {"content": {"application/dicom+json": {}},

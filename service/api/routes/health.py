@@ -1,6 +1,4 @@
-"""Open to all: liveness, readiness, and the browser sign-in (``/login``, ``/logout``).
-"""
-
+"""Open to all: liveness, readiness, and the browser sign-in (``/login``, ``/logout``)."""
 
 from __future__ import annotations
 

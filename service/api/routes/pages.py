@@ -1,6 +1,4 @@
-"""Pages for people: the index, ``/docs`` (served here, no CDN) and ``/metrics``.
-"""
-
+"""Pages for people: the index, ``/docs`` (served here, no CDN) and ``/metrics``."""
 
 from __future__ import annotations
 
