@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("decode", "preprocess", "inference", "quantify", "encode", "total")
 
 
-def benchmark_series(out_dir: Path, seed: int = 77) -> Path:
+def benchmark_series(out_dir: Path, seed: int = 77, size: int = 256, n_slices: int = 12,
+                     pixel_spacing: float = 1.4) -> Path:
     spec = sample_spec(seed, 0)
-    acquisition = dataclasses.replace(spec.acquisition, rows=256, cols=256, n_slices=12,
-                                      pixel_spacing=1.4, gap=0.0)
+    acquisition = dataclasses.replace(spec.acquisition, rows=size, cols=size,
+                                      n_slices=n_slices, pixel_spacing=pixel_spacing, gap=0.0)
     spec = dataclasses.replace(spec, acquisition=acquisition)
     return write_series(spec, render(spec), out_dir)
 

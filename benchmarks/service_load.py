@@ -89,18 +89,11 @@ def repeated_series(out_dir: Path, n_slices: int) -> list[Path]:
     Rendering hundreds of phantom slices would take minutes; for memory only
     the pixel count matters, not what the pixels show.
     """
-    import dataclasses
-
     import numpy as np
     import pydicom
     from pydicom.uid import generate_uid
 
-    from training.data.phantoms import render, sample_spec, write_series
-
-    spec = sample_spec(77, 0)
-    spec = dataclasses.replace(spec, acquisition=dataclasses.replace(
-        spec.acquisition, rows=512, cols=512, n_slices=2, pixel_spacing=0.7, gap=0.0))
-    source = write_series(spec, render(spec), out_dir / "source")
+    source = benchmark_series(out_dir / "source", size=512, n_slices=2, pixel_spacing=0.7)
     ds = pydicom.dcmread(sorted((source / "dicom").glob("*.dcm"))[0])
     orientation = np.array(ds.ImageOrientationPatient, dtype=float)
     normal = np.cross(orientation[:3], orientation[3:])

@@ -145,6 +145,18 @@ def start_service(data_dir: Path, log_path: Path, **env: str) -> tuple[subproces
     return process, url
 
 
+@pytest.fixture(scope="module")
+def client():
+    """The app on the session's result store, one per test module that asks for it.
+
+    A module that needs other settings defines its own ``client``.
+    """
+    from service.api.app import create_app
+
+    with TestClient(create_app()) as c:
+        yield c
+
+
 @pytest.fixture
 def make_client(tmp_path, monkeypatch):
     """A TestClient on its own result store and inbox, with short STOW-RS timings."""

@@ -100,8 +100,8 @@ class Inbox:
         path = _inside(folder, sop_uid, ".dcm")
         if path.exists() and path.read_bytes() == data:
             return False
-        if (self.max_instances is not None and not path.exists()
-                and sum(1 for _ in folder.glob("*.dcm")) >= self.max_instances):
+        if self.max_instances is not None and not path.exists() \
+                and self._instances(series_uid) >= self.max_instances:
             raise SeriesFull(f"the series already holds {self.max_instances} instances, "
                              "the most one analysis reads (MAX_FILES)")
         tmp = folder / f".{sop_uid}.{uuid.uuid4().hex}.tmp"
@@ -128,6 +128,13 @@ class Inbox:
                                      "last_received_at = ?, reopened = 1 WHERE "
                                      "series_instance_uid = ?", (state, instances, now, series_uid))
         return True
+
+    def _instances(self, series_uid: str) -> int:
+        """Instances counted at the last ``add`` (the index, not another folder scan)."""
+        with self._lock:
+            row = self._db.execute("SELECT instances FROM series WHERE series_instance_uid = ?",
+                                   (series_uid,)).fetchone()
+        return row[0] if row else 0
 
     def due(self, now: float, quiet_s: float) -> list[str]:
         """Series waiting with nothing received for ``quiet_s`` seconds, oldest first."""

@@ -7,7 +7,6 @@ outcome, with back-off, so a push survives restarts and is never lost.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 
@@ -36,8 +35,7 @@ def push_analysis(store: ResultStore, analysis_id: str, destination: str,
                             timeout=settings.store_back_timeout_s)
     # Retries are ours (recorded, back-off survives restarts), not the client's blocking ones.
     client.set_http_retry_params(retry=False)
-    datasets = [pydicom.dcmread(io.BytesIO(store.path(analysis_id, kind).read_bytes()))
-                for kind in ("seg", "sr")]
+    datasets = [pydicom.dcmread(store.path(analysis_id, kind)) for kind in ("seg", "sr")]
     try:
         answer = client.store_instances(datasets=datasets)
     except requests.RequestException as exc:

@@ -76,7 +76,7 @@ async def create_analysis(
                          "try again shortly")
     await slots.acquire()
     handed_over = False
-    spool = Spool(settings.spool_dir)
+    spool, work = Spool(settings.spool_dir), None
     try:
         body = await read_body(request, settings, spool)
         blobs = await run_in_threadpool(split_body, request.headers.get("content-type"), body,
@@ -86,8 +86,7 @@ async def create_analysis(
             request.app.state.metrics, name, analyse_and_store, blobs,
             registry.pipelines[name], settings, request.app.state.store, (), analysis_id))
         # The files go when the work ends, which may be after this answer (202 below).
-        work.add_done_callback(lambda _, files=spool: files.close())
-        spool = None
+        work.add_done_callback(lambda _: spool.close())
         done, _ = await asyncio.wait({work}, timeout=settings.analysis_timeout_s)
         if not done:
             # The analysis cannot be stopped mid-thread; it is kept, not both failed and
@@ -105,7 +104,7 @@ async def create_analysis(
     finally:
         if not handed_over:
             slots.release()
-        if spool is not None:
+        if work is None:  # refused before the work began: nothing else will remove them
             spool.close()
     return JSONResponse(report, status_code=201,
                         headers={"Location": f"/v1/analyses/{report['id']}"})

@@ -28,12 +28,6 @@ SCAR_PERCENT_ERROR_TARGET = 3.0
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    with TestClient(create_app()) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def posted(client, series_dirs):
     files = series_files(series_dirs[0])
     r = client.post("/v1/analyses", files=multipart(files))

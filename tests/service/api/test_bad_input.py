@@ -21,12 +21,6 @@ from service.api.app import create_app
 from tests.conftest import VOLATILE, multipart, series_files, to_bytes
 
 
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(create_app()) as c:
-        yield c
-
-
 def edited(series_dir: Path, edit, only_first: bool = False) -> list[tuple[str, bytes]]:
     out = []
     for k, (name, data) in enumerate(series_files(series_dir)):

@@ -15,16 +15,6 @@ LABELS = {1: "Myocardium", 2: "Scar"}
 
 
 @pytest.fixture(scope="module")
-def client():
-    from fastapi.testclient import TestClient
-
-    from service.api.app import create_app
-
-    with TestClient(create_app()) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def posted(client, series_dirs):
     r = client.post("/v1/analyses", files=multipart(series_files(series_dirs[0])))
     assert r.status_code == 201, r.text

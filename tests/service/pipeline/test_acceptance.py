@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from service.api.app import create_app
 from service.pipeline.acceptance import header_reasons, lv_ring_slices
 from tests.conftest import (
     PHANTOM_SEED,
@@ -26,12 +25,6 @@ from tests.conftest import (
     to_bytes,
 )
 from training.data.phantoms import render, sample_spec, write_series
-
-
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(create_app()) as c:
-        yield c
 
 
 def _refused(client: TestClient, files: list[tuple[str, bytes]], *words: str) -> str:

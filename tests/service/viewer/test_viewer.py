@@ -13,22 +13,14 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 from scipy import ndimage
 
-from service.api.app import create_app
 from service.viewer.bullseye import bullseye_svg, scar_colour
 from service.viewer.overlay import MYOCARDIUM_RGB, SCAR_RGB
 from tests.conftest import multipart, require_tool, series_files, start_service, stop_process
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(create_app()) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
