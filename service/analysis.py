@@ -33,8 +33,8 @@ from service.pipeline.quantify import (
     baseline_figures,
     fwhm_scar,
     nsd_scar,
-    pixel_area_mm2,
     series_figures,
+    slice_figures,
 )
 from service.pipeline.registry import Pipeline
 from service.pipeline.report import Report
@@ -72,6 +72,7 @@ class AnalysisResult:
     sr: pydicom.Dataset
     myocardium: np.ndarray
     scar: np.ndarray
+    mvo: np.ndarray
 
 
 def _to_bytes(ds: pydicom.Dataset) -> bytes:
@@ -97,22 +98,20 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     # network runs.
     check_segmentation(first_ring, volume.spacing)
     masks = segment_on(images, volume.spacing, first_ring, myo_p, scar_net)
-    myocardium, scar = masks.myocardium, masks.scar
+    myocardium, scar, mvo = masks.myocardium, masks.scar, masks.mvo
     inference_ms = (myo_timer.seconds + scar_timer.seconds) * 1000.0
     preprocess_ms = (time.perf_counter() - t0) * 1000.0 - inference_ms
 
     t0 = time.perf_counter()
-    figures = series_figures(myocardium, scar, volume)
-    area = pixel_area_mm2(volume.spacing)
-    slices = []
-    for k, s in enumerate(volume.slices):
-        myo_px, scar_px = int(myocardium[k].sum()), int((scar[k] & myocardium[k]).sum())
-        slices.append({"index": k, "sop_instance_uid": s.sop_instance_uid,
-                       "frame_number": s.frame_number, "myocardium_area_mm2": myo_px * area,
-                       "scar_area_mm2": scar_px * area,
-                       "scar_percent": 100.0 * scar_px / myo_px if myo_px else 0.0})
+    figures = series_figures(myocardium, scar, volume, mvo)
+    slices = [{"index": k, "sop_instance_uid": s.sop_instance_uid,
+               "frame_number": s.frame_number} | per_slice
+              for k, (s, per_slice) in enumerate(zip(
+                  volume.slices, slice_figures(myocardium, scar, mvo, volume.spacing),
+                  strict=True))]
     orientation = volume.slices[0].orientation
-    segments = aha_segments(myocardium, scar, volume.spacing, orientation[:3], orientation[3:])
+    segments = aha_segments(myocardium, scar, volume.spacing, orientation[:3], orientation[3:],
+                            mvo=mvo)
     baselines = {
         "4sd": baseline_figures("remote mean + 4 SD inside the predicted myocardium; remote = "
                          "darkest of six sectors per slice", nsd_scar(images, myocardium, 4.0),
@@ -139,7 +138,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     algorithm = pipeline.name
     version = pipeline.scar.version
     review = quality["verdict"] == "review"
-    seg = build_seg(volume, myocardium, scar, algorithm, version, review=review)
+    seg = build_seg(volume, myocardium, scar, mvo, algorithm, version, review=review)
     sources = list({id(s.dataset): s.dataset for s in volume.slices}.values())
     sr = build_sr(sources, seg, figures, algorithm, version, scar_interval=scar_interval,
                   review=review)
@@ -165,13 +164,14 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
                   *(["no scar was found in this series"] if not scar.any() else [])],
         contrast=contrast.contrast, contrast_basis=contrast.basis,
         scar_percent_interval=scar_interval, quality=quality, **figures)
-    return AnalysisResult(report=report, seg=seg, sr=sr, myocardium=myocardium, scar=scar)
+    return AnalysisResult(report=report, seg=seg, sr=sr, myocardium=myocardium, scar=scar,
+                          mvo=mvo)
 
 
 def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
     """SEG, SR and the arrays the overlay needs, as bytes for the store."""
     arrays = io.BytesIO()
-    np.savez(arrays, myocardium=result.myocardium, scar=result.scar,
+    np.savez(arrays, myocardium=result.myocardium, scar=result.scar, mvo=result.mvo,
              images=np.stack(volume.images).astype(np.float32))
     return {"seg": _to_bytes(result.seg), "sr": _to_bytes(result.sr),
             "arrays": arrays.getvalue()}

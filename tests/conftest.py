@@ -214,3 +214,35 @@ def settled(client: TestClient, series_uid: str, analyses: int = 1) -> dict:
             return state
         return None
     return wait_for(check, what=f"series {series_uid} to be analysed")
+
+
+@pytest.fixture(scope="session")
+def cored_series_dir(series_dirs: list[Path]) -> Path:
+    """The first test phantom whose scar has a core for :func:`truth_seg`'s MVO."""
+    for series_dir in series_dirs:
+        if truth_seg(series_dir)[1][2].sum() >= 20:
+            return series_dir
+    raise AssertionError("no test phantom has a scar thick enough for an MVO core")
+
+
+def truth_seg(series_dir: Path):
+    """The service's SEG encoder on a phantom's truth, all three segments drawn.
+
+    The MVO is the scar's core (one pixel in), so the third segment is present on
+    every slice with scar whatever the shipped models call. Returns the volume,
+    the (myocardium, scar, MVO) masks in its slice order, and the SEG dataset.
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    from service.dicom.seg import build_seg
+    from service.pipeline.volume import build_volume
+    from training.data.phantoms import load_truth
+
+    volume = build_volume(read_series(series_dir))
+    truth = load_truth(series_dir)
+    myocardium = np.stack([truth[s.sop_instance_uid]["myocardium"] for s in volume.slices]) > 0
+    scar = np.stack([truth[s.sop_instance_uid]["scar"] for s in volume.slices]) > 0
+    mvo = ndimage.binary_erosion(scar, structure=ndimage.generate_binary_structure(2, 1)[None])
+    masks = (myocardium, scar, mvo)
+    return volume, masks, build_seg(volume, *masks, "cascade-unet", "test")

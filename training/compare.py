@@ -24,7 +24,7 @@ from training.data import emidec
 from training.data.dataset import MYOCARDIUM_UNET, validation_series
 from training.data.phantoms.__main__ import generate_many
 from training.data.sources import PhantomSource
-from training.evaluate import evaluate
+from training.evaluation.scoring import evaluate
 
 FIELDS = ("myocardium_dsc", "scar_dsc", "abs_scar_percent_error")
 

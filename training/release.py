@@ -15,6 +15,7 @@ from pathlib import Path
 
 from service.pipeline.preprocess import InputSpec
 from service.pipeline.registry import sha256_of
+from training.data.dataset import CLASSES
 
 MANIFEST_SCHEMA = 1
 NOT_CLINICAL = ("Research use only: trained on synthetic phantoms and 70 real LGE scans from "
@@ -39,20 +40,20 @@ MODELS = (
                "LV myocardium on the whole slice at 2 mm. Its bounding box places the scar "
                "U-Net's crop (which redraws the myocardium there, for the cascade); its mask "
                "is the myocardium of the ENet pipelines and Protocol 2's multiplier.",
-               ("background", "myocardium"), "seed 000 (cascade, CNN1)"),
+               CLASSES["myocardium_unet"], "seed 000 (cascade, CNN1)"),
     ModelEntry("scar_unet", "scar-unet", "U-Net, 4 levels, 16-128 filters",
                "Scar (LGE) inside the square around the heart's bounding box, and the "
                "myocardium there redrawn at the box's finer pixels (it replaces the "
                "myocardium U-Net's, which placed the box).",
-               ("background", "myocardium", "scar"), "seed 000 (cascade, CNN2)"),
+               CLASSES["scar_unet"], "seed 000 (cascade, CNN2)"),
     ModelEntry("enet_p2", "enet-p2", "modified ENet (14-map initial block, 5/9/8/3/2 "
                "bottlenecks, max unpooling)",
                "Scar on the 64x64 Hough-circle crop multiplied by the myocardium mask "
-               "(Protocol 2).", ("background", "scar"), "seed 001 (Protocol 2)"),
+               "(Protocol 2).", CLASSES["enet_p2"], "seed 001 (Protocol 2)"),
     ModelEntry("enet_p1", "enet-p1", "modified ENet (14-map initial block, 5/9/8/3/2 "
                "bottlenecks, max unpooling)",
                "Scar on the raw 64x64 Hough-circle crop (Protocol 1).",
-               ("background", "scar"), "seed 001 (Protocol 1)"),
+               CLASSES["enet_p1"], "seed 001 (Protocol 1)"),
 )
 
 PIPELINES = {
@@ -116,8 +117,9 @@ def _threshold_text(model: dict) -> str:
     if choice is None:
         return f"{threshold:g}"
     tried = ", ".join(f"{t}: {d:.3f}" for t, d in choice["validation_median_scar_dsc"].items())
-    outer = "0.5 for the myocardium (scar included), " if len(classes) > 2 else ""
-    return (f"{outer}{threshold:g} for the {classes[-1]}, the threshold with the best median "
+    outer = "0.5 for the myocardium (scar included), " if "myocardium" in classes else ""
+    inner = ", 0.5 for the MVO inside it" if "mvo" in classes else ""
+    return (f"{outer}{threshold:g} for the scar{inner}, the threshold with the best median "
             f"scar DSC on the {choice['validation_series_with_scar']} validation series with "
             f"scar, through the service's post-processing ({tried})")
 

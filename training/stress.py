@@ -38,7 +38,7 @@ from training.data.phantoms.__main__ import generate_many
 from training.data.phantoms.render import render
 from training.data.phantoms.spec import PhantomSpec, recorded_obstruction_probability, sample_spec
 from training.data.sources import LabelledSeries, PhantomSource
-from training.evaluate import write_csv
+from training.evaluation.scoring import write_csv
 
 # (the series as written, the parameters it was rendered from, a seeded generator) -> changed
 Perturbation = Callable[[LabelledSeries, PhantomSpec, np.random.Generator], LabelledSeries]

@@ -21,11 +21,13 @@ best and exported is the exponential moving average of the weights
 validation DSC of the raw weights swings by 0.03 from epoch to epoch at
 the end of a run this short, and the average sits between the swings.
 
-The U-Net steps and validation passes are compiled with XLA
-(``jit_compile``): 15 % faster per step on the 2-core CPU, measured at
-batch 8, and validation 2.5x faster than eager (XLA cannot compile the
-ENet's MaxPoolWithArgmax, so its graphs are not; an XLA-compilable ENet
-with mask-based unpooling in training was measured no faster per step).
+With ``precision="mixed_bfloat16"`` the U-Nets compute in bfloat16 on this
+CPU's AMX/AVX-512 bf16 units, with float32 weights, softmax and loss, and
+without XLA: on the 2 cores that is 1.5x faster per step than float32
+with XLA (``benchmarks/training_steps.py``; XLA made float32 slower, not
+faster, once oneDNN's kernels were in use). The network returned and
+exported is a float32 copy of the trained weights, so the ONNX graph has no
+bfloat16 in it. (XLA cannot compile the ENet's MaxPoolWithArgmax either.)
 The U-Nets are validated only over the last half of their epochs
 (``validate_last``): their best epoch has always been in the last
 third, and a validation pass costs about a seventh of an epoch.
@@ -71,9 +73,16 @@ class TrainConfig:
     class_weights: tuple[float, ...] | None = None
     dice_weight: float = 1.0
     emphasis_weight: float = 0.0  # extra cross-entropy weight on Arrays.emphasis pixels
-    xla: bool = True  # XLA has no MaxPoolWithArgmax kernel: off for the ENet
+    xla: bool = False  # slower than oneDNN here (benchmarks/training_steps.py)
+    precision: str = "float32"  # or "mixed_bfloat16": keras' mixed-precision policy
+    # Leading classes after background that are not nested (the LV cavity).
+    disjoint_classes: int = 0
+    # Regions (indices into the targets' last axis) whose mean validation DSC picks the
+    # best epoch; None: the innermost.
+    validate_regions: tuple[int, ...] | None = None
     train_crop: int | None = None  # random square crop of the input (fully convolutional nets)
     masked: bool = False  # Protocol 2 inputs: augment only inside the mask
+    image_channels: int = 1  # leading input channels that are image signal (2.5-D: 3)
     # Share of the epochs, at the end, after which the validation DSC is measured and the
     # best weights kept; the last epoch is always validated.
     validate_last: float = 1.0
@@ -121,7 +130,7 @@ def _augmented_batch(data: Arrays, config: TrainConfig, rng: np.random.Generator
     y = np.concatenate([data.regions[idx], data.emphasis[idx][..., None]], axis=-1)
     if config.train_crop:
         x, y = _random_crops(x, y, config.train_crop, rng)
-    return augment_batch(x, y, rng, masked=config.masked)
+    return augment_batch(x, y, rng, masked=config.masked, image_channels=config.image_channels)
 
 
 def _prefetched(make: Callable[[], tuple[np.ndarray, np.ndarray]], count: int,
@@ -161,24 +170,51 @@ def _prefetched(make: Callable[[], tuple[np.ndarray, np.ndarray]], count: int,
                 queue.get(timeout=0.1)
 
 
-def class_targets(regions: tf.Tensor) -> tf.Tensor:
-    """Nested region targets (..., K) to class targets (..., K+1).
+def class_targets(regions: tf.Tensor, disjoint: int = 0) -> tf.Tensor:
+    """Region targets (..., K) to class targets (..., K+1).
 
     The inverse of :func:`service.pipeline.segment.nested_regions`: the scar U-Net's
-    targets are the myocardium (scar included) and the scar; its classes
-    background, myocardium without scar, scar.
+    targets are the cavity, the myocardium (scar included), the scar (MVO
+    included) and the MVO; its classes background, cavity, myocardium
+    without scar, scar without MVO, MVO.
     """
-    outer = tf.concat([tf.ones_like(regions[..., :1]), regions], axis=-1)
-    inner = tf.concat([regions, tf.zeros_like(regions[..., :1])], axis=-1)
-    return tf.clip_by_value(outer - inner, 0.0, 1.0)
+    own, nested = regions[..., :disjoint], regions[..., disjoint:]
+    outer = tf.concat([tf.ones_like(nested[..., :1]), nested], axis=-1)
+    inner = tf.concat([nested, tf.zeros_like(nested[..., :1])], axis=-1)
+    classes = tf.clip_by_value(outer - inner, 0.0, 1.0)
+    if not disjoint:
+        return classes
+    background = tf.clip_by_value(classes[..., :1] - tf.reduce_sum(own, -1, keepdims=True),
+                                  0.0, 1.0)
+    return tf.concat([background, own, classes[..., 1:]], axis=-1)
 
 
-def predict_foreground(predict: Callable[[np.ndarray], tf.Tensor], x: np.ndarray,
-                       batch_size: int = 32) -> np.ndarray:
-    """The innermost region (the scar, or a binary network's foreground)."""
-    out = [nested_regions(predict(x[i:i + batch_size]).numpy())[..., -1]
+def predict_regions(predict: Callable[[np.ndarray], tf.Tensor], x: np.ndarray,
+                    disjoint: int = 0, batch_size: int = 32) -> np.ndarray:
+    """Every region's probability (..., K), as :func:`nested_regions` orders them."""
+    out = [nested_regions(np.asarray(predict(x[i:i + batch_size]), np.float32), disjoint)
            for i in range(0, len(x), batch_size)]
     return np.concatenate(out)
+
+
+def validation_dsc(predict: Callable[[np.ndarray], tf.Tensor], data: Arrays,
+                   config: TrainConfig) -> float:
+    """Mean DSC over the validated regions (pooled over the validation rows)."""
+    regions = predict_regions(predict, data.x, config.disjoint_classes)
+    truth = data.regions
+    chosen = config.validate_regions or (truth.shape[-1] - 1,)
+    return float(np.mean([dice(regions[..., k] >= 0.5, truth[..., k] >= 0.5) for k in chosen]))
+
+
+@contextlib.contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy set to ``name`` inside the block."""
+    before = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
 
 
 def _plot_curves(history: list[dict], path: Path, title: str) -> None:
@@ -253,10 +289,14 @@ def make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, config:
     def step(x, y_and_emphasis):
         regions, emphasis = y_and_emphasis[..., :-1], y_and_emphasis[..., -1]
         with tf.GradientTape() as tape:
-            probs = tf.clip_by_value(model(x, training=True), 1e-6, 1.0)
-            ce = -tf.reduce_sum(weights * class_targets(regions) * tf.math.log(probs), axis=-1)
+            probs = tf.clip_by_value(tf.cast(model(x, training=True), tf.float32), 1e-6, 1.0)
+            targets = class_targets(regions, config.disjoint_classes)
+            ce = -tf.reduce_sum(weights * targets * tf.math.log(probs), axis=-1)
             ce = ce * (1.0 + emphasis_weight * emphasis)
-            predicted = tf.math.cumsum(probs[..., 1:], axis=-1, reverse=True)
+            own = probs[..., 1:1 + config.disjoint_classes]
+            nested = tf.math.cumsum(probs[..., 1 + config.disjoint_classes:], axis=-1,
+                                    reverse=True)
+            predicted = tf.concat([own, nested], axis=-1)
             dice_loss = tf.add_n([1.0 - soft_dice(regions[..., k], predicted[..., k])
                                   for k in range(n_regions)]) / n_regions
             loss = tf.reduce_mean(ce) + config.dice_weight * dice_loss
@@ -275,7 +315,8 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
     state_path = out_dir / "state.json"
     (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=1))
     keras.utils.set_random_seed(config.seed)
-    model = build()
+    with precision_policy(config.precision):
+        model = build()
     total_steps = config.epochs * config.steps_per_epoch
     schedule = keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, decay_steps=total_steps,
@@ -287,7 +328,7 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         state = TrainState(**json.loads(state_path.read_text()))
         if state.epoch >= config.epochs:
             model.load_weights(out_dir / "best.weights.h5")
-            return model, state
+            return _as_float32(build, model, config), state
         model.load_weights(out_dir / "last.weights.h5")
         _load_optimizer(optimizer, model, out_dir / "optimizer.npz")
 
@@ -312,8 +353,7 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         val_dsc = None
         if config.validates(state.epoch + 1):
             with _averaged_weights(model, optimizer):
-                val_dsc = dice(predict_foreground(infer, val_data.x) >= 0.5,
-                               val_data.regions[..., -1] >= 0.5)
+                val_dsc = validation_dsc(infer, val_data, config)
                 if val_dsc > state.best_val_dsc:
                     state.best_val_dsc, state.best_epoch = val_dsc, state.epoch + 1
                     model.save_weights(out_dir / "best.weights.h5")
@@ -334,4 +374,15 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         tqdm.write(f"{name}: epoch {state.epoch}/{config.epochs}, loss {np.mean(losses):.4f}, "
                    f"{measured}{best}")
     model.load_weights(out_dir / "best.weights.h5")
-    return model, state
+    return _as_float32(build, model, config), state
+
+
+def _as_float32(build: Callable[[], keras.Model], model: keras.Model, config: TrainConfig
+                ) -> keras.Model:
+    """A float32 copy of a mixed-precision network (its weights are float32 already)."""
+    if config.precision == "float32":
+        return model
+    with precision_policy("float32"):
+        copy = build()
+    copy.set_weights(model.get_weights())
+    return copy

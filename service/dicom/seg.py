@@ -1,6 +1,7 @@
 """The analysis as a DICOM Segmentation (highdicom), following the contract's conventions.
 
-BINARY, two segments (Myocardium, Scar) with SCT codes, one frame per
+BINARY, three segments (Myocardium; Scar inside it; MVO inside the scar, empty
+when there is none) with SCT codes, one frame per
 source image and segment with empty frames kept (viewers misplace masks
 when they are omitted), per-frame references to the source MR instances,
 same Study and Frame of Reference, a new Series.
@@ -21,9 +22,15 @@ MYOCARDIUM_CATEGORY = CodedConcept("91723000", "SCT", "Anatomical Structure")
 MYOCARDIUM_TYPE = CodedConcept("74281007", "SCT", "Myocardium")
 SCAR_CATEGORY = CodedConcept("49755003", "SCT", "Morphologically Abnormal Structure")
 SCAR_TYPE = CodedConcept("55641003", "SCT", "Infarct")
-# Colour-blind-safe pair (Okabe-Ito sky blue and vermillion), shown by OHIF and Slicer.
+# DICOM's code lists hold no microvascular-obstruction concept: the contract fixes SCT
+# "Obstruction" in the myocardium, with the full name in the Segment Description.
+MVO_TYPE = CodedConcept("26036001", "SCT", "Obstruction")
+MVO_DESCRIPTION = "Microvascular obstruction"
+# Colour-blind-safe Okabe-Ito colours (sky blue, vermillion, yellow), shown by OHIF and
+# Slicer; the yellow MVO stands out on the vermillion scar it lies in.
 MYOCARDIUM_RGB = (86, 180, 233)
 SCAR_RGB = (213, 94, 0)
+MVO_RGB = (240, 228, 66)
 MANUFACTURER = "DB-LGE scar service (research use)"
 SEG_SERIES_NUMBER = 9901
 
@@ -33,6 +40,13 @@ def segment_descriptions(algorithm_name: str, algorithm_version: str
     algorithm = hd.AlgorithmIdentificationSequence(
         name=algorithm_name, version=algorithm_version,
         family=codes.cid7162.ArtificialIntelligence)
+    mvo = hd.seg.SegmentDescription(
+        segment_number=3, segment_label="MVO", segmented_property_category=SCAR_CATEGORY,
+        segmented_property_type=MVO_TYPE, algorithm_type="AUTOMATIC",
+        algorithm_identification=algorithm, tracking_id="MVO", tracking_uid=hd.UID(),
+        anatomic_regions=[MYOCARDIUM_TYPE],
+        display_color=hd.color.CIELabColor.from_rgb(*MVO_RGB))
+    mvo.SegmentDescription = MVO_DESCRIPTION  # (0062,0006), not a highdicom parameter
     return [
         hd.seg.SegmentDescription(
             segment_number=1, segment_label="Myocardium",
@@ -46,17 +60,18 @@ def segment_descriptions(algorithm_name: str, algorithm_version: str
             algorithm_identification=algorithm, tracking_id="Scar", tracking_uid=hd.UID(),
             anatomic_regions=[MYOCARDIUM_TYPE],
             display_color=hd.color.CIELabColor.from_rgb(*SCAR_RGB)),
+        mvo,
     ]
 
 
 # A result to be checked by a person says so where a PACS worklist shows it (LO: 64 chars).
 REVIEW_PREFIX = "REVIEW NEEDED: "
-SEG_DESCRIPTION = "LGE myocardium and scar (research, not for clinical use)"
-SEG_REVIEW_DESCRIPTION = REVIEW_PREFIX + "LGE myocardium and scar (research only)"
+SEG_DESCRIPTION = "LGE myocardium, scar and MVO (research, not for clinical use)"
+SEG_REVIEW_DESCRIPTION = REVIEW_PREFIX + "LGE myocardium, scar, MVO (research only)"
 
 
-def build_seg(volume: Volume, myocardium: np.ndarray, scar: np.ndarray, algorithm_name: str,
-              algorithm_version: str, series_uid: str | None = None,
+def build_seg(volume: Volume, myocardium: np.ndarray, scar: np.ndarray, mvo: np.ndarray,
+              algorithm_name: str, algorithm_version: str, series_uid: str | None = None,
               sop_instance_uid: str | None = None, review: bool = False) -> pydicom.Dataset:
     """One SEG instance over every slice of ``volume`` (masks ordered like its slices)."""
     if any(s.frame_number is not None for s in volume.slices):
@@ -71,7 +86,10 @@ def build_seg(volume: Volume, myocardium: np.ndarray, scar: np.ndarray, algorith
     else:
         source_images = [s.dataset for s in volume.slices]
         order = np.arange(len(volume.slices))
-    labels = np.stack([myocardium, scar], axis=-1).astype(bool)[order]
+    myocardium = np.asarray(myocardium, dtype=bool)
+    scar = np.asarray(scar, dtype=bool) & myocardium
+    labels = np.stack([myocardium, scar, np.asarray(mvo, dtype=bool) & scar],
+                      axis=-1)[order]
     try:
         return _segmentation(source_images, labels, algorithm_name, algorithm_version,
                              series_uid, sop_instance_uid,
@@ -93,6 +111,6 @@ def _segmentation(source_images, labels, algorithm_name, algorithm_version, seri
         manufacturer=MANUFACTURER, manufacturer_model_name=algorithm_name,
         software_versions=__version__, device_serial_number="0",
         series_description=description,
-        content_label="SCAR", content_description="Automatic myocardium and scar",
+        content_label="SCAR", content_description="Automatic myocardium, scar and MVO",
         omit_empty_frames=False,
     )

@@ -1,9 +1,10 @@
 """The measurements as a DICOM Comprehensive 3D SR (TID 1500), referencing the SEG.
 
-Two volumetric ROI groups (TID 1411), one per SEG segment: myocardium
-volume and mass, scar volume and mass and the scar extent in per cent of
-the myocardium. The extent has no standard code; it carries a local one
-(scheme ``99DBLGE``), as PS3.16 allows for private concepts.
+Three volumetric ROI groups (TID 1411), one per SEG segment: myocardium
+volume and mass; scar volume and mass and the scar extent in per cent of
+the myocardium; MVO volume and its extent in per cent of the myocardium.
+The extents have no standard code; they carry local ones (scheme
+``99DBLGE``), as PS3.16 allows for private concepts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from highdicom.sr.coding import CodedConcept
 from pydicom.sr.codedict import codes
 
 from service import __version__
-from service.dicom.seg import MANUFACTURER, MYOCARDIUM_TYPE, REVIEW_PREFIX, SCAR_TYPE
+from service.dicom.seg import MANUFACTURER, MVO_TYPE, MYOCARDIUM_TYPE, REVIEW_PREFIX, SCAR_TYPE
 
 ML = CodedConcept("ml", "UCUM", "milliliter")
 GRAM = CodedConcept("g", "UCUM", "gram")
@@ -25,6 +26,8 @@ SCAR_EXTENT_LOWER = CodedConcept("SCAR-EXTENT-LO95", "99DBLGE",
                                  "Scar extent, lower limit of 95 % interval")
 SCAR_EXTENT_UPPER = CodedConcept("SCAR-EXTENT-HI95", "99DBLGE",
                                  "Scar extent, upper limit of 95 % interval")
+MVO_EXTENT = CodedConcept("MVO-EXTENT", "99DBLGE",
+                          "Microvascular obstruction extent of LV myocardium")
 NEEDS_REVIEW = CodedConcept("NEEDS-REVIEW", "99DBLGE", "Result needs review by a person")
 SR_DESCRIPTION = "LGE scar measurements (research, not for clinical use)"
 SR_REVIEW_DESCRIPTION = REVIEW_PREFIX + "LGE scar measurements (research only)"
@@ -50,8 +53,8 @@ def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures
              scar_interval: tuple[float, float] | None = None, review: bool = False
              ) -> pydicom.Dataset:
     """``figures``: myocardium_volume_ml, myocardium_mass_g, scar_volume_ml, scar_mass_g,
-    scar_percent. A result that needs review says so in the Series Description and, as a
-    qualitative evaluation of the scar, in the content."""
+    scar_percent, mvo_volume_ml, mvo_percent. A result that needs review says so in the
+    Series Description and, as a qualitative evaluation of the scar, in the content."""
     algorithm = hd.sr.AlgorithmIdentification(name=algorithm_name, version=algorithm_version)
     bounds = [] if scar_interval is None else [
         hd.sr.Measurement(name=concept, value=value, unit=PERCENT, algorithm_id=algorithm)
@@ -79,6 +82,12 @@ def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures
                               algorithm_id=algorithm),
             *bounds,
         ], algorithm, review_evaluation),
+        _group(seg, 3, "MVO", MVO_TYPE, [
+            hd.sr.Measurement(name=codes.SCT.Volume, value=figures["mvo_volume_ml"], unit=ML,
+                              algorithm_id=algorithm),
+            hd.sr.Measurement(name=MVO_EXTENT, value=figures["mvo_percent"], unit=PERCENT,
+                              algorithm_id=algorithm),
+        ], algorithm),
     ]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),

@@ -307,6 +307,10 @@ class InputSpec:
     myocardium is scar from one whose brightest is remote myocardium; the
     ratio to the series' peak can, and it does not depend on the scanner's
     intensity scale.
+    ``context_slices``: that many neighbouring slices on each side, cut the
+    same way, as extra channels (2.5-D input: the neighbours tell a papillary
+    muscle from a bright rim, and an apical cap from a ring). A slice at an
+    end of the stack repeats itself where it has no neighbour.
     """
 
     crop: Literal["whole_image", "heart_box", "hough_circle"]
@@ -315,6 +319,7 @@ class InputSpec:
     masked: bool = False
     myocardium_channel: bool = False
     peak_ratio_channel: bool = False
+    context_slices: int = 0
     margin_mm: float = 12.0
     min_side_mm: float = 60.0
     normalisation: str = "z-score per input, values clipped at the 0.5th/99.5th percentile"
@@ -322,7 +327,8 @@ class InputSpec:
     @property
     def channel_names(self) -> tuple[str, ...]:
         """What each input channel holds, in the order :func:`model_inputs` stacks them."""
-        return (("the crop",)
+        context = tuple(f"the crop of the slice {d:+d}" for d in _offsets(self.context_slices))
+        return (("the crop",) + context
                 + (("the myocardium mask",) if self.myocardium_channel else ())
                 + (("the crop over the 99th percentile of the myocardium's signal in the "
                     "series",) if self.peak_ratio_channel else ()))
@@ -330,6 +336,11 @@ class InputSpec:
     @property
     def channels(self) -> int:
         return len(self.channel_names)
+
+    @property
+    def image_channels(self) -> int:
+        """Leading channels that are image signal (the slice and its neighbours)."""
+        return 1 + 2 * self.context_slices
 
     def to_dict(self) -> dict:
         return asdict(self) | {"shape": list(self.shape)}
@@ -359,6 +370,22 @@ def crop_transforms(images: Sequence[np.ndarray], spacing: Spacing, spec: InputS
     raise ValueError(f"{spec.crop} is not a crop")
 
 
+def _offsets(context: int) -> list[int]:
+    return [d for k in range(1, context + 1) for d in (-k, k)]
+
+
+def with_context(batch: np.ndarray, context: int) -> np.ndarray:
+    """(N, H, W) slices to (N, H, W, 1 + 2 * context): each slice, then its neighbours.
+
+    Neighbours come from the series' geometric order (the caller's), clamped
+    at the ends of the stack.
+    """
+    batch = np.asarray(batch, dtype=np.float32)
+    n = len(batch)
+    channels = [batch] + [batch[np.clip(np.arange(n) + d, 0, n - 1)] for d in _offsets(context)]
+    return np.stack(channels, axis=-1)
+
+
 PEAK_RATIO_CLIP = 2.0
 
 
@@ -378,26 +405,26 @@ def model_inputs(images: Sequence[np.ndarray], spacing: Spacing, spec: InputSpec
                  transforms: Sequence[GridTransform] | None = None,
                  myocardium: np.ndarray | None = None
                  ) -> tuple[np.ndarray, list[GridTransform]]:
-    """The batch (N, H, W, 1) a network gets for a series, and each slice's transform."""
+    """The batch (N, H, W, channels) a network gets for a series, and each slice's transform."""
     if spec.crop == "whole_image":
         pairs = [whole_image_input(im, spacing, spec.spacing_mm, spec.shape) for im in images]
-        batch, transforms = [p[0] for p in pairs], [p[1] for p in pairs]
-    else:
-        if transforms is None:
-            raise ValueError("a crop network needs its crop transforms")
-        if (spec.masked or spec.myocardium_channel or spec.peak_ratio_channel) \
-                and myocardium is None:
-            raise ValueError("this network needs the myocardium as input")
-        batch = [crop_input(im, t, myocardium[k] if spec.masked else None)
-                 for k, (im, t) in enumerate(zip(images, transforms, strict=True))]
-        channels = [np.stack(batch)]
-        if spec.myocardium_channel:
-            channels.append(np.stack([t.to_model(np.asarray(myocardium[k], np.float32), order=1)
-                                      for k, t in enumerate(transforms)]))
-        if spec.peak_ratio_channel:
-            peak = series_peak(images, myocardium)
-            channels.append(np.stack([
-                t.to_model(np.asarray(im, np.float32) / peak, order=1)
-                for im, t in zip(images, transforms, strict=True)]).clip(0.0, PEAK_RATIO_CLIP))
-        return np.stack(channels, axis=-1).astype(np.float32), list(transforms)
-    return np.stack(batch)[..., None].astype(np.float32), list(transforms)
+        transforms = [p[1] for p in pairs]
+        batch = with_context(np.stack([p[0] for p in pairs]), spec.context_slices)
+        return batch, transforms
+    if transforms is None:
+        raise ValueError("a crop network needs its crop transforms")
+    if (spec.masked or spec.myocardium_channel or spec.peak_ratio_channel) \
+            and myocardium is None:
+        raise ValueError("this network needs the myocardium as input")
+    batch = [crop_input(im, t, myocardium[k] if spec.masked else None)
+             for k, (im, t) in enumerate(zip(images, transforms, strict=True))]
+    channels = list(np.moveaxis(with_context(np.stack(batch), spec.context_slices), -1, 0))
+    if spec.myocardium_channel:
+        channels.append(np.stack([t.to_model(np.asarray(myocardium[k], np.float32), order=1)
+                                  for k, t in enumerate(transforms)]))
+    if spec.peak_ratio_channel:
+        peak = series_peak(images, myocardium)
+        channels.append(np.stack([
+            t.to_model(np.asarray(im, np.float32) / peak, order=1)
+            for im, t in zip(images, transforms, strict=True)]).clip(0.0, PEAK_RATIO_CLIP))
+    return np.stack(channels, axis=-1).astype(np.float32), list(transforms)

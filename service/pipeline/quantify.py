@@ -140,8 +140,8 @@ def _segment_of(angle: np.ndarray, third: int) -> np.ndarray:
 
 def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
                  row_direction: np.ndarray, column_direction: np.ndarray,
-                 chord_degrees: float = 6.0) -> list[dict]:
-    """Scar % and transmurality of the 16 AHA segments.
+                 chord_degrees: float = 6.0, mvo: np.ndarray | None = None) -> list[dict]:
+    """Scar %, MVO % and transmurality of the 16 AHA segments.
 
     Slices with myocardium are split base to apex into thirds (basal, mid,
     apical). Transmurality is how deep the scar reaches where it is: per
@@ -150,10 +150,12 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
     (0 when none does), classed 0, 1-25, 26-50, 51-75, 76-100 %.
     """
     myocardium, scar = np.asarray(myocardium, bool), np.asarray(scar, bool) & myocardium
+    mvo = np.zeros_like(scar) if mvo is None else np.asarray(mvo, bool) & scar
     with_myo = [k for k in range(len(myocardium)) if myocardium[k].any()]
     thirds = np.array_split(np.array(with_myo, dtype=int), 3) if with_myo else [[], [], []]
     myo_px = dict.fromkeys(AHA_NAMES, 0)
     scar_px = dict.fromkeys(AHA_NAMES, 0)
+    mvo_px = dict.fromkeys(AHA_NAMES, 0)
     chords: dict[int, list[float]] = {s: [] for s in AHA_NAMES}
     for third, slice_indices in enumerate(thirds):
         for k in slice_indices:
@@ -161,11 +163,13 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
             inside = myocardium[k]
             segments = _segment_of(angles[inside], third)
             is_scar = scar[k][inside]
+            is_mvo = mvo[k][inside]
             wedges = (angles[inside] // chord_degrees).astype(int)
             for s in np.unique(segments):
                 in_s = segments == s
                 myo_px[s] += int(in_s.sum())
                 scar_px[s] += int(is_scar[in_s].sum())
+                mvo_px[s] += int(is_mvo[in_s].sum())
                 for w in np.unique(wedges[in_s]):
                     in_w = in_s & (wedges == w)
                     fraction = float(is_scar[in_w].mean())
@@ -176,6 +180,7 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
         transmural = float(np.median(chords[s])) if chords[s] else 0.0
         out.append({"segment": s, "name": name,
                     "scar_percent": 100.0 * scar_px[s] / myo_px[s] if myo_px[s] else 0.0,
+                    "mvo_percent": 100.0 * mvo_px[s] / myo_px[s] if myo_px[s] else 0.0,
                     "transmurality_percent": transmural,
                     "transmurality_class": transmurality_class(transmural),
                     "myocardium_pixels": myo_px[s]})
@@ -185,16 +190,39 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 
 
-def series_figures(myocardium: np.ndarray, scar: np.ndarray, volume: Volume) -> dict:
-    """Volumes, masses and the scar-to-myocardium ratio of a series' masks (the report's)."""
+def series_figures(myocardium: np.ndarray, scar: np.ndarray, volume: Volume,
+                   mvo: np.ndarray | None = None) -> dict:
+    """Volumes, masses, the scar-to-myocardium ratio and the MVO of a series' masks.
+
+    MVO counts inside the scar only (it is part of the infarct), and without
+    an MVO mask it is 0.
+    """
     voxel_ml = pixel_area_mm2(volume.spacing) * volume.slice_spacing_mm / 1000.0
     myo_ml = float(np.count_nonzero(myocardium)) * voxel_ml
     scar_ml = float(np.count_nonzero(scar & myocardium)) * voxel_ml
     ratio = scar_fraction(scar, myocardium)
+    mvo_share = 0.0 if mvo is None else scar_fraction(mvo & scar, myocardium)
     return {"myocardium_volume_ml": myo_ml, "scar_volume_ml": scar_ml,
             "myocardium_mass_g": myo_ml * MYOCARDIAL_DENSITY_G_PER_ML,
             "scar_mass_g": scar_ml * MYOCARDIAL_DENSITY_G_PER_ML,
-            "scar_to_myocardium_ratio": ratio, "scar_percent": 100.0 * ratio}
+            "scar_to_myocardium_ratio": ratio, "scar_percent": 100.0 * ratio,
+            "mvo_volume_ml": mvo_share * myo_ml, "mvo_percent": 100.0 * mvo_share}
+
+
+def slice_figures(myocardium: np.ndarray, scar: np.ndarray, mvo: np.ndarray,
+                  spacing: Spacing) -> list[dict]:
+    """Per slice: myocardium, scar and MVO areas and the scar and MVO shares (the report's)."""
+    area = pixel_area_mm2(spacing)
+    out = []
+    for myo_k, scar_k, mvo_k in zip(myocardium, scar, mvo, strict=True):
+        myo_px = int(np.count_nonzero(myo_k))
+        scar_px = int(np.count_nonzero(scar_k & myo_k))
+        mvo_px = int(np.count_nonzero(mvo_k & scar_k & myo_k))
+        out.append({"myocardium_area_mm2": myo_px * area, "scar_area_mm2": scar_px * area,
+                    "scar_percent": 100.0 * scar_px / myo_px if myo_px else 0.0,
+                    "mvo_area_mm2": mvo_px * area,
+                    "mvo_percent": 100.0 * mvo_px / myo_px if myo_px else 0.0})
+    return out
 
 
 def baseline_figures(method: str, scar: np.ndarray, myocardium: np.ndarray,

@@ -21,12 +21,16 @@ class SliceResult(BaseModel):
     myocardium_area_mm2: float
     scar_area_mm2: float
     scar_percent: float
+    mvo_area_mm2: float = Field(description="microvascular obstruction, inside the scar")
+    mvo_percent: float = Field(description="MVO area over myocardium area, 0-100")
 
 
 class AhaSegment(BaseModel):
     segment: int = Field(ge=1, le=16)
     name: str
     scar_percent: float
+    mvo_percent: float = Field(0.0, description="microvascular obstruction, % of the "
+                               "segment's myocardium")
     transmurality_percent: float = Field(
         description="median scar fraction of the wall thickness over the segment's scarred "
         "wedges")
@@ -89,6 +93,10 @@ class Report(BaseModel):
     scar_mass_g: float
     scar_to_myocardium_ratio: float = Field(ge=0.0, le=1.0)
     scar_percent: float = Field(ge=0.0, le=100.0)
+    mvo_volume_ml: float = Field(ge=0.0, description="microvascular obstruction (no-reflow), "
+                                 "inside the scar and counted in it")
+    mvo_percent: float = Field(ge=0.0, le=100.0, description="MVO volume over myocardium "
+                               "volume, 0-100")
     aha_segments: list[AhaSegment]
     aha_reference: str
     baselines: dict[str, BaselineResult]

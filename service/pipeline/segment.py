@@ -5,10 +5,17 @@ on the heart's bounding box. ``enet`` / ``enet-raw``: the same myocardium,
 then the ENet on the Hough-circle crop with (Protocol 2) or without
 (Protocol 1) the myocardium mask. Only the scar network and its crop differ.
 
-A scar network whose classes are background, myocardium, scar also redraws
-the myocardium inside its box, at the box's finer pixels: scar borders
-blood or fat exactly where the myocardium does, so the network that draws
-one border draws the other.
+A scar network whose classes include the myocardium also redraws the
+myocardium inside its box, at the box's finer pixels: scar borders blood
+or fat exactly where the myocardium does, so the network that draws one
+border draws the other.
+
+Classes after background are nested regions (myocardium > scar > MVO,
+innermost last), except the LV cavity, which comes first and stands on
+its own: the cavity is a class so that the endocardium is a learned
+boundary between two labelled regions, not the edge of whatever is bright.
+Microvascular obstruction is part of the scar (EMIDEC's convention), so
+the MVO mask always lies inside the scar mask.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from service.pipeline.preprocess import (
     model_inputs,
 )
 
+CAVITY = "cavity"
+
 
 @dataclass(frozen=True)
 class Network:
@@ -35,37 +44,60 @@ class Network:
     spec: InputSpec
     # Output classes; after background they are nested regions, innermost last.
     classes: tuple[str, ...] = ("background", "foreground")
-    # Probability at which the innermost region (scar) is called; the training
-    # command chooses it on validation series (weighted losses shift it from 0.5).
+    # Probability at which the scar region is called; the training command chooses
+    # it on validation series (weighted losses shift it from 0.5).
     threshold: float = 0.5
+    # Probability at which the MVO region (inside the scar) is called.
+    mvo_threshold: float = 0.5
+
+    @property
+    def disjoint(self) -> int:
+        """Classes after background that are not nested (the LV cavity): 0 or 1."""
+        return int(len(self.classes) > 1 and self.classes[1] == CAVITY)
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        """What each channel of :func:`nested_regions` holds (a class and those inside it)."""
+        return self.classes[1:]
+
+    def region(self, regions: np.ndarray, name: str) -> np.ndarray | None:
+        """One region (..., last axis indexed by :attr:`region_names`); None if not predicted."""
+        if name not in self.region_names:
+            return None
+        return regions[..., self.region_names.index(name)]
 
     @property
     def redraws_myocardium(self) -> bool:
-        return self.classes == ("background", "myocardium", "scar")
+        return "myocardium" in self.classes and "scar" in self.classes
 
 
 @dataclass(frozen=True)
 class Segmentation:
     myocardium: np.ndarray  # bool (z, y, x) on the source grid
     scar: np.ndarray  # bool (z, y, x), inside the myocardium (which was grown over it)
+    mvo: np.ndarray  # bool (z, y, x), inside the scar
     myocardium_probability: np.ndarray  # float32 (z, y, x)
     scar_probability: np.ndarray  # float32 (z, y, x)
+    mvo_probability: np.ndarray  # float32 (z, y, x); zeros for a network without MVO
 
 
-def nested_regions(probabilities: np.ndarray) -> np.ndarray:
-    """Class probabilities (..., K+1) to nested region probabilities (..., K), innermost last.
+def nested_regions(probabilities: np.ndarray, disjoint: int = 0) -> np.ndarray:
+    """Class probabilities (..., K+1) to region probabilities (..., K).
 
-    Region k is classes k..K together: for background/myocardium/scar,
-    region 1 is the whole myocardium (scar included) and region 2 the scar;
-    for a binary network, its one foreground.
+    The first ``disjoint`` classes after background (the cavity) are their
+    own regions; after them, region k is classes k..K together: for
+    myocardium/scar/MVO, the whole myocardium (scar and MVO included), the
+    scar (MVO included) and the MVO; for a binary network, its one foreground.
     """
-    return np.flip(np.cumsum(np.flip(probabilities[..., 1:], -1), -1), -1)
+    own = probabilities[..., 1:1 + disjoint]
+    nested = np.flip(np.cumsum(np.flip(probabilities[..., 1 + disjoint:], -1), -1), -1)
+    return np.concatenate([own, nested], axis=-1) if disjoint else nested
 
 
 def _regions_on_source(net: Network, batch: np.ndarray,
                        transforms: Sequence[GridTransform]) -> np.ndarray:
     """(K, z, y, x): each region's probability on the source grid."""
-    regions = nested_regions(net.predict(batch))
+    regions = nested_regions(net.predict(batch), net.disjoint)
     return np.stack([np.stack([t.to_source(r[..., k]) for t, r in
                                zip(transforms, regions, strict=True)])
                      for k in range(regions.shape[-1])])
@@ -74,12 +106,15 @@ def _regions_on_source(net: Network, batch: np.ndarray,
 def myocardium_probability(images: Sequence[np.ndarray], spacing: Spacing,
                            net: Network) -> np.ndarray:
     batch, transforms = model_inputs(images, spacing, net.spec)
-    return _regions_on_source(net, batch, transforms)[-1]
+    regions = np.moveaxis(_regions_on_source(net, batch, transforms), 0, -1)
+    mine = net.region(regions, "myocardium")
+    return regions[..., -1] if mine is None else mine
 
 
 def scar_regions(images: Sequence[np.ndarray], spacing: Spacing, myocardium: np.ndarray,
                  net: Network) -> np.ndarray | None:
-    """(K, z, y, x) region probabilities of a scar network, scar last; None: no myocardium."""
+    """(K, z, y, x) region probabilities of a scar network (:attr:`Network.region_names`);
+    None: no myocardium."""
     transforms = crop_transforms(images, spacing, net.spec, myocardium)
     if transforms is None:
         return None
@@ -115,18 +150,25 @@ def masks_from_regions(regions: np.ndarray | None, spacing: Spacing, myocardium:
 
     Separate so that thresholds can be compared on one network run.
     """
+    zeros = np.zeros(myocardium.shape, np.float32)
     if regions is None:
-        scar_p = np.zeros(myocardium.shape, np.float32)
+        scar_p = mvo_p = zeros
     else:
-        scar_p = regions[-1]
+        by_name = np.moveaxis(regions, 0, -1)
+        scar_p = scar_net.region(by_name, "scar")
+        scar_p = by_name[..., -1] if scar_p is None else scar_p  # a binary network's one
+        mvo_p = scar_net.region(by_name, "mvo")
+        mvo_p = zeros if mvo_p is None else mvo_p
         if scar_net.redraws_myocardium:
-            myocardium_probability = regions[0]
+            myocardium_probability = scar_net.region(by_name, "myocardium")
             myocardium = clean_myocardium(myocardium_probability)
     myocardium, scar = attach_scar(scar_p, myocardium, spacing, threshold=scar_net.threshold,
                                    reach_mm=scar_reach_mm(scar_net))
     return Segmentation(myocardium=myocardium, scar=scar,
+                        mvo=scar & (mvo_p >= scar_net.mvo_threshold),
                         myocardium_probability=np.asarray(myocardium_probability, np.float32),
-                        scar_probability=scar_p.astype(np.float32))
+                        scar_probability=np.asarray(scar_p, np.float32),
+                        mvo_probability=np.asarray(mvo_p, np.float32))
 
 
 def segment(images: Sequence[np.ndarray], spacing: Spacing, myocardium_net: Network,

@@ -6,13 +6,17 @@ lateral on the right, inferior at the bottom. Segment 1 (basal anterior)
 is centred at the top and segments run counter-clockwise as seen by the
 reader (anterior -> septum -> inferior -> lateral). Each segment shows its
 number and scar %; its transmurality class is written under it and in its
-tooltip.
+tooltip. A segment with microvascular obstruction carries a dot in the MVO
+colour of the overlay and the SEG (black-rimmed, since the ramp's low end is
+yellow too), explained in the legend.
 """
 
 from __future__ import annotations
 
 import math
 from html import escape
+
+from service.dicom.seg import MVO_RGB
 
 # (first segment, sectors, inner radius, outer radius, angle at which sector 0 is centred)
 RINGS = ((1, 6, 0.62, 0.94, 90.0), (7, 6, 0.34, 0.62, 90.0), (13, 4, 0.08, 0.34, 90.0))
@@ -65,13 +69,21 @@ def bullseye_svg(segments: list[dict], size: int = 320) -> str:
             pct = seg.get("scar_percent")
             a0 = centre - span / 2 + i * span
             colour = "rgb({},{},{})".format(*scar_colour(pct))
+            mvo = float(seg.get("mvo_percent") or 0.0)
             label = escape(f"{number} {seg.get('name', '')}: "
                            + ("no data" if pct is None else f"{pct:.1f} % scar, transmurality "
-                              f"{seg.get('transmurality_class', '?')}"))
+                              f"{seg.get('transmurality_class', '?')}")
+                           + (f", MVO {mvo:.1f} %" if mvo > 0 else ""))
             parts.append(f'<path d="{_wedge(r0, r1, a0, a0 + span, size)}" fill="{colour}" '
                          f'stroke="#fff" stroke-width="1.5" data-segment="{number}">'
                          f"<title>{label}</title></path>")
             x, y = _point((r0 + r1) / 2, a0 + span / 2, size)
+            if mvo > 0:
+                mx, my = _point(r1 - 0.045, a0 + span / 2, size)
+                parts.append(f'<circle cx="{mx:.1f}" cy="{my:.1f}" r="4.5" '
+                             f'fill="{_rgb(MVO_RGB)}" stroke="#000" stroke-width="1" '
+                             f'class="mvo" data-segment="{number}"><title>{label}</title>'
+                             "</circle>")
             dark = pct is not None and pct >= 0.45 * MAX_SCALE_PERCENT
             ink = "#fff" if dark else "#000"
             value = "–" if pct is None else f"{pct:.0f}%"
@@ -83,6 +95,10 @@ def bullseye_svg(segments: list[dict], size: int = 320) -> str:
     return "".join(parts)
 
 
+def _rgb(colour: tuple[int, int, int]) -> str:
+    return "rgb({},{},{})".format(*colour)
+
+
 def legend_svg(width: int = 320) -> str:
     """The colour ramp with its scale, for beside the bull's-eye."""
     stops = "".join(f'<stop offset="{t:.2f}" stop-color="rgb({c[0]},{c[1]},{c[2]})"/>'
@@ -91,7 +107,10 @@ def legend_svg(width: int = 320) -> str:
         f'<text x="{10 + (width - 20) * p / MAX_SCALE_PERCENT:.1f}" y="34" font-size="10" '
         f'text-anchor="middle">{p:.0f}{"%+" if p == MAX_SCALE_PERCENT else "%"}</text>'
         for p in (0, 10, 20, 30, 40, 50))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40" '
+    mvo = (f'<circle cx="15" cy="50" r="4.5" fill="{_rgb(MVO_RGB)}" stroke="#000" '
+           'stroke-width="1"/><text x="25" y="54" font-size="10">microvascular obstruction '
+           '(MVO) in the segment</text>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="60" '
             f'aria-label="scar percent colour scale"><defs><linearGradient id="ramp">{stops}'
             f'</linearGradient></defs><rect x="10" y="4" width="{width - 20}" height="16" '
-            f'fill="url(#ramp)" stroke="#888"/>{ticks}</svg>')
+            f'fill="url(#ramp)" stroke="#888"/>{ticks}{mvo}</svg>')

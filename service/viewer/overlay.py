@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from service.dicom.seg import MYOCARDIUM_RGB, SCAR_RGB
+from service.dicom.seg import MVO_RGB, MYOCARDIUM_RGB, SCAR_RGB
 
 SCAR_OPACITY = 0.45
 TARGET_SIDE_PX = 512
@@ -80,8 +80,11 @@ def _outline(mask: np.ndarray, thickness: int) -> np.ndarray:
 
 def render_overlay(image: np.ndarray, myocardium: np.ndarray, scar: np.ndarray,
                    width: float, level: float, scale: int, show_myocardium: bool = True,
-                   show_scar: bool = True) -> np.ndarray:
-    """The RGB (H*scale, W*scale, 3) uint8 picture of one slice."""
+                   show_scar: bool = True, mvo: np.ndarray | None = None) -> np.ndarray:
+    """The RGB (H*scale, W*scale, 3) uint8 picture of one slice.
+
+    MVO (inside the scar) is filled yellow over the scar fill, shown with it.
+    """
     # uint8 throughout (3 bytes a pixel): only the scar's pixels are blended in float, so
     # the largest picture allowed costs a few tens of MB, not hundreds.
     grey = _upscale(np.round(_grey(image, width, level)).astype(np.uint8), scale)
@@ -92,6 +95,11 @@ def render_overlay(image: np.ndarray, myocardium: np.ndarray, scar: np.ndarray,
         blended = (1.0 - SCAR_OPACITY) * rgb[filled] + SCAR_OPACITY * np.array(SCAR_RGB)
         rgb[filled] = np.round(blended).astype(np.uint8)
         rgb[_outline(filled, line)] = SCAR_RGB
+        if mvo is not None and np.any(mvo):
+            core = _upscale(np.asarray(mvo, dtype=bool), scale) & filled
+            blended = (1.0 - SCAR_OPACITY) * rgb[core] + SCAR_OPACITY * np.array(MVO_RGB)
+            rgb[core] = np.round(blended).astype(np.uint8)
+            rgb[_outline(core, line)] = MVO_RGB
     if show_myocardium:
         ring = _upscale(np.asarray(myocardium, dtype=bool), scale)
         rgb[_outline(ring, line)] = MYOCARDIUM_RGB

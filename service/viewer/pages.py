@@ -55,7 +55,8 @@ def viewer_page(report: dict, window: float, level: float,
     slice_rows = "".join(
         f'<tr data-slice="{s["index"]}"><td>{s["index"] + 1}</td>'
         f'<td>{_num(s["myocardium_area_mm2"], 0)}</td><td>{_num(s["scar_area_mm2"], 0)}</td>'
-        f'<td>{_num(s["scar_percent"])}</td></tr>' for s in slices)
+        f'<td>{_num(s["scar_percent"])}</td><td>{_num(s.get("mvo_percent", 0.0))}</td></tr>'
+        for s in slices)
     method_rows = (f'<tr><td><b>network ({escape(report["pipeline"])})</b></td>'
                    f'<td><b>{_num(report["scar_percent"])}</b></td>'
                    f'<td>{_num(report["scar_volume_ml"], 2)}</td></tr>')
@@ -86,6 +87,8 @@ def viewer_page(report: dict, window: float, level: float,
         ratio=_num(report["scar_to_myocardium_ratio"], 3),
         myo_ml=_num(report["myocardium_volume_ml"]), myo_g=_num(report["myocardium_mass_g"]),
         scar_ml=_num(report["scar_volume_ml"], 2), scar_g=_num(report["scar_mass_g"], 2),
+        mvo_ml=_num(report.get("mvo_volume_ml", 0.0), 2),
+        mvo_percent=_num(report.get("mvo_percent", 0.0)),
         slice_spacing=_num(report["slice_spacing_mm"]),
         pixel_spacing=" x ".join(_num(v, 2) for v in report["pixel_spacing_mm"]),
         warnings=warnings, method_rows=method_rows, baseline_notes="; ".join(notes),

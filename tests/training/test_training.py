@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from training.data.augment import augment_pair, dihedral
 from training.data.dataset import (
+    CLASSES,
     ENET_P2,
     MYOCARDIUM_UNET,
     SCAR_UNET,
@@ -34,7 +35,8 @@ def test_augmentation_moves_image_and_target_together() -> None:
     image[10:20, 30:50] = 5.0
     target = (image > 0).astype(np.float32)
     for _ in range(20):
-        aug_image, aug_target = augment_pair(image, target, rng)
+        # Without the other-scanner changes, whose window clipping may flatten the square.
+        aug_image, aug_target = augment_pair(image, target, rng, other_scanner_probability=0.0)
         assert 0.0 <= aug_target.min() and aug_target.max() <= 1.0
         # Where the target is solidly foreground, the image is the bright square.
         solid = aug_target > 0.9
@@ -88,24 +90,38 @@ def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
     for task, spec in TASKS.items():
         a = arrays[task]
         assert a.x.shape[1:] == (*spec.shape, spec.channels) and a.x.dtype == np.float32
-        assert a.regions.shape == (*a.x.shape[:3], 2 if task == "scar_unet" else 1)
+        # One target channel per class after background (the cavity, then nested regions).
+        assert a.regions.shape == (*a.x.shape[:3], len(CLASSES[task]) - 1)
         assert 0.0 <= a.y.min() and a.y.max() <= 1.0
         assert np.all(a.series == 7)
     assert MYOCARDIUM_UNET.spacing_mm == 2.0 and len(arrays["myocardium_unet"].x) == n
     assert len(arrays["scar_unet"].x) == 2 * n  # two jittered heart boxes per slice
+    # 2.5-D: a slice's second and third channels are its neighbours' first, clamped at the
+    # ends of the stack (CNN1's whole-image cut is the same for every slice's neighbour).
+    x = arrays["myocardium_unet"].x
+    assert MYOCARDIUM_UNET.context_slices == 1 and MYOCARDIUM_UNET.image_channels == 3
+    assert np.array_equal(x[1:, ..., 1], x[:-1, ..., 0]) and np.array_equal(x[0, ..., 1],
+                                                                             x[0, ..., 0])
+    assert np.array_equal(x[:-1, ..., 2], x[1:, ..., 0])
     # The myocardium is inside CNN1's field of view on every slice and soft at its border.
-    y = arrays["myocardium_unet"].y
+    cavity, y = np.moveaxis(arrays["myocardium_unet"].regions, -1, 0)
     assert np.all(y.reshape(n, -1).max(axis=1) > 0.9)
     assert ((y > 0.05) & (y < 0.95)).any()
+    # The LV cavity is a class of its own: present, and never more than what the
+    # myocardium leaves of a pixel.
+    assert cavity.max() > 0.9 and np.all(cavity + y <= 1.0 + 1e-3)
     # CNN1's emphasis is the scarred myocardium: inside its target, and present.
     emphasis = arrays["myocardium_unet"].emphasis
     assert emphasis.max() > 0.9 and (emphasis > 0.5).sum() < (y > 0.5).sum()
     assert np.all(y[emphasis > 0.5] > 0.4)
     for task in ("enet_p1", "enet_p2"):
         assert not arrays[task].emphasis.any()
-    # The scar U-Net's targets are nested: myocardium (scar included), then scar.
-    myo_target, scar_target = np.moveaxis(arrays["scar_unet"].regions, -1, 0)
+    # The scar U-Net's targets: the cavity, then nested myocardium > scar > MVO.
+    cavity, myo_target, scar_target, mvo_target = np.moveaxis(arrays["scar_unet"].regions,
+                                                              -1, 0)
     assert myo_target.max() > 0.9 and np.all(scar_target <= myo_target + 1e-3)
+    assert np.all(mvo_target <= scar_target + 1e-3)
+    assert cavity.max() > 0.9 and np.all(cavity + myo_target <= 1.0 + 1e-3)
     # Its emphasis is the band just outside the true myocardium: touching it, never in it.
     band = arrays["scar_unet"].emphasis
     assert band.max() > 0.9 and np.all(myo_target[band > 0.9] < 0.1)
@@ -114,11 +130,11 @@ def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
     assert np.all(near[band > 0.5])
     # Protocol 2 is zero outside the (perturbed) myocardium: most of the crop.
     assert (arrays["enet_p2"].x == 0).mean() > 0.5 and ENET_P2.masked
-    # The scar U-Net's second channel is the crop over the series' myocardial peak: about
+    # The scar U-Net's last channel is the crop over the series' myocardial peak: about
     # 1 at the myocardium's top end. It gets no myocardium channel (it draws the border).
     assert SCAR_UNET.crop == "heart_box" and not SCAR_UNET.myocardium_channel
-    assert SCAR_UNET.peak_ratio_channel and SCAR_UNET.channels == 2
-    ratio = arrays["scar_unet"].x[..., 1]
+    assert SCAR_UNET.peak_ratio_channel and SCAR_UNET.channels == 4
+    ratio = arrays["scar_unet"].x[..., -1]
     assert ratio.min() >= 0.0 and ratio.max() <= 2.0
     assert 0.8 < np.percentile(ratio[myo_target >= 0.5], 99) < 1.25
 
@@ -272,6 +288,29 @@ def test_nested_regions_and_class_targets_are_inverse() -> None:
     assert np.allclose(back, probabilities, atol=1e-5)
 
 
+def test_the_cavity_stands_alone_and_myocardium_scar_mvo_nest() -> None:
+    """background, cavity, myocardium, scar, MVO: the cavity is its own region, the rest
+    are nested, and class_targets undoes nested_regions with the cavity too."""
+    tf = pytest.importorskip("tensorflow")
+    from service.pipeline.segment import nested_regions
+    from training.train import class_targets
+
+    rng = np.random.default_rng(2)
+    probabilities = rng.dirichlet(np.ones(5), size=(3, 4, 4)).astype(np.float32)
+    regions = nested_regions(probabilities, disjoint=1)
+    assert regions.shape == (3, 4, 4, 4)
+    cavity, myocardium, scar, mvo = np.moveaxis(regions, -1, 0)
+    assert np.allclose(cavity, probabilities[..., 1])
+    assert np.allclose(myocardium, probabilities[..., 2:].sum(-1), atol=1e-6)
+    assert np.allclose(scar, probabilities[..., 3:].sum(-1), atol=1e-6)
+    assert np.allclose(mvo, probabilities[..., 4])
+    back = class_targets(tf.constant(regions), disjoint=1).numpy()
+    assert np.allclose(back, probabilities, atol=1e-5)
+    # Soft targets from masks: a pixel half cavity, half myocardium has no background.
+    half = class_targets(tf.constant([[0.5, 0.5, 0.0, 0.0]]), disjoint=1).numpy()
+    assert np.allclose(half, [[0.0, 0.5, 0.5, 0.0, 0.0]])
+
+
 def test_three_class_training_learns_nested_regions(tmp_path: Path) -> None:
     """The scar U-Net's loss (myocardium and scar as nested regions) goes down and its
     validation DSC is the scar's."""
@@ -295,7 +334,7 @@ def test_three_class_training_learns_nested_regions(tmp_path: Path) -> None:
 
 
 def test_threshold_choice_maximises_the_median_and_prefers_half() -> None:
-    from training.evaluate import best_threshold
+    from training.evaluation.scoring import best_threshold
 
     assert best_threshold({0.4: [0.7, 0.8, 0.9], 0.6: [0.75, 0.85, 0.82], 0.7: [0.1]}) == 0.6
     assert best_threshold({0.3: [0.8], 0.5: [0.8], 0.8: [0.8]}) == 0.5  # ties: nearest 0.5
@@ -305,7 +344,7 @@ def test_threshold_choice_maximises_the_median_and_prefers_half() -> None:
 def test_thresholds_are_chosen_on_the_series_given(series_dirs: list[Path]) -> None:
     from service.pipeline.infer import OnnxModel
     from service.pipeline.segment import Network
-    from training.evaluate import SCAR_NETWORKS, THRESHOLDS, choose_thresholds
+    from training.evaluation.scoring import SCAR_NETWORKS, THRESHOLDS, choose_thresholds
     from training.release import MODELS
 
     models = Path(__file__).parents[2] / "models"
@@ -324,14 +363,9 @@ def test_thresholds_are_chosen_on_the_series_given(series_dirs: list[Path]) -> N
 
 
 def test_scar_dsc_is_read_separately_for_obstruction_small_scars_and_the_rest() -> None:
-    from training.evaluate import (
-        METHODS,
-        TARGETS,
-        SeriesScore,
-        markdown_report,
-        subgroup_medians,
-        summarise,
-    )
+    from training.evaluation.report import markdown_report
+    from training.evaluation.scoring import METHODS, SeriesScore
+    from training.evaluation.summary import TARGETS, subgroup_medians, summarise
 
     def score(series: str, method: str, dsc: float, percent: float, obstruction: bool = False,
               has_scar: bool = True) -> SeriesScore:
@@ -361,7 +395,8 @@ def test_scar_dsc_is_read_separately_for_obstruction_small_scars_and_the_rest() 
     # Four series with scar are too few for a 95 % interval: the median's is their range.
     assert ("| phantoms | cascade | scar DSC | 0.675 | 0.400-0.900 | >= 0.8 | **not met** |"
             in report)
-    assert "| phantoms | cascade | myocardium DSC | 0.900 | 0.900-0.900 | >= 0.9 | met |" in report
+    assert "| phantoms | cascade | myocardium DSC | 0.900 | 0.900-0.900 | >= 0.88 | met |" \
+        in report
 
 
 def test_scar_training_series_are_redrawn_but_validation_keeps_the_natural_mix(
@@ -389,13 +424,9 @@ def test_scar_training_series_are_redrawn_but_validation_keeps_the_natural_mix(
 
 def test_targets_hold_the_darkened_set_to_the_bright_one_and_count_normal_cases(
         tmp_path: Path) -> None:
-    from training.evaluate import (
-        METHODS,
-        SeriesScore,
-        bland_altman,
-        summarise,
-        target_rows,
-    )
+    from training.evaluation.plots import bland_altman
+    from training.evaluation.scoring import METHODS, SeriesScore
+    from training.evaluation.summary import summarise, target_rows
 
     def scores(test_set: str, dsc: float, normal_percent: float) -> list[SeriesScore]:
         out = []
@@ -411,8 +442,9 @@ def test_targets_hold_the_darkened_set_to_the_bright_one_and_count_normal_cases(
     summaries = {"emidec": summarise(scores("emidec", 0.75, 3.0)),
                  "emidec-dark": summarise(scores("emidec-dark", 0.70, 0.0))}
     rows = {(r["test_set"], r["method"], r["field"]): r for r in target_rows(summaries)}
-    assert rows[("emidec", "cascade-unet", "scar_dsc")]["met"]  # 0.75 >= 0.72
-    assert rows[("emidec", "enet", "myocardium_dsc")]["met"]  # 0.90 >= 0.88
+    assert rows[("emidec", "cascade-unet", "scar_dsc")]["met"]  # 0.75 >= 0.65
+    assert rows[("emidec", "enet", "myocardium_dsc")]["met"]  # 0.90 >= 0.82
+    assert rows[("emidec", "cascade-unet", "myocardium_dsc")]["met"]  # 0.90 >= 0.85
     # 0.70 is 0.05 below the bright-blood 0.75: outside 0.03.
     dark = rows[("emidec-dark", "cascade-unet", "scar_dsc")]
     assert not dark["met"] and "0.750" in dark["target"]

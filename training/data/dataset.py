@@ -53,21 +53,31 @@ from service.pipeline.segment import Network, myocardium_probability
 from training.data.sources import Source, as_source
 
 # The input of each trained network (written into models/manifest.json).
-MYOCARDIUM_UNET = InputSpec(crop="whole_image", shape=(128, 128), spacing_mm=2.0)
+# Both U-Nets see the slice and its two neighbours (2.5-D). Their targets carry the LV cavity
+# as a class of its own, so the endocardium is a learned border and not the edge of the
+# bright region (issue 34: bright scar beside bright blood was counted as blood).
+MYOCARDIUM_UNET = InputSpec(crop="whole_image", shape=(128, 128), spacing_mm=2.0,
+                            context_slices=1)
 # No myocardium channel for the scar U-Net: given CNN1's ring, it trusted the ring's
 # border, and CNN1's 2 mm border cost it 0.05 scar DSC (the true ring gave 0.88, the
 # predicted 0.83, on development series); without it, it draws the border itself.
 SCAR_UNET = InputSpec(crop="heart_box", shape=(96, 96), margin_mm=12.0, min_side_mm=60.0,
-                      peak_ratio_channel=True)
+                      peak_ratio_channel=True, context_slices=1)
 ENET_P1 = InputSpec(crop="hough_circle", shape=(64, 64), masked=False)
 ENET_P2 = InputSpec(crop="hough_circle", shape=(64, 64), masked=True)
 
 TASKS = {"myocardium_unet": MYOCARDIUM_UNET, "scar_unet": SCAR_UNET,
          "enet_p1": ENET_P1, "enet_p2": ENET_P2}
+# Each network's output classes (service.pipeline.segment.Network.classes): the cavity
+# stands alone; myocardium > scar > MVO are nested.
+CLASSES = {"myocardium_unet": ("background", "cavity", "myocardium"),
+           "scar_unet": ("background", "cavity", "myocardium", "scar", "mvo"),
+           "enet_p1": ("background", "scar", "mvo"),
+           "enet_p2": ("background", "scar", "mvo")}
 # Tasks whose arrays need the trained myocardium U-Net (its ring sets the peak); built after it.
 NEEDS_MYOCARDIUM_MODEL = ("scar_unet",)
 # Bump when what series_arrays makes changes, so cached arrays are rebuilt.
-ARRAYS_VERSION = 8
+ARRAYS_VERSION = 9
 # The scar U-Net's emphasis: scar called in blood or fat just outside the
 # myocardium (the largest share of its false positives, measured) costs more.
 SCAR_BORDER_BAND_MM = 3.0
@@ -77,8 +87,10 @@ SCAR_BORDER_BAND_MM = 3.0
 class Arrays:
     """Inputs (N, H, W, C), soft targets, emphasis (N, H, W), each row's series.
 
-    Targets are (N, H, W) for a binary network, or (N, H, W, K) nested
-    regions, outermost first (the scar U-Net: myocardium, scar).
+    Targets are (N, H, W) for a binary network, or (N, H, W, K) regions in
+    the order of :attr:`service.pipeline.segment.Network.region_names`: the
+    cavity first where there is one, then nested regions, outermost first
+    (the scar U-Net: cavity, myocardium, scar, MVO).
     """
 
     x: np.ndarray
@@ -161,7 +173,8 @@ def _band_outside(myo: np.ndarray, spacing, width_mm: float = SCAR_BORDER_BAND_M
 @functools.lru_cache(maxsize=2)
 def _myocardium_network(model_path: Path) -> Network:
     # One thread per worker process: the arrays are cut by as many processes as cores.
-    return Network(OnnxModel(model_path, intra_op_threads=1), MYOCARDIUM_UNET)
+    return Network(OnnxModel(model_path, intra_op_threads=1), MYOCARDIUM_UNET,
+                   CLASSES["myocardium_unet"])
 
 
 def series_arrays(source: Source | Path, series_number: int, seed: int = 0,
@@ -175,15 +188,16 @@ def series_arrays(source: Source | Path, series_number: int, seed: int = 0,
     rng = np.random.default_rng([seed, series_number])
     series = as_source(source).read()
     images, spacing = series.images, series.spacing
-    myo, scar = series.true_myocardium, series.true_scar
+    myo, scar, mvo = series.true_myocardium, series.true_scar, series.true_obstruction
+    cavity = series.cavity()
     n = len(images)
     tag = np.full(n, series_number, dtype=np.int32)
     out = {}
 
     if "myocardium_unet" in tasks:
         x, transforms = model_inputs(images, spacing, MYOCARDIUM_UNET)
-        out["myocardium_unet"] = Arrays(x, _targets(transforms, myo), tag,
-                                        _targets(transforms, scar))
+        y = np.stack([_targets(transforms, cavity), _targets(transforms, myo)], axis=-1)
+        out["myocardium_unet"] = Arrays(x, y, tag, _targets(transforms, scar))
 
     if "scar_unet" in tasks:
         if myocardium_model is None:
@@ -196,19 +210,19 @@ def series_arrays(source: Source | Path, series_number: int, seed: int = 0,
         for rings in (predicted, _perturbed_masks(myo, scar, rng)):
             boxes = [_jittered_box(box, spacing, rng)] * n
             x, _ = model_inputs(images, spacing, SCAR_UNET, boxes, rings)
-            y = np.stack([_targets(boxes, myo), _targets(boxes, scar)], axis=-1)
+            y = np.stack([_targets(boxes, m) for m in (cavity, myo, scar, mvo)], axis=-1)
             parts.append(Arrays(x, y, tag, _targets(boxes, just_outside)))
         out["scar_unet"] = Arrays.concatenate(parts)
 
     if "enet_p1" in tasks or "enet_p2" in tasks:
         circles = crop_transforms(images, spacing, ENET_P1)
-        y = _targets(circles, scar)
+        y = np.stack([_targets(circles, scar), _targets(circles, mvo)], axis=-1)
     if "enet_p1" in tasks:
         x, _ = model_inputs(images, spacing, ENET_P1, circles)
-        out["enet_p1"] = Arrays(x, y, tag, np.zeros_like(y))
+        out["enet_p1"] = Arrays(x, y, tag, np.zeros_like(y[..., 0]))
     if "enet_p2" in tasks:
         x, _ = model_inputs(images, spacing, ENET_P2, circles, _perturbed_masks(myo, None, rng))
-        out["enet_p2"] = Arrays(x, y, tag, np.zeros_like(y))
+        out["enet_p2"] = Arrays(x, y, tag, np.zeros_like(y[..., 0]))
     return out
 
 

@@ -167,7 +167,7 @@ class EmidecCase:
         return LabelledSeries(
             list(images), (self.spacing_mm, self.spacing_mm),
             np.isin(labels, MYOCARDIUM_LABELS), np.isin(labels, SCAR_LABELS),
-            labels == OBSTRUCTION)
+            labels == OBSTRUCTION, true_cavity=labels == CAVITY)
 
 
 def cases(root: Path, split: str, dark: bool = False,

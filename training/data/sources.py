@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
+from scipy import ndimage
 
 from training.data.phantoms import load_series, load_truth
 
@@ -30,6 +31,19 @@ class LabelledSeries:
     true_myocardium: np.ndarray  # bool (z, y, x), scar included
     true_scar: np.ndarray  # bool (z, y, x), obstruction included
     true_obstruction: np.ndarray  # bool (z, y, x)
+    # bool (z, y, x): the LV blood pool inside the endocardium (papillary muscles included);
+    # None where the source does not know it (read it through :meth:`cavity`).
+    true_cavity: np.ndarray | None = None
+
+    def cavity(self) -> np.ndarray:
+        """The LV cavity: the source's own, or the holes of the myocardial ring per slice.
+
+        The fallback misses the cavity of a ring that does not close (basal LVOT
+        slices); every current source has its own.
+        """
+        if self.true_cavity is not None:
+            return np.asarray(self.true_cavity, dtype=bool)
+        return np.stack([ndimage.binary_fill_holes(m) & ~m for m in self.true_myocardium])
 
 
 class Source(Protocol):
@@ -61,7 +75,11 @@ class PhantomSource:
         truth = load_truth(Path(self.folder))
         masks = [np.stack([truth[d.SOPInstanceUID][k] for d in datasets]).astype(bool)
                  for k in ("myocardium", "scar", "mvo")]
-        return LabelledSeries(images, tuple(float(v) for v in datasets[0].PixelSpacing), *masks)
+        first = truth[datasets[0].SOPInstanceUID]
+        cavity = (np.stack([truth[d.SOPInstanceUID]["cavity"] for d in datasets]).astype(bool)
+                  if "cavity" in first else None)  # phantoms written before it was saved
+        return LabelledSeries(images, tuple(float(v) for v in datasets[0].PixelSpacing), *masks,
+                              true_cavity=cavity)
 
 
 def as_source(item: Source | Path | str) -> Source:

@@ -182,5 +182,5 @@ def build_enet(input_size: int = 64, n_classes: int = 2, weight_decay: float = 2
     for i in range(1, STAGE_COUNTS[4]):
         x, _ = bottleneck(x, 16, f"b5_{i}", weight_decay=weight_decay)
     logits = layers.Conv2DTranspose(n_classes, 2, strides=2, padding="same", name="fullconv")(x)
-    probs = layers.Softmax(name="probabilities")(logits)
+    probs = layers.Softmax(name="probabilities", dtype="float32")(logits)
     return keras.Model(inputs, probs, name=name)

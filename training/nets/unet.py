@@ -42,5 +42,5 @@ def build_unet(input_shape: tuple[int, int, int] = (128, 128, 1), n_classes: int
         x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
         x = _block(x, base_filters * 2**level, f"dec{level}", weight_decay)
     logits = layers.Conv2D(n_classes, 1, name="logits")(x)
-    probs = layers.Softmax(name="probabilities")(logits)
+    probs = layers.Softmax(name="probabilities", dtype="float32")(logits)
     return keras.Model(inputs, probs, name=name)

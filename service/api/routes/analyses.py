@@ -199,7 +199,10 @@ MAX_OVERLAY_SIDE = 2048
 
 def _arrays(store: ResultStore, analysis_id: str) -> dict[str, np.ndarray]:
     with np.load(store.path(analysis_id, "arrays")) as data:
-        return {key: data[key] for key in ("images", "myocardium", "scar")}
+        arrays = {key: data[key] for key in ("images", "myocardium", "scar")}
+        # Results stored before MVO was measured have none.
+        arrays["mvo"] = data["mvo"] if "mvo" in data.files else np.zeros_like(arrays["scar"])
+        return arrays
 
 
 def _shown_region(arrays: dict[str, np.ndarray], spacing: tuple[float, float], zoom: bool
@@ -218,7 +221,8 @@ def _shown_region(arrays: dict[str, np.ndarray], spacing: tuple[float, float], z
 def get_overlay(
     analysis_id: str, k: int, request: Request,
     myocardium: Annotated[bool, Query(description="draw the myocardium outline")] = True,
-    scar: Annotated[bool, Query(description="draw the scar fill")] = True,
+    scar: Annotated[bool, Query(description="draw the scar fill (and the MVO inside it)")
+                    ] = True,
     window: Annotated[float | None, Query(gt=0, description="window width; default from "
                                           "the series' 1st-99.5th percentile")] = None,
     level: Annotated[float | None, Query(description="window centre")] = None,
@@ -227,8 +231,9 @@ def get_overlay(
                                 "+ 25 mm), the same box on every slice; zoom=0: the whole "
                                 "field of view")] = True,
 ) -> Response:
-    """Slice k (0 = most basal) with the myocardium outlined (sky blue) and scar filled
-    (vermillion), at the original resolution times an integer factor. The header
+    """Slice k (0 = most basal) with the myocardium outlined (sky blue), scar filled
+    (vermillion) and microvascular obstruction filled yellow inside it, at the original
+    resolution times an integer factor. The header
     ``X-Overlay-Box`` gives the source pixels shown: ``row0,col0,row1,col1``."""
     store: ResultStore = request.app.state.store
     arrays = _arrays(store, analysis_id)
@@ -247,7 +252,8 @@ def get_overlay(
                          code="invalid_request", status_code=422)
     rgb = render_overlay(images[k][crop], arrays["myocardium"][k][crop],
                          arrays["scar"][k][crop], window or auto_width,
-                         auto_level if level is None else level, factor, myocardium, scar)
+                         auto_level if level is None else level, factor, myocardium, scar,
+                         mvo=arrays["mvo"][k][crop])
     return Response(to_png(rgb), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=3600",
                              "X-Overlay-Box": f"{y0},{x0},{y1},{x1}"})

@@ -126,13 +126,18 @@ def test_seg_follows_the_contract_and_reads_back_to_the_report(client, posted,
     assert seg_ds.SegmentationType == "BINARY"
     assert seg_ds.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
     assert seg_ds.ReferencedSeriesSequence[0].SeriesInstanceUID == report["series_instance_uid"]
-    assert int(seg_ds.NumberOfFrames) == 2 * len(sources)  # empty frames kept
+    assert int(seg_ds.NumberOfFrames) == 3 * len(sources)  # empty frames kept
 
     def triple(item):
         return (item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning)
 
-    myo, scar = seg_ds.SegmentSequence
+    myo, scar, mvo = seg_ds.SegmentSequence
     assert myo.SegmentLabel == "Myocardium" and scar.SegmentLabel == "Scar"
+    assert mvo.SegmentLabel == "MVO" and mvo.SegmentDescription == "Microvascular obstruction"
+    assert triple(mvo.SegmentedPropertyCategoryCodeSequence[0]) == \
+        ("49755003", "SCT", "Morphologically Abnormal Structure")
+    assert triple(mvo.SegmentedPropertyTypeCodeSequence[0]) == ("26036001", "SCT", "Obstruction")
+    assert triple(mvo.AnatomicRegionSequence[0]) == ("74281007", "SCT", "Myocardium")
     assert triple(myo.SegmentedPropertyCategoryCodeSequence[0]) == \
         ("91723000", "SCT", "Anatomical Structure")
     assert triple(myo.SegmentedPropertyTypeCodeSequence[0]) == ("74281007", "SCT", "Myocardium")
@@ -140,7 +145,8 @@ def test_seg_follows_the_contract_and_reads_back_to_the_report(client, posted,
         ("49755003", "SCT", "Morphologically Abnormal Structure")
     assert triple(scar.SegmentedPropertyTypeCodeSequence[0]) == ("55641003", "SCT", "Infarct")
     assert triple(scar.AnatomicRegionSequence[0]) == ("74281007", "SCT", "Myocardium")
-    for segment in (myo, scar):
+    for segment in (myo, scar, mvo):
+        assert "SRT" not in str(segment)  # the retired scheme, never
         assert segment.SegmentAlgorithmType == "AUTOMATIC"
         assert segment.SegmentAlgorithmName == "cascade-unet"
         assert "RecommendedDisplayCIELabValue" in segment
@@ -152,11 +158,16 @@ def test_seg_follows_the_contract_and_reads_back_to_the_report(client, posted,
     seg = hd.seg.segread(io.BytesIO(client.get(f"{posted.headers['location']}/seg").content))
     pixel = np.prod(report["pixel_spacing_mm"])
     for s in report["slices"]:
-        for number, key in ((1, "myocardium_area_mm2"), (2, "scar_area_mm2")):
-            mask = seg.get_pixels_by_source_instance(
+        masks = {}
+        for number, key in ((1, "myocardium_area_mm2"), (2, "scar_area_mm2"),
+                            (3, "mvo_area_mm2")):
+            masks[number] = seg.get_pixels_by_source_instance(
                 source_sop_instance_uids=[s["sop_instance_uid"]], segment_numbers=[number],
-                assert_missing_frames_are_empty=True)
-            assert mask.sum() * pixel == pytest.approx(s[key]), (s["index"], key)
+                assert_missing_frames_are_empty=True).astype(bool)
+            assert masks[number].sum() * pixel == pytest.approx(s[key]), (s["index"], key)
+        # Nested: MVO inside the scar inside the myocardium.
+        assert not (masks[3] & ~masks[2]).any() and not (masks[2] & ~masks[1]).any()
+        assert s["mvo_percent"] <= s["scar_percent"] + 1e-9
 
 
 def test_seg_and_sr_pass_dciodvfy(client, posted, tmp_path) -> None:
@@ -286,6 +297,10 @@ def test_sr_holds_the_measurements_and_references_seg_and_series(client, posted)
     assert values[("Scar", "Mass")] == pytest.approx(report["scar_mass_g"])
     assert values[("Scar", "Scar extent of LV myocardium")] == \
         pytest.approx(report["scar_percent"])
+    assert values[("MVO", "Volume")] == pytest.approx(report["mvo_volume_ml"])
+    assert values[("MVO", "Microvascular obstruction extent of LV myocardium")] == \
+        pytest.approx(report["mvo_percent"])
+    assert 0.0 <= report["mvo_percent"] <= report["scar_percent"]
 
 
 def test_openapi_documents_the_report(client) -> None:
@@ -347,7 +362,7 @@ def test_seg_has_what_ohif_and_slicer_need(client, posted, series_dirs) -> None:
     """Referenced series listing every source, per-frame source and position, display colours."""
     from skimage.color import lab2rgb
 
-    from service.viewer.overlay import MYOCARDIUM_RGB, SCAR_RGB
+    from service.viewer.overlay import MVO_RGB, MYOCARDIUM_RGB, SCAR_RGB
 
     seg = pydicom.dcmread(io.BytesIO(client.get(f"{posted.headers['location']}/seg").content))
     sources = {d.SOPInstanceUID: d for d in map(pydicom.dcmread,
@@ -369,9 +384,10 @@ def test_seg_has_what_ohif_and_slicer_need(client, posted, series_dirs) -> None:
                            source.ImagePositionPatient)
         segment = frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber
         seen.add((source.SOPInstanceUID, segment))
-    assert seen == {(uid, s) for uid in sources for s in (1, 2)}
+    assert seen == {(uid, s) for uid in sources for s in (1, 2, 3)}
     # The recommended display colours are the overlay's (DICOM scales CIELab to 0-65535).
-    for segment, rgb in zip(seg.SegmentSequence, (MYOCARDIUM_RGB, SCAR_RGB), strict=True):
+    for segment, rgb in zip(seg.SegmentSequence, (MYOCARDIUM_RGB, SCAR_RGB, MVO_RGB),
+                            strict=True):
         lab16 = np.array(segment.RecommendedDisplayCIELabValue, float)
         lab = [lab16[0] / 65535 * 100, lab16[1] / 65535 * 255 - 128, lab16[2] / 65535 * 255 - 128]
         back = lab2rgb(np.array(lab)[None, None])[0, 0] * 255

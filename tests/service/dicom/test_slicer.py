@@ -9,24 +9,18 @@ import nrrd
 import numpy as np
 import pytest
 
-from tests.conftest import multipart, require_tool, series_files
+from tests.conftest import require_tool, truth_seg
 
-LABELS = {1: "Myocardium", 2: "Scar"}
-
-
-@pytest.fixture(scope="module")
-def posted(client, series_dirs):
-    r = client.post("/v1/analyses", files=multipart(series_files(series_dirs[0])))
-    assert r.status_code == 201, r.text
-    return r
+LABELS = {1: "Myocardium", 2: "Scar", 3: "MVO"}
 
 
-def test_segimage2itkimage_reads_each_segment_with_the_services_voxel_counts(
-        client, posted, tmp_path) -> None:
+def test_segimage2itkimage_reads_each_segment_with_the_encoders_voxel_counts(
+        cored_series_dir, tmp_path) -> None:
+    """All three segments, the MVO one drawn (the phantom's truth through our encoder)."""
     tool = require_tool("segimage2itkimage")
-    base = posted.headers["location"]
+    volume, masks, seg_ds = truth_seg(cored_series_dir)
     seg = tmp_path / "seg.dcm"
-    seg.write_bytes(client.get(f"{base}/seg").content)
+    seg_ds.save_as(seg, enforce_file_format=True)
     out = tmp_path / "slicer"
     out.mkdir()
     run = subprocess.run([tool, "--inputDICOM", str(seg), "--outputDirectory", str(out),
@@ -37,22 +31,14 @@ def test_segimage2itkimage_reads_each_segment_with_the_services_voxel_counts(
     described = {attributes["labelID"]: attributes["SegmentLabel"]
                  for group in meta["segmentAttributes"] for attributes in group}
     assert described == LABELS
-
-    from service.api.app import get_settings
-    from service.store.results import ResultStore
-
-    store = ResultStore(get_settings().data_dir)
-    analysis_id = posted.json()["id"]
-    with np.load(store.path(analysis_id, "arrays")) as arrays:
-        expected = {"Myocardium": int(arrays["myocardium"].sum()),
-                    "Scar": int(arrays["scar"].sum())}
-        slices = arrays["myocardium"].shape[0]
-    assert expected["Scar"] > 0 and expected["Myocardium"] > expected["Scar"]
+    expected = {label: int(mask.sum()) for label, mask in zip(LABELS.values(), masks,
+                                                               strict=True)}
+    assert 0 < expected["MVO"] < expected["Scar"] < expected["Myocardium"]
     counted = {}
     for number, label in LABELS.items():
-        data, header = nrrd.read(str(out / f"seg-{number}.nrrd"))
+        data, _ = nrrd.read(str(out / f"seg-{number}.nrrd"))
         # One volume per segment on the source images' grid, every slice kept.
-        assert slices in data.shape, (data.shape, slices)
+        assert len(volume.slices) in data.shape, (data.shape, len(volume.slices))
         counted[label] = int(np.count_nonzero(data))
     assert counted == expected
 

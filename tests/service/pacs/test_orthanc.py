@@ -126,7 +126,7 @@ def test_a_series_uploaded_to_orthanc_comes_back_with_seg_and_sr(orthanc_and_ser
     sr_ds = wado.retrieve_series(study_uid, found["SR"]["MainDicomTags"]["SeriesInstanceUID"])
     assert len(seg_ds) == 1 and len(sr_ds) == 1
     seg = hd.seg.Segmentation.from_dataset(seg_ds[0])
-    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Myocardium", "Scar"]
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Myocardium", "Scar", "MVO"]
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == mr_series_uid
     sr = hd.sr.Comprehensive3DSR.from_dataset(sr_ds[0])
     assert sr.StudyInstanceUID == study_uid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from skimage.draw import disk
 
 from service.pipeline.postprocess import attach_scar, clean_myocardium, largest_component
@@ -230,3 +231,65 @@ def test_a_scar_network_calls_scar_at_its_own_threshold() -> None:
     again = masks_from_regions(regions, (1.5, 1.5), ring, ring.astype(np.float32),
                                replace(net, threshold=0.7))
     assert np.array_equal(again.scar, high.scar)
+
+
+def test_a_network_with_cavity_and_mvo_classes_gives_nested_masks() -> None:
+    """background/cavity/myocardium/scar/MVO: the myocardium is the last three classes
+    together, the MVO lies inside the scar, and the cavity is never myocardium."""
+    from service.pipeline.preprocess import InputSpec
+    from service.pipeline.segment import Network, segment_on
+
+    true_ring = _ring()
+    images = [np.where(true_ring, 300.0, 40.0) for _ in range(2)]
+    first = np.stack([true_ring] * 2)
+    spec = InputSpec(crop="heart_box", shape=(64, 64), margin_mm=12.0, context_slices=1)
+    classes = ("background", "cavity", "myocardium", "scar", "mvo")
+
+    def five(batch: np.ndarray) -> np.ndarray:
+        assert batch.shape[-1] == 3  # the slice and its two neighbours
+        ring = batch[..., 0] > 0
+        cols = np.broadcast_to(np.arange(batch.shape[2]), batch.shape[:3])
+        rows = np.broadcast_to(np.arange(batch.shape[1])[:, None], batch.shape[:3])
+        centre = (batch.shape[1] - 1) / 2
+        inside = ~ring & (np.hypot(rows - centre, cols - centre) < 10)
+        scar = ring & (cols > centre + 8)
+        mvo = scar & (cols > centre + 14)
+        out = np.zeros((*batch.shape[:3], 5), np.float32)
+        out[..., 0] = ~ring & ~inside
+        out[..., 1] = inside
+        out[..., 2] = ring & ~scar
+        out[..., 3] = scar & ~mvo
+        out[..., 4] = mvo
+        return out
+
+    masks = segment_on(images, (1.5, 1.5), first, first.astype(np.float32),
+                       Network(five, spec, classes))
+    assert masks.scar.any() and masks.mvo.any()
+    assert not (masks.mvo & ~masks.scar).any() and not (masks.scar & ~masks.myocardium).any()
+    assert masks.mvo.sum() < masks.scar.sum()
+    dice = 2 * (masks.myocardium & first).sum() / (masks.myocardium.sum() + first.sum())
+    assert dice > 0.9  # the cavity (inside the ring) was not counted as myocardium
+    assert masks.mvo_probability.max() > 0.9
+
+
+def test_series_and_slice_figures_count_mvo_inside_the_scar() -> None:
+    from service.pipeline.quantify import series_figures, slice_figures
+
+    class Grid:  # what series_figures reads of a Volume
+        spacing = (1.0, 2.0)
+        slice_spacing_mm = 10.0
+
+    myocardium = np.zeros((2, 10, 10), bool)
+    myocardium[:, 2:8, 2:8] = True  # 36 px a slice
+    scar = myocardium & (np.arange(10) >= 5)[None, None, :]  # 18 px a slice
+    mvo = np.zeros_like(scar)
+    mvo[0, 2:5, 6:8] = True  # 6 px, inside the scar
+    mvo[1, 0, 0] = True  # outside the myocardium: not counted
+    figures = series_figures(myocardium, scar, Grid(), mvo)
+    assert figures["mvo_percent"] == pytest.approx(100.0 * 6 / 72)
+    assert figures["mvo_volume_ml"] == pytest.approx(6 * 2.0 * 10.0 / 1000.0)
+    assert series_figures(myocardium, scar, Grid())["mvo_percent"] == 0.0
+    per_slice = slice_figures(myocardium, scar, mvo, Grid.spacing)
+    assert [s["mvo_area_mm2"] for s in per_slice] == [12.0, 0.0]
+    assert per_slice[0]["mvo_percent"] == pytest.approx(100.0 * 6 / 36)
+    assert per_slice[0]["scar_percent"] == 50.0

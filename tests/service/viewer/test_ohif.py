@@ -24,7 +24,7 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import multipart, require_tool, series_files
+from tests.conftest import multipart, require_tool, series_files, truth_seg
 from tests.service.pacs.test_orthanc import running_orthanc
 
 REPO = Path(__file__).resolve().parents[3]
@@ -94,28 +94,38 @@ class Study:
     orthanc_url: str
     auth: tuple[str, str]
     study_uid: str
-    masks: dict[int, tuple[np.ndarray, np.ndarray]]  # InstanceNumber -> (myocardium, scar)
+    # InstanceNumber -> (myocardium, scar, MVO) of the SEG loaded
+    masks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _encoded(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 @pytest.fixture
-def study_in_orthanc(tmp_path, series_dirs):
-    """Orthanc holding a phantom MR series and the SEG and SR the service made of it."""
-    from service.api.app import create_app, get_settings
-    from service.store.results import ResultStore
+def study_in_orthanc(tmp_path, cored_series_dir):
+    """Orthanc holding a phantom MR series, the SR the service made of it, and a SEG from
+    the service's encoder with all three segments drawn.
 
-    files = series_files(series_dirs[0])
+    The SEG's masks are the phantom's truth, with the scar's core (one pixel in) as the MVO,
+    so that the third segment is painted on every slice with scar, whatever the models.
+    """
+    from service.api.app import create_app
+
+    files = series_files(cored_series_dir)
     with TestClient(create_app()) as client:
         r = client.post("/v1/analyses", files=multipart(files))
         assert r.status_code == 201, r.text
         report, base = r.json(), r.headers["location"]
-        seg, sr = client.get(f"{base}/seg").content, client.get(f"{base}/sr").content
-    with np.load(ResultStore(get_settings().data_dir).path(report["id"], "arrays")) as arrays:
-        by_uid = {s["sop_instance_uid"]: (arrays["myocardium"][s["index"]],
-                                          arrays["scar"][s["index"]]) for s in report["slices"]}
-    numbers = {str(ds.SOPInstanceUID): int(ds.InstanceNumber)
-               for ds in (pydicom.dcmread(io.BytesIO(d), stop_before_pixels=True)
-                          for _, d in files)}
-    masks = {numbers[uid]: pair for uid, pair in by_uid.items()}
+        sr = client.get(f"{base}/sr").content
+    volume, (myocardium, scar, mvo), seg_ds = truth_seg(cored_series_dir)
+    assert mvo.any() and not (mvo & ~scar).any()
+    seg = _encoded(seg_ds)
+    masks = {int(s.dataset.InstanceNumber): (myocardium[k], scar[k], mvo[k])
+             for k, s in enumerate(volume.slices)}
+    assert report["study_instance_uid"] == volume.study_instance_uid
     with running_orthanc(tmp_path, forward=False) as (orthanc_url, auth):
         for data in [d for _, d in files] + [seg, sr]:
             assert httpx.post(f"{orthanc_url}/instances", content=data,
@@ -178,7 +188,7 @@ def test_ohif_lists_our_segments_and_paints_them_over_the_image(study_in_orthanc
             after = _png(page.screenshot())
             assert page.locator("canvas.cornerstone-canvas").bounding_box() == canvas
             page.locator("[data-cy=panelSegmentation-btn]").click()
-            for label in ("Myocardium", "Scar"):
+            for label in ("Myocardium", "Scar", "MVO"):
                 page.get_by_text(label, exact=True).first.wait_for(timeout=30000)
             page.wait_for_timeout(1000)
             page.screenshot(path=str(tmp_path / "ohif.png"))
@@ -187,18 +197,22 @@ def test_ohif_lists_our_segments_and_paints_them_over_the_image(study_in_orthanc
         server.shutdown()
     # Nothing OHIF logged as an error while loading the study, our SEG and our SR.
     assert errors == []
-    myocardium, scar = study.masks[shown]
-    assert scar.any(), "the test needs the first slice OHIF shows to have scar"
-    # What loading the SEG changed on the image: the segment colours (sky blue,
-    # vermillion: blue or red dominant) and where they are.
+    myocardium, scar, mvo = study.masks[shown]
+    assert mvo.any(), "the test needs the first slice OHIF shows to have scar with a core"
+    # What loading the SEG changed on the image: the segment colours (sky blue: blue
+    # dominant; vermillion: red over green and blue; yellow: red and green over blue)
+    # and where they are.
     changed = np.abs(after - before).sum(-1) > 60
     in_canvas = np.zeros(changed.shape, bool)
     x, y = int(canvas["x"]) + 2, int(canvas["y"]) + 2
     in_canvas[y:int(y + canvas["height"]) - 4, x:int(x + canvas["width"]) - 4] = True
     changed &= in_canvas
-    red, blue = after[..., 0], after[..., 2]
-    painted = {"Myocardium": changed & (blue > red + 40), "Scar": changed & (red > blue + 60)}
-    for label, mask in (("Myocardium", myocardium & ~scar), ("Scar", scar)):
+    red, green, blue = after[..., 0], after[..., 1], after[..., 2]
+    warm = changed & (red > blue + 40)
+    painted = {"Myocardium": changed & (blue > red + 40),
+               "Scar": warm & (red > green + 25), "MVO": warm & (red < green + 20)}
+    for label, mask in (("Myocardium", myocardium & ~scar), ("Scar", scar & ~mvo),
+                        ("MVO", mvo)):
         on_screen = _on_screen(mask, canvas, changed.shape)
         near = ndimage.binary_dilation(on_screen, iterations=4)  # outlines, rounding
         hits = painted[label]

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from service.viewer.bullseye import bullseye_svg, scar_colour
-from service.viewer.overlay import MYOCARDIUM_RGB, SCAR_RGB
+from service.viewer.bullseye import bullseye_svg, legend_svg, scar_colour
+from service.viewer.overlay import MVO_RGB, MYOCARDIUM_RGB, SCAR_RGB, render_overlay
 from tests.conftest import multipart, require_tool, series_files, start_service, stop_process
 
 REPO = Path(__file__).resolve().parents[3]
@@ -142,6 +142,46 @@ def test_bullseye_places_the_segments_the_usual_way() -> None:
     assert centres[14][0] < 100 < centres[16][0]
     assert scar_colour(0.0) != scar_colour(1.0) != scar_colour(40.0)
     assert 'fill="rgb({},{},{})"'.format(*scar_colour(40.0)) in svg
+
+
+def test_overlay_fills_mvo_in_its_own_colour_inside_the_scar() -> None:
+    image = np.full((40, 40), 100.0)
+    yy, xx = np.mgrid[:40, :40]
+    radius = np.hypot(yy - 20, xx - 20)
+    myocardium = (radius > 8) & (radius < 14)
+    scar = myocardium & (xx > 24)
+    # Away from the ring's edges, where the myocardium outline is drawn over everything.
+    mvo = scar & (radius > 9.5) & (radius < 12.5) & (np.abs(yy - 20) < 3)
+    rgb = render_overlay(image, myocardium, scar, 200.0, 100.0, 1, mvo=mvo).astype(int)
+    without = render_overlay(image, myocardium, scar, 200.0, 100.0, 1).astype(int)
+    # Yellow: red well over blue, green close to red (vermillion's green is far below).
+    yellowish = (rgb[..., 0] - rgb[..., 2] > 40) & (rgb[..., 0] - rgb[..., 1] < 45)
+    # Yellow (red and green over blue) exactly on the MVO, vermillion (green low) on the rest
+    # of the scar, and without MVO the picture is the scar's alone.
+    assert np.array_equal(yellowish, mvo)
+    rest = scar & ~ndimage.binary_dilation(mvo) & ndimage.binary_erosion(myocardium)
+    assert rest.any() and np.all(rgb[rest][:, 0] - rgb[rest][:, 1] > 45)
+    assert not np.array_equal(rgb, without) and np.array_equal(rgb[~mvo], without[~mvo])
+    assert tuple(rgb[mvo][0]) != tuple(rgb[rest][0])
+    assert MVO_RGB not in (MYOCARDIUM_RGB, SCAR_RGB)
+
+
+def test_bullseye_marks_segments_with_mvo_and_the_legend_explains_it() -> None:
+    segments = [{"segment": n, "name": f"s{n}", "scar_percent": 0.0, "mvo_percent": 0.0,
+                 "transmurality_class": "0%"} for n in range(1, 17)]
+    segments[9].update(scar_percent=35.0, mvo_percent=4.0)  # mid inferior
+    svg = bullseye_svg(segments, size=200)
+    dots = re.findall(r'<circle [^>]*class="mvo" data-segment="(\d+)"', svg)
+    assert dots == ["10"]
+    assert "MVO 4.0 %" in svg
+    legend = legend_svg()
+    assert "microvascular obstruction" in legend
+    assert 'fill="rgb({},{},{})"'.format(*MVO_RGB) in legend
+    assert 'fill="rgb({},{},{})"'.format(*MVO_RGB) in svg
+    # Reports stored before MVO existed have no such field: no dots, no error.
+    for s in segments:
+        s.pop("mvo_percent")
+    assert 'class="mvo"' not in bullseye_svg(segments)
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,15 @@ def generate_one(seed: int, index: int, out_dir: Path,
 
 
 def load_truth(series_dir: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Ground truth of one written series as ``{sop_instance_uid: {"myocardium", "scar"}}``."""
+    """Ground truth of one written series as ``{sop_instance_uid: {"myocardium", "scar", ...}}``.
+
+    ``cavity`` (the LV blood pool) is there for series written since it was saved.
+    """
     with np.load(Path(series_dir) / "truth.npz") as data:
         uids = [str(u) for u in data["sop_instance_uids"]]
-        return {
-            uid: {"myocardium": data["myocardium"][k], "scar": data["scar"][k],
-                  "mvo": data["mvo"][k]}
-            for k, uid in enumerate(uids)
-        }
+        keys = [k for k in ("myocardium", "scar", "mvo", "cavity") if k in data.files]
+        arrays = {k: data[k] for k in keys}
+        return {uid: {k: arrays[k][i] for k in keys} for i, uid in enumerate(uids)}
 
 
 def load_series(series_dir: Path) -> tuple[list[pydicom.Dataset], list[np.ndarray]]:

@@ -173,6 +173,7 @@ def write_series(spec: PhantomSpec, rendered: RenderedSeries, out_dir: Path) -> 
         myocardium=rendered.myocardium,
         scar=rendered.scar,
         mvo=rendered.mvo,
+        cavity=rendered.cavity,
         slice_depth_mm=np.asarray(rendered.slice_depth_mm),
     )
     myo, scar = int(rendered.myocardium.sum()), int(rendered.scar.sum())

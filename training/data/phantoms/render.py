@@ -43,6 +43,7 @@ class RenderedSeries:
     myocardium: np.ndarray  # uint8 (z, y, x)
     scar: np.ndarray  # uint8 (z, y, x), subset of myocardium
     mvo: np.ndarray  # uint8 (z, y, x), dark core inside scar
+    cavity: np.ndarray  # uint8 (z, y, x), LV blood pool with its papillary muscles
     geometry: tuple[SliceGeometry, ...]
     slice_depth_mm: tuple[float, ...]  # position along the long axis from the base plane
 
@@ -312,7 +313,7 @@ def render(spec: PhantomSpec) -> RenderedSeries:
                                     m[1, 0] * col_mm + m[1, 1] * row_mm))
 
     step = acq.thickness + acq.gap
-    signals, myos, scars, mvos, geoms, depths = [], [], [], [], [], []
+    signals, myos, scars, mvos, cavities, geoms, depths = [], [], [], [], [], [], []
     for k in range(acq.n_slices):
         s_centre = acq.first_s + k * step
         position = (origin + s_centre * long_axis
@@ -321,6 +322,7 @@ def render(spec: PhantomSpec) -> RenderedSeries:
         myo_frac = np.zeros((rows, cols))
         scar_frac = np.zeros((rows, cols))
         mvo_frac = np.zeros((rows, cols))
+        cavity_frac = np.zeros((rows, cols))
         n = 0
         for frac in _THROUGH_PLANE_FRACTIONS:
             for thorax in thoraxes:
@@ -330,6 +332,7 @@ def render(spec: PhantomSpec) -> RenderedSeries:
                 myo_frac += is_myo
                 scar_frac += is_myo & (enh >= 0.5)
                 mvo_frac += is_myo & mvo
+                cavity_frac += (label == LV_BLOOD) | (label == PAPILLARY)
                 n += 1
         myo_gt = myo_frac >= n / 2
         scar_gt = myo_gt & (scar_frac > myo_frac / 2)
@@ -337,6 +340,7 @@ def render(spec: PhantomSpec) -> RenderedSeries:
         myos.append(myo_gt)
         scars.append(scar_gt)
         mvos.append(scar_gt & (mvo_frac > scar_frac / 2))
+        cavities.append(~myo_gt & (cavity_frac >= n / 2))
         geoms.append(SliceGeometry(
             image_position=tuple(float(v) for v in position),
             image_orientation=tuple(float(v) for v in (*row_dir, *col_dir)),
@@ -358,6 +362,7 @@ def render(spec: PhantomSpec) -> RenderedSeries:
         myocardium=np.stack(myos).astype(np.uint8),
         scar=np.stack(scars).astype(np.uint8),
         mvo=np.stack(mvos).astype(np.uint8),
+        cavity=np.stack(cavities).astype(np.uint8),
         geometry=tuple(geoms),
         slice_depth_mm=tuple(depths),
     )

@@ -1,0 +1,240 @@
+"""``models/EVALUATION.md`` and the README's accuracy table, from the summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from training.evaluation.scoring import METHOD_LABELS, METHODS, SCAR_NETWORKS, SHORT_LABELS
+from training.evaluation.summary import (
+    CHALLENGE_WINNER,
+    FIELD_LABELS,
+    FIELDS,
+    MEDIAN_CI_LEVEL,
+    TARGET_METHODS,
+    TEST_SET_LABELS,
+    fmt_number,
+    target_rows,
+)
+
+
+def _verdict(row: dict) -> str:
+    if row["target"].startswith("reported"):
+        return ""
+    return "met" if row["met"] else "**not met**"
+
+
+def _targets_table(summaries: Mapping[str, dict], targets: Mapping[str, Mapping]) -> str:
+    lines = [f"| test set | method | figure | median | {MEDIAN_CI_LEVEL * 100:g} % CI | target | |",
+             "|---|---|---|---|---|---|---|"]
+    for r in target_rows(summaries, targets):
+        if "of" in r:
+            measured, ci = f"{r['median']} of {r['of']}", ""
+        elif r["ci"] is None:
+            measured, ci = fmt_number(r["median"]), ""
+        else:
+            low, high = r["ci"]
+            measured, ci = fmt_number(r["median"]), f"{fmt_number(low)}-{fmt_number(high)}"
+        lines.append(f"| {r['test_set']} | {SHORT_LABELS[r['method']]} | "
+                     f"{FIELD_LABELS.get(r['field'], r['field'])} | {measured} | {ci} | "
+                     f"{r['target']} | {_verdict(r)} |")
+    return "\n".join(lines)
+
+
+def _side_by_side(summaries: Mapping[str, dict]) -> str:
+    names = list(summaries)
+    header = ("| method | figure | " + " | ".join(names) + " |\n|---|---|"
+              + "---|" * len(names))
+    rows = []
+    for method in METHODS:
+        for field in ("myocardium_dsc", "scar_dsc", "abs_scar_percent_error", "mvo_dsc"):
+            if method in ("4sd", "fwhm", "enet-true-myocardium") and field == "myocardium_dsc":
+                continue
+            if method in ("4sd", "fwhm") and field == "mvo_dsc":
+                continue
+            cells = []
+            for name in names:
+                r = summaries[name]["methods"][method][field]
+                cells.append(f"{fmt_number(r['median'])} ({fmt_number(r['median_ci'][0])}-"
+                             f"{fmt_number(r['median_ci'][1])})")
+            rows.append(f"| {SHORT_LABELS[method]} | {FIELD_LABELS[field]} | "
+                        + " | ".join(cells) + " |")
+    return header + "\n" + "\n".join(rows)
+
+
+def _challenge_table(summaries: Mapping[str, dict]) -> str:
+    """Means over cases, as the challenge ranks (MVO: 1 where neither side has any)."""
+    names = list(summaries)
+    lines = ["| method | figure | " + " | ".join(names) + " | challenge winner |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    for method in TARGET_METHODS:
+        for key, label in (("myocardium_dsc_mean", "myocardium DSC"),
+                           ("scar_dsc_mean", "scar DSC (cases with scar)"),
+                           ("mvo_case_dsc_mean", "MVO DSC (all cases)")):
+            field = key.removesuffix("_mean")
+            cells = [fmt_number(summaries[n]["methods"][method][key]) for n in names]
+            lines.append(f"| {SHORT_LABELS[method]} | {label} | " + " | ".join(cells)
+                         + f" | {fmt_number(CHALLENGE_WINNER[field])} |")
+    return "\n".join(lines) + ("\n\nThe winner's figures are on the challenge's own 50 test "
+                               "cases, not on this split's 20: a mark, not a paired comparison.")
+
+
+def _contrast_sentence(methods: Mapping[str, dict]) -> str:
+    """How often the image reading of the contrast (``service.pipeline.contrast``) was right."""
+    parts = []
+    for method in TARGET_METHODS:
+        right, n = methods[method].get("contrast_read_right", (0, 0))
+        if n:
+            parts.append(f"{right} of {n} on the {SHORT_LABELS[method]}'s myocardium")
+    return ("" if not parts else
+            "The contrast read from the image (`service.pipeline.contrast`, as for a series whose "
+            "headers do not name it) was right on " + " and ".join(parts) + ".")
+
+
+def accuracy_table(summaries: Mapping[str, dict]) -> str:
+    """The README's short table: the default pipeline per test set, medians (95 % CI)."""
+    def cell(r: dict, digits: int = 3) -> str:
+        return (f"{fmt_number(r['median'], digits)} ({fmt_number(r['median_ci'][0], digits)}-"
+                f"{fmt_number(r['median_ci'][1], digits)})")
+
+    lines = ["| test set | series | myocardium DSC | scar DSC | abs scar-% error (points) "
+             "| interval holds the expert's scar % |", "|---|---|---|---|---|---|"]
+    for name, summary in summaries.items():
+        m = summary["methods"]["cascade-unet"]
+        iv = m.get("interval")
+        coverage = "n/a" if not iv else f"{iv['covered']} of {iv['series']}"
+        lines.append(f"| {TEST_SET_LABELS.get(name, name)} | {m['n_series']} | "
+                     f"{cell(m['myocardium_dsc'])} | {cell(m['scar_dsc'])} | "
+                     f"{cell(m['abs_scar_percent_error'], 2)} | {coverage} |")
+    return ("\n".join(lines)
+            + "\n\nCascade U-Net (the default pipeline); scar DSC on series with scar.")
+
+
+def _test_set_section(name: str, summary: dict, count: int) -> str:
+    m = summary["methods"]
+    header = ("| method | scar DSC | sensitivity | specificity | accuracy | abs scar-% error "
+              "| myocardium DSC | MVO DSC | scar called on scar-free series |\n"
+              "|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for method in METHODS:
+        r = m[method]
+        cells = [f"{fmt_number(r[f]['median'], 3 if f != 'abs_scar_percent_error' else 2)} "
+                 f"({fmt_number(r[f]['iqr'], 3 if f != 'abs_scar_percent_error' else 2)})"
+                 for f in FIELDS]
+        rows.append(f"| {METHOD_LABELS[method]} | " + " | ".join(cells) +
+                    f" | {r['scar_free_series_with_scar_called']}/{r['scar_free_series']} |")
+    tests = "\n".join(
+        f"| {METHOD_LABELS[c['a']]} vs {METHOD_LABELS[c['b']]} | {c['field']} | {c['n']} | "
+        f"{fmt_number(c['median_a'])} vs {fmt_number(c['median_b'])} | "
+        f"{fmt_number(c['p_value'], 4)} |"
+        for c in summary["comparisons"])
+    on_true_myocardium = ("4sd", "fwhm")
+    subgroup_header = ("| series with scar | n | "
+                       + " | ".join(SHORT_LABELS[m] + "*" * (m in on_true_myocardium)
+                                    for m in METHODS)
+                       + " |\n|---|---|" + "---|" * len(METHODS))
+    subgroups = "\n".join(
+        f"| {group} | {g['n_series']} | " + " | ".join(fmt_number(g[m]) for m in METHODS) + " |"
+        for group, g in summary["subgroups"].items())
+    return f"""## {TEST_SET_LABELS.get(name, name)}
+{count} series, {m['cascade-unet']['n_series'] - m['cascade-unet']['scar_free_series']} with scar.
+Median (IQR) per series. {_contrast_sentence(m)}
+
+{header}
+{chr(10).join(rows)}
+
+Wilcoxon signed-rank tests (paired by series, two-sided):
+
+| comparison | figure | n | medians | p |
+|---|---|---|---|---|
+{tests}
+
+Scar DSC by kind of series (median; * = threshold inside the true myocardium):
+
+{subgroup_header}
+{subgroups}
+
+![box plots, {name}](evaluation/boxplots_{name}.png)
+![Bland-Altman, {name}](evaluation/bland_altman_{name}.png)
+"""
+
+
+def markdown_report(summaries: Mapping[str, dict], targets: Mapping[str, Mapping],
+                    context: dict) -> str:
+    """``models/EVALUATION.md``: the targets, every test set side by side, then each in full."""
+    timing = "\n".join(f"| {k} | {v:.1f} |" for k, v in context["minutes"].items())
+    thresholds = ", ".join(f"{METHOD_LABELS[SCAR_NETWORKS[task]]} {t:g}"
+                           for task, t in context["thresholds"].items())
+    counts = context["test_sets"]
+    real = context.get("emidec")
+    real_text = ("" if not real else
+                 f" EMIDEC `train` ({real['train_cases']} cases, each as acquired and "
+                 f"darkened, {real['copies_per_case_and_contrast']} copies per contrast at "
+                 f"nominal spacings of {real['train_spacing_range_mm'][0]:g}-"
+                 f"{real['train_spacing_range_mm'][1]:g} mm) and EMIDEC `validation` "
+                 f"({real['validation_cases']} cases, both contrasts) took part too; the "
+                 f"EMIDEC test cases are read at a nominal {real['nominal_spacing_mm']:g} mm.")
+    sections = "\n".join(_test_set_section(name, summary, counts[name])
+                          for name, summary in summaries.items())
+    return f"""# Evaluation on held-out test sets
+
+**Research use only: not a medical device, not for clinical use.**
+
+Made by `{context['command']}` on {context['date']} ({context['machine']}).
+Test sets, never used in training or model selection:
+{chr(10).join(f"- {TEST_SET_LABELS.get(n, n)}: {c} series" for n, c in counts.items())}
+
+Training used {context['train_series']} and validation {context['validation_series']} phantom
+series of seed {context['train_seed']} (the phantom test set is seed {context['test_seed']}).
+{real_text}
+Each series went through the service's own pipeline code with the exported ONNX models in
+onnxruntime, each scar network's probability thresholded where it gave the best median
+scar DSC on the validation series ({thresholds}; the model cards list every threshold tried).
+
+Per-series figures (volume over all slices). Scar DSC and sensitivity are over series with
+scar; specificity and accuracy inside the true (expert) myocardium; scar % is scar over
+myocardium of the method's own masks; scar is infarct plus microvascular obstruction. The
+networks use the myocardium they predict; the 4-SD and FWHM references threshold inside the
+**expert** myocardium (remote region: the darkest of six sectors per slice; FWHM peak: 99th
+percentile of the series' myocardium), as they would be run on expert contours.
+Intervals are distribution-free {MEDIAN_CI_LEVEL * 100:g} % intervals of the median (two order
+statistics, ranks from a Binomial(n, 1/2)): a target inside one is one that test set cannot
+tell apart from the measured median, met or not.
+
+## Targets (cascade U-Net and ENet P2)
+MVO (microvascular obstruction) is part of the scar, as EMIDEC scores it; its DSC is over the
+cases that have it, and "none called" means at most 0.5 % of the myocardium.
+
+{_targets_table(summaries, targets)}
+
+## Every test set side by side: median ({MEDIAN_CI_LEVEL * 100:g} % CI)
+{_side_by_side(summaries)}
+
+## Beside the EMIDEC challenge (means over cases)
+{_challenge_table(summaries)}
+
+## The worst five EMIDEC `validation` cases
+The cascade on the validation cases (as acquired) with the lowest mean of myocardium and scar
+DSC, each on its slice with the most disagreement: the image, the expert's contours, the
+network's (myocardium sky blue, scar vermillion, MVO yellow). Validation, not test: these
+are the cases the release was chosen on, shown so that a reader sees how it fails.
+
+![worst validation cases](evaluation/worst_validation_cases.png)
+
+{sections}
+## Training curves
+![myocardium U-Net](evaluation/curves_myocardium_unet.png)
+![scar U-Net](evaluation/curves_scar_unet.png)
+![ENet P2](evaluation/curves_enet_p2.png)
+![ENet P1](evaluation/curves_enet_p1.png)
+
+## Time (minutes, {context['machine']})
+Each stage as it was done (a resumed command keeps the times of the stages it
+reused; training time is the run's own clock, which adds up across resumes),
+so the total is the cost of the command from scratch.
+
+| stage | minutes |
+|---|---|
+{timing}
+
+Per-series numbers: `evaluation/scores.csv` (column `test_set`).
+"""

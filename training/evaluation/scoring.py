@@ -1,0 +1,275 @@
+"""Scoring the exported ONNX models on labelled series, one series at a time.
+
+Each series goes through the service's own pipeline code
+(:mod:`service.pipeline.segment`) with onnxruntime, so the figures describe what is
+shipped, not the Keras models. Scores are per series (one 3-D figure over all
+slices, as the EMIDEC challenge scores a case):
+
+* DSC and sensitivity over the whole volume, on series that have scar;
+* specificity and accuracy inside the true myocardium, where they are not
+  swamped by thousands of trivially correct background pixels;
+* scar % = scar / myocardium of the method's own masks (the networks use
+  their predicted myocardium, the classical thresholds the true one, as
+  the reference methods would be run on expert contours);
+* microvascular obstruction (MVO, inside the scar): its DSC on series that
+  have it, its % of the myocardium on every series, and the challenge's
+  per-case DSC (1 where neither the expert nor the method has any).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from service.pipeline.acceptance import lv_ring_slices
+from service.pipeline.contrast import read_contrast
+from service.pipeline.postprocess import clean_myocardium
+from service.pipeline.quality import MAX_INTERVAL_WIDTH_PERCENT, myocardium_gaps
+from service.pipeline.quantify import fwhm_scar, nsd_scar, scar_fraction
+from service.pipeline.segment import (
+    Network,
+    Segmentation,
+    masks_from_regions,
+    myocardium_probability,
+    scar_regions,
+    segment_on,
+)
+from service.pipeline.uncertainty import IntervalCalibration, ambiguity, calibrate, interval
+from training import metrics
+from training.data.sources import LabelledSeries, Source, as_source
+
+NETWORK_METHODS = ("cascade-unet", "enet", "enet-raw")
+METHODS = (*NETWORK_METHODS, "enet-true-myocardium", "4sd", "fwhm")
+METHOD_LABELS = {
+    "cascade-unet": "Cascade U-Net",
+    "enet": "ENet P2 (crop x predicted myocardium)",
+    "enet-raw": "ENet P1 (raw crop)",
+    "enet-true-myocardium": "ENet P2 on the true myocardium (paper's setting)",
+    "4sd": "4-SD in the true myocardium",
+    "fwhm": "FWHM in the true myocardium",
+}
+
+
+@dataclass(frozen=True)
+class SeriesScore:
+    series_id: str
+    method: str
+    has_scar: bool
+    has_obstruction: bool  # microvascular obstruction (a dark core in the scar) in the truth
+    true_scar_percent: float
+    scar_percent: float
+    abs_scar_percent_error: float
+    scar_dsc: float
+    scar_sensitivity: float
+    scar_specificity: float
+    scar_accuracy: float
+    myocardium_dsc: float
+    test_set: str = ""
+    contrast: str = ""  # the series' LGE contrast
+    # The contrast the service's image reading gives on this method's myocardium (EMIDEC has
+    # no headers to read; a phantom's headers would say dark-blood before the image is read).
+    contrast_read: str = ""
+    # The scar % interval (network methods with a calibration; NaN otherwise).
+    interval_low: float = float("nan")
+    interval_high: float = float("nan")
+    # Whether the service would refuse the series as no LV heart (no closed LV ring).
+    refused: bool = False
+    # Whether it would mark the result for review on the interval's width or a gap in the
+    # myocardium (the mass and spacing rules need a real header; EMIDEC has none).
+    review: bool = False
+    # Microvascular obstruction: the expert's and the method's % of the myocardium, its DSC
+    # on series that have it (NaN otherwise), and the challenge's per-case DSC (1 where
+    # neither has any). NaN for the classical methods, which draw no MVO.
+    true_mvo_percent: float = float("nan")
+    mvo_percent: float = float("nan")
+    mvo_dsc: float = float("nan")
+    mvo_case_dsc: float = float("nan")
+
+
+SHORT_LABELS = {"cascade-unet": "cascade", "enet": "ENet P2", "enet-raw": "ENet P1",
+                "enet-true-myocardium": "P2 true myo", "4sd": "4-SD", "fwhm": "FWHM"}
+
+
+# The scar network of each network pipeline.
+SCAR_NETWORKS = {"scar_unet": "cascade-unet", "enet_p2": "enet", "enet_p1": "enet-raw"}
+# 0.9 was added when the scar U-Net's validation curve was still rising at 0.8, the old edge.
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def best_threshold(dsc_by_threshold: Mapping[float, Sequence[float]]) -> float:
+    """The threshold with the highest median DSC; of equals, the one nearest 0.5."""
+    return max(dsc_by_threshold,
+               key=lambda t: (round(float(np.median(dsc_by_threshold[t])), 6), -abs(t - 0.5)))
+
+
+def choose_thresholds(sources: Sequence[Source | Path], networks: Mapping[str, Network],
+                      grid: Sequence[float] = THRESHOLDS) -> dict[str, dict]:
+    """Each scar network's decision threshold, by median scar DSC on validation series.
+
+    Cross-entropy weighted towards scar (and the Dice term) make a network
+    call scar at probabilities its calibrated twin would not; the threshold
+    that undoes this is chosen on series the test set never sees, through
+    the same post-processing the service runs (one network run per series,
+    every threshold applied to it).
+    """
+    dsc: dict[str, dict[float, list[float]]] = {task: {t: [] for t in grid}
+                                                for task in SCAR_NETWORKS}
+    for source in tqdm(sources, desc="thresholds (validation)", unit="series"):
+        series = as_source(source).read()
+        if not series.true_scar.any():
+            continue
+        myo_p = myocardium_probability(series.images, series.spacing,
+                                       networks["myocardium_unet"])
+        myo = clean_myocardium(myo_p)
+        for task in SCAR_NETWORKS:
+            regions = scar_regions(series.images, series.spacing, myo, networks[task])
+            for t in grid:
+                net = dataclasses.replace(networks[task], threshold=t)
+                seg = masks_from_regions(regions, series.spacing, myo, myo_p, net)
+                dsc[task][t].append(metrics.dice(seg.scar, series.true_scar))
+    return {task: {"threshold": best_threshold(dsc[task]),
+                   "validation_median_scar_dsc": {f"{t:g}": float(np.median(v))
+                                                  for t, v in dsc[task].items()},
+                   "validation_series_with_scar": len(dsc[task][grid[0]])}
+            for task in SCAR_NETWORKS}
+
+
+# The network pipelines and the scar network each one runs (on the predicted myocardium),
+# and the reference run of Protocol 2 on the true one.
+PIPELINE_RUNS = {"cascade-unet": ("scar_unet", "predicted"), "enet": ("enet_p2", "predicted"),
+                 "enet-raw": ("enet_p1", "predicted"),
+                 "enet-true-myocardium": ("enet_p2", "true")}
+
+
+def network_segmentations(series: LabelledSeries, networks: Mapping[str, Network]
+                          ) -> tuple[np.ndarray, dict[str, Segmentation]]:
+    """The myocardium network's own ring, and each network method's masks on one series,
+    as the service draws them."""
+    images, spacing = series.images, series.spacing
+    myo_p = myocardium_probability(images, spacing, networks["myocardium_unet"])
+    myo = clean_myocardium(myo_p)
+    true_myo = series.true_myocardium
+    given = {"predicted": (myo, myo_p), "true": (true_myo, true_myo.astype(np.float32))}
+    return myo, {method: segment_on(images, spacing, *given[which], networks[net])
+                 for method, (net, which) in PIPELINE_RUNS.items()}
+
+
+def score_series(source: Source | Path, networks: Mapping[str, Network], test_set: str = "",
+                 calibrations: Mapping[str, IntervalCalibration] | None = None
+                 ) -> list[SeriesScore]:
+    """Every method on one series; ``networks`` has myocardium_unet, scar_unet, enet_p1/p2.
+
+    ``calibrations`` (by method) add each network method's scar % interval.
+    """
+    source = as_source(source)
+    series = source.read()
+    images, spacing = series.images, series.spacing
+    true_myo, true_scar = series.true_myocardium, series.true_scar
+    first_ring, segs = network_segmentations(series, networks)
+    # The service refuses a series on the myocardium network's own ring.
+    refused = not lv_ring_slices(first_ring, spacing)
+    masks = {method: (seg.scar, seg.myocardium) for method, seg in segs.items()}
+    true_mvo = series.true_obstruction
+    masks["4sd"] = (nsd_scar(images, true_myo, 4.0), true_myo)
+    masks["fwhm"] = (fwhm_scar(images, true_myo), true_myo)
+
+    has_scar = bool(true_scar.any())
+    true_pct = 100.0 * scar_fraction(true_scar, true_myo)
+    nan = float("nan")
+    out = []
+    for method, (scar, myocardium) in masks.items():
+        pct = 100.0 * scar_fraction(scar, myocardium)
+        low = high = nan
+        calibration = (calibrations or {}).get(method)
+        if calibration is not None and method in segs:
+            net = networks[PIPELINE_RUNS[method][0]]
+            spread = ambiguity(segs[method].scar_probability, myocardium, net.threshold,
+                               calibration.offset)
+            low, high = interval(pct, spread, calibration)
+        out.append(SeriesScore(
+            series_id=source.series_id, method=method, has_scar=has_scar,
+            has_obstruction=bool(series.true_obstruction.any()),
+            true_scar_percent=true_pct, scar_percent=pct,
+            abs_scar_percent_error=abs(pct - true_pct),
+            scar_dsc=metrics.dice(scar, true_scar) if has_scar else nan,
+            scar_sensitivity=metrics.sensitivity(scar, true_scar) if has_scar else nan,
+            scar_specificity=metrics.specificity(scar[true_myo], true_scar[true_myo]),
+            scar_accuracy=metrics.accuracy(scar[true_myo], true_scar[true_myo]),
+            myocardium_dsc=metrics.dice(myocardium, true_myo), test_set=test_set,
+            contrast=source.contrast,
+            contrast_read=read_contrast(images, myocardium).contrast,
+            interval_low=low, interval_high=high,
+            refused=method in segs and refused,
+            review=method in segs and _review(myocardium, low, high),
+            **(_mvo_scores(segs[method], true_mvo, true_myo) if method in segs else {}),
+        ))
+    return out
+
+
+def _mvo_scores(seg: Segmentation, true_mvo: np.ndarray, true_myo: np.ndarray) -> dict:
+    has_mvo = bool(true_mvo.any())
+    dsc = metrics.dice(seg.mvo, true_mvo) if has_mvo else float("nan")
+    return {"true_mvo_percent": 100.0 * scar_fraction(true_mvo, true_myo),
+            "mvo_percent": 100.0 * scar_fraction(seg.mvo, seg.myocardium),
+            "mvo_dsc": dsc,
+            "mvo_case_dsc": dsc if has_mvo else float(not seg.mvo.any())}
+
+
+def _review(myocardium: np.ndarray, low: float, high: float) -> bool:
+    return bool(myocardium_gaps(myocardium)
+                or (not math.isnan(low) and high - low > MAX_INTERVAL_WIDTH_PERCENT))
+
+
+# Threshold offsets and floors (percentage points) the interval's calibration chooses from.
+INTERVAL_OFFSETS = (0.1, 0.2, 0.3)
+INTERVAL_FLOORS = (0.5, 1.0, 2.0, 3.0)
+INTERVAL_LEVEL = 0.95
+
+
+def calibrate_intervals(sources: Sequence[Source | Path], networks: Mapping[str, Network],
+                        offsets: Sequence[float] = INTERVAL_OFFSETS,
+                        floors: Sequence[float] = INTERVAL_FLOORS,
+                        level: float = INTERVAL_LEVEL) -> dict[str, IntervalCalibration]:
+    """Each network pipeline's interval, calibrated (split conformal) on these series."""
+    methods = list(NETWORK_METHODS)
+    errors: dict[str, list[float]] = {m: [] for m in methods}
+    spreads: dict[str, dict[float, list[float]]] = {m: {o: [] for o in offsets}
+                                                    for m in methods}
+    for source in tqdm(sources, desc="interval calibration (validation)", unit="series"):
+        series = as_source(source).read()
+        _, segs = network_segmentations(series, networks)
+        truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
+        for method in methods:
+            seg, net = segs[method], networks[PIPELINE_RUNS[method][0]]
+            errors[method].append(100.0 * scar_fraction(seg.scar, seg.myocardium) - truth)
+            for offset in offsets:
+                spreads[method][offset].append(ambiguity(seg.scar_probability, seg.myocardium,
+                                                         net.threshold, offset))
+    return {m: calibrate(errors[m], spreads[m], floors, level) for m in methods}
+
+
+def evaluate(sources: Sequence[Source | Path], networks: Mapping[str, Network],
+             test_set: str = "", calibrations: Mapping[str, IntervalCalibration] | None = None
+             ) -> list[SeriesScore]:
+    scores = []
+    for source in tqdm(sources, desc=f"evaluate {test_set}".strip(), unit="series"):
+        scores.extend(score_series(source, networks, test_set, calibrations))
+    return scores
+
+
+def write_csv(scores: Sequence[Any], path: Path) -> None:
+    """One row per score, a column per field (any dataclass: these, the stress test's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(scores[0])))
+        writer.writeheader()
+        for s in scores:
+            writer.writerow(asdict(s))
