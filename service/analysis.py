@@ -24,6 +24,8 @@ from service.config import Settings
 from service.dicom.ingest import Blob, Limits, read_datasets
 from service.dicom.seg import build_seg
 from service.dicom.sr import build_sr
+from service.dicom.synthetic import warmup_series
+from service.errors import InputError
 from service.pipeline.acceptance import check_headers, check_segmentation
 from service.pipeline.contrast import read_contrast
 from service.pipeline.postprocess import clean_myocardium
@@ -166,6 +168,35 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
         scar_percent_interval=scar_interval, quality=quality, **figures)
     return AnalysisResult(report=report, seg=seg, sr=sr, myocardium=myocardium, scar=scar,
                           mvo=mvo)
+
+
+def warm_up(pipelines: list[Pipeline]) -> float:
+    """Every pipeline and both encoders once on a synthetic series; returns the seconds.
+
+    Called before the service says ready, so the first patient's analysis is as fast as
+    the rest (onnxruntime, highdicom and pydicom initialise on first use). A synthetic
+    series the networks refuse still warms the networks; the encoders are then run on
+    a plain ring so that they are warm too.
+    """
+    started = time.perf_counter()
+    volume = build_volume(warmup_series())
+    encoded = False
+    for pipeline in pipelines:
+        try:
+            result = analyse(volume, pipeline, 0.0, analysis_id="warm-up")
+        except InputError:
+            continue
+        _to_bytes(result.seg), _to_bytes(result.sr)
+        encoded = True
+    if not encoded:
+        ring = np.zeros((len(volume.slices), *volume.images[0].shape), bool)
+        ring[:, 100:156, 100:156] = True
+        ring[:, 110:146, 110:146] = False
+        seg = build_seg(volume, ring, ring, ring, "warm-up", "0")
+        _to_bytes(seg)
+        _to_bytes(build_sr([s.dataset for s in volume.slices], seg,
+                           series_figures(ring, ring, volume, ring), "warm-up", "0"))
+    return time.perf_counter() - started
 
 
 def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:

@@ -39,7 +39,7 @@ ALLOWED = {
                          "service.errors"),
     "service.pacs": ("service.pacs", "service.pipeline", "service.dicom", "service.store",
                      "service.analysis", "service.config", "service.errors"),
-    "training": ("training", "service.pipeline", "service"),
+    "training": ("training", "service.pipeline", "service.viewer", "service"),
 }
 
 
@@ -84,7 +84,7 @@ def test_the_tree_names_its_parts_and_the_tests_mirror_it() -> None:
         assert doc and "import" in doc, part  # what it owns and what it may import
         assert list((ROOT / "tests" / "service" / part).glob("test_*.py")), part
     assert sorted(p.parent.name for p in (ROOT / "training").glob("*/__init__.py")) == \
-        ["data", "nets"]
+        ["data", "evaluation", "nets"]
     for folder in (ROOT / "tests").rglob("test_*.py"):
         relative = folder.parent.relative_to(ROOT / "tests")
         assert relative == Path(".") or (ROOT / relative).is_dir(), relative

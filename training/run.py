@@ -117,8 +117,9 @@ def estimated_minutes(configs: dict[str, TrainConfig]) -> float:
         return float("nan")
     total = _FIXED_MINUTES
     for task, cfg in configs.items():
-        step_ms = rows[task]["step_ms"]
-        ms = step_ms["training crop"] if cfg.train_crop else step_ms["whole input"]
+        ms = rows[task]["step_ms"].get(rows[task].get("release_variant"))
+        if ms is None:
+            return float("nan")
         total += cfg.epochs * cfg.steps_per_epoch * ms * _RUN_OVER_STEP[task] / 60000.0
     return total
 

@@ -24,6 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from service import __version__, logs
 from service.api.errors import install_error_handlers
 from service.api.metrics import Metrics, MetricsMiddleware, run_counted
+from service.analysis import warm_up
 from service.api.routes import ROUTERS
 from service.config import Settings, get_settings
 from service.dicom.ingest import clear_spools
@@ -114,12 +115,16 @@ async def lifespan(app: FastAPI):
     app.state.running, app.state.failed = set(), {}
     started = time.perf_counter()
     # Refusing to start beats serving unknown weights: a bad manifest raises here.
-    app.state.registry = await run_in_threadpool(load_registry, settings.models_dir,
-                                                 settings.execution_provider,
-                                                 settings.onnx_memory_arena)
+    registry = await run_in_threadpool(load_registry, settings.models_dir,
+                                       settings.execution_provider, settings.onnx_memory_arena)
     log.info("models loaded in %.1f s: %s", time.perf_counter() - started,
              ", ".join(f"{m.name} {m.version} on {m.execution_provider}"
-                       for m in app.state.registry.models.values()))
+                       for m in registry.models.values()))
+    # /readyz says ready only after every pipeline has run once: the first patient's
+    # analysis must not pay for lazy initialisation (BENCHMARKS.md, "First request").
+    warmed = await run_in_threadpool(warm_up, list(registry.pipelines.values()))
+    log.info("pipelines warmed up in %.1f s", warmed)
+    app.state.registry = registry
     loops = [asyncio.create_task(_every(app, "STOW-RS analyses", _analyse_quiet_series)),
              asyncio.create_task(_every(app, "store-back", _push_results)),
              asyncio.create_task(_every(app, "retention", _apply_retention))]

@@ -80,6 +80,7 @@ def test_source_maps_labels_to_myocardium_scar_and_obstruction(fake_emidec: Path
     assert np.array_equal(series.true_myocardium, np.isin(labels, (2, 3, 4)))
     assert np.array_equal(series.true_scar, np.isin(labels, (3, 4)))
     assert np.array_equal(series.true_obstruction, labels == 4)
+    assert np.array_equal(series.cavity(), labels == 1)  # the expert's cavity, not a guess
     assert not (series.true_scar & ~series.true_myocardium).any()
 
 
@@ -158,6 +159,26 @@ def test_training_arrays_are_cut_from_an_emidec_case(fake_emidec: Path) -> None:
     assert arrays["myocardium_unet"].x.shape[0] == 3
     assert set(arrays["enet_p2"].series.tolist()) == {4}
     assert arrays["myocardium_unet"].y.max() > 0.9  # the ring is on the model grid
+
+
+def test_multi_class_targets_come_from_the_label_codes(fake_emidec: Path) -> None:
+    """Cavity (1), myocardium (2-4), scar (3-4) and MVO (4) on each network's grid: the
+    soft targets' sums over the model grid follow the label areas, and they nest."""
+    source = emidec.EmidecCase(fake_emidec, "Case_P001", spacing_mm=1.5)
+    _, labels = emidec.read_case(fake_emidec, "Case_P001")
+    arrays = series_arrays(source, 4, tasks=["myocardium_unet", "enet_p1"])
+    cavity, myocardium = np.moveaxis(arrays["myocardium_unet"].regions, -1, 0)
+    # CNN1's grid is 2 mm, the case's 1.5 mm: areas scale by (1.5 / 2) ** 2.
+    scale = (1.5 / 2.0) ** 2
+    assert cavity.sum() == pytest.approx((labels == 1).sum() * scale, rel=0.05)
+    assert myocardium.sum() == pytest.approx(np.isin(labels, (2, 3, 4)).sum() * scale,
+                                             rel=0.05)
+    assert np.all(cavity + myocardium <= 1.0 + 1e-3)
+    scar, mvo = np.moveaxis(arrays["enet_p1"].regions, -1, 0)
+    assert scar.max() > 0.9 and mvo.max() > 0.5 and np.all(mvo <= scar + 1e-3)
+    normal = series_arrays(emidec.EmidecCase(fake_emidec, "Case_N002", spacing_mm=1.5), 5,
+                           tasks=["enet_p1"])["enet_p1"].regions
+    assert normal.max() == 0.0  # no scar, no MVO in a normal case
 
 
 @pytest.mark.skipif(not (REAL / "split.json").is_file(), reason="EMIDEC is not beside the checkout")

@@ -51,6 +51,24 @@ def test_truth_keyed_by_sop_uid_and_matches_files(series_dirs: list[Path]) -> No
         assert meta["n_slices"] == len(datasets)
 
 
+def test_truth_holds_the_lv_cavity_inside_the_ring(series_dirs: list[Path]) -> None:
+    """The blood pool (papillary muscles included) is saved with the other masks: disjoint
+    from the myocardium, and where a slice's ring is closed, inside it."""
+    from scipy import ndimage
+
+    truth = load_truth(series_dirs[0])
+    closed = 0
+    for masks in truth.values():
+        cavity, myocardium = masks["cavity"].astype(bool), masks["myocardium"].astype(bool)
+        assert not (cavity & myocardium).any()
+        hole = ndimage.binary_fill_holes(myocardium) & ~myocardium
+        if hole.sum() > 50:
+            closed += 1
+            assert (cavity & hole).sum() >= 0.8 * hole.sum()
+            assert (cavity & ~hole).sum() <= 0.2 * cavity.sum()
+    assert closed >= 2
+
+
 def test_truth_is_ordered_base_to_apex(series_dirs: list[Path]) -> None:
     """truth.npz lists slices base->apex: positions advance along the long axis."""
     for series_dir in series_dirs:

@@ -455,3 +455,37 @@ def test_targets_hold_the_darkened_set_to_the_bright_one_and_count_normal_cases(
     plot = tmp_path / "ba.png"
     bland_altman(scores("emidec", 0.75, 3.0), plot, "EMIDEC")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mvo_is_scored_on_cases_with_it_and_counted_on_cases_without() -> None:
+    """MVO DSC over cases with MVO; "none called" on the others; the challenge's mean with
+    1 for a case where neither side has any."""
+    from training.evaluation.scoring import METHODS, SeriesScore
+    from training.evaluation.summary import summarise, target_rows
+
+    nan = float("nan")
+
+    def score(series: str, method: str, has_mvo: bool, mvo_dsc: float, called: float,
+              case_dsc: float) -> SeriesScore:
+        network = method in ("cascade-unet", "enet", "enet-raw", "enet-true-myocardium")
+        return SeriesScore(series, method, True, has_mvo, 10.0, 10.0, 0.0, 0.8, 0.8, 1.0, 1.0,
+                           0.9, "emidec", true_mvo_percent=2.0 if has_mvo else 0.0,
+                           mvo_percent=called if network else nan,
+                           mvo_dsc=mvo_dsc if network else nan,
+                           mvo_case_dsc=case_dsc if network else nan)
+
+    cases = [("a", True, 0.6, 2.0, 0.6), ("b", True, 0.4, 1.0, 0.4),
+             ("c", False, nan, 0.0, 1.0), ("d", False, nan, 0.3, 0.0),
+             ("e", False, nan, 1.5, 0.0)]
+    scores = [score(name, method, has_mvo, dsc, called, case_dsc)
+              for name, has_mvo, dsc, called, case_dsc in cases for method in METHODS]
+    summary = summarise(scores)
+    cascade = summary["methods"]["cascade-unet"]
+    assert cascade["mvo_dsc"]["median"] == pytest.approx(0.5)  # over a and b only
+    assert cascade["no_mvo_called"] == (2, 3)  # c and d at most 0.5 %, e not
+    assert cascade["mvo_case_dsc_mean"] == pytest.approx((0.6 + 0.4 + 1.0) / 5)
+    assert summary["methods"]["4sd"]["no_mvo_called"] == (0, 0)  # draws no MVO
+    rows = {(r["test_set"], r["method"], r["field"]): r for r in target_rows({"emidec": summary})}
+    assert not rows[("emidec", "cascade-unet", "mvo_dsc")]["met"]  # 0.5 < 0.55
+    none_called = rows[("emidec", "cascade-unet", "cases without MVO, none called (<= 0.5 %)")]
+    assert (none_called["median"], none_called["of"], none_called["met"]) == (2, 3, False)

@@ -1,0 +1,71 @@
+"""The analysis' warm-up: every pipeline and both encoders run before the service is ready."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from service.analysis import warm_up
+from service.dicom.synthetic import warmup_series
+from service.pipeline.acceptance import header_reasons
+from service.pipeline.registry import load_registry
+from service.pipeline.volume import build_volume
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def test_the_warm_up_series_is_an_lge_series_the_service_reads() -> None:
+    datasets = warmup_series()
+    volume = build_volume(datasets)
+    assert len(volume.slices) == 12 and header_reasons(datasets) == []
+    # Fresh UIDs each time: a warm-up never collides with anything stored.
+    assert warmup_series()[0].StudyInstanceUID != datasets[0].StudyInstanceUID
+    assert "WARMUP" in str(datasets[0].PatientName)
+
+
+def test_warm_up_runs_every_network_of_every_pipeline() -> None:
+    registry = load_registry(MODELS)
+    calls: dict[str, int] = {}
+
+    def counted(name, predict):
+        def run(batch):
+            calls[name] = calls.get(name, 0) + 1
+            return predict(batch)
+        return run
+
+    pipelines = []
+    for p in registry.pipelines.values():
+        myo = replace(p.myocardium, network=replace(
+            p.myocardium.network, predict=counted(f"{p.name}/myo", p.myocardium.network.predict)))
+        scar = replace(p.scar, network=replace(
+            p.scar.network, predict=counted(f"{p.name}/scar", p.scar.network.predict)))
+        pipelines.append(replace(p, myocardium=myo, scar=scar))
+    assert warm_up(pipelines) > 0
+    assert set(calls) == {f"{p.name}/{n}" for p in pipelines for n in ("myo", "scar")}
+
+
+def test_the_service_is_ready_only_after_warming_up(monkeypatch) -> None:
+    """/readyz answers ready once warm_up has returned, never before."""
+    from fastapi.testclient import TestClient
+
+    import service.api.app as app_module
+
+    app = app_module.create_app()
+    seen = []
+
+    def recording(pipelines):
+        # While warming up, the registry is not published: /readyz would say 503.
+        seen.append((len(pipelines), app.state.registry))
+        return 0.0
+
+    monkeypatch.setattr(app_module, "warm_up", recording)
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+    assert len(seen) == 1 and seen[0][0] >= 3 and seen[0][1] is None
+
+
+@pytest.fixture(autouse=True)
+def _no_cuda(monkeypatch) -> None:
+    monkeypatch.setenv("EXECUTION_PROVIDER", "cpu")
