@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     data_dir: Path = REPO_ROOT / "var" / "results"
     models_dir: Path = REPO_ROOT / "models"
     execution_provider: Literal["auto", "cuda", "cpu"] = "auto"
+    # auto: each model's int8 file where the release measured it to hold accuracy (and
+    # faster), else its float32 file; int8: every int8 file there is; fp32: none.
+    model_precision: Literal["auto", "fp32", "int8"] = "auto"
     api_key: str | None = None
     # Listening beyond loopback without an API key serves patient data to the network: the
     # service refuses to start so unless this says it is meant (a trusted, closed network).

@@ -78,7 +78,10 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
                    parameters: Mapping[str, int], training: Mapping[str, dict],
                    evaluation: Mapping[str, dict], training_data: dict,
                    thresholds: Mapping[str, float],
-                   intervals: Mapping[str, dict] | None = None) -> dict:
+                   intervals: Mapping[str, dict] | None = None,
+                   int8: Mapping[str, dict] | None = None) -> dict:
+    """The manifest; ``int8`` (by task): each int8 copy's file, sha256, whether it is the
+    default (it held accuracy) and how it was calibrated."""
     models = []
     for entry in MODELS:
         path = onnx_files[entry.key]
@@ -96,6 +99,7 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
                        "threshold": thresholds[entry.key]}
             | ({"interval": intervals[entry.key]} if intervals and entry.key in intervals
                else {}),
+            **({"int8": int8[entry.key]} if int8 and entry.key in int8 else {}),
             "training": training[entry.key],
             "evaluation": evaluation.get(entry.key, {}),
             "card": f"cards/{entry.name}.md",

@@ -22,9 +22,9 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from service import __version__, logs
+from service.analysis import warm_up
 from service.api.errors import install_error_handlers
 from service.api.metrics import Metrics, MetricsMiddleware, run_counted
-from service.analysis import warm_up
 from service.api.routes import ROUTERS
 from service.config import Settings, get_settings
 from service.dicom.ingest import clear_spools
@@ -116,9 +116,10 @@ async def lifespan(app: FastAPI):
     started = time.perf_counter()
     # Refusing to start beats serving unknown weights: a bad manifest raises here.
     registry = await run_in_threadpool(load_registry, settings.models_dir,
-                                       settings.execution_provider, settings.onnx_memory_arena)
+                                       settings.execution_provider, settings.onnx_memory_arena,
+                                       settings.model_precision)
     log.info("models loaded in %.1f s: %s", time.perf_counter() - started,
-             ", ".join(f"{m.name} {m.version} on {m.execution_provider}"
+             ", ".join(f"{m.name} {m.version} ({m.precision}) on {m.execution_provider}"
                        for m in registry.models.values()))
     # /readyz says ready only after every pipeline has run once: the first patient's
     # analysis must not pay for lazy initialisation (BENCHMARKS.md, "First request").

@@ -15,6 +15,7 @@ class ModelInfo(BaseModel):
     version: str
     sha256: str
     execution_provider: str
+    precision: str = Field("fp32", description="fp32 or int8: which of the model's files runs")
 
 
 class PipelineInfo(BaseModel):

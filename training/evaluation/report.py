@@ -10,6 +10,8 @@ from training.evaluation.summary import (
     FIELD_LABELS,
     FIELDS,
     MEDIAN_CI_LEVEL,
+    PARITY_DSC_DROP,
+    PARITY_SCAR_PERCENT,
     TARGET_METHODS,
     TEST_SET_LABELS,
     fmt_number,
@@ -59,6 +61,37 @@ def _side_by_side(summaries: Mapping[str, dict]) -> str:
             rows.append(f"| {SHORT_LABELS[method]} | {FIELD_LABELS[field]} | "
                         + " | ".join(cells) + " |")
     return header + "\n" + "\n".join(rows)
+
+
+def _parity_section(context: dict) -> str:
+    rows = context.get("precision_parity")
+    if not rows:
+        return ""
+    lines = ["| test set | method | series | myocardium DSC fp32 / int8 | scar DSC fp32 / int8 "
+             "| MVO DSC fp32 / int8 | scar % moved, median (max) | parity |",
+             "|---|---|---|---|---|---|---|---|"]
+    def pair(r: dict, field: str) -> str:
+        return f"{fmt_number(r[field]['fp32'])} / {fmt_number(r[field]['int8'])}"
+
+    for r in rows:
+        lines.append(f"| {r['test_set']} | {SHORT_LABELS[r['method']]} | {r['series']} | "
+                     f"{pair(r, 'myocardium_dsc')} | {pair(r, 'scar_dsc')} | "
+                     f"{pair(r, 'mvo_dsc')} | "
+                     f"{fmt_number(r['scar_percent_change_median'], 2)} "
+                     f"({fmt_number(r['scar_percent_change_max'], 2)}) | "
+                     f"{'met' if r['met'] else '**not met**'} |")
+    verdict = ("int8 held on every test set and method, so `MODEL_PRECISION=auto` runs the "
+               "U-Nets' int8 files" if context.get("int8_default") else
+               "int8 did not hold on every test set and method, so `MODEL_PRECISION=auto` "
+               "runs float32 (`MODEL_PRECISION=int8` still runs the int8 files)")
+    return f"""## int8 against float32
+The U-Nets also ship as static int8 (onnxruntime QDQ, activation ranges from validation
+inputs, never a test set). Every test set was run through both, with the same thresholds
+and intervals; int8 may be the default only where the median DSC drops by at most
+{PARITY_DSC_DROP:g} and the per-series scar % moves by at most {PARITY_SCAR_PERCENT:g} points
+(median). {verdict}. Their speed is in BENCHMARKS.md.
+
+""" + "\n".join(lines) + "\n"
 
 
 def _challenge_table(summaries: Mapping[str, dict]) -> str:
@@ -212,6 +245,7 @@ cases that have it, and "none called" means at most 0.5 % of the myocardium.
 ## Beside the EMIDEC challenge (means over cases)
 {_challenge_table(summaries)}
 
+{_parity_section(context)}
 ## The worst five EMIDEC `validation` cases
 The cascade on the validation cases (as acquired) with the lowest mean of myocardium and scar
 DSC, each on its slice with the most disagreement: the image, the expert's contours, the

@@ -267,3 +267,41 @@ def manifest_evaluation(summaries: Mapping[str, dict]) -> dict[str, dict]:
             for task, (method, names) in fields.items()}
 
 
+
+
+# int8 may be the default only where, on every test set and network method, the median
+# DSC drops by at most this and the per-series scar % moves by at most this (median).
+PARITY_DSC_DROP = 0.005
+PARITY_SCAR_PERCENT = 0.2
+PARITY_METHODS = ("cascade-unet", "enet", "enet-raw")
+
+
+def precision_parity(fp32: Sequence[SeriesScore], int8: Sequence[SeriesScore]) -> list[dict]:
+    """int8 against float32 per test set and network method, paired by series."""
+    rows = []
+    test_sets = list(dict.fromkeys(s.test_set for s in fp32))
+    for test_set in test_sets:
+        for method in PARITY_METHODS:
+            a = {s.series_id: s for s in fp32 if s.test_set == test_set and s.method == method}
+            b = {s.series_id: s for s in int8 if s.test_set == test_set and s.method == method}
+            keys = sorted(a.keys() & b.keys())
+            if not keys:
+                continue
+            row = {"test_set": test_set, "method": method, "series": len(keys)}
+            drops = []
+            for field in ("myocardium_dsc", "scar_dsc", "mvo_dsc"):
+                va = np.array([getattr(a[k], field) for k in keys], float)
+                vb = np.array([getattr(b[k], field) for k in keys], float)
+                ok = ~(np.isnan(va) | np.isnan(vb))
+                ma = float(np.median(va[ok])) if ok.any() else math.nan
+                mb = float(np.median(vb[ok])) if ok.any() else math.nan
+                row[field] = {"fp32": ma, "int8": mb, "drop": ma - mb}
+                if field != "mvo_dsc" and not math.isnan(ma):
+                    drops.append(ma - mb)
+            moved = [abs(a[k].scar_percent - b[k].scar_percent) for k in keys]
+            row["scar_percent_change_median"] = float(np.median(moved))
+            row["scar_percent_change_max"] = float(np.max(moved))
+            row["met"] = bool(all(d <= PARITY_DSC_DROP for d in drops)
+                              and row["scar_percent_change_median"] <= PARITY_SCAR_PERCENT)
+            rows.append(row)
+    return rows

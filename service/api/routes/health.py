@@ -60,4 +60,5 @@ def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "not_ready", "models": []}, status_code=503)
     return JSONResponse({"status": "ready", "models": [
         {"name": m.name, "version": m.version, "sha256": m.sha256,
-         "execution_provider": m.execution_provider} for m in registry.models.values()]})
+         "execution_provider": m.execution_provider, "precision": m.precision}
+        for m in registry.models.values()]})

@@ -112,6 +112,40 @@ def test_a_tampered_model_is_refused(tmp_path: Path, manifest: dict) -> None:
         load_registry(copy, "cpu")
 
 
+def test_model_precision_picks_the_int8_file_only_as_told(tmp_path: Path, manifest: dict) -> None:
+    """auto: int8 where the release made it the default; int8: any int8 file; fp32: never.
+    The report's sha256 is the file that runs, and a tampered int8 file is refused too."""
+    import json
+
+    from service.pipeline.registry import model_file
+
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    first = data["models"][0]
+    int8_file = copy / "int8-copy.onnx"
+    shutil.copy(copy / first["file"], int8_file)
+    first["int8"] = {"file": int8_file.name, "sha256": first["sha256"], "default": False}
+    for other in data["models"][1:]:
+        other.pop("int8", None)
+    (copy / "manifest.json").write_text(json.dumps(data))
+    name = first["name"]
+    assert model_file(first, "auto")[2] == "fp32" and model_file(first, "fp32")[2] == "fp32"
+    assert model_file(first, "int8") == (int8_file.name, first["sha256"], "int8")
+    assert load_registry(copy, "cpu", precision="auto").models[name].precision == "fp32"
+    assert load_registry(copy, "cpu", precision="int8").models[name].precision == "int8"
+    assert load_registry(copy, "cpu", precision="int8").models[data["models"][1]["name"]] \
+        .precision == "fp32"  # no int8 file: float32 whatever is asked
+    first["int8"]["default"] = True
+    (copy / "manifest.json").write_text(json.dumps(data))
+    assert load_registry(copy, "cpu", precision="auto").models[name].precision == "int8"
+    assert load_registry(copy, "cpu", precision="fp32").models[name].precision == "fp32"
+    int8_file.write_bytes(int8_file.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ModelStoreError, match="sha256"):
+        load_registry(copy, "cpu", precision="auto")
+    load_registry(copy, "cpu", precision="fp32")  # the float32 files are untouched
+
+
 def test_registry_builds_the_three_pipelines(registry) -> None:
     assert registry.default_pipeline == "cascade-unet"
     assert registry.pipelines["enet"].scar.name == "enet-p2"
