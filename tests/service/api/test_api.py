@@ -273,9 +273,10 @@ def test_a_multiframe_series_gives_the_single_frame_result(client, posted, serie
     for a, b in zip(report["slices"], single["slices"], strict=True):
         assert a["myocardium_area_mm2"] == pytest.approx(b["myocardium_area_mm2"])
         assert a["scar_area_mm2"] == pytest.approx(b["scar_area_mm2"])
+        assert a["mvo_area_mm2"] == pytest.approx(b["mvo_area_mm2"])
     seg = hd.seg.Segmentation.from_dataset(
         pydicom.dcmread(io.BytesIO(client.get(f"/v1/analyses/{report['id']}/seg").content)))
-    assert seg.NumberOfFrames == 2 * len(sources)
+    assert seg.NumberOfFrames == 3 * len(sources)  # three segments, empty frames kept
 
 
 def test_sr_holds_the_measurements_and_references_seg_and_series(client, posted) -> None:
