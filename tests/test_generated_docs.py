@@ -32,7 +32,7 @@ def test_the_contrast_table_in_the_training_docs_is_its_results_file() -> None:
 
 
 def test_the_readmes_accuracy_table_is_the_releases_results_file() -> None:
-    from training.evaluate import accuracy_table
+    from training.evaluation.report import accuracy_table
 
     summaries = json.loads((ROOT / "models" / "evaluation" / "summary.json").read_text())
     assert set(summaries) == {"phantoms", "emidec", "emidec-dark"}

@@ -221,8 +221,10 @@ def _known_limits(training_data: dict) -> str:
         "`models/STRESS.md` measures the cascade on development phantoms changed beyond the "
         "training ranges; `python -m training.stress` makes it again for new models.",
         "- Microvascular obstruction (a dark core in transmural scar) is dark like remote "
-        "myocardium and the blood pool; check the core, and include it by hand, when it "
-        "matters. EVALUATION.md reads the series with obstruction apart.",
+        "myocardium and, in dark-blood LGE, like the blood pool. It is learned as a class of "
+        "its own (EMIDEC's label 4 and the phantoms' cores) and reported inside the scar, "
+        "but it is small and rare: EVALUATION.md gives its DSC and how often it is called "
+        "where there is none; check the core when it matters.",
         "- Small scars (under 2 % of the myocardium) are drawn poorly; read them with care.",
     ]
     return "\n".join(limits)
@@ -254,7 +256,7 @@ def model_card(model: dict, training_data: dict) -> str:
 {model['purpose']}
 
 Architecture: {model['architecture']} ({model['parameters']:,} parameters), after {model['paper']}
-in `shared/seeds/`. File `{model['file']}`, sha256 `{model['sha256']}`.
+in `shared/seeds/`. File `{model['file']}`, sha256 `{model['sha256']}`.{_int8_text(model)}
 
 ## Input and output
 - Input `{spec['name']}`: float32 {spec['shape']} (batch, rows, columns, channels); crop
@@ -277,7 +279,9 @@ Training: {t['epochs']} epochs x {t['steps_per_epoch']} steps, batch {t['batch_s
 {t['learning_rate']:g} decaying exponentially to {final_lr:g}
 (the paper's 5e-4 was too slow for a budget of minutes, see `training/train.py`), L2 weight
 decay 2e-4, cross-entropy ({_class_weights(model['output']['classes'], t)}) + soft Dice, the
-7 flips/rotations + intensity + elastic augmentation; best epoch by validation DSC
+7 flips/rotations + intensity + elastic augmentation, half the inputs as another site's
+scanner might give them (bias field, blur, window clipping, quantisation), computed in
+{t.get('precision', 'float32')}; best epoch by validation DSC
 ({t['best_epoch']}, DSC {t['best_val_dsc']:.3f} on the model grid){_averaging_text(t)},
 {t['minutes']:.1f} min on 2 CPU cores.{real_rows} Why these choices: `docs/training.md`.
 
@@ -294,6 +298,18 @@ statistical comparisons: `models/EVALUATION.md`.
 ## Known limits
 {_known_limits(training_data)}
 """
+
+
+def _int8_text(model: dict) -> str:
+    int8 = model.get("int8")
+    if not int8:
+        return ""
+    default = ("the default (`MODEL_PRECISION=auto`): it held accuracy on every test set"
+               if int8.get("default") else
+               "run only with `MODEL_PRECISION=int8`: it did not hold accuracy on every test set")
+    return (f"\nAlso as static int8, `{int8['file']}` (sha256 `{int8['sha256']}`; "
+            f"{int8['calibration']}), {default} (`models/EVALUATION.md`, \"int8 against "
+            "float32\").")
 
 
 def write_models_dir(models_dir: Path, manifest: dict, onnx_files: Mapping[str, Path],

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from training.evaluate import score_series
 
 from service.pipeline.registry import load_registry
 from training import metrics
 from training.data.sources import LabelledSeries, PhantomSource
+from training.evaluation.scoring import score_series
 from training.stress import (
     PERTURBATIONS,
     REFERENCE,

@@ -258,7 +258,8 @@ def manifest_evaluation(summaries: Mapping[str, dict]) -> dict[str, dict]:
     """
     fields = {"myocardium_unet": ("enet", ("myocardium_dsc",)),
               "scar_unet": ("cascade-unet", ("myocardium_dsc", "scar_dsc", "scar_sensitivity",
-                                             "scar_specificity", "abs_scar_percent_error")),
+                                             "scar_specificity", "abs_scar_percent_error",
+                                             "mvo_dsc")),
               "enet_p2": ("enet", ("scar_dsc", "scar_sensitivity", "abs_scar_percent_error")),
               "enet_p1": ("enet-raw", ("scar_dsc", "scar_sensitivity",
                                        "abs_scar_percent_error"))}
