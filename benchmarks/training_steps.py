@@ -67,15 +67,15 @@ def main() -> int:
             policy, xla = VARIANTS[label.split(",")[0]]
             config = dataclasses.replace(release, precision=policy, xla=xla)
             keras.utils.set_random_seed(0)
-            with precision_policy(policy):
-                model = build_network(task)
-                n_regions = model.output_shape[-1] - 1
-                step = make_step(model, keras.optimizers.Adam(1e-3), config, n_regions)
-            x = tf.constant(rng.normal(size=(config.batch_size, size, size, spec.channels)),
-                            tf.float32)
-            y = tf.constant(rng.random((config.batch_size, size, size, n_regions + 1)),
-                            tf.float32)
             try:
+                with precision_policy(policy):
+                    model = build_network(task)
+                    n_regions = model.output_shape[-1] - 1
+                    step = make_step(model, keras.optimizers.Adam(1e-3), config, n_regions)
+                x = tf.constant(rng.normal(size=(config.batch_size, size, size,
+                                                 spec.channels)), tf.float32)
+                y = tf.constant(rng.random((config.batch_size, size, size, n_regions + 1)),
+                                tf.float32)
                 for _ in range(2):  # compile and warm
                     float(step(x, y))
             except Exception as exc:  # a kernel the variant lacks (XLA and the ENet's unpool)

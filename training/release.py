@@ -123,8 +123,9 @@ def _threshold_text(model: dict) -> str:
     tried = ", ".join(f"{t}: {d:.3f}" for t, d in choice["validation_median_scar_dsc"].items())
     outer = "0.5 for the myocardium (scar included), " if "myocardium" in classes else ""
     inner = ", 0.5 for the MVO inside it" if "mvo" in classes else ""
-    return (f"{outer}{threshold:g} for the scar{inner}, the threshold with the best median "
-            f"scar DSC on the {choice['validation_series_with_scar']} validation series with "
+    return (f"{outer}{threshold:g} for the scar{inner}, the threshold with the best mean over "
+            f"source groups (phantoms, EMIDEC as acquired, EMIDEC darkened) of the median scar "
+            f"DSC on the {choice['validation_series_with_scar']} validation series with "
             f"scar, through the service's post-processing ({tried})")
 
 

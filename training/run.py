@@ -188,6 +188,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-series", type=int, default=40)
     parser.add_argument("--train-seed", type=int, default=1000)
     parser.add_argument("--test-seed", type=int, default=2000)
+    parser.add_argument("--note", default="",
+                        help="a remark printed at the top of EVALUATION.md (e.g. how often "
+                        "the test sets were read for this release, and why)")
     parser.add_argument("--folds", type=int, default=0,
                         help="also run K-fold cross-validation by series (K trainings per "
                         "network) and report the validation DSC of each fold")
@@ -444,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         "validation_series": len(val_idx), "train_seed": args.train_seed,
         "emidec": training_data["emidec"], "minutes": minutes,
         "thresholds": {task: thresholds[task] for task in chosen},
-        "precision_parity": parity, "int8_default": int8_default}
+        "precision_parity": parity, "int8_default": int8_default, "note": args.note}
     (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
     figures = {p.name: p for p in figures_dir.iterdir()}
     write_models_dir(models_dir, manifest, onnx_files | {f"{k} int8": v

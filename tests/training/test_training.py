@@ -341,6 +341,18 @@ def test_threshold_choice_maximises_the_median_and_prefers_half() -> None:
     assert best_threshold({0.7: [0.8], 0.3: [0.8]}) in (0.3, 0.7)
 
 
+def test_every_source_group_weighs_alike_in_the_threshold_choice() -> None:
+    """Pooled, the many phantom series would choose 0.8; per group, 0.5 serves both."""
+    from training.evaluation.scoring import best_threshold, best_threshold_across
+
+    phantoms = {0.5: [0.80] * 20, 0.8: [0.84] * 20}
+    real = {0.5: [0.64] * 7, 0.8: [0.40] * 7}
+    pooled = {t: phantoms[t] + real[t] for t in phantoms}
+    assert best_threshold(pooled) == 0.8
+    assert best_threshold_across({"phantoms": phantoms, "real": real}) == 0.5
+    assert best_threshold_across({"phantoms": phantoms}) == 0.8
+
+
 def test_thresholds_are_chosen_on_the_series_given(series_dirs: list[Path]) -> None:
     from service.pipeline.infer import OnnxModel
     from service.pipeline.segment import Network

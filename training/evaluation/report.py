@@ -219,9 +219,11 @@ Test sets, never used in training or model selection:
 Training used {context['train_series']} and validation {context['validation_series']} phantom
 series of seed {context['train_seed']} (the phantom test set is seed {context['test_seed']}).
 {real_text}
+{("**Note on this release.** " + context["note"] + chr(10)) if context.get("note") else ""}
 Each series went through the service's own pipeline code with the exported ONNX models in
-onnxruntime, each scar network's probability thresholded where it gave the best median
-scar DSC on the validation series ({thresholds}; the model cards list every threshold tried).
+onnxruntime, each scar network's probability thresholded where it gave the best mean over
+source groups (phantoms, EMIDEC as acquired, EMIDEC darkened) of the median scar DSC on the
+validation series ({thresholds}; the model cards list every threshold tried).
 
 Per-series figures (volume over all slices). Scar DSC and sensitivity are over series with
 scar; specificity and accuracy inside the true (expert) myocardium; scar % is scar over

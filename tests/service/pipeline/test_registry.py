@@ -157,11 +157,15 @@ def test_registry_builds_the_three_pipelines(registry) -> None:
         assert threshold == entry["output"].get("threshold", 0.5) and 0.0 < threshold < 1.0
 
 
-def test_cascade_segments_unseen_phantoms(registry, series_dirs: list[Path]) -> None:
-    """Series of a seed never used in training; looser bounds than EVALUATION.md's medians."""
+def test_cascade_segments_unseen_phantoms(registry, many_series_dirs: list[Path]) -> None:
+    """Series of a seed never used in training; looser bounds than EVALUATION.md's medians.
+
+    24 series, not 6: a median of 6 swung past the floor with a model whose median error
+    over the 40 test phantoms is 1.2 points (two of the 6 had 9-point errors).
+    """
     pipeline = registry.pipelines["cascade-unet"]
     myo_dsc, errors = [], []
-    for series_dir in series_dirs:
+    for series_dir in many_series_dirs:
         datasets, images = load_series(series_dir)
         truth = load_truth(series_dir)
         spacing = tuple(float(v) for v in datasets[0].PixelSpacing)
