@@ -71,7 +71,7 @@ from training.train import TrainConfig, train
 
 CONFIGS = {
     # Round 2 (issue 34): both U-Nets see three slices (2.5-D) and the LV cavity is a class of
-    # its own; they compute in bfloat16 (1.5x faster a step than float32 with XLA on these
+    # its own; they compute in bfloat16 (1.35x faster a step than float32 with XLA on these
     # cores, benchmarks/training_steps.py). Both learn on random 80x80 crops of their inputs
     # (128x128 whole image, 96x96 heart box): fully convolutional, so they are served on the
     # whole input, and the crop is a free translation augmentation.

@@ -23,7 +23,7 @@ the end of a run this short, and the average sits between the swings.
 
 With ``precision="mixed_bfloat16"`` the U-Nets compute in bfloat16 on this
 CPU's AMX/AVX-512 bf16 units, with float32 weights, softmax and loss, and
-without XLA: on the 2 cores that is 1.5x faster per step than float32
+without XLA: on the 2 cores that is about 1.35x faster per step than float32
 with XLA (``benchmarks/training_steps.py``; XLA made float32 slower, not
 faster, once oneDNN's kernels were in use). The network returned and
 exported is a float32 copy of the trained weights, so the ONNX graph has no
