@@ -50,13 +50,13 @@ def main() -> int:
     from latency import host_calibration_ms, write_section  # benchmarks/ is on sys.path
 
     from training.data.dataset import TASKS
-    from training.run import CONFIGS, build_network
+    from training.run import build_network, task_config
     from training.train import make_step, precision_policy
 
     calibration_before = host_calibration_ms()
     rows = []
     for task, spec in TASKS.items():
-        release = CONFIGS[task]
+        release = task_config(task)
         side = release.train_crop or spec.shape[0]
         runs = {}  # label -> (step, batch)
         rng = np.random.default_rng(0)

@@ -186,7 +186,7 @@ def warm_up(pipelines: list[Pipeline]) -> float:
             result = analyse(volume, pipeline, 0.0, analysis_id="warm-up")
         except InputError:
             continue
-        _to_bytes(result.seg), _to_bytes(result.sr)
+        stored_files(result, volume)  # what an upload does next, minus the store
         encoded = True
     if not encoded:
         ring = np.zeros((len(volume.slices), *volume.images[0].shape), bool)

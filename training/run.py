@@ -34,7 +34,7 @@ import numpy as np
 from service import __version__
 from service.pipeline.infer import OnnxModel
 from service.pipeline.registry import sha256_of
-from service.pipeline.segment import Network
+from service.pipeline.segment import Network, disjoint_classes
 from training.data import emidec
 from training.data.dataset import (
     CLASSES,
@@ -81,8 +81,7 @@ CONFIGS = {
     "myocardium_unet": TrainConfig(epochs=120, steps_per_epoch=100, batch_size=8, train_crop=80,
                                    foreground_weight=2.0, class_weights=(2.0, 2.0),
                                    emphasis_weight=4.0, validate_last=0.5, ema_momentum=0.995,
-                                   precision="mixed_bfloat16", disjoint_classes=1,
-                                   image_channels=3, validate_regions=(1,)),
+                                   precision="mixed_bfloat16", validate_regions=(1,)),
     # CNN2 draws the cascade's myocardium, scar and MVO: the most steps (15,000; 0.2.0: 3,000).
     # Classes background, cavity, myocardium, scar, MVO; scar weighs 6x, MVO 8x (it is the
     # rarest). Blood and fat just outside the true myocardium (its emphasis) weigh 3x more:
@@ -92,8 +91,7 @@ CONFIGS = {
     "scar_unet": TrainConfig(epochs=150, steps_per_epoch=100, batch_size=8, train_crop=80,
                              foreground_weight=6.0, class_weights=(2.0, 2.0, 6.0, 8.0),
                              emphasis_weight=3.0, validate_last=0.5, ema_momentum=0.995,
-                             precision="mixed_bfloat16", disjoint_classes=1,
-                             image_channels=3, validate_regions=(1, 2)),
+                             precision="mixed_bfloat16", validate_regions=(1, 2)),
     # The ENet's 8x downsampling makes it hedge on thin scar (probabilities
     # stuck below 0.5): a heavier foreground weight gets it off that plateau.
     # Classes background, scar, MVO; the best epoch by scar DSC.
@@ -103,6 +101,13 @@ CONFIGS = {
     "enet_p1": TrainConfig(epochs=8, steps_per_epoch=125, batch_size=8, foreground_weight=20.0,
                            validate_regions=(0,)),
 }
+def task_config(task: str) -> TrainConfig:
+    """``CONFIGS[task]`` with what the network's input and classes fix: how many input
+    channels are image signal (augmented together) and whether the cavity stands alone."""
+    return dataclasses.replace(CONFIGS[task], image_channels=TASKS[task].image_channels,
+                               disjoint_classes=disjoint_classes(CLASSES[task]))
+
+
 # Milliseconds per training step on 2 cores, measured by benchmarks/training_steps.py
 # (benchmarks/results/training_steps.json); a step in a real run also waits for augmentation
 # and validation: the phantom-only release took 1.4x (U-Nets) and 2.3x (ENets) the steps'
@@ -144,9 +149,9 @@ TRAINING_DATA_EMIDEC = (
     "pixel spacings drawn per copy since the files carry none. " + emidec.CITATION)
 
 
-# The networks released with an int8 copy as well: the U-Nets, 1.7x faster in int8 on this
-# CPU's VNNI/AMX units; the ENets ran slower in int8 (many small layers, each paying its
-# quantise/dequantise), measured by benchmarks/runtimes.py.
+# The networks released with an int8 copy as well: the U-Nets, 1.5-1.6x faster in int8 on
+# this CPU's VNNI/AMX units; the ENets ran slower in int8 (many small layers, each paying its
+# quantise/dequantise), measured by benchmarks/precision.py.
 INT8_TASKS = ("myocardium_unet", "scar_unet")
 
 
@@ -206,7 +211,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
     out = {}
-    for task, cfg in CONFIGS.items():
+    for task in CONFIGS:
+        cfg = task_config(task)
         changes = {}
         if args.epochs is not None:
             changes["epochs"] = args.epochs

@@ -11,7 +11,6 @@ chosen on pooled series can suit the phantoms and under-call real scar.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -20,10 +19,10 @@ import numpy as np
 from service.pipeline.postprocess import clean_myocardium
 from service.pipeline.quantify import scar_fraction
 from service.pipeline.registry import load_registry
-from service.pipeline.segment import masks_from_regions, myocardium_probability, scar_regions
+from service.pipeline.segment import myocardium_probability
 from training import metrics
 from training.data import emidec
-from training.evaluation.scoring import THRESHOLDS
+from training.evaluation.scoring import threshold_masks
 
 ROOT = Path(__file__).resolve().parents[1]
 SCAR_MODELS = ("scar-unet", "enet-p2", "enet-p1")
@@ -40,11 +39,8 @@ def sweep(sources, registry) -> dict:
         myo = clean_myocardium(myo_p)
         truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
         for name in SCAR_MODELS:
-            net = registry.models[name].network
-            regions = scar_regions(series.images, series.spacing, myo, net)
-            for t in THRESHOLDS:
-                seg = masks_from_regions(regions, series.spacing, myo, myo_p,
-                                         dataclasses.replace(net, threshold=t))
+            masks = threshold_masks(series, myo, myo_p, registry.models[name].network)
+            for t, seg in masks.items():
                 cell = rows.setdefault(name, {}).setdefault(f"{t:g}", {"dsc": [], "error": []})
                 cell["dsc"].append(metrics.dice(seg.scar, series.true_scar))
                 cell["error"].append(100.0 * scar_fraction(seg.scar, seg.myocardium) - truth)

@@ -38,11 +38,17 @@ from service.pipeline.preprocess import (
 CAVITY = "cavity"
 
 
+def disjoint_classes(classes: Sequence[str]) -> int:
+    """Classes after background that are not nested (the LV cavity): 0 or 1."""
+    return int(len(classes) > 1 and classes[1] == CAVITY)
+
+
 @dataclass(frozen=True)
 class Network:
     predict: Predictor
     spec: InputSpec
-    # Output classes; after background they are nested regions, innermost last.
+    # Output classes: background, the cavity where there is one (a region of its own),
+    # then nested regions, innermost last (module docstring).
     classes: tuple[str, ...] = ("background", "foreground")
     # Probability at which the scar region is called; the training command chooses
     # it on validation series (weighted losses shift it from 0.5).
@@ -52,8 +58,7 @@ class Network:
 
     @property
     def disjoint(self) -> int:
-        """Classes after background that are not nested (the LV cavity): 0 or 1."""
-        return int(len(self.classes) > 1 and self.classes[1] == CAVITY)
+        return disjoint_classes(self.classes)
 
     @property
     def region_names(self) -> tuple[str, ...]:

@@ -68,7 +68,7 @@ def bullseye_svg(segments: list[dict], size: int = 320) -> str:
             seg = by_number.get(number, {})
             pct = seg.get("scar_percent")
             a0 = centre - span / 2 + i * span
-            colour = "rgb({},{},{})".format(*scar_colour(pct))
+            colour = _rgb(scar_colour(pct))
             mvo = float(seg.get("mvo_percent") or 0.0)
             label = escape(f"{number} {seg.get('name', '')}: "
                            + ("no data" if pct is None else f"{pct:.1f} % scar, transmurality "

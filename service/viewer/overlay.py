@@ -78,6 +78,13 @@ def _outline(mask: np.ndarray, thickness: int) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, iterations=thickness, border_value=0)
 
 
+def _fill(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], line: int) -> None:
+    """Blend ``colour`` into ``rgb`` under ``mask`` and draw its outline, in place."""
+    blended = (1.0 - SCAR_OPACITY) * rgb[mask] + SCAR_OPACITY * np.array(colour)
+    rgb[mask] = np.round(blended).astype(np.uint8)
+    rgb[_outline(mask, line)] = colour
+
+
 def render_overlay(image: np.ndarray, myocardium: np.ndarray, scar: np.ndarray,
                    width: float, level: float, scale: int, show_myocardium: bool = True,
                    show_scar: bool = True, mvo: np.ndarray | None = None) -> np.ndarray:
@@ -92,14 +99,9 @@ def render_overlay(image: np.ndarray, myocardium: np.ndarray, scar: np.ndarray,
     line = max(1, scale // 2)
     if show_scar:
         filled = _upscale(np.asarray(scar, dtype=bool), scale)
-        blended = (1.0 - SCAR_OPACITY) * rgb[filled] + SCAR_OPACITY * np.array(SCAR_RGB)
-        rgb[filled] = np.round(blended).astype(np.uint8)
-        rgb[_outline(filled, line)] = SCAR_RGB
+        _fill(rgb, filled, SCAR_RGB, line)
         if mvo is not None and np.any(mvo):
-            core = _upscale(np.asarray(mvo, dtype=bool), scale) & filled
-            blended = (1.0 - SCAR_OPACITY) * rgb[core] + SCAR_OPACITY * np.array(MVO_RGB)
-            rgb[core] = np.round(blended).astype(np.uint8)
-            rgb[_outline(core, line)] = MVO_RGB
+            _fill(rgb, _upscale(np.asarray(mvo, dtype=bool), scale) & filled, MVO_RGB, line)
     if show_myocardium:
         ring = _upscale(np.asarray(myocardium, dtype=bool), scale)
         rgb[_outline(ring, line)] = MYOCARDIUM_RGB

@@ -127,6 +127,16 @@ def source_group(source: Source) -> str:
     return f"{type(source).__name__} {source.contrast}"
 
 
+def threshold_masks(series: LabelledSeries, myocardium: np.ndarray,
+                    myocardium_probability: np.ndarray, scar_net: Network,
+                    grid: Sequence[float] = THRESHOLDS) -> dict[float, Segmentation]:
+    """One scar network's masks at every threshold, from one run of the network."""
+    regions = scar_regions(series.images, series.spacing, myocardium, scar_net)
+    return {t: masks_from_regions(regions, series.spacing, myocardium, myocardium_probability,
+                                  dataclasses.replace(scar_net, threshold=t))
+            for t in grid}
+
+
 def choose_thresholds(sources: Sequence[Source | Path], networks: Mapping[str, Network],
                       grid: Sequence[float] = THRESHOLDS) -> dict[str, dict]:
     """Each scar network's decision threshold, by scar DSC on validation series.
@@ -152,12 +162,9 @@ def choose_thresholds(sources: Sequence[Source | Path], networks: Mapping[str, N
                                        networks["myocardium_unet"])
         myo = clean_myocardium(myo_p)
         for task in SCAR_NETWORKS:
-            regions = scar_regions(series.images, series.spacing, myo, networks[task])
-            for t in grid:
-                net = dataclasses.replace(networks[task], threshold=t)
-                seg = masks_from_regions(regions, series.spacing, myo, myo_p, net)
-                dsc[task].setdefault(group, {g: [] for g in grid})[t].append(
-                    metrics.dice(seg.scar, series.true_scar))
+            by_threshold = dsc[task].setdefault(group, {t: [] for t in grid})
+            for t, seg in threshold_masks(series, myo, myo_p, networks[task], grid).items():
+                by_threshold[t].append(metrics.dice(seg.scar, series.true_scar))
     return {task: {"threshold": best_threshold_across(dsc[task]),
                    "validation_median_scar_dsc": {
                        f"{t:g}": float(np.mean([np.median(g[t]) for g in dsc[task].values()]))
