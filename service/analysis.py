@@ -26,7 +26,13 @@ from service.dicom.seg import build_seg
 from service.dicom.sr import build_sr
 from service.dicom.synthetic import warmup_series
 from service.errors import InputError
-from service.pipeline.acceptance import check_headers, check_segmentation
+from service.pipeline.acceptance import (
+    check_contrast,
+    check_headers,
+    check_segmentation,
+    contrast_review,
+    lge_evidence,
+)
 from service.pipeline.contrast import read_contrast
 from service.pipeline.postprocess import clean_myocardium
 from service.pipeline.quality import review_reasons
@@ -41,7 +47,7 @@ from service.pipeline.quantify import (
 from service.pipeline.registry import Pipeline
 from service.pipeline.report import Report
 from service.pipeline.segment import myocardium_probability, segment_on
-from service.pipeline.uncertainty import ambiguity, interval
+from service.pipeline.uncertainty import calibrated_interval
 from service.pipeline.volume import Volume, build_volume
 from service.store.results import ResultStore
 
@@ -99,6 +105,9 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     # scar U-Net redraws it inside its box, which can leave no cavity), before the scar
     # network runs.
     check_segmentation(first_ring, volume.spacing)
+    # The image must look like LGE too (the headers may lie or be missing).
+    evidence = lge_evidence(images, first_ring, volume.spacing)
+    check_contrast(evidence)
     masks = segment_on(images, volume.spacing, first_ring, myo_p, scar_net)
     myocardium, scar, mvo = masks.myocardium, masks.scar, masks.mvo
     inference_ms = (myo_timer.seconds + scar_timer.seconds) * 1000.0
@@ -127,12 +136,12 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
                                                   first.get("ProtocolName"),
                                                   first.get("SequenceName")))
     calibration = pipeline.scar.interval
-    scar_interval = None
-    if calibration is not None:
-        spread = ambiguity(masks.scar_probability, myocardium, pipeline.scar.network.threshold,
-                           calibration.offset)
-        scar_interval = interval(figures["scar_percent"], spread, calibration)
-    reasons = review_reasons(myocardium, figures, volume, scar_interval)
+    scar_interval = None if calibration is None else calibrated_interval(
+        figures["scar_percent"], masks, first_ring, pipeline.scar.network.threshold,
+        calibration)
+    reasons = [*contrast_review(evidence),
+               *review_reasons(myocardium, figures, volume, scar_interval,
+                               None if calibration is None else calibration.review_width)]
     quality = {"verdict": "review" if reasons else "ok", "reasons": reasons}
     quantify_ms = (time.perf_counter() - t0) * 1000.0
 
@@ -165,6 +174,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
         warnings=[*volume.warnings, *reasons,
                   *(["no scar was found in this series"] if not scar.any() else [])],
         contrast=contrast.contrast, contrast_basis=contrast.basis,
+        lge_evidence=evidence.to_dict(),
         scar_percent_interval=scar_interval, quality=quality, **figures)
     return AnalysisResult(report=report, seg=seg, sr=sr, myocardium=myocardium, scar=scar,
                           mvo=mvo)

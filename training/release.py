@@ -129,15 +129,30 @@ def _threshold_text(model: dict) -> str:
             f"scar, through the service's post-processing ({tried})")
 
 
+TERM_TEXT = {
+    "rings": "the scar % measured in the myocardium U-Net's ring against the scar network's "
+             "own myocardium (how much the two networks' myocardium disagree)",
+    "myocardium": "the scar % with the myocardium drawn at probability 0.7 against 0.3",
+    "scar": "the scar % with the scar threshold {offset:g} lower against {offset:g} higher",
+}
+
+
 def _interval_text(model: dict) -> str:
     cal = model["output"].get("interval")
     if not cal:
         return ""
+    terms = cal.get("terms", ["scar"])
+    spread = "; ".join(TERM_TEXT[t].format(offset=cal["offset"]) for t in terms)
+    groups = ", ".join(f"{n} {g}" for g, n in (cal.get("groups") or {}).items())
+    review = cal.get("review_width_percent")
     return (f"\n- The scar % comes with a {cal['level'] * 100:g} % interval: the scar % plus or "
-            f"minus {cal['scale']:.2f} x (the scar % with the threshold {cal['offset']:g} lower "
-            f"minus with it {cal['offset']:g} higher, + {cal['floor_percent']:g} points), the "
-            f"scale being the split-conformal quantile of the errors on the "
-            f"{cal['calibration_series']} validation series (`service/pipeline/uncertainty.py`).")
+            f"minus {cal['scale']:.2f} x (the spread + {cal['floor_percent']:g} points), the "
+            f"spread being the sum of: {spread}. The scale is the largest of the "
+            f"split-conformal quantiles of |error| / (spread + floor) in each calibration "
+            f"group ({groups or str(cal['calibration_series']) + ' series'}; "
+            f"`service/pipeline/uncertainty.py`)."
+            + ("" if review is None else
+               f" An interval wider than {review:.1f} points sends the result to review."))
 
 
 def _averaging_text(training: dict) -> str:

@@ -46,8 +46,10 @@ from training.data.dataset import (
     validation_series,
 )
 from training.data.phantoms.__main__ import generate_many
+from training.data.phantoms.sequences import OTHER_SEQUENCES, generate_in_sequence
 from training.data.phantoms.spec import OBSTRUCTION_PROBABILITY
 from training.data.sources import PhantomSource
+from training.evaluation.gate import gate_reading, summarise_readings
 from training.evaluation.plots import bland_altman, box_plots, worst_validation_cases
 from training.evaluation.report import accuracy_table, markdown_report
 from training.evaluation.scoring import (
@@ -193,6 +195,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-series", type=int, default=40)
     parser.add_argument("--train-seed", type=int, default=1000)
     parser.add_argument("--test-seed", type=int, default=2000)
+    parser.add_argument("--calibration-series", type=int, default=60,
+                        help="phantom series (their own seed) added to the validation series "
+                        "to calibrate the scar % interval")
+    parser.add_argument("--calibration-seed", type=int, default=3000)
+    parser.add_argument("--negative-series", type=int, default=20,
+                        help="test-seed phantom hearts rendered per other sequence (cine, T2) "
+                        "with LGE headers, on which the image-reading gate is reported")
+    parser.add_argument("--reuse-models", type=Path, default=None,
+                        help="take the four networks (and int8 copies) from this released "
+                        "models folder instead of training them: for a release that changes "
+                        "only what is computed on their outputs (thresholds, the interval, "
+                        "the gate); everything after training runs again")
     parser.add_argument("--note", default="",
                         help="a remark printed at the top of EVALUATION.md (e.g. how often "
                         "the test sets were read for this release, and why)")
@@ -286,41 +300,12 @@ def _train_and_validation(phantoms: list, phantom_val: np.ndarray, real_train: l
     return sources, val
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+def _train_networks(args: argparse.Namespace, work: Path, configs: dict[str, TrainConfig],
+                    train_dirs: list[Path], val_idx: np.ndarray, sources: list,
+                    val_numbers: np.ndarray, real_train: list, real_val: list, lap, t: float):
+    """Arrays, the four trainings, ONNX export and the int8 copies (each stage resumable)."""
     from training.export import export_onnx
 
-    work: Path = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    models_dir = args.models if args.release else work / "models"
-    # Minutes per stage as it was really done: a stage this invocation skipped or resumed
-    # (phantoms on disk, cached arrays, finished training) keeps the time recorded when it
-    # was done, so the total is the cost of the whole command from scratch.
-    timings_path = work / "timings.json"
-    minutes: dict[str, float] = (json.loads(timings_path.read_text())
-                                 if timings_path.exists() else {})
-    started_at = time.perf_counter()
-    configs = _configs(args)
-    print(f"training: about {estimated_minutes(configs):.0f} minutes on 2 CPU cores from scratch "
-          f"(less when resumed); writing {models_dir}", flush=True)
-
-    def lap(stage: str, since: float, done_here: float | None = None) -> float:
-        now = time.perf_counter()
-        spent = (now - since) / 60.0 if done_here is None else done_here
-        if spent >= 0.05 or stage not in minutes:
-            minutes[stage] = spent
-        timings_path.write_text(json.dumps(minutes, indent=1))
-        return now
-
-    t = time.perf_counter()
-    train_dirs = generate_many(work / "phantoms" / "train", args.train_series, args.train_seed,
-                               workers=args.workers)
-    test_dirs = generate_many(work / "phantoms" / "test", args.test_series, args.test_seed,
-                              workers=args.workers)
-    t = lap("phantoms", t)
-    real_train, real_val, real_tests = _emidec_sources(args)
-    val_idx = validation_series(len(train_dirs), args.val_series, args.train_seed)
-    sources, val_numbers = _train_and_validation(train_dirs, val_idx, real_train, real_val)
     arrays_dir = work / "arrays"
     split = f"train{args.train_seed}_{args.train_series}"
     if real_train:
@@ -329,7 +314,6 @@ def main(argv: list[str] | None = None) -> int:
                         tasks=[task for task in TASKS if task not in NEEDS_MYOCARDIUM_MODEL],
                         workers=args.workers)
     t = lap("arrays", t)
-
     onnx_files, parameters, training, int8_files = {}, {}, {}, {}
     for task, spec in TASKS.items():
         if task in NEEDS_MYOCARDIUM_MODEL:
@@ -375,6 +359,87 @@ def main(argv: list[str] | None = None) -> int:
         for task in TASKS:
             training[task]["cross_validation"] = cv[task]
         t = lap("cross-validation", t)
+    return onnx_files, parameters, training, int8_files, t
+
+
+def _reused_networks(models_dir: Path, work: Path):
+    """The networks of a released models folder, copied under WORK/export, with the
+    parameters and training records of its manifest (the threshold choice is redone)."""
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    entries = {m["name"]: m for m in manifest["models"]}
+    export = work / "export"
+    export.mkdir(parents=True, exist_ok=True)
+    onnx_files, parameters, training, int8_files = {}, {}, {}, {}
+    for model in MODELS:
+        entry = entries[model.name]
+        onnx_files[model.key] = export / entry["file"]
+        shutil.copy2(models_dir / entry["file"], onnx_files[model.key])
+        if sha256_of(onnx_files[model.key]) != entry["sha256"]:
+            raise SystemExit(f"{entry['file']} does not match its manifest's sha256")
+        if "int8" in entry:
+            int8_files[model.key] = export / entry["int8"]["file"]
+            shutil.copy2(models_dir / entry["int8"]["file"], int8_files[model.key])
+        parameters[model.key] = entry["parameters"]
+        training[model.key] = {k: v for k, v in entry["training"].items()
+                               if k != "threshold_choice"} | {
+            "weights_from_release": entry["version"]}
+        curves = models_dir / "evaluation" / f"curves_{model.key}.png"
+        (work / "runs" / model.key).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(curves, work / "runs" / model.key / "curves.png")
+    return onnx_files, parameters, training, int8_files
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    models_dir = args.models if args.release else work / "models"
+    # Minutes per stage as it was really done: a stage this invocation skipped or resumed
+    # (phantoms on disk, cached arrays, finished training) keeps the time recorded when it
+    # was done, so the total is the cost of the whole command from scratch.
+    timings_path = work / "timings.json"
+    minutes: dict[str, float] = (json.loads(timings_path.read_text())
+                                 if timings_path.exists() else {})
+    started_at = time.perf_counter()
+    configs = _configs(args)
+    if args.reuse_models:
+        print(f"training: networks reused from {args.reuse_models}; writing {models_dir}",
+              flush=True)
+    else:
+        print(f"training: about {estimated_minutes(configs):.0f} minutes on 2 CPU cores from "
+              f"scratch (less when resumed); writing {models_dir}", flush=True)
+
+    def lap(stage: str, since: float, done_here: float | None = None) -> float:
+        now = time.perf_counter()
+        spent = (now - since) / 60.0 if done_here is None else done_here
+        if spent >= 0.05 or stage not in minutes:
+            minutes[stage] = spent
+        timings_path.write_text(json.dumps(minutes, indent=1))
+        return now
+
+    t = time.perf_counter()
+    train_dirs = generate_many(work / "phantoms" / "train", args.train_series, args.train_seed,
+                               workers=args.workers)
+    test_dirs = generate_many(work / "phantoms" / "test", args.test_series, args.test_seed,
+                              workers=args.workers)
+    calibration_dirs = generate_many(work / "phantoms" / "calibration", args.calibration_series,
+                                     args.calibration_seed, workers=args.workers)
+    negative_dirs = {sequence: generate_in_sequence(work / "phantoms" / "negatives_test",
+                                                    args.negative_series, args.test_seed,
+                                                    sequence, workers=args.workers)
+                     for sequence in OTHER_SEQUENCES}
+    t = lap("phantoms", t)
+    real_train, real_val, real_tests = _emidec_sources(args)
+    val_idx = validation_series(len(train_dirs), args.val_series, args.train_seed)
+    sources, val_numbers = _train_and_validation(train_dirs, val_idx, real_train, real_val)
+
+    if args.reuse_models:
+        onnx_files, parameters, training, int8_files = _reused_networks(args.reuse_models, work)
+        t = lap("networks reused", t)
+    else:
+        onnx_files, parameters, training, int8_files, t = _train_networks(
+            args, work, configs, train_dirs, val_idx, sources, val_numbers, real_train,
+            real_val, lap, t)
 
     classes = {entry.key: entry.classes for entry in MODELS}
     networks = {task: Network(OnnxModel(onnx_files[task]), spec, classes[task])
@@ -387,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     for task, choice in chosen.items():
         training[task]["threshold_choice"] = choice
     t = lap("thresholds (validation)", t)
-    calibrations = calibrate_intervals(validation_sources, networks)
+    # The interval is calibrated on the validation series and on phantoms of their own seed
+    # (more series, so a 95 % quantile is not set by one of them; the real scans are a group
+    # of their own, so the phantoms cannot set it for them).
+    calibrations = calibrate_intervals(
+        validation_sources + [PhantomSource(d) for d in calibration_dirs], networks)
     intervals = {task: calibrations[method].to_dict() for task, method in SCAR_NETWORKS.items()}
     t = lap("interval calibration (validation)", t)
     test_sets = {"phantoms": [PhantomSource(d) for d in test_dirs]} | real_tests
@@ -395,6 +464,11 @@ def main(argv: list[str] | None = None) -> int:
               for s in evaluate(test, networks, name, calibrations)]
     summaries = {name: summarise([s for s in scores if s.test_set == name])
                  for name in test_sets}
+    rendered_negatives = {
+        sequence: summarise_readings([gate_reading(PhantomSource(d),
+                                                   networks["myocardium_unet"])
+                                      for d in dirs])
+        for sequence, dirs in negative_dirs.items()}
     t = lap("evaluation", t)
     int8_networks = networks | {task: dataclasses.replace(networks[task],
                                                           predict=OnnxModel(path))
@@ -453,7 +527,9 @@ def main(argv: list[str] | None = None) -> int:
         "validation_series": len(val_idx), "train_seed": args.train_seed,
         "emidec": training_data["emidec"], "minutes": minutes,
         "thresholds": {task: thresholds[task] for task in chosen},
-        "precision_parity": parity, "int8_default": int8_default, "note": args.note}
+        "precision_parity": parity, "int8_default": int8_default, "note": args.note,
+        "rendered_negatives": rendered_negatives,
+        "interval_calibration": {m: c.to_dict() for m, c in calibrations.items()}}
     (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
     figures = {p.name: p for p in figures_dir.iterdir()}
     write_models_dir(models_dir, manifest, onnx_files | {f"{k} int8": v

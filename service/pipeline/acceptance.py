@@ -1,6 +1,6 @@
 """Is this a short-axis LGE stack of a heart? Refuse it before anything is stored if not.
 
-Two kinds of evidence, each cheap:
+Three kinds of evidence, each cheap:
 
 * the headers, used only where they speak: a spin-echo or long-echo
   (T2-weighted) acquisition, a body part other than the heart, a series
@@ -9,7 +9,16 @@ Two kinds of evidence, each cheap:
   hold a heart. Missing attributes say nothing: anonymised or converted
   series (EMIDEC's were PNGs) often lack them;
 * the networks' own output: at least one slice must hold a closed
-  left-ventricular ring of plausible size.
+  left-ventricular ring of plausible size;
+* the image inside and around that ring, for when the headers lie or are
+  missing (:func:`lge_evidence`): LGE nulls healthy myocardium, so the
+  remote myocardium is darker than most of the tissue around the heart,
+  and the blood pool is never darker than it (bright in bright-blood LGE,
+  about as dark in dark-blood LGE). A cine (bSSFP) or T2-weighted series of
+  a heart shows grey myocardium, on bright or black blood. Where this
+  evidence is weak the result is flagged for review, naming the contrast;
+  only a blood pool far darker than the myocardium (grey on black, as in
+  dark-blood T2) is refused, since no LGE looks like that.
 
 Pure functions: datasets and masks in, the reasons out.
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pydicom
@@ -48,6 +58,99 @@ MIN_CAVITY_MM2 = 30.0
 RING_AREA_MM2 = (150.0, 8000.0)
 LARGEST_RING_MM2 = 400.0
 RING_GAP_CLOSING_PX = 2
+
+
+# The image rules' thresholds, from docs/results/lge_gate.json (python -m
+# training.lge_gate_study): every EMIDEC train/validation case (both contrasts) and phantom
+# validation and calibration series stays inside them with margin (largest myocardium rank
+# 0.58, largest remote-myocardium-over-blood ratio 0.97), and the rendered cine and T2
+# phantoms fall outside them where they can.
+NOT_NULLED_RANK = 0.6
+BLOOD_DARKER_REVIEW = 1.2
+BLOOD_DARKER_REFUSE = 2.0
+# Tissue within this distance of the LV (outside its epicardium plus a partial-volume
+# margin) is what the remote myocardium is ranked against.
+SURROUNDINGS_MM = (3.0, 50.0)
+_MIN_PIXELS = 20
+MAX_RATIO = 99.0
+
+
+@dataclass(frozen=True)
+class LgeEvidence:
+    """What the image says about the LGE contrast, measured on the myocardium network's ring."""
+
+    # Share of the tissue around the heart darker than the remote myocardium (the ring's
+    # 25th percentile, below most scar): low in LGE, which nulls healthy myocardium.
+    myocardium_rank: float | None
+    # Remote myocardium over the LV blood pool's median: at most about 1 in LGE.
+    myocardium_over_blood: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lge_evidence(images: Sequence[np.ndarray], myocardium: np.ndarray,
+                 spacing: tuple[float, float]) -> LgeEvidence:
+    """The two image measures, pooled over the slices with a ring; None where unmeasurable."""
+    ring_values, blood_values, around_values = [], [], []
+    near, far = SURROUNDINGS_MM
+    for image, ring in zip(images, np.asarray(myocardium, dtype=bool), strict=True):
+        if ring.sum() < _MIN_PIXELS:
+            continue
+        image = np.asarray(image, np.float32)
+        filled = ndimage.binary_fill_holes(
+            ndimage.binary_closing(ring, iterations=RING_GAP_CLOSING_PX))
+        cavity = ndimage.binary_erosion(filled & ~ring)
+        distance = ndimage.distance_transform_edt(~filled, sampling=spacing)
+        ring_values.append(image[ring])
+        blood_values.append(image[cavity])
+        around_values.append(image[(distance > near) & (distance <= far)])
+    if not ring_values:
+        return LgeEvidence(None, None)
+    remote = float(np.percentile(np.concatenate(ring_values), 25))
+    around = np.concatenate(around_values)
+    rank = float(np.mean(around < remote)) if around.size >= _MIN_PIXELS else None
+    blood = np.concatenate(blood_values)
+    ratio = None
+    if blood.size >= _MIN_PIXELS:
+        # Signals are measured from the darkest tissue seen (air, lung, black blood), so
+        # an offset in the stored values (a rescale intercept) does not change them.
+        floor = min(float(np.percentile(v, 1)) for v in (blood, *([around] if around.size
+                                                                   else [])))
+        blood_level, remote_level = float(np.median(blood)) - floor, remote - floor
+        if blood_level > 1e-6:
+            ratio = min(remote_level / blood_level, MAX_RATIO)
+        elif remote_level > 1e-6:
+            ratio = MAX_RATIO  # black blood under a myocardium with signal
+    return LgeEvidence(rank, ratio)
+
+
+def contrast_refusal(evidence: LgeEvidence) -> list[str]:
+    """The image's reasons to refuse the series as no LGE (empty: none strong enough)."""
+    ratio = evidence.myocardium_over_blood
+    if ratio is not None and ratio >= BLOOD_DARKER_REFUSE:
+        return [f"the LV blood pool is darker than the myocardium (the myocardium is "
+                f"{ratio:.1f} times as bright as the blood), which no LGE image shows: grey "
+                f"myocardium on black blood is a dark-blood T2-weighted or similar series"]
+    return []
+
+
+def contrast_review(evidence: LgeEvidence) -> list[str]:
+    """The image's doubts about the LGE contrast, for a person to check (empty: none)."""
+    reasons = []
+    rank = evidence.myocardium_rank
+    if rank is not None and rank >= NOT_NULLED_RANK:
+        reasons.append(f"the contrast does not look like LGE: the healthy myocardium is "
+                       f"brighter than {rank:.0%} of the tissue around the heart, where LGE "
+                       "nulls it (darker than muscle and liver); a cine (bSSFP) or "
+                       "T2-weighted series, or an LGE with the wrong inversion time, looks "
+                       "like this")
+    ratio = evidence.myocardium_over_blood
+    if ratio is not None and BLOOD_DARKER_REVIEW <= ratio < BLOOD_DARKER_REFUSE:
+        reasons.append(f"the contrast does not look like LGE: the LV blood pool is darker "
+                       f"than the myocardium ({ratio:.1f} times as bright), as in a dark-blood "
+                       "T2-weighted series; LGE shows the blood bright or about as dark")
+    return reasons
 
 
 def header_reasons(datasets: Sequence[pydicom.Dataset]) -> list[str]:
@@ -109,6 +212,12 @@ def check_segmentation(myocardium: np.ndarray, spacing: tuple[float, float]) -> 
         raise NotCardiacLGE(_sentence([
             "no left-ventricular ring was found on any slice (the myocardium network found "
             "no closed ring of an LV's size)"]))
+
+
+def check_contrast(evidence: LgeEvidence) -> None:
+    reasons = contrast_refusal(evidence)
+    if reasons:
+        raise NotCardiacLGE(_sentence(reasons))
 
 
 def _sentence(reasons: list[str]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.pipeline.uncertainty import ACTIONABLE_WIDTH_PERCENT
 from service.pipeline.volume import Volume
 
 # Geometry that gets a warning: outside what the models were trained on (phantoms: 8-10 mm
@@ -16,8 +17,10 @@ from service.pipeline.volume import Volume
 SLICE_SPACING_CHECKED_MM = (4.0, 15.0)
 PIXEL_SPACING_CHECKED_MM = (0.6, 3.0)
 
-# An interval wider than this is too wide to act on: the result goes to a person.
-MAX_INTERVAL_WIDTH_PERCENT = 6.0
+# An interval wider than this is too wide to act on: the result goes to a person. A
+# calibration carries its own (``IntervalCalibration.review_width``); this is the rule for
+# one without.
+MAX_INTERVAL_WIDTH_PERCENT = ACTIONABLE_WIDTH_PERCENT
 
 
 def myocardium_gaps(myocardium: np.ndarray) -> list[int]:
@@ -27,8 +30,29 @@ def myocardium_gaps(myocardium: np.ndarray) -> list[int]:
                                     if not myocardium[k].any()]
 
 
+def interval_reason(scar_interval: tuple[float, float] | None,
+                    review_width: float | None = None) -> str | None:
+    """Why the interval sends the result to review; None when it does not.
+
+    ``review_width`` is the calibration's: the width beyond which at most a third
+    of its validation scans fell (never under MAX_INTERVAL_WIDTH_PERCENT).
+    """
+    if scar_interval is None:
+        return ("the scar model has no calibrated interval: the scar % comes without a "
+                "measure of how sure it is")
+    limit = MAX_INTERVAL_WIDTH_PERCENT if review_width is None else review_width
+    width = scar_interval[1] - scar_interval[0]
+    if width <= limit:
+        return None
+    return (f"the 95 % interval of the scar % is {width:.1f} points wide "
+            f"({scar_interval[0]:.1f}-{scar_interval[1]:.1f} %), more than {limit:.1f}: the "
+            "networks disagree with themselves more than on most validation scans (the "
+            "myocardium or the scar border is uncertain); check the contours")
+
+
 def review_reasons(myocardium: np.ndarray, figures: dict, volume: Volume,
-                   scar_interval: tuple[float, float] | None) -> list[str]:
+                   scar_interval: tuple[float, float] | None,
+                   review_width: float | None = None) -> list[str]:
     """Why the result should not be read without a person checking it (empty: ok)."""
     reasons = []
     # A series without any LV ring was refused before (service.pipeline.acceptance).
@@ -41,15 +65,9 @@ def review_reasons(myocardium: np.ndarray, figures: dict, volume: Volume,
         if not 30.0 <= mass <= 350.0:
             reasons.append(f"myocardial mass {mass:.0f} g is implausible (expected 30-350 g "
                            "for an adult LV); the segmentation or the geometry is wrong")
-    if scar_interval is None:
-        reasons.append("the scar model has no calibrated interval: the scar % comes without a "
-                       "measure of how sure it is")
-    else:
-        width = scar_interval[1] - scar_interval[0]
-        if width > MAX_INTERVAL_WIDTH_PERCENT:
-            reasons.append(f"the 95 % interval of the scar % is {width:.1f} points wide "
-                           f"({scar_interval[0]:.1f}-{scar_interval[1]:.1f} %), more than "
-                           f"{MAX_INTERVAL_WIDTH_PERCENT:g}: too unsure to act on")
+    about_interval = interval_reason(scar_interval, review_width)
+    if about_interval:
+        reasons.append(about_interval)
     low, high = SLICE_SPACING_CHECKED_MM
     if not low <= volume.slice_spacing_mm <= high:
         reasons.append(f"slice spacing {volume.slice_spacing_mm:.1f} mm is outside "

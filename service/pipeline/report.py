@@ -108,6 +108,11 @@ class Report(BaseModel):
     contrast_basis: Literal["headers", "image", "default"] | None = Field(
         None, description="what the contrast reading rests on: the protocol name or series "
         "description, the blood pool's signal against the myocardium's, or neither (no ring)")
+    lge_evidence: dict[str, float | None] | None = Field(
+        None, description="what the image says about the LGE contrast (service.pipeline."
+        "acceptance.lge_evidence): myocardium_rank, the share of tissue around the heart "
+        "darker than the remote myocardium (low in LGE), and myocardium_over_blood, the "
+        "remote myocardium over the LV blood pool (at most about 1 in LGE)")
     scar_percent_interval: tuple[float, float] | None = Field(
         None, description="[lower, upper]: 95 % interval of scar_percent, calibrated on "
         "validation series (None only when the scar model has no calibration)")

@@ -1,42 +1,80 @@
-"""A calibrated 95 % interval on the scar %, from one network run.
+"""A calibrated 95 % interval on the scar %, narrow where the networks agree with themselves.
 
-How unsure the network is shows in how much scar sits near its decision
-threshold: the scar % with the threshold lowered and raised by ``offset``
-brackets the pixels it hesitates over (the *ambiguity*, in percentage
-points). How wrong it is, on series it never trained on, is measured at
-release on the validation series and turned into a scale by split
-conformal prediction (Vovk et al.; Angelopoulos and Bates, 2021): the
-interval is the scar % plus or minus ``scale x (ambiguity + floor)``, where
-``scale`` is the conformal quantile of ``|error| / (ambiguity + floor)``.
-On series like the validation ones it holds the expert's value with the
-stated probability; the evaluation measures how often it does on each test
-set. No extra network run, so the latency budget is untouched. Pure
-functions.
+The scar % is scar over myocardium, and on real scans the myocardium is the
+larger error source (bright scar beside the bright blood pool drawn as
+blood). So the *spread* that scales the interval is a sum of terms, each a
+way the same analysis could have come out, in percentage points of scar:
+
+* ``rings``: the cascade draws the myocardium twice, once with the
+  myocardium U-Net (the ring that places the heart box) and again with
+  the scar U-Net; the scar % measured in the first ring against the
+  second is how much the two networks' myocardium disagree;
+* ``myocardium``: the scar % with the myocardium drawn at probability
+  0.7 against 0.3 (its border pixels the network hesitates over);
+* ``scar``: the scar % with the scar threshold lowered and raised by
+  ``offset`` (the scar pixels it hesitates over).
+
+How wrong the result is, on series it never trained on, is measured at
+release on validation series and turned into a scale by split conformal
+prediction (Vovk et al.; Angelopoulos and Bates, 2021): the interval is the
+scar % plus or minus ``scale x (spread + floor)``, where ``scale`` is the
+conformal quantile of ``|error| / (spread + floor)``. The quantile is taken
+in each calibration group (phantoms; real scans) and the largest kept, so
+the many phantoms cannot set it for the few real scans. Which terms, the
+offset and the floor are chosen there too (narrowest median width). No
+extra network run: test-time flips and rotations (the eight symmetries of
+the square) ranked the errors about as well and narrowed the real scans'
+interval a little, at seven more scar-network runs, nearly doubling an
+analysis (``python -m training.interval_study``, docs/results/interval_study.json,
+(docs/experiments.md). Pure functions.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+SPREAD_TERMS = ("rings", "myocardium", "scar")
+# The myocardium drawn at these probabilities brackets the pixels its network hesitates over.
+MYOCARDIUM_BAND = (0.3, 0.7)
+# An interval at most this wide is always narrow enough to act on.
+ACTIONABLE_WIDTH_PERCENT = 6.0
+# The share of the calibration groups' series a wider interval may send to review.
+REVIEW_SHARE = 1.0 / 3.0
 
 
 @dataclass(frozen=True)
 class IntervalCalibration:
-    offset: float  # threshold shift for the ambiguity (probability units)
-    floor_percent: float  # added to the ambiguity, so a confident series still gets a width
-    scale: float  # conformal quantile of |error| / (ambiguity + floor)
+    offset: float  # threshold shift of the ``scar`` term (probability units)
+    floor_percent: float  # added to the spread, so a confident series still gets a width
+    scale: float  # conformal quantile of |error| / (spread + floor)
     level: float = 0.95
     calibration_series: int = 0
+    # The spread terms summed (SPREAD_TERMS); releases before 0.3.1 had the scar term alone.
+    terms: tuple[str, ...] = ("scar",)
+    # Wider than this the result goes to review (chosen at calibration; None: the fixed rule).
+    review_width_percent: float | None = None
+    # Series per calibration group (e.g. phantoms, real scans).
+    groups: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"terms": list(self.terms)}
 
     @classmethod
     def from_dict(cls, data: dict) -> IntervalCalibration:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "terms" in known:
+            known["terms"] = tuple(known["terms"])
+        return cls(**known)
+
+    @property
+    def review_width(self) -> float:
+        return (ACTIONABLE_WIDTH_PERCENT if self.review_width_percent is None
+                else self.review_width_percent)
 
 
 def scar_percent_at(scar_probability: np.ndarray, myocardium: np.ndarray,
@@ -57,6 +95,33 @@ def ambiguity(scar_probability: np.ndarray, myocardium: np.ndarray, threshold: f
                - scar_percent_at(scar_probability, myocardium, high))
 
 
+def _percent(scar: np.ndarray, myocardium: np.ndarray) -> float:
+    n = int(np.count_nonzero(myocardium))
+    return 100.0 * int(np.count_nonzero(scar & myocardium)) / n if n else 0.0
+
+
+def spread_terms(myocardium: np.ndarray, scar: np.ndarray, myocardium_probability: np.ndarray,
+                 scar_probability: np.ndarray, first_ring: np.ndarray, threshold: float,
+                 offsets: Sequence[float]) -> dict[str, float]:
+    """Every spread term of one result, in points; ``scar`` once per offset (``scar@0.1``)."""
+    myocardium, scar = np.asarray(myocardium, bool), np.asarray(scar, bool)
+    first_ring = np.asarray(first_ring, bool)
+    called = scar_probability >= threshold
+    low, high = MYOCARDIUM_BAND
+    terms = {"rings": abs(_percent(scar, myocardium) - _percent(scar, first_ring)),
+             "myocardium": abs(_percent(called, myocardium_probability >= high)
+                               - _percent(called, myocardium_probability >= low))}
+    for offset in offsets:
+        terms[f"scar@{offset:g}"] = ambiguity(scar_probability, myocardium, threshold, offset)
+    return terms
+
+
+def spread(terms: Mapping[str, float], calibration: IntervalCalibration) -> float:
+    """The calibration's terms summed (its ``scar`` term at its offset)."""
+    return float(sum(terms[f"scar@{calibration.offset:g}" if t == "scar" else t]
+                     for t in calibration.terms))
+
+
 def interval(value: float, spread: float, calibration: IntervalCalibration
              ) -> tuple[float, float]:
     """[lower, upper] in percent, clipped to 0..100, always holding ``value``."""
@@ -73,23 +138,67 @@ def conformal_scale(errors: Sequence[float], spreads: Sequence[float], floor_per
     return float("inf") if rank > scores.size else float(scores[rank - 1])
 
 
-def calibrate(errors: Sequence[float], spreads_by_offset: dict[float, Sequence[float]],
-              floors: Sequence[float], level: float = 0.95) -> IntervalCalibration:
-    """The offset and floor whose conformal interval is narrowest (median width) here.
+@dataclass(frozen=True)
+class CalibrationSeries:
+    """One calibration series: its group, signed scar-% error and spread terms."""
 
-    ``errors`` are the signed scar-% errors of the calibration series,
-    ``spreads_by_offset[o]`` their ambiguities at threshold offset ``o``.
+    group: str
+    error: float
+    terms: Mapping[str, float]  # as :func:`spread_terms` gives them
+
+
+def term_sets(terms: Sequence[str] = SPREAD_TERMS) -> list[tuple[str, ...]]:
+    """Every non-empty combination of the terms, in SPREAD_TERMS order."""
+    return [combo for n in range(1, len(terms) + 1)
+            for combo in itertools.combinations(terms, n)]
+
+
+def calibrate(series: Sequence[CalibrationSeries], offsets: Sequence[float],
+              floors: Sequence[float], level: float = 0.95,
+              candidates: Sequence[tuple[str, ...]] | None = None) -> IntervalCalibration:
+    """The terms, offset and floor whose conformal interval is narrowest here.
+
+    The scale is the largest of the groups' conformal quantiles (each group
+    must hold at ``level``); the width compared is the mean over groups of
+    their median width, so each group weighs alike whatever its size. The
+    review width is the groups' largest (1 - REVIEW_SHARE) quantile of
+    width, never under ACTIONABLE_WIDTH_PERCENT.
     """
+    groups: dict[str, list[CalibrationSeries]] = {}
+    for s in series:
+        groups.setdefault(s.group, []).append(s)
     best, best_width = None, math.inf
-    for offset, spreads in spreads_by_offset.items():
-        for floor in floors:
-            scale = conformal_scale(errors, spreads, floor, level)
-            width = float(np.median(2.0 * scale * (np.asarray(spreads, float) + floor)))
-            if width < best_width:
-                best_width = width
-                best = IntervalCalibration(offset=float(offset), floor_percent=float(floor),
-                                           scale=scale, level=level,
-                                           calibration_series=len(errors))
+    for terms in candidates or term_sets():
+        for offset in offsets if "scar" in terms else offsets[:1]:
+            probe = IntervalCalibration(offset=float(offset), floor_percent=0.0, scale=1.0,
+                                        terms=tuple(terms))
+            spreads = {g: np.array([spread(s.terms, probe) for s in members])
+                       for g, members in groups.items()}
+            for floor in floors:
+                scale = max(conformal_scale([s.error for s in groups[g]], spreads[g], floor,
+                                            level) for g in groups)
+                if not math.isfinite(scale):
+                    continue
+                widths = {g: 2.0 * scale * (spreads[g] + floor) for g in groups}
+                width = float(np.mean([np.median(w) for w in widths.values()]))
+                if width < best_width:
+                    review = max(float(np.quantile(w, 1.0 - REVIEW_SHARE))
+                                 for w in widths.values())
+                    best_width = width
+                    best = IntervalCalibration(
+                        offset=float(offset), floor_percent=float(floor), scale=scale,
+                        level=level, calibration_series=len(series), terms=tuple(terms),
+                        review_width_percent=max(ACTIONABLE_WIDTH_PERCENT, review),
+                        groups={g: len(m) for g, m in groups.items()})
     if best is None:
-        raise ValueError("nothing to calibrate on")
+        raise ValueError("too few calibration series in some group for the level")
     return best
+
+
+def calibrated_interval(value: float, masks, first_ring: np.ndarray, threshold: float,
+                        calibration: IntervalCalibration) -> tuple[float, float]:
+    """The interval of one result; ``masks`` is its :class:`~service.pipeline.segment.
+    Segmentation` (duck-typed: this module stays below the pipeline)."""
+    terms = spread_terms(masks.myocardium, masks.scar, masks.myocardium_probability,
+                         masks.scar_probability, first_ring, threshold, (calibration.offset,))
+    return interval(value, spread(terms, calibration), calibration)

@@ -501,3 +501,40 @@ def test_mvo_is_scored_on_cases_with_it_and_counted_on_cases_without() -> None:
     assert not rows[("emidec", "cascade-unet", "mvo_dsc")]["met"]  # 0.5 < 0.55
     none_called = rows[("emidec", "cascade-unet", "cases without MVO, none called (<= 0.5 %)")]
     assert (none_called["median"], none_called["of"], none_called["met"]) == (2, 3, False)
+
+
+def test_the_review_flag_is_scored_against_the_large_errors() -> None:
+    """The 2 x 2 table (refused series left out) and the EMIDEC targets: at most a third
+    flagged, and 80 % of the errors over 5 points among them."""
+    import dataclasses
+
+    from training.evaluation.scoring import METHODS, SeriesScore
+    from training.evaluation.summary import review_table, summarise, target_rows
+
+    def score(k: int, error: float, review: bool, refused: bool = False) -> list[SeriesScore]:
+        base = SeriesScore(f"S{k}", "cascade-unet", True, False, 10.0, 10.0 + error,
+                           abs(error), 0.7, 0.7, 1.0, 1.0, 0.9, "emidec",
+                           interval_low=0.0, interval_high=30.0, review=review,
+                           refused=refused)
+        return [dataclasses.replace(base, method=m) for m in METHODS]
+
+    def scores(flags: list[tuple[float, bool]]) -> list[SeriesScore]:
+        return [s for k, (e, r) in enumerate(flags) for s in score(k, e, r)]
+
+    # Nine series: two large errors, both flagged; one small one flagged; six ok.
+    good = scores([(8.0, True), (-6.0, True), (1.0, True)] + [(0.5, False)] * 6)
+    refused = score(99, 20.0, False, refused=True)
+    assert review_table(good + refused, "cascade-unet") == {
+        "review_large": 2, "review_small": 1, "ok_large": 0, "ok_small": 6}
+    rows = {r["field"]: r for r in target_rows({"emidec": summarise(good)})
+            if r["method"] == "cascade-unet"}
+    assert rows["series marked for review (interval, gaps, contrast)"]["met"]  # 3 of 9
+    assert rows["errors over 5 points marked for review"]["met"]  # 2 of 2
+    # Flagging everything catches every error but tells nothing; missing one of two fails.
+    everything = scores([(8.0, True), (-6.0, True)] + [(0.5, True)] * 7)
+    missed = scores([(8.0, True), (-6.0, False)] + [(0.5, False)] * 7)
+    for flags, field in ((everything, "series marked for review (interval, gaps, contrast)"),
+                         (missed, "errors over 5 points marked for review")):
+        row = next(r for r in target_rows({"emidec": summarise(flags)})
+                   if r["method"] == "cascade-unet" and r["field"] == field)
+        assert not row["met"], row

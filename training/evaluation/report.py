@@ -130,14 +130,17 @@ def accuracy_table(summaries: Mapping[str, dict]) -> str:
                 f"{fmt_number(r['median_ci'][1], digits)})")
 
     lines = ["| test set | series | myocardium DSC | scar DSC | abs scar-% error (points) "
-             "| interval holds the expert's scar % |", "|---|---|---|---|---|---|"]
+             "| interval holds the expert's scar % (median width) | marked for review |",
+             "|---|---|---|---|---|---|---|"]
     for name, summary in summaries.items():
         m = summary["methods"]["cascade-unet"]
         iv = m.get("interval")
-        coverage = "n/a" if not iv else f"{iv['covered']} of {iv['series']}"
+        coverage = ("n/a" if not iv else f"{iv['covered']} of {iv['series']} "
+                    f"({fmt_number(iv['median_width'], 1)} points)")
         lines.append(f"| {TEST_SET_LABELS.get(name, name)} | {m['n_series']} | "
                      f"{cell(m['myocardium_dsc'])} | {cell(m['scar_dsc'])} | "
-                     f"{cell(m['abs_scar_percent_error'], 2)} | {coverage} |")
+                     f"{cell(m['abs_scar_percent_error'], 2)} | {coverage} | "
+                     f"{m['review']} of {m['n_series']} |")
     return ("\n".join(lines)
             + "\n\nCascade U-Net (the default pipeline); scar DSC on series with scar.")
 
@@ -188,6 +191,56 @@ Scar DSC by kind of series (median; * = threshold inside the true myocardium):
 
 ![box plots, {name}](evaluation/boxplots_{name}.png)
 ![Bland-Altman, {name}](evaluation/bland_altman_{name}.png)
+"""
+
+
+def _trust_section(summaries: Mapping[str, dict], context: dict) -> str:
+    """The interval, the review flag against the large errors, and the gate's rates."""
+    lines = ["| test set | pipeline | interval holds the expert's scar % | median width "
+             "(points) | review | review & error > 5 | ok & error > 5 | review & error <= 5 "
+             "| ok & error <= 5 | refused | contrast flagged |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, summary in summaries.items():
+        for method in ("cascade-unet", "enet"):
+            m = summary["methods"][method]
+            iv, t = m.get("interval"), m["review_table"]
+            cover = "n/a" if not iv else f"{iv['covered']}/{iv['series']}"
+            width = "n/a" if not iv else fmt_number(iv["median_width"], 1)
+            lines.append(
+                f"| {TEST_SET_LABELS.get(name, name)} | {SHORT_LABELS[method]} | {cover} | "
+                f"{width} | {m['review']}/{m['n_series']} | {t['review_large']} | "
+                f"{t['ok_large']} | {t['review_small']} | {t['ok_small']} | "
+                f"{m['refused']}/{m['n_series']} | {m['contrast_flagged']}/{m['n_series']} |")
+    negatives = context.get("rendered_negatives") or {}
+    gate = "\n".join(
+        f"| {sequence} | {g['series']} | {g['no_ring']} | {g['refused']} | {g['flagged']} | "
+        f"{g['series'] - g['refused'] - g['flagged']} |" for sequence, g in negatives.items())
+    calibration = context.get("interval_calibration") or {}
+    cal = calibration.get("cascade-unet")
+    how = "" if not cal else (
+        f"The cascade's interval sums the spread terms {', '.join(cal['terms'])} "
+        f"(`service/pipeline/uncertainty.py`), plus {cal['floor_percent']:g} points, times "
+        f"{cal['scale']:.2f}: the largest of the split-conformal 95 % quantiles of the "
+        f"calibration groups ("
+        + ", ".join(f"{g} {n}" for g, n in cal["groups"].items())
+        + f" series). Wider than {cal['review_width_percent']:.1f} points it sends the "
+        "result to review.")
+    return f"""## Trust: the interval, the review flag and the LGE gate
+{how} Review also comes from a gap in the myocardium or a contrast the gate doubts; a
+large error is one over 5 points of scar %; refused series have no result and are left out
+of the review columns.
+
+{chr(10).join(lines)}
+
+The gate on the test seed's phantom hearts rendered in other sequences with LGE headers
+(`training/data/phantoms/sequences.py`): refused (no LV ring, or a blood pool far darker
+than the myocardium), flagged for review with a reason naming the contrast, or let through.
+The thresholds were set on EMIDEC `train`/`validation` and phantom validation and
+calibration series (`docs/results/lge_gate.json`).
+
+| rendered sequence | series | no LV ring | refused | flagged | let through |
+|---|---|---|---|---|---|
+{gate}
 """
 
 
@@ -247,6 +300,7 @@ cases that have it, and "none called" means at most 0.5 % of the myocardium.
 ## Beside the EMIDEC challenge (means over cases)
 {_challenge_table(summaries)}
 
+{_trust_section(summaries, context)}
 {_parity_section(context)}
 ## The worst five EMIDEC `validation` cases
 The cascade on the validation cases (as acquired) with the lowest mean of myocardium and scar

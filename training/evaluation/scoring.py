@@ -29,10 +29,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.pipeline.acceptance import lv_ring_slices
+from service.pipeline.acceptance import (
+    contrast_refusal,
+    contrast_review,
+    lge_evidence,
+    lv_ring_slices,
+)
 from service.pipeline.contrast import read_contrast
 from service.pipeline.postprocess import clean_myocardium
-from service.pipeline.quality import MAX_INTERVAL_WIDTH_PERCENT, myocardium_gaps
+from service.pipeline.quality import interval_reason, myocardium_gaps
 from service.pipeline.quantify import fwhm_scar, nsd_scar, scar_fraction
 from service.pipeline.segment import (
     Network,
@@ -42,9 +47,15 @@ from service.pipeline.segment import (
     scar_regions,
     segment_on,
 )
-from service.pipeline.uncertainty import IntervalCalibration, ambiguity, calibrate, interval
+from service.pipeline.uncertainty import (
+    CalibrationSeries,
+    IntervalCalibration,
+    calibrate,
+    calibrated_interval,
+    spread_terms,
+)
 from training import metrics
-from training.data.sources import LabelledSeries, Source, as_source
+from training.data.sources import LabelledSeries, PhantomSource, Source, as_source
 
 NETWORK_METHODS = ("cascade-unet", "enet", "enet-raw")
 METHODS = (*NETWORK_METHODS, "enet-true-myocardium", "4sd", "fwhm")
@@ -80,10 +91,12 @@ class SeriesScore:
     # The scar % interval (network methods with a calibration; NaN otherwise).
     interval_low: float = float("nan")
     interval_high: float = float("nan")
-    # Whether the service would refuse the series as no LV heart (no closed LV ring).
+    # Whether the service would refuse the series as no LV heart (no closed LV ring) or as
+    # no LGE contrast (the image-reading gate).
     refused: bool = False
-    # Whether it would mark the result for review on the interval's width or a gap in the
-    # myocardium (the mass and spacing rules need a real header; EMIDEC has none).
+    # Whether it would mark the result for review on the interval's width, a gap in the
+    # myocardium or a contrast unlike LGE (the mass and spacing rules need a real header;
+    # EMIDEC has none).
     review: bool = False
     # Microvascular obstruction: the expert's and the method's % of the myocardium, its DSC
     # on series that have it (NaN otherwise), and the challenge's per-case DSC (1 where
@@ -92,6 +105,8 @@ class SeriesScore:
     mvo_percent: float = float("nan")
     mvo_dsc: float = float("nan")
     mvo_case_dsc: float = float("nan")
+    # Whether the image-reading gate flagged the contrast as unlike LGE (part of ``review``).
+    contrast_flagged: bool = False
 
 
 SHORT_LABELS = {"cascade-unet": "cascade", "enet": "ENet P2", "enet-raw": "ENet P1",
@@ -209,8 +224,10 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
     images, spacing = series.images, series.spacing
     true_myo, true_scar = series.true_myocardium, series.true_scar
     first_ring, segs = network_segmentations(series, networks)
-    # The service refuses a series on the myocardium network's own ring.
-    refused = not lv_ring_slices(first_ring, spacing)
+    # The service refuses a series on the myocardium network's own ring and its image.
+    evidence = lge_evidence(images, first_ring, spacing)
+    refused = not lv_ring_slices(first_ring, spacing) or bool(contrast_refusal(evidence))
+    flagged = bool(contrast_review(evidence))
     masks = {method: (seg.scar, seg.myocardium) for method, seg in segs.items()}
     true_mvo = series.true_obstruction
     masks["4sd"] = (nsd_scar(images, true_myo, 4.0), true_myo)
@@ -226,9 +243,8 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
         calibration = (calibrations or {}).get(method)
         if calibration is not None and method in segs:
             net = networks[PIPELINE_RUNS[method][0]]
-            spread = ambiguity(segs[method].scar_probability, myocardium, net.threshold,
-                               calibration.offset)
-            low, high = interval(pct, spread, calibration)
+            low, high = calibrated_interval(pct, segs[method], first_ring, net.threshold,
+                                            calibration)
         out.append(SeriesScore(
             series_id=source.series_id, method=method, has_scar=has_scar,
             has_obstruction=bool(series.true_obstruction.any()),
@@ -243,7 +259,8 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
             contrast_read=read_contrast(images, myocardium).contrast,
             interval_low=low, interval_high=high,
             refused=method in segs and refused,
-            review=method in segs and _review(myocardium, low, high),
+            review=method in segs and (flagged or _review(myocardium, low, high, calibration)),
+            contrast_flagged=method in segs and flagged,
             **(_mvo_scores(segs[method], true_mvo, true_myo) if method in segs else {}),
         ))
     return out
@@ -258,15 +275,43 @@ def _mvo_scores(seg: Segmentation, true_mvo: np.ndarray, true_myo: np.ndarray) -
             "mvo_case_dsc": dsc if has_mvo else float(not seg.mvo.any())}
 
 
-def _review(myocardium: np.ndarray, low: float, high: float) -> bool:
-    return bool(myocardium_gaps(myocardium)
-                or (not math.isnan(low) and high - low > MAX_INTERVAL_WIDTH_PERCENT))
+def _review(myocardium: np.ndarray, low: float, high: float,
+            calibration: IntervalCalibration | None) -> bool:
+    return bool(myocardium_gaps(myocardium) or (
+        calibration is not None and not math.isnan(low)
+        and interval_reason((low, high), calibration.review_width) is not None))
 
 
 # Threshold offsets and floors (percentage points) the interval's calibration chooses from.
 INTERVAL_OFFSETS = (0.1, 0.2, 0.3)
-INTERVAL_FLOORS = (0.5, 1.0, 2.0, 3.0)
+INTERVAL_FLOORS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
 INTERVAL_LEVEL = 0.95
+
+
+def calibration_group(source: Source) -> str:
+    """Phantoms or real scans: the interval must hold in each (both contrasts pooled, since
+    EMIDEC `validation` has 10 cases a contrast, too few for a 95 % quantile alone)."""
+    return "phantoms" if isinstance(source, PhantomSource) else "real scans"
+
+
+def calibration_series(sources: Sequence[Source | Path], networks: Mapping[str, Network],
+                       offsets: Sequence[float] = INTERVAL_OFFSETS
+                       ) -> dict[str, list[CalibrationSeries]]:
+    """Each network pipeline's errors and spread terms on these series."""
+    out: dict[str, list[CalibrationSeries]] = {m: [] for m in NETWORK_METHODS}
+    for source in tqdm(sources, desc="interval calibration (validation)", unit="series"):
+        source = as_source(source)
+        series = source.read()
+        first_ring, segs = network_segmentations(series, networks)
+        truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
+        for method in NETWORK_METHODS:
+            seg, net = segs[method], networks[PIPELINE_RUNS[method][0]]
+            out[method].append(CalibrationSeries(
+                group=calibration_group(source),
+                error=100.0 * scar_fraction(seg.scar, seg.myocardium) - truth,
+                terms=spread_terms(seg.myocardium, seg.scar, seg.myocardium_probability,
+                                   seg.scar_probability, first_ring, net.threshold, offsets)))
+    return out
 
 
 def calibrate_intervals(sources: Sequence[Source | Path], networks: Mapping[str, Network],
@@ -274,21 +319,8 @@ def calibrate_intervals(sources: Sequence[Source | Path], networks: Mapping[str,
                         floors: Sequence[float] = INTERVAL_FLOORS,
                         level: float = INTERVAL_LEVEL) -> dict[str, IntervalCalibration]:
     """Each network pipeline's interval, calibrated (split conformal) on these series."""
-    methods = list(NETWORK_METHODS)
-    errors: dict[str, list[float]] = {m: [] for m in methods}
-    spreads: dict[str, dict[float, list[float]]] = {m: {o: [] for o in offsets}
-                                                    for m in methods}
-    for source in tqdm(sources, desc="interval calibration (validation)", unit="series"):
-        series = as_source(source).read()
-        _, segs = network_segmentations(series, networks)
-        truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
-        for method in methods:
-            seg, net = segs[method], networks[PIPELINE_RUNS[method][0]]
-            errors[method].append(100.0 * scar_fraction(seg.scar, seg.myocardium) - truth)
-            for offset in offsets:
-                spreads[method][offset].append(ambiguity(seg.scar_probability, seg.myocardium,
-                                                         net.threshold, offset))
-    return {m: calibrate(errors[m], spreads[m], floors, level) for m in methods}
+    series = calibration_series(sources, networks, offsets)
+    return {m: calibrate(series[m], offsets, floors, level) for m in NETWORK_METHODS}
 
 
 def evaluate(sources: Sequence[Source | Path], networks: Mapping[str, Network],

@@ -69,6 +69,9 @@ def summarise(scores: Sequence[SeriesScore]) -> dict:
                                                     if s.method == method)
         summary["methods"][method]["review"] = sum(s.review for s in scores
                                                    if s.method == method)
+        summary["methods"][method]["contrast_flagged"] = sum(
+            s.contrast_flagged for s in scores if s.method == method)
+        summary["methods"][method]["review_table"] = review_table(scores, method)
         rows = [s for s in scores if s.method == method and s.contrast]
         summary["methods"][method]["contrast_read_right"] = [
             sum(s.contrast_read == s.contrast for s in rows), len(rows)]
@@ -89,6 +92,22 @@ def summarise(scores: Sequence[SeriesScore]) -> dict:
                                        "p_value": result.p_value})
     summary["subgroups"] = subgroup_medians(scores)
     return summary
+
+
+# A scar-% error past this many points is one the review flag should have caught.
+LARGE_ERROR_PERCENT = 5.0
+
+
+def review_table(scores: Sequence[SeriesScore], method: str,
+                 large: float = LARGE_ERROR_PERCENT) -> dict[str, int]:
+    """The 2 x 2 table of the review flag against a large scar-% error (refused series
+    are left out: they have no result to flag)."""
+    rows = [s for s in scores if s.method == method and not s.refused]
+    table = {"review_large": 0, "review_small": 0, "ok_large": 0, "ok_small": 0}
+    for s in rows:
+        table[f"{'review' if s.review else 'ok'}_"
+              f"{'large' if s.abs_scar_percent_error > large else 'small'}"] += 1
+    return table
 
 
 # Subgroups of the series with scar in which the scar DSC is read separately: the two
@@ -142,10 +161,14 @@ NORMAL_SHARE = 6 / 7
 NO_MVO_PERCENT = 0.5
 NO_MVO_SHARE = 0.8
 TARGET_METHODS = ("cascade-unet", "enet")
-# The interval (the trust issue): coverage of the expert's scar % and median width, and
-# false refusals, on these test sets.
-INTERVAL_COVERAGE, INTERVAL_WIDTH_PERCENT = 0.90, 6.0
-TRUST_TEST_SETS = ("phantoms", "emidec")
+# The interval and the review flag (issue 35, "Trust, round 2"), per test set: coverage of
+# the expert's scar %, the median width, no refusals; on EMIDEC the review flag goes to at
+# most a third of the series and catches 80 % of those with a large error.
+INTERVAL_COVERAGE = 0.90
+INTERVAL_WIDTH_PERCENT = {"phantoms": 6.0, "emidec": 8.0, "emidec-dark": 8.0}
+TRUST_TEST_SETS = tuple(INTERVAL_WIDTH_PERCENT)
+REVIEW_SHARE_TARGET, REVIEW_CATCH_TARGET = 1 / 3, 0.8
+REVIEW_TARGET_SETS = ("emidec",)
 FIELD_LABELS = {"myocardium_dsc": "myocardium DSC", "scar_dsc": "scar DSC",
                 "abs_scar_percent_error": "abs scar-% error (points)",
                 "mvo_dsc": "MVO DSC (cases with MVO)",
@@ -231,10 +254,7 @@ def _trust_rows(test_set: str, summary: dict) -> list[dict]:
         rows.append({"test_set": test_set, "method": method, "field": "series refused",
                      "median": m["refused"], "ci": None, "target": "0", "of": n,
                      "met": m["refused"] == 0})
-        rows.append({"test_set": test_set, "method": method,
-                     "field": "series marked for review (interval width, gaps)",
-                     "median": m["review"], "ci": None, "target": "reported", "of": n,
-                     "met": True})
+        rows += _review_rows(test_set, method, m)
         iv = m.get("interval")
         if iv is None:
             continue
@@ -243,11 +263,32 @@ def _trust_rows(test_set: str, summary: dict) -> list[dict]:
                      "ci": None, "target": f">= {INTERVAL_COVERAGE:.0%} of {iv['series']}",
                      "of": iv["series"],
                      "met": iv["covered"] >= INTERVAL_COVERAGE * iv["series"] - 1e-9})
+        bound = INTERVAL_WIDTH_PERCENT[test_set]
         rows.append({"test_set": test_set, "method": method,
                      "field": "interval median width (points)", "median": iv["median_width"],
-                     "ci": None, "target": f"<= {INTERVAL_WIDTH_PERCENT:g}",
-                     "met": iv["median_width"] <= INTERVAL_WIDTH_PERCENT})
+                     "ci": None, "target": f"<= {bound:g}",
+                     "met": iv["median_width"] <= bound})
     return rows
+
+
+def _review_rows(test_set: str, method: str, m: dict) -> list[dict]:
+    """The review flag's share of the series and its catch of the large errors."""
+    table = m["review_table"]
+    n = sum(table.values())
+    flagged = table["review_large"] + table["review_small"]
+    large = table["review_large"] + table["ok_large"]
+    judged = test_set in REVIEW_TARGET_SETS
+    return [
+        {"test_set": test_set, "method": method,
+         "field": "series marked for review (interval, gaps, contrast)", "median": flagged,
+         "ci": None, "of": n,
+         "target": f"<= {REVIEW_SHARE_TARGET:.0%} of {n}" if judged else "reported",
+         "met": not judged or flagged <= REVIEW_SHARE_TARGET * n + 1e-9},
+        {"test_set": test_set, "method": method,
+         "field": f"errors over {LARGE_ERROR_PERCENT:g} points marked for review",
+         "median": table["review_large"], "ci": None, "of": large,
+         "target": f">= {REVIEW_CATCH_TARGET:.0%} of {large}" if judged else "reported",
+         "met": not judged or table["review_large"] >= REVIEW_CATCH_TARGET * large - 1e-9}]
 
 
 def manifest_evaluation(summaries: Mapping[str, dict]) -> dict[str, dict]:

@@ -6,6 +6,7 @@ import io
 import random
 import subprocess
 import zipfile
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -410,7 +411,9 @@ def test_a_result_to_review_says_so_everywhere_it_is_shown(client, series_dirs,
                                                            monkeypatch) -> None:
     from service.pipeline import quality
 
-    monkeypatch.setattr(quality, "MAX_INTERVAL_WIDTH_PERCENT", -1.0)  # every interval too wide
+    # Every interval too wide to act on, whatever the calibration's review width.
+    monkeypatch.setattr(quality, "interval_reason",
+                        lambda interval, width=None: "the 95 % interval is too wide")
     r = client.post("/v1/analyses", files=multipart(series_files(series_dirs[2])))
     assert r.status_code == 201, r.text
     report = r.json()
@@ -449,3 +452,23 @@ def _numbers_in(items) -> list[tuple[str, float]]:
                         float(item.MeasuredValueSequence[0].NumericValue)))
         out += _numbers_in(item.get("ContentSequence", []))
     return out
+
+
+def test_the_readme_try_it_phantom_is_read_as_ok(client, tmp_path) -> None:
+    """The series the README tells a new user to try comes back `ok`, its interval holding
+    the truth (issue 35: with every result flagged, the flag told a reader nothing)."""
+    import re
+
+    from training.data.phantoms import generate_one
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    try_it = readme[readme.index("## Try it in one minute"):]
+    seed = int(re.search(r"python -m training\.data\.phantoms .*--seed (\d+)", try_it)[1])
+    meta = generate_one(seed, 0, tmp_path)
+    r = client.post("/v1/analyses",
+                    files=multipart(series_files(tmp_path / meta["series_id"])))
+    assert r.status_code == 201, r.text
+    report = r.json()
+    assert report["quality"] == {"verdict": "ok", "reasons": []}, report["quality"]
+    low, high = report["scar_percent_interval"]
+    assert low <= meta["scar_percent"] <= high

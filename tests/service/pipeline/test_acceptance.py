@@ -14,7 +14,19 @@ from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from service.pipeline.acceptance import header_reasons, lv_ring_slices
+from service.errors import NotCardiacLGE
+from service.pipeline.acceptance import (
+    BLOOD_DARKER_REFUSE,
+    BLOOD_DARKER_REVIEW,
+    NOT_NULLED_RANK,
+    LgeEvidence,
+    check_contrast,
+    contrast_refusal,
+    contrast_review,
+    header_reasons,
+    lge_evidence,
+    lv_ring_slices,
+)
 from tests.conftest import (
     PHANTOM_SEED,
     multipart,
@@ -25,6 +37,7 @@ from tests.conftest import (
     to_bytes,
 )
 from training.data.phantoms import render, sample_spec, write_series
+from training.data.phantoms.sequences import in_other_sequence
 
 
 def _refused(client: TestClient, files: list[tuple[str, bytes]], *words: str) -> str:
@@ -111,10 +124,13 @@ def test_a_cine_series_is_refused_by_its_headers(client, tmp_path) -> None:
     _refused(client, _files(datasets), "names a cine series")
 
 
-def test_the_phantom_series_are_not_refused(client, series_dirs) -> None:
+def test_the_phantom_series_are_not_refused_nor_doubted_as_lge(client, series_dirs) -> None:
     for series_dir in series_dirs[:2]:
         r = client.post("/v1/analyses", files=multipart(series_files(series_dir)))
         assert r.status_code == 201, r.text
+        assert not any("LGE" in reason for reason in r.json()["quality"]["reasons"])
+        evidence = r.json()["lge_evidence"]
+        assert evidence["myocardium_rank"] < NOT_NULLED_RANK
 
 
 def test_a_stow_series_that_is_no_lge_heart_is_marked_failed_with_the_reason(
@@ -178,3 +194,89 @@ def test_an_lv_ring_must_be_closed_and_of_an_lvs_size() -> None:
     # Closed rings all smaller than an LV's mid-ventricle: not a heart.
     small = (r >= 6) & (r < 9)  # about 190 mm^2 at 1.5 mm
     assert lv_ring_slices(np.stack([small, small]), (1.5, 1.5)) == []
+
+
+def _slice(ring_value: float, blood_value: float, around_value: float,
+           around_dark_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A 128 x 128 slice: an LV ring, its blood pool, and tissue around it, of given signals
+    (``around_dark_share`` of the surroundings at a tenth of ``around_value``: lung)."""
+    yy, xx = np.mgrid[:128, :128]
+    r = np.hypot(yy - 64, xx - 64)
+    ring = (r >= 12) & (r < 18)
+    image = np.full((128, 128), around_value, np.float32)
+    image[xx < 128 * around_dark_share] = around_value / 10
+    image[r < 12] = blood_value
+    image[ring] = ring_value
+    return image, ring
+
+
+def _evidence(*slice_args: float, **kwargs: float):
+    image, ring = _slice(*slice_args, **kwargs)
+    return lge_evidence([image, image], np.stack([ring, ring]), (1.5, 1.5))
+
+
+def test_nulled_myocardium_on_bright_or_dark_blood_reads_as_lge() -> None:
+    for blood in (200.0, 12.0):  # bright-blood; dark-blood (about as dark as the myocardium)
+        evidence = _evidence(10.0, blood, 100.0, around_dark_share=0.2)
+        assert evidence.myocardium_rank < NOT_NULLED_RANK
+        assert evidence.myocardium_over_blood < BLOOD_DARKER_REVIEW
+        assert contrast_review(evidence) == [] and contrast_refusal(evidence) == []
+
+
+def test_grey_myocardium_brighter_than_its_surroundings_is_flagged_as_cine_or_t2() -> None:
+    evidence = _evidence(100.0, 250.0, 60.0, around_dark_share=0.2)  # cine: bright blood
+    assert evidence.myocardium_rank == pytest.approx(1.0)
+    reasons = contrast_review(evidence)
+    assert len(reasons) == 1 and "does not look like LGE" in reasons[0]
+    assert "cine" in reasons[0] and contrast_refusal(evidence) == []
+
+
+def test_grey_myocardium_on_black_blood_is_refused_and_a_milder_one_flagged() -> None:
+    evidence = _evidence(100.0, 10.0, 150.0, around_dark_share=0.3)  # dark-blood T2
+    assert evidence.myocardium_over_blood >= BLOOD_DARKER_REFUSE
+    assert "darker than the myocardium" in contrast_refusal(evidence)[0]
+    with pytest.raises(NotCardiacLGE, match="T2-weighted"):
+        check_contrast(evidence)
+    milder = _evidence(100.0, 70.0, 150.0, around_dark_share=0.3)
+    assert BLOOD_DARKER_REVIEW <= milder.myocardium_over_blood < BLOOD_DARKER_REFUSE
+    assert contrast_refusal(milder) == []
+    assert any("blood pool is darker" in r for r in contrast_review(milder))
+
+
+def test_no_ring_gives_no_evidence_and_no_reason() -> None:
+    image = np.zeros((64, 64), np.float32)
+    evidence = lge_evidence([image], np.zeros((1, 64, 64), bool), (1.5, 1.5))
+    assert evidence == LgeEvidence(None, None)
+    assert contrast_review(evidence) == [] and contrast_refusal(evidence) == []
+
+
+def _in_sequence(tmp_path: Path, sequence: str) -> list[tuple[str, bytes]]:
+    """A phantom heart rendered in another sequence; its headers stay an LGE protocol's
+    (inversion recovery, TE about 2 ms), as if rewritten."""
+    spec = in_other_sequence(sample_spec(PHANTOM_SEED + 7, 0), sequence)
+    return series_files(write_series(spec, render(spec), tmp_path))
+
+
+def test_a_cine_series_with_lge_headers_is_flagged_for_its_contrast(client, tmp_path) -> None:
+    r = client.post("/v1/analyses", files=multipart(_in_sequence(tmp_path, "cine")))
+    assert r.status_code == 201, r.text
+    quality = r.json()["quality"]
+    assert quality["verdict"] == "review"
+    assert any("does not look like LGE" in reason and "cine" in reason
+               for reason in quality["reasons"]), quality
+
+
+def test_a_dark_blood_t2_series_with_lge_headers_is_refused(client, tmp_path) -> None:
+    _refused(client, _in_sequence(tmp_path, "t2-dark-blood"), "darker than the myocardium")
+
+
+def test_other_sequences_keep_the_phantom_anatomy_and_are_reproducible() -> None:
+    spec = sample_spec(PHANTOM_SEED, 3)
+    cine = in_other_sequence(spec, "cine")
+    assert cine.heart == spec.heart and cine.acquisition == spec.acquisition
+    assert cine == in_other_sequence(spec, "cine")
+    assert cine.intensities.blood > 2 * cine.intensities.myocardium  # bright blood
+    t2 = in_other_sequence(spec, "t2-dark-blood")
+    assert t2.intensities.blood < t2.intensities.myocardium < t2.intensities.scar  # oedema
+    with pytest.raises(ValueError):
+        in_other_sequence(spec, "flair")

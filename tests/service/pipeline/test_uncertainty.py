@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from service.pipeline.uncertainty import (
+    ACTIONABLE_WIDTH_PERCENT,
+    CalibrationSeries,
     IntervalCalibration,
     ambiguity,
     calibrate,
     conformal_scale,
     interval,
     scar_percent_at,
+    spread,
+    spread_terms,
 )
 
 
@@ -45,27 +50,99 @@ def test_ambiguity_counts_the_pixels_near_the_threshold() -> None:
     assert scar_percent_at(probability, np.zeros_like(myocardium), 0.5) == 0.0
 
 
-def test_calibrated_intervals_cover_new_series_at_their_level() -> None:
-    """Errors grow with the ambiguity; calibrated on 300 series, tested on 3000 like them."""
+def _draw(rng: np.random.Generator, group: str, n: int, noise: float
+          ) -> list[CalibrationSeries]:
+    """Series whose errors grow with the ``rings`` term; ``myocardium`` is unrelated noise."""
+    rings = rng.gamma(2.0, 1.0, n)
+    errors = rng.normal(0.0, noise * (0.5 + rings))
+    return [CalibrationSeries(group, float(e), {"rings": float(r),
+                                                "myocardium": float(rng.gamma(2.0, 1.0)),
+                                                "scar@0.1": float(rng.gamma(2.0, 1.0)),
+                                                "scar@0.2": float(rng.gamma(2.0, 1.0))})
+            for e, r in zip(errors, rings, strict=True)]
+
+
+def _coverage(series: list[CalibrationSeries], cal: IntervalCalibration) -> float:
+    return float(np.mean([abs(s.error) <= cal.scale * (spread(s.terms, cal)
+                                                       + cal.floor_percent)
+                          for s in series]))
+
+
+def test_calibration_finds_the_informative_term_and_holds_in_every_group() -> None:
+    """Two groups, the second with errors three times larger: the scale is the larger
+    group quantile, so both hold at the level on new series like them."""
     rng = np.random.default_rng(7)
+    series = _draw(rng, "phantoms", 300, 0.4) + _draw(rng, "real scans", 100, 1.2)
+    cal = calibrate(series, offsets=(0.1, 0.2), floors=(0.5, 1.0, 2.0), level=0.95)
+    assert "rings" in cal.terms and cal.calibration_series == 400
+    assert cal.groups == {"phantoms": 300, "real scans": 100}
+    hard = _coverage(_draw(rng, "real scans", 3000, 1.2), cal)
+    easy = _coverage(_draw(rng, "phantoms", 3000, 0.4), cal)
+    assert 0.92 <= hard <= 0.98, hard
+    assert easy > hard  # the easy group is over-covered, never under
+    # Pooled, the 300 easy series would have set a scale the hard group breaks.
+    pooled = calibrate([CalibrationSeries("all", s.error, s.terms) for s in series],
+                       offsets=(0.1,), floors=(cal.floor_percent,), level=0.95,
+                       candidates=[cal.terms])
+    assert pooled.scale < cal.scale
+    assert _coverage(_draw(rng, "real scans", 3000, 1.2), pooled) < 0.92
 
-    def draw(n: int) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-        spread = rng.gamma(2.0, 1.0, n)  # the offset-0.2 ambiguity carries the signal
-        errors = rng.normal(0.0, 0.5 + 0.8 * spread)
-        return errors, {0.2: spread, 0.1: rng.gamma(2.0, 1.0, n)}
 
-    errors, spreads = draw(300)
-    cal = calibrate(errors, spreads, floors=(0.5, 1.0, 2.0), level=0.95)
-    assert cal.offset == 0.2 and cal.calibration_series == 300
-    new_errors, new_spreads = draw(3000)
-    half = cal.scale * (new_spreads[0.2] + cal.floor_percent)
-    coverage = float(np.mean(np.abs(new_errors) <= half))
-    assert 0.93 <= coverage <= 0.975, coverage
+def test_the_review_width_sends_at_most_a_third_of_any_group_to_review() -> None:
+    rng = np.random.default_rng(3)
+    series = _draw(rng, "phantoms", 200, 0.3) + _draw(rng, "real scans", 200, 2.0)
+    cal = calibrate(series, offsets=(0.1,), floors=(1.0,), level=0.95)
+    shares = [np.mean([2 * cal.scale * (spread(s.terms, cal) + cal.floor_percent)
+                       > cal.review_width for s in series if s.group == group])
+              for group in ("phantoms", "real scans")]
+    assert cal.review_width >= ACTIONABLE_WIDTH_PERCENT
+    assert max(shares) == pytest.approx(1 / 3, abs=0.01) and min(shares) <= 1 / 3
+
+
+def test_calibration_needs_enough_series_in_every_group() -> None:
+    rng = np.random.default_rng(0)
+    series = _draw(rng, "phantoms", 100, 0.5) + _draw(rng, "real scans", 5, 0.5)
     with pytest.raises(ValueError):
-        calibrate([], {}, floors=(1.0,))
+        calibrate(series, offsets=(0.1,), floors=(1.0,), level=0.95)
+
+
+def test_spread_terms_measure_the_two_rings_and_the_myocardium_border() -> None:
+    shape = (1, 10, 10)
+    myocardium = np.zeros(shape, bool)
+    myocardium[0, :, :5] = True  # 50 pixels
+    scar = np.zeros(shape, bool)
+    scar[0, :5, :5] = True  # 25 of them: 50 %
+    first_ring = np.zeros(shape, bool)
+    first_ring[0, :, :4] = True  # 40 pixels, 20 of the scar in it: 50 % as well
+    scar_p = scar.astype(np.float32)
+    myo_p = np.where(myocardium, 0.9, 0.0).astype(np.float32)
+    terms = spread_terms(myocardium, scar, myo_p, scar_p, first_ring, 0.5, (0.1,))
+    assert terms["rings"] == pytest.approx(0.0)
+    assert terms["myocardium"] == pytest.approx(0.0)  # no border pixel near 0.5
+    first_ring[0, :, 4] = False
+    first_ring[0, 5:, :4] = False  # 20 pixels, all scar: 100 %
+    myo_p[0, 5:, 4] = 0.5  # five border pixels, none scar, between 0.3 and 0.7
+    terms = spread_terms(myocardium, scar, myo_p, scar_p, first_ring, 0.5, (0.1, 0.2))
+    assert terms["rings"] == pytest.approx(50.0)
+    assert terms["myocardium"] == pytest.approx(100 * 25 / 45 - 50.0)
+    assert set(terms) == {"rings", "myocardium", "scar@0.1", "scar@0.2"}
+    cal = IntervalCalibration(offset=0.2, floor_percent=1.0, scale=1.0,
+                              terms=("rings", "scar"))
+    assert spread(terms, cal) == pytest.approx(terms["rings"] + terms["scar@0.2"])
 
 
 def test_calibration_round_trips_through_the_manifest() -> None:
     cal = IntervalCalibration(offset=0.1, floor_percent=2.0, scale=1.7, level=0.95,
-                              calibration_series=44)
-    assert IntervalCalibration.from_dict(cal.to_dict() | {"unknown": 1}) == cal
+                              calibration_series=44, terms=("rings", "myocardium"),
+                              review_width_percent=11.5, groups={"phantoms": 24,
+                                                                 "real scans": 20})
+    back = IntervalCalibration.from_dict(json.loads(json.dumps(cal.to_dict()))
+                                         | {"unknown": 1})
+    assert back == cal and back.review_width == 11.5
+
+
+def test_a_calibration_of_an_older_release_keeps_its_meaning() -> None:
+    old = IntervalCalibration.from_dict({"offset": 0.1, "floor_percent": 1.0, "scale": 2.0,
+                                         "level": 0.95, "calibration_series": 44})
+    assert old.terms == ("scar",) and old.review_width == ACTIONABLE_WIDTH_PERCENT
+    assert spread({"scar@0.1": 3.0, "rings": 9.0, "myocardium": 9.0}, old) == 3.0
