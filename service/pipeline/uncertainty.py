@@ -25,8 +25,8 @@ offset and the floor are chosen there too (narrowest median width). No
 extra network run: test-time flips and rotations (the eight symmetries of
 the square) ranked the errors about as well and narrowed the real scans'
 interval a little, at seven more scar-network runs, nearly doubling an
-analysis (``python -m training.interval_study``, docs/results/interval_study.json,
-(docs/experiments.md). Pure functions.
+analysis (``python -m training.interval_study``, docs/results/interval_study.json;
+docs/experiments.md). Pure functions.
 """
 
 from __future__ import annotations
