@@ -232,20 +232,32 @@ def input_fingerprint(blobs: list[Blob], pipeline: Pipeline) -> str:
     return digest.hexdigest()
 
 
-def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
-                      store: ResultStore, notes: tuple[str, ...] = (),
-                      analysis_id: str | None = None, fingerprint: str | None = None) -> dict:
-    """One series' files to a stored report (returned as JSON-ready dict)."""
+def analyse_files(blobs: list[Blob], pipeline: Pipeline, max_series_pixels: int,
+                  notes: tuple[str, ...] = (), analysis_id: str | None = None
+                  ) -> tuple[dict, dict[str, bytes]]:
+    """One series' files to its report (a JSON-ready dict) and the files to keep.
+
+    What an upload, a series received by STOW-RS and the batch command all run,
+    so that they give the same answers.
+    """
     started = time.perf_counter()
-    volume = build_volume(read_datasets(blobs, settings.max_series_pixels))
+    volume = build_volume(read_datasets(blobs, max_series_pixels))
     if notes:
         volume = replace(volume, warnings=[*notes, *volume.warnings])
     decode_ms = (time.perf_counter() - started) * 1000.0
     result = analyse(volume, pipeline, decode_ms, analysis_id)
-    report = result.report.model_dump(mode="json")
+    return result.report.model_dump(mode="json"), stored_files(result, volume)
+
+
+def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
+                      store: ResultStore, notes: tuple[str, ...] = (),
+                      analysis_id: str | None = None, fingerprint: str | None = None) -> dict:
+    """One series' files to a stored report (returned as JSON-ready dict)."""
+    report, files = analyse_files(blobs, pipeline, settings.max_series_pixels, notes,
+                                  analysis_id)
     if fingerprint:
         report["input_fingerprint"] = fingerprint
-    store.save(report, stored_files(result, volume), push_to=settings.dicomweb_store_url)
+    store.save(report, files, push_to=settings.dicomweb_store_url)
     log.info("analysis %s stored: series %s, %d slices, pipeline %s, scar %.1f %%, %.0f ms",
              report["id"], report["series_instance_uid"], len(report["slices"]),
              report["pipeline"], report["scar_percent"], report["timings_ms"]["total"])

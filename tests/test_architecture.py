@@ -39,6 +39,8 @@ ALLOWED = {
                          "service.errors"),
     "service.pacs": ("service.pacs", "service.pipeline", "service.dicom", "service.store",
                      "service.analysis", "service.config", "service.errors"),
+    "service.batch": ("service.batch", "service.analysis", "service.pipeline", "service.dicom",
+                      "service.config", "service.errors", "service"),
     "training": ("training", "service.pipeline", "service.viewer", "service"),
 }
 
@@ -78,7 +80,7 @@ def test_only_the_entry_point_imports_the_api() -> None:
 
 def test_the_tree_names_its_parts_and_the_tests_mirror_it() -> None:
     parts = sorted(p.parent.name for p in (ROOT / "service").glob("*/__init__.py"))
-    assert parts == ["api", "dicom", "pacs", "pipeline", "store", "viewer"]
+    assert parts == ["api", "batch", "dicom", "pacs", "pipeline", "store", "viewer"]
     for part in parts:
         doc = ast.get_docstring(ast.parse((ROOT / "service" / part / "__init__.py").read_text()))
         assert doc and "import" in doc, part  # what it owns and what it may import

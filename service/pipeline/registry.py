@@ -67,7 +67,9 @@ def model_file(entry: dict, precision: str = "auto") -> tuple[str, str, str]:
 
 
 def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool = True,
-                  precision: str = "auto") -> Registry:
+                  precision: str = "auto", intra_op_threads: int = 0) -> Registry:
+    """``intra_op_threads`` per session (0: onnxruntime's default, every core); a batch
+    worker sharing the machine with others takes its share."""
     manifest_path = Path(models_dir) / "manifest.json"
     if not manifest_path.exists():
         raise ModelStoreError(f"no manifest at {manifest_path}; run `python -m training`")
@@ -83,8 +85,8 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
         if actual != expected:
             raise ModelStoreError(f"{path.name}: sha256 {actual} does not match the manifest's "
                                   f"{expected}; refusing to serve unknown weights")
-        model = OnnxModel(path, providers, fall_back_to_cpu=provider == "auto",
-                          memory_arena=memory_arena)
+        model = OnnxModel(path, providers, intra_op_threads=intra_op_threads,
+                          fall_back_to_cpu=provider == "auto", memory_arena=memory_arena)
         models[entry["name"]] = LoadedModel(
             name=entry["name"], version=entry["version"], sha256=actual,
             network=Network(model, InputSpec.from_dict(entry["input"]["preprocessing"]),

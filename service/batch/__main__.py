@@ -1,0 +1,75 @@
+"""``python -m service.batch SOURCE OUT [--pipeline NAME] [--address ray://...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from service.batch.discover import SeriesFiles, discover
+from service.batch.engine import WorkerConfig, run
+from service.batch.outputs import done, models_key, write_failure, write_tables
+from service.config import Settings
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m service.batch",
+                                     description="Re-analyse every series of an archive.")
+    parser.add_argument("source", type=Path, help="a folder tree of DICOM files (any layout)")
+    parser.add_argument("out", type=Path, help="where the reports, SEG, SR and tables go")
+    parser.add_argument("--pipeline", default=None, help="default: the manifest's default")
+    parser.add_argument("--address", default=None,
+                        help="an existing Ray cluster (e.g. ray://head:10001); default: Ray "
+                        "started here with this machine's cores")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="actors (default: the cluster's CPUs / --cpus-per-worker, or its "
+                        "GPUs / --gpus-per-worker)")
+    parser.add_argument("--cpus-per-worker", type=float, default=0.9)
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0,
+                        help="a GPU share per actor (onnxruntime's CUDA provider)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    settings = Settings()
+    from service.pipeline.registry import load_registry
+
+    # Loaded once here for the models' key (and to fail early on a bad model store).
+    registry = load_registry(settings.models_dir, "cpu", precision=settings.model_precision)
+    pipeline = registry.pipelines[args.pipeline or registry.default_pipeline]
+    key = models_key(pipeline)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    series, unreadable, skipped = discover(args.source)
+    for bad in unreadable:
+        write_failure(args.out, key, {"series_uid": "", "study_uid": "", "patient_id": "",
+                                      "modality": "", "files": [bad.path]},
+                      bad.code, 422, bad.message, 1)
+    finished = done(args.out, key)
+    todo: list[SeriesFiles] = [s for s in series if s.series_uid not in finished]
+    print(f"{len(series)} series found ({skipped} files not DICOM, {len(unreadable)} "
+          f"unreadable); {len(series) - len(todo)} already done, {len(todo)} to analyse",
+          flush=True)
+    config = WorkerConfig(models_dir=str(settings.models_dir),
+                          provider=settings.execution_provider,
+                          precision=settings.model_precision, pipeline=pipeline.name,
+                          out=str(args.out.resolve()), key=key, threads=1,
+                          max_series_pixels=settings.max_series_pixels)
+    with tqdm(total=len(todo), unit="series", file=sys.stderr) as bar:
+        summary = run(todo, config, args.address, args.workers, args.cpus_per_worker,
+                      args.gpus_per_worker, progress=lambda state: bar.update(1))
+    results, failures = write_tables(args.out, key)
+    minutes = (time.perf_counter() - started) / 60.0
+    print(f"done: {summary.done} analysed, {summary.refused} refused, {summary.failed} failed "
+          f"this run, {summary.per_minute:.1f} series/min; {results} rows in "
+          f"{args.out / 'results.parquet'}, {failures} in {args.out / 'failures.parquet'} "
+          f"({minutes:.1f} min in all)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

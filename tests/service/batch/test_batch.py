@@ -1,0 +1,202 @@
+"""The batch command on Ray: the service's answers, one row per series, resumable, nothing lost.
+
+Each run is the real command in a subprocess (Ray started there with this machine's
+cores), as a researcher would run it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from service.batch.discover import discover
+from service.batch.outputs import write_atomic
+from tests.conftest import multipart, series_files, wait_until
+from tests.service.pipeline.test_acceptance import brain_stack
+
+ROOT = Path(__file__).resolve().parents[3]
+# What differs between two analyses of the same files by design.
+PER_RUN = {"id", "created_at", "timings_ms", "seg_series_instance_uid",
+           "seg_sop_instance_uid", "sr_sop_instance_uid", "input_fingerprint", "store_back"}
+
+
+def _tree(tmp_path: Path, series_dirs: list[Path], count: int) -> Path:
+    """The series' files under a layout of their own, with a file that is not DICOM."""
+    source = tmp_path / "archive"
+    for k, series_dir in enumerate(series_dirs[:count]):
+        shutil.copytree(series_dir / "dicom", source / f"patient{k % 2}" / f"exam{k}")
+    (source / "README.txt").write_text("not DICOM")
+    return source
+
+
+def _start(source: Path, out: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "service.batch", str(source), str(out)],
+                            cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _run(source: Path, out: Path, tmp_path: Path, name: str = "run") -> str:
+    log = tmp_path / f"{name}.log"
+    process = _start(source, out, log)
+    assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
+    return log.read_text()
+
+
+def _reports(out: Path) -> dict[str, Path]:
+    return {json.loads(p.read_text())["row"]["series_uid"]: p
+            for p in (out / "series").glob("*.report.json")}
+
+
+def _results(out: Path) -> list[dict]:
+    return pq.read_table(out / "results.parquet").to_pylist()
+
+
+def _uids(series_dirs: list[Path]) -> set[str]:
+    return {pydicom.dcmread(next((d / "dicom").glob("*.dcm")), stop_before_pixels=True)
+            .SeriesInstanceUID for d in series_dirs}
+
+
+def test_discovery_groups_by_uid_whatever_the_layout(tmp_path, series_dirs) -> None:
+    source = _tree(tmp_path, series_dirs, 3)
+    (source / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage")
+    found, unreadable, skipped = discover(source)
+    assert {s.series_uid for s in found} == _uids(series_dirs[:3])
+    assert all(len(s.files) == len(list((d / "dicom").glob("*.dcm")))
+               for s, d in zip(sorted(found, key=lambda s: s.series_uid),
+                               sorted(series_dirs[:3], key=lambda d: next(iter(_uids([d])))),
+                               strict=True))
+    assert skipped == 1 and [u.code for u in unreadable] == ["corrupt_dicom"]
+
+
+def test_atomic_writes_leave_no_half_file(tmp_path) -> None:
+    target = tmp_path / "a" / "report.json"
+    write_atomic(target, b"first")
+
+    with pytest.raises(TypeError):
+        write_atomic(target, object())  # fails mid-write
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in target.parent.iterdir()] == ["report.json"]
+
+
+def test_batch_gives_the_services_answers(client, tmp_path, series_dirs) -> None:
+    source = _tree(tmp_path, series_dirs, 2)
+    out = tmp_path / "out"
+    summary = _run(source, out, tmp_path)
+    assert "2 analysed, 0 refused, 0 failed" in summary
+    rows = {r["series_uid"]: r for r in _results(out)}
+    assert len(rows) == 2
+    for series_dir in series_dirs[:2]:
+        r = client.post("/v1/analyses", files=multipart(series_files(series_dir)))
+        assert r.status_code == 201, r.text
+        served = r.json()
+        path = _reports(out)[served["series_instance_uid"]]
+        batch = json.loads(path.read_text())["report"]
+        assert {k: v for k, v in batch.items() if k not in PER_RUN} == \
+            {k: v for k, v in served.items() if k not in PER_RUN}
+        seg_served = pydicom.dcmread(io.BytesIO(
+            client.get(f"/v1/analyses/{served['id']}/seg").content))
+        seg_batch = pydicom.dcmread(str(path).replace(".report.json", ".seg.dcm"))
+        assert np.array_equal(seg_batch.pixel_array, seg_served.pixel_array)
+        row = rows[served["series_instance_uid"]]
+        assert row["scar_percent"] == served["scar_percent"]
+        assert row["verdict"] == served["quality"]["verdict"]
+        assert "patient_name" not in row and served["models"][1]["sha256"] in row["models"]
+
+
+def test_bad_series_are_failure_rows_and_the_rest_is_analysed(tmp_path, series_dirs) -> None:
+    source = _tree(tmp_path, series_dirs, 2)
+    (source / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage")
+    for k, (_, data) in enumerate(brain_stack()):  # an MR series of no heart
+        (source / "brain" / f"{k}.dcm").parent.mkdir(exist_ok=True)
+        (source / "brain" / f"{k}.dcm").write_bytes(data)
+    ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))  # not MR
+    (source / "ct").mkdir()
+    ct.save_as(source / "ct" / "1.dcm")
+    out = tmp_path / "out"
+    _run(source, out, tmp_path)
+    assert len(_results(out)) == 2
+    failures = {r["code"]: r for r in pq.read_table(out / "failures.parquet").to_pylist()}
+    assert set(failures) == {"corrupt_dicom", "not_cardiac_lge", "not_mr"}
+    assert all(r["status"] == 422 and r["message"] and r["attempts"] == 1
+               for r in failures.values())
+
+
+def _wait_for_reports(out: Path, at_least: int, process: subprocess.Popen) -> None:
+    wait_until(lambda: (out / "series").is_dir() and len(_reports(out)) >= at_least
+               or process.poll() is not None, 240, "a first report")
+    assert process.poll() is None, "the run ended before it could be interrupted"
+
+
+def _workers(session_leader: int) -> list[int]:
+    """Ray's worker processes running our actor, in the command's session."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(proc.name)) != session_leader:
+                continue
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, ProcessLookupError):
+            continue
+        if b"SeriesWorker" in command:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_killed_worker_loses_nothing(tmp_path, series_dirs) -> None:
+    source = _tree(tmp_path, series_dirs, 6)
+    out = tmp_path / "out"
+    log = tmp_path / "run.log"
+    process = _start(source, out, log)
+    try:
+        _wait_for_reports(out, 1, process)
+        workers = _workers(process.pid)
+        assert workers, "no Ray worker found"
+        os.kill(workers[0], signal.SIGKILL)
+        assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        _kill_session(process)
+    uids = [r["series_uid"] for r in _results(out)]
+    assert sorted(uids) == sorted(_uids(series_dirs[:6]))  # every series, exactly once
+
+
+def _kill_session(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
+def test_a_killed_driver_resumes_without_computing_again(tmp_path, series_dirs) -> None:
+    source = _tree(tmp_path, series_dirs, 6)
+    out = tmp_path / "out"
+    process = _start(source, out, tmp_path / "first.log")
+    try:
+        _wait_for_reports(out, 2, process)
+        os.kill(process.pid, signal.SIGKILL)  # the driver
+        time.sleep(1)
+    finally:
+        _kill_session(process)  # and what it started: a laptop closed mid-run
+    before = {uid: path.stat().st_mtime_ns for uid, path in _reports(out).items()}
+    assert 2 <= len(before) < 6
+    summary = _run(source, out, tmp_path, "second")
+    assert f"{len(before)} already done, {6 - len(before)} to analyse" in summary
+    after = _reports(out)
+    assert all(after[uid].stat().st_mtime_ns == mtime for uid, mtime in before.items())
+    uids = [r["series_uid"] for r in _results(out)]
+    assert sorted(uids) == sorted(_uids(series_dirs[:6]))
