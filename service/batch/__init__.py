@@ -11,5 +11,6 @@ there once. ``discover`` finds the series, ``outputs`` names and writes what the
 give, ``engine`` runs them; docs/batch.md is the guide.
 
 May import: itself, ``service.analysis``, ``service.pipeline``, ``service.dicom``,
-``service.config``, ``service.errors``, ``service`` (its version).
+``service.pacs`` (its DICOMweb client), ``service.config``, ``service.errors``,
+``service`` (its version).
 """

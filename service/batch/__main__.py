@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from service.batch.dicomweb import retrieve_studies
 from service.batch.discover import SeriesFiles, discover
 from service.batch.engine import WorkerConfig, run
 from service.batch.outputs import done, models_key, write_failure, write_tables
@@ -18,8 +19,14 @@ from service.config import Settings
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m service.batch",
                                      description="Re-analyse every series of an archive.")
-    parser.add_argument("source", type=Path, help="a folder tree of DICOM files (any layout)")
+    parser.add_argument("source", help="a folder tree of DICOM files (any layout), or a "
+                        "DICOMweb base URL (with --study)")
     parser.add_argument("out", type=Path, help="where the reports, SEG, SR and tables go")
+    parser.add_argument("--study", action="append", default=[],
+                        help="a Study Instance UID to retrieve from a DICOMweb SOURCE "
+                        "(repeat it, or give --studies FILE)")
+    parser.add_argument("--studies", type=Path, default=None,
+                        help="a file of Study Instance UIDs, one per line")
     parser.add_argument("--pipeline", default=None, help="default: the manifest's default")
     parser.add_argument("--address", default=None,
                         help="an existing Ray cluster (e.g. ray://head:10001); default: Ray "
@@ -44,7 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     key = models_key(pipeline)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    series, unreadable, skipped = discover(args.source)
+    source = Path(args.source)
+    if args.source.startswith(("http://", "https://")):
+        studies = list(args.study)
+        if args.studies:
+            studies += [line.strip() for line in args.studies.read_text().splitlines()
+                        if line.strip()]
+        if not studies:
+            raise SystemExit("a DICOMweb SOURCE needs --study UID or --studies FILE")
+        source = args.out / "retrieved"
+        new = retrieve_studies(args.source, studies, source, settings)
+        print(f"{new} instances retrieved from {len(studies)} studies into {source}",
+              flush=True)
+    series, unreadable, skipped = discover(source)
     for bad in unreadable:
         write_failure(args.out, key, {"series_uid": "", "study_uid": "", "patient_id": "",
                                       "modality": "", "files": [bad.path]},

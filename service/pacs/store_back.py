@@ -14,6 +14,7 @@ import pydicom
 
 from service.config import Settings
 from service.errors import PushError
+from service.pacs.dicomweb import dicomweb_client
 from service.store.results import ResultStore
 
 log = logging.getLogger("service")
@@ -23,18 +24,9 @@ def push_analysis(store: ResultStore, analysis_id: str, destination: str,
                   settings: Settings) -> None:
     """STOW-RS the SEG and SR of one analysis to ``destination``; PushError says why not."""
     import requests
-    from dicomweb_client.api import DICOMwebClient
 
-    session = requests.Session()
-    if settings.dicomweb_store_username:
-        session.auth = (settings.dicomweb_store_username,
-                        settings.dicomweb_store_password or "")
-    headers = ({"Authorization": f"Bearer {settings.dicomweb_store_token}"}
-               if settings.dicomweb_store_token else None)
-    client = DICOMwebClient(destination, session=session, headers=headers,
-                            timeout=settings.store_back_timeout_s)
     # Retries are ours (recorded, back-off survives restarts), not the client's blocking ones.
-    client.set_http_retry_params(retry=False)
+    client = dicomweb_client(destination, settings, settings.store_back_timeout_s)
     datasets = [pydicom.dcmread(store.path(analysis_id, kind)) for kind in ("seg", "sr")]
     try:
         answer = client.store_instances(datasets=datasets)

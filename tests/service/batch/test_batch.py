@@ -42,15 +42,17 @@ def _tree(tmp_path: Path, series_dirs: list[Path], count: int) -> Path:
     return source
 
 
-def _start(source: Path, out: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "service.batch", str(source), str(out)],
-                            cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+def _start(source: Path | str, out: Path, log: Path, *args: str,
+           **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "service.batch", str(source), str(out),
+                             *args], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, env=os.environ | env)
 
 
-def _run(source: Path, out: Path, tmp_path: Path, name: str = "run") -> str:
+def _run(source: Path | str, out: Path, tmp_path: Path, name: str = "run", *args: str,
+         **env: str) -> str:
     log = tmp_path / f"{name}.log"
-    process = _start(source, out, log)
+    process = _start(source, out, log, *args, **env)
     assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
     return log.read_text()
 
@@ -200,3 +202,30 @@ def test_a_killed_driver_resumes_without_computing_again(tmp_path, series_dirs) 
     assert all(after[uid].stat().st_mtime_ns == mtime for uid, mtime in before.items())
     uids = [r["series_uid"] for r in _results(out)]
     assert sorted(uids) == sorted(_uids(series_dirs[:6]))
+
+
+@pytest.mark.slow
+def test_studies_are_retrieved_from_a_dicomweb_server(tmp_path, series_dirs) -> None:
+    """Orthanc as shipped, with a user: two studies by UID, retrieved and analysed."""
+    import httpx
+
+    from tests.service.pacs.test_orthanc import PASSWORD, USER, running_orthanc
+
+    (tmp_path / "pacs").mkdir()
+    with running_orthanc(tmp_path / "pacs", forward=False) as (url, auth):
+        studies = []
+        for series_dir in series_dirs[:2]:
+            for _, data in series_files(series_dir):
+                assert httpx.post(f"{url}/instances", content=data,
+                                  auth=auth).status_code == 200
+            studies.append(pydicom.dcmread(next((series_dir / "dicom").glob("*.dcm")),
+                                           stop_before_pixels=True).StudyInstanceUID)
+        out = tmp_path / "out"
+        args = [a for uid in studies for a in ("--study", uid)]
+        summary = _run(f"{url}/dicom-web", out, tmp_path, "run", *args,
+                       DICOMWEB_STORE_USERNAME=USER, DICOMWEB_STORE_PASSWORD=PASSWORD)
+        assert "retrieved from 2 studies" in summary
+        assert sorted(r["series_uid"] for r in _results(out)) == sorted(_uids(series_dirs[:2]))
+        again = _run(f"{url}/dicom-web", out, tmp_path, "again", *args,
+                     DICOMWEB_STORE_USERNAME=USER, DICOMWEB_STORE_PASSWORD=PASSWORD)
+        assert "0 instances retrieved" in again and "2 already done" in again
