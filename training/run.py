@@ -494,9 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(work / "runs" / task / "curves.png", figures_dir / f"curves_{task}.png")
     bright_validation = [s for s in validation_sources
                          if isinstance(s, emidec.EmidecCase) and not s.dark]
+    # Real EMIDEC slices: drawn for whoever trains, under WORK, never into --models (the
+    # images may not be committed or redistributed).
+    worst_figure = work / "private" / "worst_validation_cases.png"
+    worst_cases = []
     if bright_validation:
-        worst_validation_cases(bright_validation, networks,
-                               figures_dir / "worst_validation_cases.png")
+        worst_figure.parent.mkdir(parents=True, exist_ok=True)
+        worst_cases = worst_validation_cases(bright_validation, networks, worst_figure)
     t = lap("figures", t)
     minutes.pop("total", None)
     minutes["total"] = sum(minutes.values())
@@ -529,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         "thresholds": {task: thresholds[task] for task in chosen},
         "precision_parity": parity, "int8_default": int8_default, "note": args.note,
         "rendered_negatives": rendered_negatives,
+        "worst_cases": worst_cases, "worst_figure": str(worst_figure),
         "interval_calibration": {m: c.to_dict() for m, c in calibrations.items()}}
     (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
     figures = {p.name: p for p in figures_dir.iterdir()}

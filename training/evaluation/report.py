@@ -194,6 +194,22 @@ Scar DSC by kind of series (median; * = threshold inside the true myocardium):
 """
 
 
+def _worst_cases_section(context: dict) -> str:
+    """Where the figure of the worst validation cases is: real EMIDEC slices stay out of the
+    repository, so it is named, not embedded."""
+    cases = context.get("worst_cases") or []
+    if not cases:
+        return ""
+    return f"""## The worst five EMIDEC `validation` cases
+The cascade on the validation cases (as acquired) with the lowest mean of myocardium and scar
+DSC, worst first: {", ".join(f"`{c}`" for c in cases)}. The release command draws each on its
+slice with the most disagreement (the image, the expert's contours, the network's) into
+`{context["worst_figure"]}` in its working folder, and never into `models/`: EMIDEC
+images may not be committed or redistributed. Validation, not test: these are the cases the
+release was chosen on, shown so that whoever trains sees how it fails.
+"""
+
+
 def _trust_section(summaries: Mapping[str, dict], context: dict) -> str:
     """The interval, the review flag against the large errors, and the gate's rates."""
     lines = ["| test set | pipeline | interval holds the expert's scar % | median width "
@@ -302,14 +318,7 @@ cases that have it, and "none called" means at most 0.5 % of the myocardium.
 
 {_trust_section(summaries, context)}
 {_parity_section(context)}
-## The worst five EMIDEC `validation` cases
-The cascade on the validation cases (as acquired) with the lowest mean of myocardium and scar
-DSC, each on its slice with the most disagreement: the image, the expert's contours, the
-network's (myocardium sky blue, scar vermillion, MVO yellow). Validation, not test: these
-are the cases the release was chosen on, shown so that a reader sees how it fails.
-
-![worst validation cases](evaluation/worst_validation_cases.png)
-
+{_worst_cases_section(context)}
 {sections}
 ## Training curves
 ![myocardium U-Net](evaluation/curves_myocardium_unet.png)
