@@ -222,11 +222,17 @@ def limits_of(settings: Settings) -> Limits:
     return Limits(settings.max_request_bytes, settings.max_files, settings.max_unzipped_bytes)
 
 
-def input_fingerprint(blobs: list[Blob], pipeline: Pipeline) -> str:
-    """The same instances (by content) through the same models: the same analysis."""
+def models_digest(pipeline: Pipeline):
+    """A sha256 begun with the pipeline's name and its models' file hashes."""
     digest = hashlib.sha256(pipeline.name.encode())
     for model in (pipeline.myocardium, pipeline.scar):
         digest.update(model.sha256.encode())
+    return digest
+
+
+def input_fingerprint(blobs: list[Blob], pipeline: Pipeline) -> str:
+    """The same instances (by content) through the same models: the same analysis."""
+    digest = models_digest(pipeline)
     for content in sorted(blob.sha256() for blob in blobs):
         digest.update(content.encode())
     return digest.hexdigest()

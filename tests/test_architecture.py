@@ -40,7 +40,8 @@ ALLOWED = {
     "service.pacs": ("service.pacs", "service.pipeline", "service.dicom", "service.store",
                      "service.analysis", "service.config", "service.errors"),
     "service.batch": ("service.batch", "service.analysis", "service.pipeline", "service.dicom",
-                      "service.pacs", "service.config", "service.errors", "service"),
+                      "service.pacs", "service.store", "service.config", "service.errors",
+                      "service"),
     "training": ("training", "service.pipeline", "service.viewer", "service"),
 }
 

@@ -11,6 +11,7 @@ there once. ``discover`` finds the series, ``outputs`` names and writes what the
 give, ``engine`` runs them; docs/batch.md is the guide.
 
 May import: itself, ``service.analysis``, ``service.pipeline``, ``service.dicom``,
-``service.pacs`` (its DICOMweb client), ``service.config``, ``service.errors``,
+``service.pacs`` (its DICOMweb client), ``service.store`` (durable writes),
+``service.config``, ``service.errors``,
 ``service`` (its version).
 """

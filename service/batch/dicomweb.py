@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.batch.outputs import write_atomic
 from service.config import Settings
 from service.pacs.dicomweb import dicomweb_client
+from service.store.files import write_atomic
 
 SERIES_UID, SOP_UID = "0020000E", "00080018"
 

@@ -52,9 +52,9 @@ class SeriesWorker:
         self.pipeline = registry.pipelines[self.config.pipeline or registry.default_pipeline]
 
     def __call__(self, batch: dict) -> dict:
-        states = [self.analyse(json.loads(row)) for row in batch["task"]]
-        return {"series_uid": [json.loads(row)["series_uid"] for row in batch["task"]],
-                "state": states}
+        tasks = [json.loads(row) for row in batch["task"]]
+        return {"series_uid": [t["series_uid"] for t in tasks],
+                "state": [self.analyse(t) for t in tasks]}
 
     def analyse(self, source: dict) -> str:
         from service.analysis import analyse_files

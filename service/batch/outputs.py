@@ -12,42 +12,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service import __version__
+from service.analysis import models_digest
 from service.pipeline.registry import Pipeline
+from service.store.files import write_atomic
 
 REPORT, FAILURE, ATTEMPTS = "report.json", "failure.json", "attempts"
 
 
 def models_key(pipeline: Pipeline) -> str:
     """12 hex digits naming the pipeline and the exact model files it runs."""
-    digest = hashlib.sha256(pipeline.name.encode())
-    for model in (pipeline.myocardium, pipeline.scar):
-        digest.update(model.sha256.encode())
-    return digest.hexdigest()[:12]
+    return models_digest(pipeline).hexdigest()[:12]
 
 
 def stem(out: Path, series_uid: str, key: str) -> Path:
     return Path(out) / "series" / f"{series_uid}.{key}"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def count_attempt(out: Path, series_uid: str, key: str) -> int:

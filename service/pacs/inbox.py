@@ -21,17 +21,16 @@ there and series caught mid-analysis are simply analysed again.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sqlite3
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import SeriesFull
 from service.store.db import transaction
+from service.store.files import write_atomic
 
 # PS3.5 9.1: components of digits separated by single dots, no leading zero in a
 # component (0 alone is one), at most 64 characters. ".", ".." and "1..2" are not UIDs.
@@ -104,13 +103,7 @@ class Inbox:
                 and self._instances(series_uid) >= self.max_instances:
             raise SeriesFull(f"the series already holds {self.max_instances} instances, "
                              "the most one analysis reads (MAX_FILES)")
-        tmp = folder / f".{sop_uid}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(folder)  # the rename itself survives a power cut
+        write_atomic(path, data)  # whole or not at all, and the rename survives a power cut
         with self._lock:
             instances = sum(1 for _ in folder.glob("*.dcm"))
             with transaction(self._db):
@@ -239,11 +232,3 @@ def _inside(folder: Path, uid: str, suffix: str = "") -> Path:
     if path.resolve().parent != folder.resolve():
         raise ValueError(f"not a DICOM UID: {uid!r}")
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

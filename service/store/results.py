@@ -23,6 +23,7 @@ from pathlib import Path
 
 from service.errors import NotFound
 from service.store.db import transaction
+from service.store.files import fsync_dir
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "arrays.npz"}
@@ -95,11 +96,7 @@ class ResultStore:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, self.analyses / analysis_id)
-        dir_fd = os.open(self.analyses, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(self.analyses)
         self._index(report, push_to)
 
     def path(self, analysis_id: str, kind: str) -> Path:

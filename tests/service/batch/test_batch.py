@@ -23,7 +23,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from service.batch.discover import discover
-from service.batch.outputs import write_atomic
+from service.store.files import write_atomic
 from tests.conftest import multipart, series_files, wait_until
 from tests.service.pipeline.test_acceptance import brain_stack
 
