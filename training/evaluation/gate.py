@@ -8,10 +8,12 @@ and for the release's report on rendered negatives.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from service.pipeline.acceptance import (
+    LgeEvidence,
     contrast_refusal,
     contrast_review,
     lge_evidence,
@@ -24,15 +26,30 @@ from training.data.sources import Source
 MEASURES = ("myocardium_rank", "myocardium_over_blood")
 
 
+@dataclass(frozen=True)
+class GateVerdict:
+    has_ring: bool  # at least one closed LV ring of an LV's size
+    refused: bool  # no ring, or a contrast strong enough to refuse
+    doubted: bool  # the image's contrast raises a review reason (refused or not)
+    evidence: LgeEvidence
+
+
+def gate_verdict(images, ring: np.ndarray, spacing) -> GateVerdict:
+    """What the service's gate decides on a series, given the myocardium network's ring."""
+    has_ring = bool(lv_ring_slices(ring, spacing))
+    evidence = lge_evidence(images, ring, spacing)
+    return GateVerdict(has_ring, not has_ring or bool(contrast_refusal(evidence)),
+                       bool(contrast_review(evidence)), evidence)
+
+
 def gate_reading(source: Source, network: Network) -> dict:
     """One series through the myocardium network and the gate's rules."""
     series = source.read()
     ring = clean_myocardium(myocardium_probability(series.images, series.spacing, network))
-    has_ring = bool(lv_ring_slices(ring, series.spacing))
-    evidence = lge_evidence(series.images, ring, series.spacing)
-    refused = not has_ring or bool(contrast_refusal(evidence))
-    return {"series_id": source.series_id, "has_ring": has_ring, "refused": refused,
-            "flagged": not refused and bool(contrast_review(evidence))} | evidence.to_dict()
+    verdict = gate_verdict(series.images, ring, series.spacing)
+    return {"series_id": source.series_id, "has_ring": verdict.has_ring,
+            "refused": verdict.refused, "flagged": not verdict.refused and verdict.doubted
+            } | verdict.evidence.to_dict()
 
 
 def summarise_readings(rows: Sequence[dict]) -> dict:

@@ -29,12 +29,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.pipeline.acceptance import (
-    contrast_refusal,
-    contrast_review,
-    lge_evidence,
-    lv_ring_slices,
-)
 from service.pipeline.contrast import read_contrast
 from service.pipeline.postprocess import clean_myocardium
 from service.pipeline.quality import interval_reason, myocardium_gaps
@@ -56,6 +50,7 @@ from service.pipeline.uncertainty import (
 )
 from training import metrics
 from training.data.sources import LabelledSeries, PhantomSource, Source, as_source
+from training.evaluation.gate import gate_verdict
 
 NETWORK_METHODS = ("cascade-unet", "enet", "enet-raw")
 METHODS = (*NETWORK_METHODS, "enet-true-myocardium", "4sd", "fwhm")
@@ -225,9 +220,8 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
     true_myo, true_scar = series.true_myocardium, series.true_scar
     first_ring, segs = network_segmentations(series, networks)
     # The service refuses a series on the myocardium network's own ring and its image.
-    evidence = lge_evidence(images, first_ring, spacing)
-    refused = not lv_ring_slices(first_ring, spacing) or bool(contrast_refusal(evidence))
-    flagged = bool(contrast_review(evidence))
+    verdict = gate_verdict(images, first_ring, spacing)
+    refused, flagged = verdict.refused, verdict.doubted
     masks = {method: (seg.scar, seg.myocardium) for method, seg in segs.items()}
     true_mvo = series.true_obstruction
     masks["4sd"] = (nsd_scar(images, true_myo, 4.0), true_myo)
