@@ -36,13 +36,28 @@ LV_MYOCARDIUM = CodedConcept("49848007", "SCT", "Left Ventricle Myocardium")
 SR_SERIES_NUMBER = 9902
 
 
-def _group(seg: pydicom.Dataset, segment: int, label: str, finding: CodedConcept,
+def _segment_references(seg: pydicom.Dataset) -> dict[int, hd.sr.ReferencedSegment]:
+    """References to the SEG's three segments, each with the images it was derived from.
+
+    Every segment has a frame on every source image (empty frames are kept), so the
+    source images read from segment 1's frames serve all three, instead of highdicom
+    walking the SEG's frames once per segment.
+    """
+    first = hd.sr.ReferencedSegment.from_segmentation(seg, 1)
+    sources = [item for item in first if isinstance(item, hd.sr.SourceImageForSegmentation)]
+    return {1: first} | {
+        number: hd.sr.ReferencedSegment(seg.SOPClassUID, seg.SOPInstanceUID, number,
+                                        source_images=sources)
+        for number in (2, 3)}
+
+
+def _group(segment: hd.sr.ReferencedSegment, label: str, finding: CodedConcept,
            measurements: list[hd.sr.Measurement], algorithm: hd.sr.AlgorithmIdentification,
            evaluations: list[hd.sr.QualitativeEvaluation] | None = None
            ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label),
-        referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, segment),
+        referenced_segment=segment,
         finding_type=finding, algorithm_id=algorithm,
         finding_sites=[hd.sr.FindingSite(LV_MYOCARDIUM)], measurements=measurements,
         qualitative_evaluations=evaluations)
@@ -66,14 +81,15 @@ def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=hd.UID(), name=algorithm_name, manufacturer_name=MANUFACTURER))
+    segments = _segment_references(seg)
     groups = [
-        _group(seg, 1, "Myocardium", MYOCARDIUM_TYPE, [
+        _group(segments[1], "Myocardium", MYOCARDIUM_TYPE, [
             hd.sr.Measurement(name=codes.SCT.Volume, value=figures["myocardium_volume_ml"],
                               unit=ML, algorithm_id=algorithm),
             hd.sr.Measurement(name=codes.SCT.Mass, value=figures["myocardium_mass_g"],
                               unit=GRAM, algorithm_id=algorithm),
         ], algorithm),
-        _group(seg, 2, "Scar", SCAR_TYPE, [
+        _group(segments[2], "Scar", SCAR_TYPE, [
             hd.sr.Measurement(name=codes.SCT.Volume, value=figures["scar_volume_ml"], unit=ML,
                               algorithm_id=algorithm),
             hd.sr.Measurement(name=codes.SCT.Mass, value=figures["scar_mass_g"], unit=GRAM,
@@ -82,7 +98,7 @@ def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures
                               algorithm_id=algorithm),
             *bounds,
         ], algorithm, review_evaluation),
-        _group(seg, 3, "MVO", MVO_TYPE, [
+        _group(segments[3], "MVO", MVO_TYPE, [
             hd.sr.Measurement(name=codes.SCT.Volume, value=figures["mvo_volume_ml"], unit=ML,
                               algorithm_id=algorithm),
             hd.sr.Measurement(name=MVO_EXTENT, value=figures["mvo_percent"], unit=PERCENT,

@@ -34,6 +34,7 @@ import pydicom
 from scipy import ndimage
 
 from service.errors import NotCardiacLGE
+from service.pipeline.postprocess import mask_box
 
 # LGE is an inversion-recovery gradient-echo (or SSFP) readout with an echo time of a few
 # milliseconds; T2-weighted and spin-echo series have tens to hundreds.
@@ -94,10 +95,13 @@ def lge_evidence(images: Sequence[np.ndarray], myocardium: np.ndarray,
     """The two image measures, pooled over the slices with a ring; None where unmeasurable."""
     ring_values, blood_values, around_values = [], [], []
     near, far = SURROUNDINGS_MM
+    # Everything measured lies within ``far`` of the ring: work on that box, not the slice.
+    margin = tuple(max(RING_GAP_CLOSING_PX, int(np.ceil(far / s))) + 1 for s in spacing)
     for image, ring in zip(images, np.asarray(myocardium, dtype=bool), strict=True):
         if ring.sum() < _MIN_PIXELS:
             continue
-        image = np.asarray(image, np.float32)
+        box = mask_box(ring, margin)
+        image, ring = np.asarray(image, np.float32)[box], ring[box]
         filled = ndimage.binary_fill_holes(
             ndimage.binary_closing(ring, iterations=RING_GAP_CLOSING_PX))
         cavity = ndimage.binary_erosion(filled & ~ring)
@@ -193,6 +197,7 @@ def lv_ring_slices(myocardium: np.ndarray, spacing: tuple[float, float]) -> list
         area = ring.sum() * pixel_mm2
         if not RING_AREA_MM2[0] <= area <= RING_AREA_MM2[1]:
             continue
+        ring = ring[mask_box(ring, RING_GAP_CLOSING_PX + 1)]  # the same ring, less slice
         closed = ndimage.binary_closing(ring, iterations=RING_GAP_CLOSING_PX, border_value=0)
         cavity = ndimage.binary_fill_holes(closed) & ~closed
         if cavity.sum() * pixel_mm2 >= MIN_CAVITY_MM2:

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
+from threadpoolctl import threadpool_limits
 
 from service.errors import StartupError
 
@@ -23,6 +24,17 @@ CPU = "CPUExecutionProvider"
 # the series' length; now it is bounded (BENCHMARKS.md, "Peak RSS at the limits"), and a
 # clinical short-axis stack (8-20 slices) is still one or two runs.
 BATCH_SLICES = 16
+
+
+def share_cores_with_onnxruntime() -> None:
+    """numpy's BLAS on one thread, for the whole process.
+
+    onnxruntime's pool already uses every core. BLAS threads left spinning after a
+    resampling product took the cores from it and made the networks 1.7x slower
+    (BENCHMARKS.md, "Profile of one analysis"); the products are small enough to
+    gain nothing from threads.
+    """
+    threadpool_limits(limits=1, user_api="blas")
 
 
 class Predictor(Protocol):

@@ -35,7 +35,7 @@ def clean_myocardium(probability: np.ndarray, threshold: float = 0.5,
     masks = np.asarray(probability) >= threshold
     out = np.zeros_like(masks, dtype=bool)
     for k, whole in enumerate(masks):
-        box = _bounding_box(whole)
+        box = mask_box(whole)
         if box is None:
             continue
         mask = whole[box]  # the same components and holes, on a tenth of the pixels
@@ -55,16 +55,21 @@ def clean_myocardium(probability: np.ndarray, threshold: float = 0.5,
     return out
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
-    """The mask's bounding box with a one-pixel margin (clipped at the edges); None if empty.
+def mask_box(mask: np.ndarray, margin: int | tuple[int, int] = 1
+             ) -> tuple[slice, slice] | None:
+    """A 2-D mask's bounding box grown by ``margin`` pixels (per axis), clipped at the
+    edges; None if the mask is empty.
 
-    The margin keeps the background around the mask connected, so holes are
-    the same inside the box as on the whole slice.
+    A margin of one keeps the background around the mask connected, so components and
+    holes are the same inside the box as on the whole slice; a morphological step of
+    radius r, or a distance up to d pixels, needs a margin of r + 1, or d + 1.
     """
     ys, xs = np.nonzero(mask)
     if ys.size == 0:
         return None
-    return (slice(max(ys.min() - 1, 0), ys.max() + 2), slice(max(xs.min() - 1, 0), xs.max() + 2))
+    my, mx = (margin, margin) if isinstance(margin, int) else margin
+    return (slice(max(int(ys.min()) - my, 0), int(ys.max()) + my + 1),
+            slice(max(int(xs.min()) - mx, 0), int(xs.max()) + mx + 1))
 
 
 def attach_scar(probability: np.ndarray, myocardium: np.ndarray, spacing: tuple[float, float],
@@ -90,7 +95,7 @@ def attach_scar(probability: np.ndarray, myocardium: np.ndarray, spacing: tuple[
             scar[k] = candidate  # all inside the ring: nothing to attach
             continue
         # Work on the bounding box of ring and candidates only (a tenth of the slice).
-        box = _bounding_box(candidate | ring)
+        box = mask_box(candidate | ring)
         c, r = candidate[box], ring[box]
         labels, _ = ndimage.label(c, structure=_EIGHT_CONNECTED)
         touching = np.unique(labels[ndimage.binary_dilation(r, _EIGHT_CONNECTED) & c])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -45,35 +46,104 @@ class GridTransform:
         return cls(scale=scale, offset=offset, model_shape=tuple(model_shape),
                    source_shape=tuple(source_shape))
 
-    def to_model(self, image: np.ndarray, order: int = 1, fill: float = 0.0) -> np.ndarray:
+    def to_model(self, image: np.ndarray, order: int = 1,
+                 fill: float | np.ndarray = 0.0) -> np.ndarray:
         """Sample ``image`` (source grid) on the model grid; outside the image is ``fill``.
 
         Downsampling first low-passes the image so that thin bright structures
-        (scar) are averaged, not aliased.
+        (scar) are averaged, not aliased. ``image`` may be a stack (..., rows,
+        columns) of slices sharing this transform, with one ``fill`` per slice.
         """
         image = np.asarray(image, dtype=np.float32)
-        sigma = [max(0.0, (s - 1.0) / 2.0) for s in self.scale]
+        sigma = tuple(max(0.0, (s - 1.0) / 2.0) for s in self.scale)
+        if order == 1:
+            return _resample(image, self.scale, self.offset, self.model_shape, sigma, fill)
         if order > 0 and any(s > 0 for s in sigma):
-            image = ndimage.gaussian_filter(image, sigma, mode="nearest")
-        return ndimage.affine_transform(
-            image, np.asarray(self.scale), offset=np.asarray(self.offset),
-            output_shape=self.model_shape, order=order, mode="constant", cval=fill,
-            prefilter=False,
-        )
+            image = ndimage.gaussian_filter(image, (0,) * (image.ndim - 2) + sigma,
+                                            mode="nearest")
+        return _stacked(image, lambda plane, cval: ndimage.affine_transform(
+            plane, np.asarray(self.scale), offset=np.asarray(self.offset),
+            output_shape=self.model_shape, order=order, mode="constant", cval=cval,
+            prefilter=False), fill)
 
     def to_source(self, model_array: np.ndarray, order: int = 1) -> np.ndarray:
-        """Sample a model-grid array (e.g. class probabilities) on the source grid."""
-        inv = np.array([1.0 / s for s in self.scale])
-        off = np.array([-o / s for o, s in zip(self.offset, self.scale, strict=True)])
-        return ndimage.affine_transform(
-            np.asarray(model_array, dtype=np.float32), inv, offset=off,
-            output_shape=self.source_shape, order=order, mode="constant", cval=0.0,
-            prefilter=False,
-        )
+        """Sample a model-grid array (e.g. class probabilities, or a stack of them) on the
+        source grid."""
+        inv = tuple(1.0 / s for s in self.scale)
+        off = tuple(-o / s for o, s in zip(self.offset, self.scale, strict=True))
+        model_array = np.asarray(model_array, dtype=np.float32)
+        if order == 1:
+            return _resample(model_array, inv, off, self.source_shape, (0.0, 0.0), 0.0)
+        return _stacked(model_array, lambda plane, cval: ndimage.affine_transform(
+            plane, np.asarray(inv), offset=np.asarray(off), output_shape=self.source_shape,
+            order=order, mode="constant", cval=cval, prefilter=False), 0.0)
 
     def mask_to_source(self, model_mask: np.ndarray) -> np.ndarray:
         """A binary model mask back on the source grid (linear interpolation, then 0.5)."""
         return self.to_source(model_mask.astype(np.float32), order=1) >= 0.5
+
+
+@lru_cache(maxsize=64)
+def _axis_matrix(scale: float, offset: float, n_in: int, n_out: int,
+                 sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """One axis of a linear resampling (after an optional Gaussian) as a matrix.
+
+    Returns ``(weights, inside)``: ``weights @ line`` is
+    ``ndimage.affine_transform(gaussian_filter1d(line, sigma, mode="nearest"), scale,
+    offset, order=1, mode="constant", cval=0)``, and ``inside`` is the share of each
+    output sample that falls on the input (where the rest is ``cval``). The matrices
+    are scipy's own answer on unit impulses, so the result is scipy's, to float32
+    rounding, while a whole stack is resampled by two matrix products instead of a
+    Python loop of per-slice calls.
+    """
+    impulses = np.eye(n_in)
+    if sigma > 0:
+        impulses = ndimage.gaussian_filter1d(impulses, sigma, axis=0, mode="nearest")
+    interpolate = ndimage.affine_transform(
+        np.eye(n_in), np.array([scale, 1.0]), offset=np.array([offset, 0.0]),
+        output_shape=(n_out, n_in), order=1, mode="constant", cval=0.0, prefilter=False)
+    weights = (interpolate @ impulses).astype(np.float32)
+    inside = interpolate.sum(axis=1).astype(np.float32)
+    weights.flags.writeable = inside.flags.writeable = False
+    return weights, inside
+
+
+def _resample(image: np.ndarray, scale: tuple[float, float], offset: tuple[float, float],
+              shape: tuple[int, int], sigma: tuple[float, float],
+              fill: float | np.ndarray) -> np.ndarray:
+    """Separable linear resampling of (..., rows, columns): ``rows @ image @ columns.T``.
+
+    Only the output rows and columns that fall on the input are computed (a heart
+    box maps back onto a tenth of the slice); the rest is ``fill``.
+    """
+    rows, rows_inside = _axis_matrix(float(scale[0]), float(offset[0]), image.shape[-2],
+                                     int(shape[0]), float(sigma[0]))
+    cols, cols_inside = _axis_matrix(float(scale[1]), float(offset[1]), image.shape[-1],
+                                     int(shape[1]), float(sigma[1]))
+    fill = np.asarray(fill, dtype=np.float32).reshape(np.shape(fill) + (1, 1))
+    out = np.empty((*image.shape[:-2], *shape), np.float32)
+    out[...] = fill
+    (r0, r1), (c0, c1) = _span(rows_inside), _span(cols_inside)
+    if r1 > r0 and c1 > c0:
+        part = rows[r0:r1] @ image @ cols[c0:c1].T
+        if fill.any():
+            part += fill * (1.0 - rows_inside[r0:r1, None] * cols_inside[None, c0:c1])
+        out[..., r0:r1, c0:c1] = part
+    return out
+
+
+def _span(inside: np.ndarray) -> tuple[int, int]:
+    """The first and one past the last output sample that falls on the input."""
+    hits = np.flatnonzero(inside > 0)
+    return (int(hits[0]), int(hits[-1]) + 1) if hits.size else (0, 0)
+
+
+def _stacked(image: np.ndarray, resample, fill: float | np.ndarray) -> np.ndarray:
+    """Apply a 2-D ``resample(plane, cval)`` to every plane of (..., rows, columns)."""
+    planes = image.reshape(-1, *image.shape[-2:])
+    fills = np.broadcast_to(np.asarray(fill, np.float32), image.shape[:-2]).reshape(-1)
+    out = np.stack([resample(p, float(f)) for p, f in zip(planes, fills, strict=True)])
+    return out.reshape(*image.shape[:-2], *out.shape[-2:])
 
 
 def to_float(stored: np.ndarray, slope: float = 1.0, intercept: float = 0.0) -> np.ndarray:
@@ -264,31 +334,47 @@ def hough_crop_transform(circle: Circle, spacing: Spacing, source_shape: tuple[i
 # normalise slices identically. Parameters come from the model's manifest entry.
 
 
-def whole_image_input(image: np.ndarray, spacing: Spacing, target_spacing: float = 2.0,
-                      shape: tuple[int, int] = (128, 128)) -> tuple[np.ndarray, GridTransform]:
-    """Cascade CNN1: the whole slice z-scored, at ``target_spacing`` mm, centred.
+def to_model_stack(transforms: Sequence[GridTransform], slices: Sequence[np.ndarray],
+                   fills: Sequence[float] | float = 0.0) -> np.ndarray:
+    """Each slice (N, ..., rows, columns) on its transform's model grid, one fill each.
 
-    Field of view beyond the image is filled with the darkest kept value
-    (air), not with 0, which after the z-score would be mid-gray tissue.
+    Slices that share a transform (the whole-image grid, the cascade's heart box) are
+    resampled together.
     """
-    z = zscore(image)
-    transform = resample_transform(np.shape(image), spacing, target_spacing, shape)
-    return transform.to_model(z, fill=float(z.min())), transform
+    fills = np.broadcast_to(np.asarray(fills, np.float32), (len(transforms),))
+    return _by_transform(transforms, lambda t, idx: t.to_model(
+        np.stack([np.asarray(slices[k], np.float32) for k in idx]), fill=fills[idx]))
 
 
-def crop_input(image: np.ndarray, transform: GridTransform,
-               mask: np.ndarray | None = None) -> np.ndarray:
-    """A crop (heart box or Hough circle) z-scored on itself, as the ENet paper does.
+def to_source_stack(transforms: Sequence[GridTransform], arrays: np.ndarray) -> np.ndarray:
+    """Model-grid arrays (N, ..., rows, columns), each back on its slice's source grid."""
+    return _by_transform(transforms, lambda t, idx: t.to_source(arrays[idx]))
 
-    With ``mask`` (source grid, e.g. the myocardium) the crop is multiplied
-    by the mask and normalised from inside it: the ENet paper's Protocol 2.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    crop = transform.to_model(image, fill=float(np.percentile(image, 0.5)))
-    if mask is None:
-        return zscore(crop)
-    model_mask = transform.to_model(np.asarray(mask, dtype=np.float32), order=1) >= 0.5
-    return zscore(crop, model_mask)
+
+def _by_transform(transforms: Sequence[GridTransform], resample) -> np.ndarray:
+    groups: dict[GridTransform, list[int]] = {}
+    for k, t in enumerate(transforms):
+        groups.setdefault(t, []).append(k)
+    out = None
+    for t, idx in groups.items():
+        part = resample(t, np.asarray(idx))
+        if out is None:
+            out = np.empty((len(transforms), *part.shape[1:]), np.float32)
+        out[idx] = part
+    return out
+
+
+# --- Model inputs ----------------------------------------------------------
+# How each kind of network input is cut and normalised, in one function
+# (:func:`model_inputs`), so training and serving see slices identically.
+# Parameters come from the model's manifest entry.
+#
+# Cascade CNN1 (``whole_image``): the whole slice z-scored, at the spec's spacing,
+# centred; field of view beyond the image is filled with the darkest kept value
+# (air), not with 0, which after the z-score would be mid-gray tissue.
+# Crops (heart box, Hough circle): z-scored on the crop itself, as the ENet paper
+# does; with ``masked``, multiplied by the myocardium and normalised from inside it
+# (the ENet paper's Protocol 2).
 
 
 @dataclass(frozen=True)
@@ -407,24 +493,29 @@ def model_inputs(images: Sequence[np.ndarray], spacing: Spacing, spec: InputSpec
                  ) -> tuple[np.ndarray, list[GridTransform]]:
     """The batch (N, H, W, channels) a network gets for a series, and each slice's transform."""
     if spec.crop == "whole_image":
-        pairs = [whole_image_input(im, spacing, spec.spacing_mm, spec.shape) for im in images]
-        transforms = [p[1] for p in pairs]
-        batch = with_context(np.stack([p[0] for p in pairs]), spec.context_slices)
-        return batch, transforms
+        transforms = [resample_transform(np.shape(im), spacing, spec.spacing_mm, spec.shape)
+                      for im in images]
+        scored = [zscore(im) for im in images]
+        batch = to_model_stack(transforms, scored, [float(z.min()) for z in scored])
+        return with_context(batch, spec.context_slices), transforms
     if transforms is None:
         raise ValueError("a crop network needs its crop transforms")
     if (spec.masked or spec.myocardium_channel or spec.peak_ratio_channel) \
             and myocardium is None:
         raise ValueError("this network needs the myocardium as input")
-    batch = [crop_input(im, t, myocardium[k] if spec.masked else None)
-             for k, (im, t) in enumerate(zip(images, transforms, strict=True))]
-    channels = list(np.moveaxis(with_context(np.stack(batch), spec.context_slices), -1, 0))
+    crops = to_model_stack(transforms, images,
+                           [float(np.percentile(np.asarray(im, np.float32), 0.5))
+                            for im in images])
+    mask_crops = None if myocardium is None or not (spec.masked or spec.myocardium_channel) \
+        else to_model_stack(transforms, np.asarray(myocardium, np.float32))
+    scored = np.stack([zscore(crop, mask_crops[k] >= 0.5 if spec.masked else None)
+                       for k, crop in enumerate(crops)])
+    channels = list(np.moveaxis(with_context(scored, spec.context_slices), -1, 0))
     if spec.myocardium_channel:
-        channels.append(np.stack([t.to_model(np.asarray(myocardium[k], np.float32), order=1)
-                                  for k, t in enumerate(transforms)]))
+        channels.append(mask_crops)
     if spec.peak_ratio_channel:
         peak = series_peak(images, myocardium)
-        channels.append(np.stack([
-            t.to_model(np.asarray(im, np.float32) / peak, order=1)
-            for im, t in zip(images, transforms, strict=True)]).clip(0.0, PEAK_RATIO_CLIP))
+        channels.append(to_model_stack(
+            transforms, [np.asarray(im, np.float32) / peak for im in images]
+        ).clip(0.0, PEAK_RATIO_CLIP))
     return np.stack(channels, axis=-1).astype(np.float32), list(transforms)

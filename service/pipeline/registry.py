@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import ModelStoreError
-from service.pipeline.infer import OnnxModel, choose_providers
+from service.pipeline.infer import OnnxModel, choose_providers, share_cores_with_onnxruntime
 from service.pipeline.preprocess import InputSpec
 from service.pipeline.segment import Network
 from service.pipeline.uncertainty import IntervalCalibration
@@ -74,6 +74,7 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
     if not manifest_path.exists():
         raise ModelStoreError(f"no manifest at {manifest_path}; run `python -m training`")
     manifest = json.loads(manifest_path.read_text())
+    share_cores_with_onnxruntime()
     providers = choose_providers(provider)
     models = {}
     for entry in manifest["models"]:

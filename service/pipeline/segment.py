@@ -33,6 +33,7 @@ from service.pipeline.preprocess import (
     Spacing,
     crop_transforms,
     model_inputs,
+    to_source_stack,
 )
 
 CAVITY = "cavity"
@@ -102,10 +103,8 @@ def nested_regions(probabilities: np.ndarray, disjoint: int = 0) -> np.ndarray:
 def _regions_on_source(net: Network, batch: np.ndarray,
                        transforms: Sequence[GridTransform]) -> np.ndarray:
     """(K, z, y, x): each region's probability on the source grid."""
-    regions = nested_regions(net.predict(batch), net.disjoint)
-    return np.stack([np.stack([t.to_source(r[..., k]) for t, r in
-                               zip(transforms, regions, strict=True)])
-                     for k in range(regions.shape[-1])])
+    regions = nested_regions(net.predict(batch), net.disjoint)  # (z, h, w, K)
+    return np.moveaxis(to_source_stack(transforms, np.moveaxis(regions, -1, 1)), 1, 0)
 
 
 def myocardium_probability(images: Sequence[np.ndarray], spacing: Spacing,

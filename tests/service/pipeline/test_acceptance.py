@@ -280,3 +280,34 @@ def test_other_sequences_keep_the_phantom_anatomy_and_are_reproducible() -> None
     assert t2.intensities.blood < t2.intensities.myocardium < t2.intensities.scar  # oedema
     with pytest.raises(ValueError):
         in_other_sequence(spec, "flair")
+
+
+def test_the_measures_on_the_ring_box_are_those_on_the_whole_slice(monkeypatch) -> None:
+    """The gate works on a box around the ring for speed; rings near the edges, with gaps
+    and islands, must give exactly what the whole slice gives."""
+    from skimage.draw import disk
+
+    from service.pipeline import acceptance
+
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        shape = tuple(int(v) for v in rng.integers(60, 200, 2))
+        rings = np.zeros((3, *shape), bool)
+        for ring in rings:
+            centre = (rng.uniform(-10, shape[0] + 10), rng.uniform(-10, shape[1] + 10))
+            outer = rng.uniform(5, 40)
+            ring[disk(centre, outer, shape=shape)] = True
+            ring[disk(centre, outer * rng.uniform(0.3, 0.85), shape=shape)] = False
+            ring[:, int(rng.integers(0, shape[1] - 2)):][:, :2] = False  # a gap
+            near = np.zeros(shape, bool)  # islands near the ring (not all over the slice)
+            near[disk(centre, outer + 8, shape=shape)] = True
+            ring |= near & (rng.random(shape) > 0.99)
+        images = rng.normal(100, 30, rings.shape).astype(np.float32)
+        spacing = (float(rng.uniform(0.7, 2.2)), float(rng.uniform(0.7, 2.2)))
+        boxed = (acceptance.lge_evidence(images, rings, spacing),
+                 acceptance.lv_ring_slices(rings, spacing))
+        with monkeypatch.context() as patch:
+            patch.setattr(acceptance, "mask_box", lambda mask, margin=1: (slice(None),) * 2)
+            whole = (acceptance.lge_evidence(images, rings, spacing),
+                     acceptance.lv_ring_slices(rings, spacing))
+        assert boxed == whole

@@ -16,6 +16,8 @@ from service.pipeline.preprocess import (
     model_inputs,
     resample_transform,
     to_float,
+    to_model_stack,
+    to_source_stack,
     zscore,
 )
 from training.data.phantoms import load_series, load_truth
@@ -146,6 +148,60 @@ def test_to_source_inverts_to_model_exactly_on_coordinates() -> None:
     interior = inside & np.roll(inside, 2, 0) & np.roll(inside, -2, 0) & np.roll(inside, 2, 1) \
         & np.roll(inside, -2, 1)
     assert np.abs(back - ramp)[interior].max() < 1e-3
+
+
+def _scipy_to_model(tr: GridTransform, image: np.ndarray, fill: float) -> np.ndarray:
+    """The resampling as scipy's per-slice calls (what the matrices must reproduce)."""
+    from scipy import ndimage
+
+    sigma = [max(0.0, (s - 1.0) / 2.0) for s in tr.scale]
+    if any(s > 0 for s in sigma):
+        image = ndimage.gaussian_filter(image, sigma, mode="nearest")
+    return ndimage.affine_transform(image, np.asarray(tr.scale), offset=np.asarray(tr.offset),
+                                    output_shape=tr.model_shape, order=1, mode="constant",
+                                    cval=fill, prefilter=False)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matrix_resampling_is_scipys_to_float32_rounding(seed: int) -> None:
+    """Boxes up-, down-sampled, partly and wholly outside the image, any fill value."""
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        source = tuple(int(v) for v in rng.integers(20, 260, 2))
+        model = tuple(int(v) for v in rng.integers(16, 160, 2))
+        tr = GridTransform.from_box(tuple(rng.uniform(-200, 200, 2)),
+                                    tuple(rng.uniform(10, 400, 2)), model, source)
+        image = rng.normal(size=source).astype(np.float32)
+        fill = float(rng.normal()) if rng.random() < 0.5 else 0.0
+        assert np.abs(tr.to_model(image, fill=fill) - _scipy_to_model(tr, image, fill)).max() \
+            < 1e-5
+        from scipy import ndimage
+
+        probabilities = rng.random(model).astype(np.float32)
+        inverse = np.array([1 / s for s in tr.scale])
+        offset = np.array([-o / s for o, s in zip(tr.offset, tr.scale, strict=True)])
+        expected = ndimage.affine_transform(probabilities, inverse, offset=offset,
+                                            output_shape=source, order=1, mode="constant",
+                                            prefilter=False)
+        assert np.abs(tr.to_source(probabilities) - expected).max() < 1e-5
+
+
+def test_stacks_resample_each_slice_on_its_own_transform_with_its_own_fill() -> None:
+    rng = np.random.default_rng(3)
+    shared = resample_transform((96, 112), (1.5, 1.5), 2.0, (64, 64))
+    other = GridTransform.from_box((10.0, 5.0), (60.0, 60.0), (64, 64), (96, 112))
+    transforms = [shared, other, shared, other, shared]
+    slices = rng.normal(size=(5, 96, 112)).astype(np.float32)
+    fills = [0.0, -1.0, -2.0, 3.0, 0.5]
+    stacked = to_model_stack(transforms, slices, fills)
+    for k, (tr, fill) in enumerate(zip(transforms, fills, strict=True)):
+        assert np.abs(stacked[k] - _scipy_to_model(tr, slices[k], fill)).max() < 1e-5
+    channels = rng.random((5, 3, 64, 64)).astype(np.float32)  # (slice, region, y, x)
+    back = to_source_stack(transforms, channels)
+    assert back.shape == (5, 3, 96, 112)
+    for k, tr in enumerate(transforms):
+        for c in range(3):
+            assert np.abs(back[k, c] - tr.to_source(channels[k, c])).max() < 1e-6
 
 
 def _assert_within_one_pixel(mask: np.ndarray, back: np.ndarray) -> None:

@@ -202,3 +202,11 @@ def test_auto_falls_back_to_cpu_when_a_cuda_session_cannot_start(monkeypatch) ->
     assert {m.execution_provider for m in registry.models.values()} == {infer.CPU}
     with pytest.raises(RuntimeError, match="CUDA failure"):
         load_registry(MODELS_DIR, "cuda")
+
+
+def test_numpys_blas_leaves_the_cores_to_onnxruntime(registry) -> None:
+    """BLAS threads spinning after a resampling product slowed the networks 1.7x."""
+    from threadpoolctl import threadpool_info
+
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)
