@@ -101,18 +101,22 @@ def nested_regions(probabilities: np.ndarray, disjoint: int = 0) -> np.ndarray:
 
 
 def _regions_on_source(net: Network, batch: np.ndarray,
-                       transforms: Sequence[GridTransform]) -> np.ndarray:
-    """(K, z, y, x): each region's probability on the source grid."""
+                       transforms: Sequence[GridTransform],
+                       keep: Sequence[int] | None = None) -> np.ndarray:
+    """(K, z, y, x): each region's probability on the source grid (only ``keep``'s, if
+    given: mapping back is most of the work outside the network)."""
     regions = nested_regions(net.predict(batch), net.disjoint)  # (z, h, w, K)
+    if keep is not None:
+        regions = regions[..., list(keep)]
     return np.moveaxis(to_source_stack(transforms, np.moveaxis(regions, -1, 1)), 1, 0)
 
 
 def myocardium_probability(images: Sequence[np.ndarray], spacing: Spacing,
                            net: Network) -> np.ndarray:
     batch, transforms = model_inputs(images, spacing, net.spec)
-    regions = np.moveaxis(_regions_on_source(net, batch, transforms), 0, -1)
-    mine = net.region(regions, "myocardium")
-    return regions[..., -1] if mine is None else mine
+    names = net.region_names
+    wanted = names.index("myocardium") if "myocardium" in names else len(names) - 1
+    return _regions_on_source(net, batch, transforms, keep=[wanted])[0]
 
 
 def scar_regions(images: Sequence[np.ndarray], spacing: Spacing, myocardium: np.ndarray,
