@@ -47,11 +47,26 @@ def calibration_rows(x: np.ndarray, rows: int = CALIBRATION_ROWS, seed: int = 0)
     return x[np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))]
 
 
+def last_convolutions(path: Path, count: int) -> list[str]:
+    """The names of a graph's last ``count`` Conv nodes (ONNX nodes are in topological
+    order): the layers nearest the probabilities, which the study leaves in float32."""
+    import onnx
+
+    convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    return convs[len(convs) - count:] if count else []
+
+
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray,
-                  input_name: str = "image") -> str:
-    """Write the int8 QDQ copy of ``fp32_path``; returns its sha256."""
+                  input_name: str = "image", float_last_convs: int = 0,
+                  method: str = "minmax") -> str:
+    """Write the int8 QDQ copy of ``fp32_path``; returns its sha256.
+
+    ``float_last_convs``: that many final convolutions stay float32; ``method``:
+    ``minmax`` or ``percentile`` (99.999th) activation ranges.
+    """
     int8_path = Path(int8_path)
     int8_path.parent.mkdir(parents=True, exist_ok=True)
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
@@ -59,6 +74,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray,
             str(prepared), str(int8_path), _Batches(calibration, input_name),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=methods[method],
+            nodes_to_exclude=last_convolutions(prepared, float_last_convs),
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     return hashlib.sha256(int8_path.read_bytes()).hexdigest()

@@ -6,6 +6,7 @@ CUDA is used when onnxruntime offers it (and the setting allows), else the CPU.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +36,25 @@ def share_cores_with_onnxruntime() -> None:
     gain nothing from threads.
     """
     threadpool_limits(limits=1, user_api="blas")
+
+
+_shared_arena = threading.Lock(), []
+
+
+def _register_shared_cpu_arena() -> None:
+    """One CPU arena for every session of the process, registered once.
+
+    Each session's own arena kept its own high-water mark; four models and two analyses
+    at once held 764 MiB where one shared arena holds 667 (BENCHMARKS.md, "Service
+    process"), at the same speed.
+    """
+    lock, done = _shared_arena
+    with lock:
+        if not done:
+            ort.create_and_register_allocator(
+                ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                  ort.OrtMemType.DEFAULT), None)
+            done.append(True)
 
 
 class Predictor(Protocol):
@@ -71,6 +91,9 @@ class OnnxModel:
         # The CPU arena keeps activation buffers between runs: ~40 ms faster per analysis
         # here, but each concurrent run leaves its high-water mark (BENCHMARKS.md).
         options.enable_cpu_mem_arena = memory_arena
+        if memory_arena:
+            _register_shared_cpu_arena()
+            options.add_session_config_entry("session.use_env_allocators", "1")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options,
                                                 providers=list(providers))

@@ -62,6 +62,18 @@ def test_seg_and_sr_with_mvo_pass_dciodvfy_and_the_sr_holds_the_mvo(cored_series
               for m in g.get_measurements()}
     assert values[("MVO", "Volume")] == 2.5
     assert values[("MVO", "Microvascular obstruction extent of LV myocardium")] == 2.5
+    # Each segment reference names the series the SEG was drawn on (TID 1411).
+    series = []
+
+    def walk(items) -> None:
+        for item in items:
+            if item.get("ValueType") == "UIDREF" and \
+                    item.ConceptNameCodeSequence[0].CodeValue == "121232":
+                series.append(item.UID)
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    assert series == [volume.series_instance_uid] * 3
     for name, ds in (("seg", seg), ("sr", sr)):
         path = tmp_path / f"{name}.dcm"
         ds.save_as(path, enforce_file_format=True)
