@@ -83,6 +83,13 @@ class GridTransform:
         return self.to_source(model_mask.astype(np.float32), order=1) >= 0.5
 
 
+@lru_cache(maxsize=16)
+def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
+    """``gaussian_filter1d(line, sigma, mode="nearest")`` as a matrix (scipy's, on unit
+    impulses); the same for every slice of a size, so it is built once."""
+    return ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode="nearest")
+
+
 @lru_cache(maxsize=64)
 def _axis_matrix(scale: float, offset: float, n_in: int, n_out: int,
                  sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -96,13 +103,11 @@ def _axis_matrix(scale: float, offset: float, n_in: int, n_out: int,
     rounding, while a whole stack is resampled by two matrix products instead of a
     Python loop of per-slice calls.
     """
-    impulses = np.eye(n_in)
-    if sigma > 0:
-        impulses = ndimage.gaussian_filter1d(impulses, sigma, axis=0, mode="nearest")
     interpolate = ndimage.affine_transform(
         np.eye(n_in), np.array([scale, 1.0]), offset=np.array([offset, 0.0]),
         output_shape=(n_out, n_in), order=1, mode="constant", cval=0.0, prefilter=False)
-    weights = (interpolate @ impulses).astype(np.float32)
+    weights = interpolate @ _gaussian_matrix(n_in, sigma) if sigma > 0 else interpolate
+    weights = weights.astype(np.float32)
     inside = interpolate.sum(axis=1).astype(np.float32)
     weights.flags.writeable = inside.flags.writeable = False
     return weights, inside
@@ -237,22 +242,26 @@ def hough_candidates(image: np.ndarray, spacing: Spacing,
     ys, xs = np.nonzero(edges)
     if ys.size == 0:
         return []
-    gy = ndimage.sobel(ndimage.gaussian_filter(small, 1.0), axis=0)[ys, xs]
-    gx = ndimage.sobel(ndimage.gaussian_filter(small, 1.0), axis=1)[ys, xs]
+    smooth = ndimage.gaussian_filter(small, 1.0)
+    gy = ndimage.sobel(smooth, axis=0)[ys, xs]
+    gx = ndimage.sobel(smooth, axis=1)[ys, xs]
     norm = np.hypot(gy, gx) + 1e-9
     uy, ux = gy / norm, gx / norm
     radii = np.arange(radius_range_mm[0] / iso, radius_range_mm[1] / iso + 1e-6, 1.0)
-    acc = np.zeros((radii.size, *shape), dtype=np.float32)
-    for k, r in enumerate(radii):
-        cy = np.rint(ys + r * uy).astype(int)
-        cx = np.rint(xs + r * ux).astype(int)
-        ok = (cy >= 0) & (cy < shape[0]) & (cx >= 0) & (cx < shape[1])
-        np.add.at(acc[k], (cy[ok], cx[ok]), 1.0)
-        # Fraction of the circumference that voted, so large circles are not favoured.
-        acc[k] = ndimage.uniform_filter(acc[k], 3) * 9 / (2 * np.pi * r)
+    # Every radius's votes in one count, then one 3x3 box filter over the stack of radii.
+    cy = np.rint(ys[None, :] + radii[:, None] * uy[None, :]).astype(int)
+    cx = np.rint(xs[None, :] + radii[:, None] * ux[None, :]).astype(int)
+    ok = (cy >= 0) & (cy < shape[0]) & (cx >= 0) & (cx < shape[1])
+    which = np.broadcast_to(np.arange(radii.size)[:, None], cy.shape)
+    votes = np.bincount(np.ravel_multi_index((which[ok], cy[ok], cx[ok]),
+                                             (radii.size, *shape)),
+                        minlength=radii.size * shape[0] * shape[1])
+    acc = votes.reshape(radii.size, *shape).astype(np.float32)
+    # Fraction of the circumference that voted, so large circles are not favoured.
+    acc = (ndimage.uniform_filter(acc, (1, 3, 3)) * 9
+           / (2 * np.pi * radii)[:, None, None]).astype(np.float32)
     best_r = acc.argmax(axis=0)
     flat = acc.max(axis=0)
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
     peaks = []
     for _ in range(n_peaks * 3):
         y, x = np.unravel_index(int(flat.argmax()), flat.shape)
@@ -260,10 +269,16 @@ def hough_candidates(image: np.ndarray, spacing: Spacing,
             break
         r = radii[best_r[y, x]]
         # The LV cavity is much brighter than the nulled ring around it; the
-        # spine or liver are only a little brighter than their surroundings.
+        # spine or liver are only a little brighter than their surroundings
+        # (both measured within the circle's reach, not over the whole slice).
+        reach = int(np.ceil(r + 3.5))
+        rows = slice(max(0, y - reach), min(shape[0], y + reach + 1))
+        cols = slice(max(0, x - reach), min(shape[1], x + reach + 1))
+        yy, xx = np.mgrid[rows, cols]
         dist = np.hypot(yy - y, xx - x)
-        inside = small[dist < 0.8 * r]
-        ring = small[(dist > r + 0.5) & (dist < r + 3.5)]
+        near = small[rows, cols]
+        inside = near[dist < 0.8 * r]
+        ring = near[(dist > r + 0.5) & (dist < r + 3.5)]
         contrast = (float(np.median(inside) - np.percentile(ring, 75))
                     if inside.size and ring.size else 0.0)
         # The heart is planned near the centre of a short-axis field of view.
