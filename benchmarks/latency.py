@@ -74,7 +74,7 @@ def upload_files(series: Path) -> list[tuple]:
 def _measure(client: TestClient, pipeline: str, files: list[tuple], runs: int,
              warmup: int) -> dict:
     first = None
-    walls, outside, stages = [], [], {s: [] for s in STAGES}
+    walls, outside, after, stages = [], [], [], {s: [] for s in STAGES}
     for k in range(warmup + runs):
         t0 = time.perf_counter()
         r = client.post(f"/v1/analyses?pipeline={pipeline}", files=files)
@@ -87,15 +87,18 @@ def _measure(client: TestClient, pipeline: str, files: list[tuple], runs: int,
         timings = r.json()["timings_ms"]
         walls.append(wall)
         outside.append(wall - timings["inference"])
+        after.append(wall - timings["total"])
         for s in STAGES:
             stages[s].append(timings[s])
     return {"p50_ms": percentile(walls, 50), "p95_ms": percentile(walls, 95),
             "first_request_ms": first, "outside_networks_ms": statistics.median(outside),
+            "write_store_http_ms": statistics.median(after),
             "stages_median_ms": {s: statistics.median(v) for s, v in stages.items()}}
 
 
 HEADER = ("| pipeline | p50 ms | p50 / host | p95 ms | first ms | outside networks ms | decode "
-          "| preprocess | inference | quantify | encode |\n" + "|---" * 11 + "|")
+          "| preprocess | inference | quantify | encode | write, store, HTTP |\n"
+          + "|---" * 12 + "|")
 # Rows: (label, pipeline, MODEL_PRECISION). The int8 row runs the cascade on its int8
 # files, which the release does not make the default where they miss accuracy parity.
 ROWS = (("cascade-unet", "cascade-unet", "auto"), ("enet", "enet", "auto"),
@@ -149,8 +152,8 @@ def main() -> int:
         f"| {p} | {r['p50_ms']:.0f} | {r['p50_ms'] / host:.1f} | {r['p95_ms']:.0f} | "
         f"{r['first_request_ms']:.0f} ({r['first_request_ms'] / r['p50_ms']:.2f}x) | "
         f"{r['outside_networks_ms']:.0f} | " + " | ".join(
-            f"{r['stages_median_ms'][s]:.0f}" for s in STAGES[:-1]) + " |"
-        for p, r in results.items())
+            f"{r['stages_median_ms'][s]:.0f}" for s in STAGES[:-1])
+        + f" | {r['write_store_http_ms']:.0f} |" for p, r in results.items())
     write_section(f"""## Latency, POST to report ({record['date'][:10]})
 
 `python benchmarks/latency.py --runs {args.runs}`: {record['series']} phantom series, multipart
@@ -162,8 +165,9 @@ after start-up (the service warms every model and encoder before it says ready; 
 the process took {startup.get("auto", 0) / 1000:.1f} s, the whole process's is in "Service
 process" below), with its ratio to the p50. "outside networks" is the median of each
 request's wall time less its inference. Stage columns are medians of the report's
-`timings_ms` (preprocess includes mask post-processing; encode is building SEG + SR; the
-wall time also holds their serialisation, the store's durable writes and the HTTP parsing).
+`timings_ms` (preprocess includes mask post-processing; encode is building SEG + SR);
+"write, store, HTTP" is the rest of the wall time: SEG and SR written to bytes, the
+arrays, the store's durable writes (fsync) and the request's parsing.
 
 {HEADER}
 {rows}""", "latency")

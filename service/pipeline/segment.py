@@ -115,7 +115,8 @@ def myocardium_probability(images: Sequence[np.ndarray], spacing: Spacing,
                            net: Network) -> np.ndarray:
     batch, transforms = model_inputs(images, spacing, net.spec)
     names = net.region_names
-    wanted = names.index("myocardium") if "myocardium" in names else len(names) - 1
+    # The myocardium region, or a binary network's one (the innermost, last).
+    wanted = names.index("myocardium") if "myocardium" in names else -1
     return _regions_on_source(net, batch, transforms, keep=[wanted])[0]
 
 
