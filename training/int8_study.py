@@ -5,7 +5,8 @@
 point (models/EVALUATION.md), five times the parity bound, so the service runs float32.
 This study quantises the released float32 U-Nets again in a few ways (every convolution
 or all but the last one or two, which turn features into the probabilities the scar is
-thresholded from; MinMax or percentile activation ranges), with activation ranges from
+thresholded from; MinMax or percentile activation ranges; both U-Nets or one), with
+activation ranges from
 EMIDEC `train` cases and phantom calibration series, and measures each against float32
 with the release's own parity rule (``precision_parity``) on EMIDEC `validation` (both
 contrasts) and other phantom calibration series, with its speed on a 12-slice batch. No
@@ -39,12 +40,16 @@ from training.quantize import calibration_rows, quantize_int8
 from training.release import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
-# (name, convolutions left in float32, activation range method)
-VARIANTS = (("all convolutions, MinMax", 0, "minmax"),
-            ("last convolution float32, MinMax", 1, "minmax"),
-            ("last two convolutions float32, MinMax", 2, "minmax"),
-            ("all convolutions, percentile", 0, "percentile"),
-            ("last convolution float32, percentile", 1, "percentile"))
+# (name, convolutions left in float32, activation range method, the U-Nets run in int8)
+BOTH = ("myocardium_unet", "scar_unet")
+VARIANTS = (("all convolutions, MinMax", 0, "minmax", BOTH),
+            ("last convolution float32, MinMax", 1, "minmax", BOTH),
+            ("last two convolutions float32, MinMax", 2, "minmax", BOTH),
+            ("all convolutions, percentile", 0, "percentile", BOTH),
+            ("last convolution float32, percentile", 1, "percentile", BOTH),
+            ("scar U-Net only, all convolutions, MinMax", 0, "minmax", ("scar_unet",)),
+            ("myocardium U-Net only, all convolutions, MinMax", 0, "minmax",
+             ("myocardium_unet",)))
 EMIDEC_CALIBRATION_CASES = 20
 SLICES = 12
 
@@ -110,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
                               tuple(inputs[task].shape[1:])) for task in inputs}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, float_convs, method in VARIANTS:
+        for label, float_convs, method, in_int8 in VARIANTS:
             variant = dict(networks)
             ms = {}
             for task, x in inputs.items():
+                if task not in in_int8:
+                    continue
                 path = Path(tmp) / f"{task}-{float_convs}-{method}.onnx"
                 quantize_int8(args.models / files[names[task]], path, x,
                               float_last_convs=float_convs, method=method)
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                       for s in evaluate(sources, variant, name)]
             parity = precision_parity(fp32_scores, scores)
             rows.append({"variant": label, "float_last_convs": float_convs, "method": method,
+                         "int8_networks": list(in_int8),
                          "int8_ms": ms, "speedup": {t: fp32_ms[t] / ms[t] for t in ms},
                          "met_everywhere": all(r["met"] for r in parity), "parity": parity})
             print(label, json.dumps({r["test_set"] + " " + r["method"]: (

@@ -320,8 +320,12 @@ def _int8_text(model: dict) -> str:
     int8 = model.get("int8")
     if not int8:
         return ""
+    pipelines = int8.get("pipelines") or []
     default = ("the default (`MODEL_PRECISION=auto`): it held accuracy on every test set"
                if int8.get("default") else
+               f"the default (`MODEL_PRECISION=auto`) in {', '.join(pipelines)}, where it held "
+               "accuracy on every test set; the other pipelines run the float32 file"
+               if pipelines else
                "run only with `MODEL_PRECISION=int8`: it did not hold accuracy on every test set")
     return (f"\nAlso as static int8, `{int8['file']}` (sha256 `{int8['sha256']}`; "
             f"{int8['calibration']}), {default} (`models/EVALUATION.md`, \"int8 against "

@@ -155,6 +155,12 @@ TRAINING_DATA_EMIDEC = (
 # this CPU's VNNI/AMX units; the ENets ran slower in int8 (many small layers, each paying its
 # quantise/dequantise), measured by benchmarks/precision.py.
 INT8_TASKS = ("myocardium_unet", "scar_unet")
+# Which networks a pipeline may run in int8, fastest first; each pipeline's default is the
+# first that holds accuracy on every test set. Both U-Nets moved the cascade's scar % by
+# 0.3-0.7 points on EMIDEC validation; the myocardium U-Net alone did not move it (median
+# 0.0: the scar U-Net redraws the myocardium) and held in the cascade and ENet Protocol 1
+# (python -m training.int8_study, docs/results/int8_study.json, validation series only).
+INT8_CANDIDATES = (("both U-Nets", INT8_TASKS), ("myocardium U-Net", ("myocardium_unet",)))
 
 
 def _int8_copy(fp32_file: Path, validation_inputs: np.ndarray) -> Path:
@@ -470,14 +476,28 @@ def main(argv: list[str] | None = None) -> int:
                                       for d in dirs])
         for sequence, dirs in negative_dirs.items()}
     t = lap("evaluation", t)
-    int8_networks = networks | {task: dataclasses.replace(networks[task],
-                                                          predict=OnnxModel(path))
-                                for task, path in int8_files.items()}
-    int8_scores = [s for name, test in test_sets.items()
-                   for s in evaluate(test, int8_networks, name, calibrations)]
-    parity = precision_parity(scores, int8_scores)
-    int8_default = all(row["met"] for row in parity)
-    int8 = {task: {"file": path.name, "sha256": sha256_of(path), "default": int8_default,
+    int8_sessions = {task: OnnxModel(path) for task, path in int8_files.items()}
+    parity, int8_pipelines = [], {}
+    for label, tasks in INT8_CANDIDATES:
+        if not set(tasks) <= set(int8_sessions):
+            continue
+        candidate = networks | {task: dataclasses.replace(networks[task],
+                                                          predict=int8_sessions[task])
+                                for task in tasks}
+        int8_scores = [s for name, test in test_sets.items()
+                       for s in evaluate(test, candidate, name, calibrations)]
+        rows = [row | {"int8_networks": label}
+                for row in precision_parity(scores, int8_scores)]
+        parity.extend(rows)
+        # Each pipeline takes the fastest candidate that held on every test set.
+        for method in {row["method"] for row in rows}:
+            if method not in int8_pipelines and all(
+                    row["met"] for row in rows if row["method"] == method):
+                int8_pipelines[method] = tasks
+    int8_default = bool(int8_pipelines)
+    int8 = {task: {"file": path.name, "sha256": sha256_of(path), "default": False,
+                   "pipelines": sorted(m for m, tasks in int8_pipelines.items()
+                                       if task in tasks),
                    "calibration": f"{min(CALIBRATION_ROWS, training[task]['val_slices'])} "
                                   "validation inputs, MinMax ranges, QDQ (weights int8 per "
                                   "channel, activations uint8)"}
@@ -531,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         "validation_series": len(val_idx), "train_seed": args.train_seed,
         "emidec": training_data["emidec"], "minutes": minutes,
         "thresholds": {task: thresholds[task] for task in chosen},
-        "precision_parity": parity, "int8_default": int8_default, "note": args.note,
+        "precision_parity": parity, "int8_default": int8_default,
+        "int8_pipelines": {m: list(t) for m, t in int8_pipelines.items()}, "note": args.note,
         "rendered_negatives": rendered_negatives,
         "worst_cases": worst_cases, "worst_figure": str(worst_figure),
         "interval_calibration": {m: c.to_dict() for m, c in calibrations.items()}}

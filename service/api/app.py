@@ -120,7 +120,7 @@ async def lifespan(app: FastAPI):
                                        settings.model_precision)
     log.info("models loaded in %.1f s: %s", time.perf_counter() - started,
              ", ".join(f"{m.name} {m.version} ({m.precision}) on {m.execution_provider}"
-                       for m in registry.models.values()))
+                       for m in registry.loaded))
     # /readyz says ready only after every pipeline has run once: the first patient's
     # analysis must not pay for lazy initialisation (BENCHMARKS.md, "First request").
     warmed = await run_in_threadpool(warm_up, list(registry.pipelines.values()))

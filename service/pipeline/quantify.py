@@ -165,16 +165,23 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
             is_scar = scar[k][inside]
             is_mvo = mvo[k][inside]
             wedges = (angles[inside] // chord_degrees).astype(int)
-            for s in np.unique(segments):
-                in_s = segments == s
-                myo_px[s] += int(in_s.sum())
-                scar_px[s] += int(is_scar[in_s].sum())
-                mvo_px[s] += int(is_mvo[in_s].sum())
-                for w in np.unique(wedges[in_s]):
-                    in_w = in_s & (wedges == w)
-                    fraction = float(is_scar[in_w].mean())
-                    if fraction > 0:
-                        chords[s].append(100.0 * fraction)
+            # Pixels, scar and MVO per segment, and per (segment, wedge) pair, counted at once.
+            n_wedges = int(np.ceil(360.0 / chord_degrees)) + 1
+            pair = segments * n_wedges + wedges
+            per_pair = np.bincount(pair)
+            scar_per_pair = np.bincount(pair, weights=is_scar)
+            for s, count in enumerate(np.bincount(segments)):
+                if count:
+                    myo_px[s] += int(count)
+            for s, count in enumerate(np.bincount(segments, weights=is_scar)):
+                if count:
+                    scar_px[s] += int(count)
+            for s, count in enumerate(np.bincount(segments, weights=is_mvo)):
+                if count:
+                    mvo_px[s] += int(count)
+            for p in np.flatnonzero(scar_per_pair):
+                chords[int(p // n_wedges)].append(
+                    100.0 * float(scar_per_pair[p] / per_pair[p]))
     out = []
     for s, name in AHA_NAMES.items():
         transmural = float(np.median(chords[s])) if chords[s] else 0.0

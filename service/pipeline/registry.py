@@ -39,10 +39,19 @@ class Pipeline:
 
 @dataclass(frozen=True)
 class Registry:
+    # Each model at the precision asked for the service as a whole; a pipeline may run
+    # a network's int8 copy where the release measured it to hold (``model_file``).
     models: dict[str, LoadedModel]
     pipelines: dict[str, Pipeline]
     default_pipeline: str
     manifest: dict
+
+    @property
+    def loaded(self) -> list[LoadedModel]:
+        """Every model with a session, once."""
+        every = [*self.models.values(),
+                 *(m for p in self.pipelines.values() for m in (p.myocardium, p.scar))]
+        return list({id(m): m for m in every}.values())
 
 
 def sha256_of(path: Path) -> str:
@@ -53,15 +62,20 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_file(entry: dict, precision: str = "auto") -> tuple[str, str, str]:
-    """(file, sha256, precision) of a manifest entry to run at ``precision``.
+def model_file(entry: dict, precision: str = "auto", pipeline: str | None = None
+               ) -> tuple[str, str, str]:
+    """(file, sha256, precision) of a manifest entry to run at ``precision`` in ``pipeline``.
 
-    ``auto`` takes the int8 file only where the release marked it as the default (it
-    held accuracy on every test set and is faster); ``int8`` takes any int8 file; a
-    model without one runs in float32 whatever is asked.
+    ``auto`` takes the int8 file only where the release made it the default (it held
+    accuracy on every test set and is faster): for every pipeline (``default``), or for
+    the pipelines it names (``pipelines``: a network shared by several pipelines can
+    hold accuracy in one and not in another). ``int8`` takes any int8 file; a model
+    without one runs in float32 whatever is asked.
     """
     int8 = entry.get("int8")
-    if int8 and (precision == "int8" or (precision == "auto" and int8.get("default"))):
+    chosen = precision == "int8" or (precision == "auto" and bool(int8) and (
+        int8.get("default") or pipeline in int8.get("pipelines", ())))
+    if int8 and chosen:
         return int8["file"], int8["sha256"], "int8"
     return entry["file"], entry["sha256"], "fp32"
 
@@ -76,9 +90,13 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
     manifest = json.loads(manifest_path.read_text())
     share_cores_with_onnxruntime()
     providers = choose_providers(provider)
-    models = {}
-    for entry in manifest["models"]:
-        file, expected, chosen = model_file(entry, precision)
+    entries = {entry["name"]: entry for entry in manifest["models"]}
+    sessions: dict[str, LoadedModel] = {}
+
+    def load(entry: dict, pipeline: str | None = None) -> LoadedModel:
+        file, expected, chosen = model_file(entry, precision, pipeline)
+        if file in sessions:
+            return sessions[file]
         path = Path(models_dir) / file
         if not path.exists():
             raise ModelStoreError(f"model file {path} named in the manifest is missing")
@@ -88,7 +106,7 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
                                   f"{expected}; refusing to serve unknown weights")
         model = OnnxModel(path, providers, intra_op_threads=intra_op_threads,
                           fall_back_to_cpu=provider == "auto", memory_arena=memory_arena)
-        models[entry["name"]] = LoadedModel(
+        sessions[file] = LoadedModel(
             name=entry["name"], version=entry["version"], sha256=actual,
             network=Network(model, InputSpec.from_dict(entry["input"]["preprocessing"]),
                             tuple(entry["output"]["classes"]),
@@ -96,10 +114,14 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
             execution_provider=model.execution_provider, precision=chosen,
             interval=(IntervalCalibration.from_dict(entry["output"]["interval"])
                       if entry["output"].get("interval") else None))
+        return sessions[file]
+
+    models = {name: load(entry) for name, entry in entries.items()}
     pipelines, default = {}, None
     for name, parts in manifest["pipelines"].items():
         try:
-            pipelines[name] = Pipeline(name, models[parts["myocardium"]], models[parts["scar"]])
+            pipelines[name] = Pipeline(name, load(entries[parts["myocardium"]], name),
+                                       load(entries[parts["scar"]], name))
         except KeyError as missing:
             raise ModelStoreError(f"pipeline {name} names unknown model {missing}") from None
         if parts.get("default"):

@@ -61,4 +61,4 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": [
         {"name": m.name, "version": m.version, "sha256": m.sha256,
          "execution_provider": m.execution_provider, "precision": m.precision}
-        for m in registry.models.values()]})
+        for m in registry.loaded]})

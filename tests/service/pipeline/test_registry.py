@@ -136,6 +136,16 @@ def test_model_precision_picks_the_int8_file_only_as_told(tmp_path: Path, manife
     assert load_registry(copy, "cpu", precision="int8").models[name].precision == "int8"
     assert load_registry(copy, "cpu", precision="int8").models[data["models"][1]["name"]] \
         .precision == "fp32"  # no int8 file: float32 whatever is asked
+    # int8 for the pipelines the release measured it to hold in, float32 in the others.
+    first["int8"]["pipelines"] = ["cascade-unet"]
+    (copy / "manifest.json").write_text(json.dumps(data))
+    per_pipeline = load_registry(copy, "cpu", precision="auto")
+    uses = {p.name: p.myocardium for p in per_pipeline.pipelines.values()
+            if p.myocardium.name == name}
+    assert uses["cascade-unet"].precision == "int8"
+    assert {m.precision for n, m in uses.items() if n != "cascade-unet"} == {"fp32"}
+    assert per_pipeline.models[name].precision == "fp32"
+    assert sorted(m.precision for m in per_pipeline.loaded if m.name == name) == ["fp32", "int8"]
     first["int8"]["default"] = True
     (copy / "manifest.json").write_text(json.dumps(data))
     assert load_registry(copy, "cpu", precision="auto").models[name].precision == "int8"
