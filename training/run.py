@@ -386,9 +386,11 @@ def _reused_networks(models_dir: Path, work: Path):
             int8_files[model.key] = export / entry["int8"]["file"]
             shutil.copy2(models_dir / entry["int8"]["file"], int8_files[model.key])
         parameters[model.key] = entry["parameters"]
+        # The release that trained these weights, carried through releases that reuse them.
         training[model.key] = {k: v for k, v in entry["training"].items()
                                if k != "threshold_choice"} | {
-            "weights_from_release": entry["version"]}
+            "weights_from_release": entry["training"].get("weights_from_release",
+                                                          entry["version"])}
         curves = models_dir / "evaluation" / f"curves_{model.key}.png"
         (work / "runs" / model.key).mkdir(parents=True, exist_ok=True)
         shutil.copy2(curves, work / "runs" / model.key / "curves.png")
@@ -504,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
             for task, path in int8_files.items()}
     t = lap("evaluation int8", t)
     figures_dir = work / "figures"
+    # Everything in it is copied into --models: start empty, so that no figure of an
+    # earlier run (e.g. one drawn from EMIDEC images) is released by accident.
+    shutil.rmtree(figures_dir, ignore_errors=True)
     figures_dir.mkdir(parents=True, exist_ok=True)
     write_csv(scores, figures_dir / "scores.csv")
     for name in test_sets:
