@@ -28,12 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # Runs inside a worktree's process: only the API both revisions share (the app, the
 # phantom renderer), so any two revisions of this project can be compared.
 MEASURE = r"""
-import json, os, statistics, sys, tempfile, time, dataclasses
+import json, statistics, sys, time
 from pathlib import Path
 from fastapi.testclient import TestClient
 import service
 from service.api.app import create_app
-from training.data.phantoms import render, sample_spec, write_series
 pipeline, runs, series = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 files = [("files", (p.name, p.read_bytes(), "application/dicom"))
          for p in sorted((series / "dicom").glob("*.dcm"))]

@@ -65,6 +65,12 @@ def host_calibration_ms(repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def model_batch(entry: dict, slices: int = 12) -> np.ndarray:
+    """A seeded random batch of ``slices`` at a manifest entry's input size (for speed only)."""
+    shape = entry["input"]["shape"][1:]
+    return np.random.default_rng(0).normal(size=(slices, *shape)).astype(np.float32)
+
+
 def upload_files(series: Path) -> list[tuple]:
     """The series' instances as httpx multipart ``files`` (what a client uploads)."""
     return [("files", (p.name, p.read_bytes(), "application/dicom"))

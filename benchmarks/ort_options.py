@@ -129,7 +129,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     args = parser.parse_args()
-    from latency import host_calibration_ms, write_section  # benchmarks/ is on sys.path
+    from latency import host_calibration_ms, model_batch, write_section  # on sys.path
 
     manifest = json.loads((args.models / "manifest.json").read_text())
     calibration = [host_calibration_ms()]
@@ -139,7 +139,7 @@ def main() -> int:
             if "int8" not in entry:
                 continue  # the ENets: 16 ms networks, measured in precision.py
             shape = entry["input"]["shape"][1:]
-            batch = np.random.default_rng(0).normal(size=(SLICES, *shape)).astype(np.float32)
+            batch = model_batch(entry, SLICES)
             for precision, file in (("fp32", entry["file"]), ("int8", entry["int8"]["file"])):
                 figures = measure(args.models / file, batch, args.runs, Path(tmp))
                 rows.append({"model": entry["name"], "precision": precision,

@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     args = parser.parse_args()
 
-    from latency import host_calibration_ms, write_section  # benchmarks/ is on sys.path
+    from latency import host_calibration_ms, model_batch, write_section  # on sys.path
 
     from service.pipeline.infer import OnnxModel
     from training.quantize import quantize_int8
@@ -47,7 +47,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for entry in manifest["models"]:
             shape = entry["input"]["shape"][1:]
-            batch = np.random.default_rng(0).normal(size=(SLICES, *shape)).astype(np.float32)
+            batch = model_batch(entry, SLICES)
             fp32 = args.models / entry["file"]
             shipped = "int8" in entry
             int8 = args.models / entry["int8"]["file"] if shipped else Path(tmp) / "int8.onnx"

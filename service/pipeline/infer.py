@@ -38,7 +38,8 @@ def share_cores_with_onnxruntime() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-_shared_arena = threading.Lock(), []
+_ARENA_LOCK = threading.Lock()
+_arena_registered = False
 
 
 def _register_shared_cpu_arena() -> None:
@@ -48,13 +49,13 @@ def _register_shared_cpu_arena() -> None:
     at once held 764 MiB where one shared arena holds 667 (BENCHMARKS.md, "Service
     process"), at the same speed.
     """
-    lock, done = _shared_arena
-    with lock:
-        if not done:
+    global _arena_registered
+    with _ARENA_LOCK:
+        if not _arena_registered:
             ort.create_and_register_allocator(
                 ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
                                   ort.OrtMemType.DEFAULT), None)
-            done.append(True)
+            _arena_registered = True
 
 
 class Predictor(Protocol):

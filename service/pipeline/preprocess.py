@@ -344,9 +344,7 @@ def hough_crop_transform(circle: Circle, spacing: Spacing, source_shape: tuple[i
                                 source_shape)
 
 
-# --- Model inputs ----------------------------------------------------------
-# One function per kind of network input, so training and serving cut and
-# normalise slices identically. Parameters come from the model's manifest entry.
+# --- Stacks of slices, each on its own map --------------------------------
 
 
 def to_model_stack(transforms: Sequence[GridTransform], slices: Sequence[np.ndarray],

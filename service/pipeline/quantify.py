@@ -170,15 +170,10 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
             pair = segments * n_wedges + wedges
             per_pair = np.bincount(pair)
             scar_per_pair = np.bincount(pair, weights=is_scar)
-            for s, count in enumerate(np.bincount(segments)):
-                if count:
-                    myo_px[s] += int(count)
-            for s, count in enumerate(np.bincount(segments, weights=is_scar)):
-                if count:
-                    scar_px[s] += int(count)
-            for s, count in enumerate(np.bincount(segments, weights=is_mvo)):
-                if count:
-                    mvo_px[s] += int(count)
+            for totals, weights in ((myo_px, None), (scar_px, is_scar), (mvo_px, is_mvo)):
+                counts = np.bincount(segments, weights=weights)
+                for s in np.flatnonzero(counts):
+                    totals[int(s)] += int(counts[s])
             for p in np.flatnonzero(scar_per_pair):
                 chords[int(p // n_wedges)].append(
                     100.0 * float(scar_per_pair[p] / per_pair[p]))

@@ -73,9 +73,8 @@ def model_file(entry: dict, precision: str = "auto", pipeline: str | None = None
     without one runs in float32 whatever is asked.
     """
     int8 = entry.get("int8")
-    chosen = precision == "int8" or (precision == "auto" and bool(int8) and (
-        int8.get("default") or pipeline in int8.get("pipelines", ())))
-    if int8 and chosen:
+    if int8 and (precision == "int8" or (precision == "auto" and (
+            int8.get("default") or pipeline in int8.get("pipelines", ())))):
         return int8["file"], int8["sha256"], "int8"
     return entry["file"], entry["sha256"], "fp32"
 
