@@ -50,10 +50,12 @@ def calibration_rows(x: np.ndarray, rows: int = CALIBRATION_ROWS, seed: int = 0)
 def last_convolutions(path: Path, count: int) -> list[str]:
     """The names of a graph's last ``count`` Conv nodes (ONNX nodes are in topological
     order): the layers nearest the probabilities, which the study leaves in float32."""
+    if not count:
+        return []
     import onnx
 
     convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
-    return convs[len(convs) - count:] if count else []
+    return convs[len(convs) - count:]
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray,
