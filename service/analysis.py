@@ -34,7 +34,6 @@ from service.pipeline.acceptance import (
     lge_evidence,
 )
 from service.pipeline.contrast import read_contrast
-from service.pipeline.postprocess import clean_myocardium
 from service.pipeline.quality import review_reasons
 from service.pipeline.quantify import (
     aha_segments,
@@ -46,7 +45,7 @@ from service.pipeline.quantify import (
 )
 from service.pipeline.registry import Pipeline
 from service.pipeline.report import Report
-from service.pipeline.segment import myocardium_probability, segment_on
+from service.pipeline.segment import myocardium_probability, ring_from, segment_on
 from service.pipeline.uncertainty import calibrated_interval
 from service.pipeline.volume import Volume, build_volume
 from service.store.results import ResultStore
@@ -100,7 +99,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     myo_net = replace(pipeline.myocardium.network, predict=myo_timer)
     scar_net = replace(pipeline.scar.network, predict=scar_timer)
     myo_p = myocardium_probability(images, volume.spacing, myo_net)
-    first_ring = clean_myocardium(myo_p)
+    first_ring = ring_from(myo_p, myo_net)
     # The myocardium network's own ring decides whether there is a heart (the cascade's
     # scar U-Net redraws it inside its box, which can leave no cavity), before the scar
     # network runs.

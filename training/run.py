@@ -219,7 +219,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "the test sets were read for this release, and why)")
     parser.add_argument("--folds", type=int, default=0,
                         help="also run K-fold cross-validation by series (K trainings per "
-                        "network) and report the validation DSC of each fold")
+                        "network) and report the validation DSC of each fold (phantom "
+                        "releases; with --emidec the cascade is always cross-validated)")
+    parser.add_argument("--enets-from", type=Path, default=Path("models"),
+                        help="with --emidec: the released models folder whose ENets are "
+                        "shipped again (the cascade's U-Nets are trained per fold)")
+    parser.add_argument("--stop-after-training", action="store_true",
+                        help="train (or resume) the networks, then stop: a leg of a long "
+                        "release, run in the background and resumed by the full command")
     parser.add_argument("--epochs", type=int, default=None, help="override every network's")
     parser.add_argument("--steps", type=int, default=None, help="override steps per epoch")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -369,6 +376,31 @@ def _train_networks(args: argparse.Namespace, work: Path, configs: dict[str, Tra
     return onnx_files, parameters, training, int8_files, t
 
 
+def _train_fold_networks(args: argparse.Namespace, work: Path,
+                         configs: dict[str, TrainConfig], train_dirs: list[Path],
+                         val_idx: np.ndarray, lap, t: float) -> tuple[dict, float]:
+    """Both U-Nets of every cross-validation fold (each fold a resumable leg)."""
+    from training import crossval
+    from training.data.folds import read_folds
+
+    assignment = read_folds()
+    folds = len(set(assignment.values()))
+    scar_dirs, _ = _scar_training_dirs(train_dirs, "", val_idx, work, args)
+    records = {}
+    for fold in range(folds):
+        plan = crossval.fold_sources(args.emidec, fold, train_dirs, val_idx,
+                                     args.emidec_copies, args.train_seed, assignment)
+        scar_plan = crossval.fold_sources(args.emidec, fold, scar_dirs, val_idx,
+                                          args.emidec_copies, args.train_seed, assignment)
+        records[fold] = crossval.train_fold(plan, scar_plan, work, configs, build_network,
+                                            args.workers)
+        # The runs' own clocks (they add up across resumes); arrays and export are extra.
+        t = lap(f"fold {fold}: train U-Nets", t,
+                done_here=sum(r["minutes"] for r in records[fold].values()))
+    (work / "folds" / "training.json").write_text(json.dumps(records, indent=1))
+    return records, t
+
+
 def _reused_networks(models_dir: Path, work: Path):
     """The networks of a released models folder, copied under WORK/export, with the
     parameters and training records of its manifest (the threshold choice is redone)."""
@@ -442,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     val_idx = validation_series(len(train_dirs), args.val_series, args.train_seed)
     sources, val_numbers = _train_and_validation(train_dirs, val_idx, real_train, real_val)
 
+    if args.emidec is not None and not args.reuse_models:
+        fold_records, t = _train_fold_networks(args, work, configs, train_dirs, val_idx, lap, t)
+        if args.stop_after_training:
+            print("training: every fold trained; stopping (--stop-after-training)", flush=True)
+            return 0
     if args.reuse_models:
         onnx_files, parameters, training, int8_files = _reused_networks(args.reuse_models, work)
         t = lap("networks reused", t)

@@ -89,6 +89,10 @@ class TrainConfig:
     # Validate and keep an exponential moving average of the weights (Polyak averaging)
     # instead of the weights of the last step; None: the raw weights.
     ema_momentum: float | None = None
+    # Keep the epoch with the best validation DSC (False: the last epoch's weights, as
+    # nnU-Net does; cross-validation folds validate on their held-out cases, which must
+    # not choose the weights whose out-of-fold figures they then give).
+    select_best: bool = True
     seed: int = 0
 
     def validates(self, epoch: int) -> bool:
@@ -354,7 +358,8 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         if config.validates(state.epoch + 1):
             with _averaged_weights(model, optimizer):
                 val_dsc = validation_dsc(infer, val_data, config)
-                if val_dsc > state.best_val_dsc:
+                last = state.epoch + 1 == config.epochs
+                if (val_dsc > state.best_val_dsc) if config.select_best else last:
                     state.best_val_dsc, state.best_epoch = val_dsc, state.epoch + 1
                     model.save_weights(out_dir / "best.weights.h5")
         state.epoch += 1

@@ -35,6 +35,7 @@ from service.pipeline.preprocess import (
     model_inputs,
     to_source_stack,
 )
+from service.pipeline.shape import constrain_ring
 
 CAVITY = "cavity"
 
@@ -56,6 +57,9 @@ class Network:
     threshold: float = 0.5
     # Probability at which the MVO region (inside the scar) is called.
     mvo_threshold: float = 0.5
+    # Whether the myocardium this network draws is completed into a left-ventricular ring
+    # (service.pipeline.shape); the release chooses it on the out-of-fold series.
+    complete_ring: bool = False
 
     @property
     def disjoint(self) -> int:
@@ -170,7 +174,9 @@ def masks_from_regions(regions: np.ndarray | None, spacing: Spacing, myocardium:
         mvo_p = zeros if mvo_p is None else mvo_p
         if scar_net.redraws_myocardium:
             myocardium_probability = scar_net.region(by_name, "myocardium")
-            myocardium = clean_myocardium(myocardium_probability)
+            cavity = scar_net.region(by_name, CAVITY)
+            myocardium = ring_from(myocardium_probability, scar_net, None if cavity is None
+                                   else cavity + myocardium_probability)
     myocardium, scar = attach_scar(scar_p, myocardium, spacing, threshold=scar_net.threshold,
                                    reach_mm=scar_reach_mm(scar_net))
     return Segmentation(myocardium=myocardium, scar=scar,
@@ -180,8 +186,16 @@ def masks_from_regions(regions: np.ndarray | None, spacing: Spacing, myocardium:
                         mvo_probability=np.asarray(mvo_p, np.float32))
 
 
+def ring_from(probability: np.ndarray, net: Network,
+              filled_probability: np.ndarray | None = None) -> np.ndarray:
+    """A network's myocardium probability to its ring: the largest ring-like component per
+    slice, completed into a left-ventricular ring where the network asks for it."""
+    ring = clean_myocardium(probability)
+    return constrain_ring(ring, filled_probability) if net.complete_ring else ring
+
+
 def segment(images: Sequence[np.ndarray], spacing: Spacing, myocardium_net: Network,
             scar_net: Network) -> Segmentation:
     """Both masks of one series (slices ordered base to apex, physical values)."""
     myo_p = myocardium_probability(images, spacing, myocardium_net)
-    return segment_on(images, spacing, clean_myocardium(myo_p), myo_p, scar_net)
+    return segment_on(images, spacing, ring_from(myo_p, myocardium_net), myo_p, scar_net)

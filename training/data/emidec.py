@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,3 +190,21 @@ def training_cases(root: Path, copies: int, seed: int) -> list[EmidecCase]:
                 out.append(EmidecCase(Path(root), case, dark,
                                       round(float(rng.uniform(*SPACING_RANGE_MM)), 3)))
     return out
+
+
+def case_copies(root: Path, names: Sequence[str], copies: int, seed: int) -> list[EmidecCase]:
+    """Training copies of the named cases, ``copies`` per contrast, each at a drawn spacing.
+
+    Each case draws its spacings from a generator of its own (seeded by the seed and the
+    case's number), so a case has the same copies in every cross-validation fold that
+    trains on it, and the arrays of all folds are cut once.
+    """
+    out = []
+    for case in names:
+        rng = np.random.default_rng([seed, int(case[5] == "P"), int(re.sub(r"\D", "", case))])
+        for dark in (False, True):
+            for _ in range(copies):
+                out.append(EmidecCase(Path(root), case, dark,
+                                      round(float(rng.uniform(*SPACING_RANGE_MM)), 3)))
+    return out
+

@@ -19,8 +19,7 @@ from service.pipeline.acceptance import (
     lge_evidence,
     lv_ring_slices,
 )
-from service.pipeline.postprocess import clean_myocardium
-from service.pipeline.segment import Network, myocardium_probability
+from service.pipeline.segment import Network, myocardium_probability, ring_from
 from training.data.sources import Source
 
 MEASURES = ("myocardium_rank", "myocardium_over_blood")
@@ -45,7 +44,7 @@ def gate_verdict(images, ring: np.ndarray, spacing) -> GateVerdict:
 def gate_reading(source: Source, network: Network) -> dict:
     """One series through the myocardium network and the gate's rules."""
     series = source.read()
-    ring = clean_myocardium(myocardium_probability(series.images, series.spacing, network))
+    ring = ring_from(myocardium_probability(series.images, series.spacing, network), network)
     verdict = gate_verdict(series.images, ring, series.spacing)
     return {"series_id": source.series_id, "has_ring": verdict.has_ring,
             "refused": verdict.refused, "flagged": not verdict.refused and verdict.doubted

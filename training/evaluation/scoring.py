@@ -30,7 +30,6 @@ import numpy as np
 from tqdm import tqdm
 
 from service.pipeline.contrast import read_contrast
-from service.pipeline.postprocess import clean_myocardium
 from service.pipeline.quality import interval_reason, myocardium_gaps
 from service.pipeline.quantify import fwhm_scar, nsd_scar, scar_fraction
 from service.pipeline.segment import (
@@ -38,6 +37,7 @@ from service.pipeline.segment import (
     Segmentation,
     masks_from_regions,
     myocardium_probability,
+    ring_from,
     scar_regions,
     segment_on,
 )
@@ -170,7 +170,7 @@ def choose_thresholds(sources: Sequence[Source | Path], networks: Mapping[str, N
             continue
         myo_p = myocardium_probability(series.images, series.spacing,
                                        networks["myocardium_unet"])
-        myo = clean_myocardium(myo_p)
+        myo = ring_from(myo_p, networks["myocardium_unet"])
         for task in SCAR_NETWORKS:
             by_threshold = dsc[task].setdefault(group, {t: [] for t in grid})
             for t, seg in threshold_masks(series, myo, myo_p, networks[task], grid).items():
@@ -200,7 +200,7 @@ def network_segmentations(series: LabelledSeries, networks: Mapping[str, Network
     as the service draws them."""
     images, spacing = series.images, series.spacing
     myo_p = myocardium_probability(images, spacing, networks["myocardium_unet"])
-    myo = clean_myocardium(myo_p)
+    myo = ring_from(myo_p, networks["myocardium_unet"])
     true_myo = series.true_myocardium
     given = {"predicted": (myo, myo_p), "true": (true_myo, true_myo.astype(np.float32))}
     return myo, {method: segment_on(images, spacing, *given[which], networks[net])
