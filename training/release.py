@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.pipeline.preprocess import InputSpec
-from service.pipeline.registry import sha256_of
+from service.pipeline.registry import ensemble_digest, sha256_of
 from training.data.dataset import CLASSES
 
 MANIFEST_SCHEMA = 1
@@ -79,13 +79,20 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
                    evaluation: Mapping[str, dict], training_data: dict,
                    thresholds: Mapping[str, float],
                    intervals: Mapping[str, dict] | None = None,
-                   int8: Mapping[str, dict] | None = None) -> dict:
+                   int8: Mapping[str, dict] | None = None,
+                   members: Mapping[str, list[Path]] | None = None,
+                   post_processing: Mapping[str, dict] | None = None) -> dict:
     """The manifest; ``int8`` (by task): each int8 copy's file, sha256, whether it is the
-    default (it held accuracy) and how it was calibrated."""
+    default (it held accuracy) and how it was calibrated; ``members`` (by task): the files
+    of an ensemble (the cross-validation folds, in fold order), which the service averages;
+    ``post_processing`` (by task): settings of its masks (``complete_ring``)."""
     models = []
     for entry in MODELS:
         path = onnx_files[entry.key]
         spec = specs[entry.key]
+        ensemble = []
+        for fold, member in enumerate((members or {}).get(entry.key, [])):
+            ensemble.append({"file": member.name, "sha256": sha256_of(member), "fold": fold})
         models.append({
             "name": entry.name, "version": version, "file": path.name,
             "sha256": sha256_of(path), "architecture": entry.architecture,
@@ -98,7 +105,10 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
                        "classes": list(entry.classes), "activation": "softmax",
                        "threshold": thresholds[entry.key]}
             | ({"interval": intervals[entry.key]} if intervals and entry.key in intervals
-               else {}),
+               else {})
+            | dict((post_processing or {}).get(entry.key, {})),
+            **({"members": ensemble, "ensemble_sha256": ensemble_digest(
+                [m["sha256"] for m in ensemble])} if ensemble else {}),
             **({"int8": int8[entry.key]} if int8 and entry.key in int8 else {}),
             "training": training[entry.key],
             "evaluation": evaluation.get(entry.key, {}),
@@ -183,7 +193,20 @@ def _training_data_text(training_data: dict) -> str:
     text = (f"{training_data['description']}\n\nPhantoms: train {training_data['train_series']} "
             f"series / validation {training_data['validation_series']} series (split by "
             f"series, never by slice), seed {training_data['train_seed']}.")
-    if real:
+    if real and real.get("cross_validation"):
+        low, high = real["train_spacing_range_mm"]
+        cv = real["cross_validation"]
+        text += (f" EMIDEC: the {cv['cases']} `train` + `validation` cases in {cv['folds']} "
+                 f"folds by patient (`{cv['file']}`), each fold's networks trained on the "
+                 f"other folds' cases, each as acquired (bright-blood) and darkened "
+                 f"(dark-blood look), {real['copies_per_case_and_contrast']} copies per "
+                 f"contrast at nominal pixel spacings drawn from {low:g}-{high:g} mm (the files "
+                 f"carry none). The thresholds, the ring constraint and the interval were "
+                 f"chosen on the out-of-fold predictions of all {cv['cases']} cases in both "
+                 f"contrasts (each case by the fold that never saw it) with the phantom "
+                 f"validation series. Contrasts trained on: "
+                 f"{', '.join(training_data['contrasts'])}.")
+    elif real:
         low, high = real["train_spacing_range_mm"]
         text += (f" EMIDEC: the {real['train_cases']} `train` cases, each as acquired "
                  f"(bright-blood) and darkened (dark-blood look), "
@@ -272,7 +295,7 @@ def model_card(model: dict, training_data: dict) -> str:
 {model['purpose']}
 
 Architecture: {model['architecture']} ({model['parameters']:,} parameters), after {model['paper']}
-in `shared/seeds/`. File `{model['file']}`, sha256 `{model['sha256']}`.{_int8_text(model)}
+in `shared/seeds/`. {_files_text(model)}{_int8_text(model)}
 
 ## Input and output
 - Input `{spec['name']}`: float32 {spec['shape']} (batch, rows, columns, channels); crop
@@ -297,8 +320,7 @@ Training: {t['epochs']} epochs x {t['steps_per_epoch']} steps, batch {t['batch_s
 decay 2e-4, cross-entropy ({_class_weights(model['output']['classes'], t)}) + soft Dice, the
 7 flips/rotations + intensity + elastic augmentation, half the inputs as another site's
 scanner might give them (bias field, blur, window clipping, quantisation), computed in
-{t.get('precision', 'float32')}; best epoch by validation DSC
-({t['best_epoch']}, DSC {t['best_val_dsc']:.3f} on the model grid){_averaging_text(t)},
+{t.get('precision', 'float32')}; {_kept_epoch_text(t)}{_averaging_text(t)},
 {t['minutes']:.1f} min on 2 CPU cores.{real_rows} Why these choices: `docs/training.md`.
 
 ## Evaluation
@@ -314,6 +336,31 @@ statistical comparisons: `models/EVALUATION.md`.
 ## Known limits
 {_known_limits(training_data)}
 """
+
+
+def _files_text(model: dict) -> str:
+    members = model.get("members")
+    if not members:
+        return f"File `{model['file']}`, sha256 `{model['sha256']}`."
+    files = ", ".join(f"`{m['file']}` (fold {m['fold']}, sha256 `{m['sha256'][:16]}…`)"
+                      for m in members)
+    return (f"An ensemble of {len(members)} networks, one per cross-validation fold, whose "
+            f"class probabilities the service averages: {files}; the ensemble's digest "
+            f"(sha256 of the members' sha256s, as the reports name it) "
+            f"`{model['ensemble_sha256']}`."
+            + (" Its myocardium is completed into a left-ventricular ring "
+               "(`service/pipeline/shape.py`)." if model["output"].get("complete_ring") else ""))
+
+
+def _kept_epoch_text(t: dict) -> str:
+    folds = t.get("cross_validation")
+    if not folds:
+        return (f"best epoch by validation DSC ({t['best_epoch']}, DSC "
+                f"{t['best_val_dsc']:.3f} on the model grid)")
+    dsc = ", ".join(f"{f['held_out_val_dsc']:.3f}" for f in folds)
+    return (f"the last epoch kept in each of the {len(folds)} folds (their held-out cases "
+            f"give the out-of-fold figures, so they do not pick the weights); held-out "
+            f"validation DSC on the model grid {dsc}")
 
 
 def _int8_text(model: dict) -> str:

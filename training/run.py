@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from service import __version__
+from service.pipeline.ensemble import SQUARE_SYMMETRIES
 from service.pipeline.infer import OnnxModel
 from service.pipeline.registry import sha256_of
 from service.pipeline.segment import Network, disjoint_classes
@@ -50,7 +51,14 @@ from training.data.phantoms.sequences import OTHER_SEQUENCES, generate_in_sequen
 from training.data.phantoms.spec import OBSTRUCTION_PROBABILITY
 from training.data.sources import PhantomSource
 from training.evaluation.gate import gate_reading, summarise_readings
-from training.evaluation.plots import bland_altman, box_plots, worst_validation_cases
+from training.evaluation.plots import (
+    before_after_cases,
+    bland_altman,
+    box_plots,
+    fold_curves,
+    strip_plot,
+    worst_validation_cases,
+)
 from training.evaluation.report import accuracy_table, markdown_report
 from training.evaluation.scoring import (
     PIPELINE_RUNS,
@@ -143,6 +151,14 @@ def estimated_minutes(configs: dict[str, TrainConfig]) -> float:
 # myocardium than it gained (README, history step 9; two training seeds each).
 SCAR_OBSTRUCTION_PROBABILITY = 0.6
 README = Path(__file__).parents[1] / "README.md"
+TRAINING_DATA_EMIDEC_FOLDS = (
+    " Real bright-blood LGE: the 80 `train` + `validation` cases of EMIDEC (one centre, Dijon; "
+    "expert contours) in five folds by patient (training/data/emidec_folds.json); each U-Net "
+    "is trained once per fold on the other four folds' cases, each as acquired and darkened "
+    "to a dark-blood look (the labelled LV cavity brought to normal myocardium; the "
+    "unlabelled right ventricle stays bright), at nominal pixel spacings drawn per copy "
+    "since the files carry none; the service runs the mean of the five folds. "
+    + emidec.CITATION)
 TRAINING_DATA_PHANTOMS = ("Synthetic dark-blood LGE short-axis phantoms made by "
                           "`python -m training.data.phantoms` (docs/phantoms.md).")
 TRAINING_DATA_EMIDEC = (
@@ -221,9 +237,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="also run K-fold cross-validation by series (K trainings per "
                         "network) and report the validation DSC of each fold (phantom "
                         "releases; with --emidec the cascade is always cross-validated)")
-    parser.add_argument("--enets-from", type=Path, default=Path("models"),
-                        help="with --emidec: the released models folder whose ENets are "
-                        "shipped again (the cascade's U-Nets are trained per fold)")
+    parser.add_argument("--networks-from", type=Path, default=Path("models"),
+                        help="with --emidec: the released models folder whose myocardium "
+                        "U-Net and ENets are shipped again (the scar U-Net is trained per "
+                        "fold)")
+    parser.add_argument("--no-tta-study", dest="tta_study", action="store_false",
+                        help="with --emidec: skip measuring test-time augmentation out of fold")
+    parser.add_argument("--quick", type=int, default=None, metavar="N",
+                        help="check the command end to end on N cases per fold and per test "
+                        "set (never for a release: the figures mean nothing)")
     parser.add_argument("--stop-after-training", action="store_true",
                         help="train (or resume) the networks, then stop: a leg of a long "
                         "release, run in the background and resumed by the full command")
@@ -386,30 +408,168 @@ def _train_fold_networks(args: argparse.Namespace, work: Path,
     assignment = read_folds()
     folds = len(set(assignment.values()))
     scar_dirs, _ = _scar_training_dirs(train_dirs, "", val_idx, work, args)
+    shared_files, _, _ = _shared_networks(args.networks_from, work)
+    pool = crossval.fold_pool(args.emidec, scar_dirs, val_idx, args.emidec_copies,
+                              args.train_seed, assignment)
     records = {}
     for fold in range(folds):
-        plan = crossval.fold_sources(args.emidec, fold, train_dirs, val_idx,
-                                     args.emidec_copies, args.train_seed, assignment)
-        scar_plan = crossval.fold_sources(args.emidec, fold, scar_dirs, val_idx,
-                                          args.emidec_copies, args.train_seed, assignment)
-        records[fold] = crossval.train_fold(plan, scar_plan, work, configs, build_network,
+        records[fold] = crossval.train_fold(pool, assignment, fold, work, configs,
+                                            build_network, shared_files["myocardium_unet"],
                                             args.workers)
         # The runs' own clocks (they add up across resumes); arrays and export are extra.
-        t = lap(f"fold {fold}: train U-Nets", t,
+        t = lap(f"fold {fold}: train scar U-Net", t,
                 done_here=sum(r["minutes"] for r in records[fold].values()))
     (work / "folds" / "training.json").write_text(json.dumps(records, indent=1))
     return records, t
 
 
-def _reused_networks(models_dir: Path, work: Path):
-    """The networks of a released models folder, copied under WORK/export, with the
-    parameters and training records of its manifest (the threshold choice is redone)."""
+@dataclasses.dataclass
+class CrossValidated:
+    """What the out-of-fold series chose, and the ensemble that ships."""
+
+    networks: dict  # the ensemble, with the chosen thresholds and post-processing
+    chosen: dict  # each scar network's threshold choice
+    members: dict  # task -> the fold files, in fold order
+    onnx_files: dict  # task -> the file named in the manifest (fold 0 for an ensemble)
+    parameters: dict
+    training: dict
+    calibration_items: list  # out-of-fold (source, networks) pairs
+    oof_scores: list
+    variants: dict  # variant name -> its out-of-fold summaries and score
+    complete_ring: bool
+    tta: dict
+    # Each variant's fold networks, for the before/after figure (not written anywhere).
+    variant_networks: dict = dataclasses.field(default_factory=dict)
+
+
+def _shared_networks(models_dir: Path, work: Path) -> tuple[dict, dict, dict]:
+    """The myocardium U-Net and ENets of a released models folder (not retrained per fold),
+    copied under WORK."""
+    from training.crossval import SHARED_TASKS
+
+    files, parameters, training, _ = _reused_networks(models_dir, work, keys=SHARED_TASKS)
+    return files, parameters, training
+
+
+def _cross_validated(args: argparse.Namespace, work: Path, fold_records: dict,
+                     train_dirs: list[Path], val_idx: np.ndarray) -> CrossValidated:
+    """Every post-processing choice on the out-of-fold predictions of the 80 EMIDEC cases
+    (each with its own fold's networks) and the phantom validation series (the ensemble)."""
+    from training import crossval
+    from training.data.folds import read_folds
+    from training.evaluation.scoring import with_networks
+
+    assignment = read_folds()
+    folds = len(fold_records)
+    shared_files, shared_parameters, shared_training = _shared_networks(args.networks_from,
+                                                                        work)
+    shared = {task: Network(OnnxModel(path), TASKS[task], CLASSES[task])
+              for task, path in shared_files.items()}
+    per_fold = crossval.fold_networks(work, folds, shared)
+
+    def oof(fold_nets: list) -> list:
+        return crossval.out_of_fold(args.emidec, fold_nets, assignment, args.quick)
+
+    ensemble = crossval.ensemble_networks(per_fold)
+    phantom_val = [PhantomSource(train_dirs[i]) for i in sorted(val_idx)]
+    variants, chosen_by, nets_by = {}, {}, {}
+    for ring in (False, True):
+        name = "ring completed" if ring else "network's ring"
+        fold_nets = [crossval.with_post_processing(n, ring) for n in per_fold]
+        shipped = crossval.with_post_processing(ensemble, ring)
+        chosen = choose_thresholds(oof(fold_nets)
+                                   + [(s, shipped) for s in phantom_val])
+        thresholds = {task: c["threshold"] for task, c in chosen.items()}
+        fold_nets = [crossval.with_post_processing(n, ring, thresholds) for n in per_fold]
+        shipped = crossval.with_post_processing(ensemble, ring, thresholds)
+        scores = evaluate(oof(fold_nets), None,
+                          f"out-of-fold {name}")
+        summaries = _oof_summaries(scores)
+        variants[name] = {"complete_ring": ring, "thresholds": thresholds,
+                          "score": crossval.variant_score(summaries),
+                          "summaries": summaries, "scores": scores}
+        chosen_by[name], nets_by[name] = chosen, (fold_nets, shipped)
+    # Of equal scores, the simpler post-processing (the network's own ring).
+    best = max(variants, key=lambda v: (round(variants[v]["score"], 4),
+                                        not variants[v]["complete_ring"]))
+    fold_nets, shipped = nets_by[best]
+    tta = {}
+    if args.tta_study:
+        tta_nets = [crossval.with_test_time_augmentation(n) for n in fold_nets]
+        tta_scores = evaluate(oof(tta_nets), None,
+                              "out-of-fold TTA")
+        tta_summaries = _oof_summaries(tta_scores)
+        tta = {"score": crossval.variant_score(tta_summaries), "summaries": tta_summaries,
+               "without": variants[best]["score"], "variant": best,
+               "network_runs_per_slice": len(SQUARE_SYMMETRIES),
+               # Eight runs of every network on top of five folds: forty times the networks'
+               # time of one model, against a latency budget of twice 0.3.2's analysis.
+               "shipped": False}
+    training = {}
+    members, onnx_files, parameters = {}, {}, {}
+    export = work / "export"
+    export.mkdir(parents=True, exist_ok=True)
+    for task in crossval.FOLD_TASKS:
+        name = next(m.name for m in MODELS if m.key == task)
+        members[task] = []
+        for fold in range(folds):
+            path = export / f"{name}-fold{fold}.onnx"
+            shutil.copy2(crossval.fold_onnx(work, fold, task), path)
+            members[task].append(path)
+        onnx_files[task] = members[task][0]
+        records = [fold_records[f][task] for f in range(folds)]
+        first = records[0]
+        parameters[task] = first["parameters"]
+        training[task] = {k: v for k, v in first.items()
+                          if k not in ("history", "fold", "held_out_cases", "parameters")} | {
+            "best_epoch": first["kept_epoch"],
+            "best_val_dsc": float(np.mean([r["held_out_val_dsc"] for r in records])),
+            "minutes": float(sum(r["minutes"] for r in records)),
+            "cross_validation": [{"fold": r["fold"], "held_out_cases": len(r["held_out_cases"]),
+                                  "held_out_val_dsc": r["held_out_val_dsc"],
+                                  "kept_epoch": r["kept_epoch"], "minutes": r["minutes"]}
+                                 for r in records]}
+    onnx_files |= shared_files
+    parameters |= shared_parameters
+    training |= shared_training
+    for task, choice in chosen_by[best].items():
+        training[task]["threshold_choice"] = choice
+    calibration_items = with_networks(oof(fold_nets),
+                                      None)
+    return CrossValidated(
+        networks=shipped, chosen=chosen_by[best], members=members, onnx_files=onnx_files,
+        parameters=parameters, training=training, calibration_items=calibration_items,
+        oof_scores=variants[best]["scores"],
+        variants={v: {k: x for k, x in d.items() if k != "scores"} for v, d in variants.items()},
+        complete_ring=variants[best]["complete_ring"], tta=tta,
+        variant_networks={v: nets_by[v][0] for v in variants})
+
+
+def _strip_sets(by_set: dict) -> dict:
+    """The strip plot's columns: out of fold per contrast, then every test set."""
+    out = {f"out of fold, {c}": [s for s in by_set["out-of-fold"] if s.contrast == c]
+           for c in ("bright-blood", "dark-blood")}
+    return out | {TEST_SET_LABELS.get(k, k): v for k, v in by_set.items() if k != "out-of-fold"}
+
+
+def _oof_summaries(scores: list) -> dict:
+    """Out-of-fold summaries per contrast (EMIDEC as acquired, darkened)."""
+    return {contrast: summarise([s for s in scores if s.contrast == contrast])
+            for contrast in ("bright-blood", "dark-blood")}
+
+
+def _reused_networks(models_dir: Path, work: Path, keys: tuple[str, ...] | None = None):
+    """The networks of a released models folder (``keys``: only these), copied under
+    WORK/export, with the parameters and training records of its manifest (the threshold
+    choice is redone)."""
     manifest = json.loads((models_dir / "manifest.json").read_text())
     entries = {m["name"]: m for m in manifest["models"]}
     export = work / "export"
     export.mkdir(parents=True, exist_ok=True)
     onnx_files, parameters, training, int8_files = {}, {}, {}, {}
     for model in MODELS:
+        if keys is not None and model.key not in keys:
+            continue
         entry = entries[model.name]
         onnx_files[model.key] = export / entry["file"]
         shutil.copy2(models_dir / entry["file"], onnx_files[model.key])
@@ -474,38 +634,62 @@ def main(argv: list[str] | None = None) -> int:
     val_idx = validation_series(len(train_dirs), args.val_series, args.train_seed)
     sources, val_numbers = _train_and_validation(train_dirs, val_idx, real_train, real_val)
 
+    cross_validated = None
     if args.emidec is not None and not args.reuse_models:
         fold_records, t = _train_fold_networks(args, work, configs, train_dirs, val_idx, lap, t)
         if args.stop_after_training:
             print("training: every fold trained; stopping (--stop-after-training)", flush=True)
             return 0
-    if args.reuse_models:
-        onnx_files, parameters, training, int8_files = _reused_networks(args.reuse_models, work)
-        t = lap("networks reused", t)
+        cross_validated = _cross_validated(args, work, fold_records, train_dirs, val_idx)
+        t = lap("out-of-fold choices (thresholds, ring, TTA)", t)
+        onnx_files, parameters, training = (cross_validated.onnx_files,
+                                            cross_validated.parameters,
+                                            cross_validated.training)
+        int8_files = {}  # the fold ensembles have no int8 copies (yet)
+        networks, chosen = cross_validated.networks, cross_validated.chosen
+        thresholds = {task: chosen[task]["threshold"] if task in chosen else 0.5
+                      for task in TASKS}
+        validation_sources = [PhantomSource(train_dirs[i]) for i in sorted(val_idx)]
+        # The interval is calibrated on the out-of-fold series (each with its fold's
+        # networks) and on phantoms (the ensemble), per group.
+        calibrations = calibrate_intervals(
+            cross_validated.calibration_items
+            + [(s, networks) for s in validation_sources]
+            + [(PhantomSource(d), networks) for d in calibration_dirs], None)
+        t = lap("interval calibration (out of fold)", t)
     else:
-        onnx_files, parameters, training, int8_files, t = _train_networks(
-            args, work, configs, train_dirs, val_idx, sources, val_numbers, real_train,
-            real_val, lap, t)
-
-    classes = {entry.key: entry.classes for entry in MODELS}
-    networks = {task: Network(OnnxModel(onnx_files[task]), spec, classes[task])
-                for task, spec in TASKS.items()}
-    validation_sources = [sources[i] for i in sorted(val_numbers)]
-    chosen = choose_thresholds(validation_sources, networks)
-    thresholds = {task: chosen[task]["threshold"] if task in chosen else 0.5 for task in TASKS}
-    networks = {task: dataclasses.replace(net, threshold=thresholds[task])
-                for task, net in networks.items()}
-    for task, choice in chosen.items():
-        training[task]["threshold_choice"] = choice
-    t = lap("thresholds (validation)", t)
-    # The interval is calibrated on the validation series and on phantoms of their own seed
-    # (more series, so a 95 % quantile is not set by one of them; the real scans are a group
-    # of their own, so the phantoms cannot set it for them).
-    calibrations = calibrate_intervals(
-        validation_sources + [PhantomSource(d) for d in calibration_dirs], networks)
+        if args.reuse_models:
+            onnx_files, parameters, training, int8_files = _reused_networks(
+                args.reuse_models, work)
+            t = lap("networks reused", t)
+        else:
+            onnx_files, parameters, training, int8_files, t = _train_networks(
+                args, work, configs, train_dirs, val_idx, sources, val_numbers, real_train,
+                real_val, lap, t)
+        classes = {entry.key: entry.classes for entry in MODELS}
+        networks = {task: Network(OnnxModel(onnx_files[task]), spec, classes[task])
+                    for task, spec in TASKS.items()}
+        validation_sources = [sources[i] for i in sorted(val_numbers)]
+        chosen = choose_thresholds(validation_sources, networks)
+        thresholds = {task: chosen[task]["threshold"] if task in chosen else 0.5
+                      for task in TASKS}
+        networks = {task: dataclasses.replace(net, threshold=thresholds[task])
+                    for task, net in networks.items()}
+        for task, choice in chosen.items():
+            training[task]["threshold_choice"] = choice
+        t = lap("thresholds (validation)", t)
+        # The interval is calibrated on the validation series and on phantoms of their own
+        # seed (more series, so a 95 % quantile is not set by one of them; the real scans
+        # are a group of their own, so the phantoms cannot set it for them).
+        calibrations = calibrate_intervals(
+            validation_sources + [PhantomSource(d) for d in calibration_dirs], networks)
+        t = lap("interval calibration (validation)", t)
     intervals = {task: calibrations[method].to_dict() for task, method in SCAR_NETWORKS.items()}
-    t = lap("interval calibration (validation)", t)
     test_sets = {"phantoms": [PhantomSource(d) for d in test_dirs]} | real_tests
+    if args.quick:
+        if args.release:
+            raise SystemExit("--quick is for checking the command, never for a release")
+        test_sets = {name: test[:args.quick] for name, test in test_sets.items()}
     scores = [s for name, test in test_sets.items()
               for s in evaluate(test, networks, name, calibrations)]
     summaries = {name: summarise([s for s in scores if s.test_set == name])
@@ -554,17 +738,39 @@ def main(argv: list[str] | None = None) -> int:
         subset = [s for s in scores if s.test_set == name]
         box_plots(subset, figures_dir / f"boxplots_{name}.png")
         bland_altman(subset, figures_dir / f"bland_altman_{name}.png", TEST_SET_LABELS[name])
-    for task in TASKS:
-        shutil.copy2(work / "runs" / task / "curves.png", figures_dir / f"curves_{task}.png")
-    bright_validation = [s for s in validation_sources
-                         if isinstance(s, emidec.EmidecCase) and not s.dark]
-    # Real EMIDEC slices: drawn for whoever trains, under WORK, never into --models (the
-    # images may not be committed or redistributed).
     worst_figure = work / "private" / "worst_validation_cases.png"
     worst_cases = []
-    if bright_validation:
+    if cross_validated is not None:
+        fold_curves(fold_records, figures_dir / "curves_folds.png")
+        for task in ("enet_p2", "enet_p1"):
+            shutil.copy2(work / "runs" / task / "curves.png",
+                         figures_dir / f"curves_{task}.png")
+        by_set = {"out-of-fold": cross_validated.oof_scores} | {
+            name: [s for s in scores if s.test_set == name] for name in test_sets}
+        strip_plot(_strip_sets(by_set), figures_dir / "strip_cases.png")
+        # Real EMIDEC slices: drawn for whoever trains, under WORK, never into --models.
+        worst_figure = work / "private" / "worst_out_of_fold_before_after.png"
         worst_figure.parent.mkdir(parents=True, exist_ok=True)
-        worst_cases = worst_validation_cases(bright_validation, networks, worst_figure)
+        from training import crossval
+        from training.data.folds import read_folds
+        assignment = read_folds()
+        bright = [(src, {}) for src in crossval.held_out_sources(
+            args.emidec, sorted(assignment)) if not src.dark]
+        for variant, fold_nets in cross_validated.variant_networks.items():
+            for source, by_variant in bright:
+                by_variant[variant] = fold_nets[assignment[source.case]]
+        worst_cases = before_after_cases(bright, cross_validated.variant_networks,
+                                         worst_figure)
+    else:
+        for task in TASKS:
+            shutil.copy2(work / "runs" / task / "curves.png", figures_dir / f"curves_{task}.png")
+        bright_validation = [s for s in validation_sources
+                             if isinstance(s, emidec.EmidecCase) and not s.dark]
+        # Real EMIDEC slices: drawn for whoever trains, under WORK, never into --models (the
+        # images may not be committed or redistributed).
+        if bright_validation:
+            worst_figure.parent.mkdir(parents=True, exist_ok=True)
+            worst_cases = worst_validation_cases(bright_validation, networks, worst_figure)
     t = lap("figures", t)
     minutes.pop("total", None)
     minutes["total"] = sum(minutes.values())
@@ -583,9 +789,23 @@ def main(argv: list[str] | None = None) -> int:
             "nominal_spacing_mm": emidec.NOMINAL_SPACING_MM,
             "validation_cases": len(real_val) // 2,
             "test_cases": len(real_tests["emidec"])}}
+    members, post_processing = {}, {}
+    if cross_validated is not None:
+        from training.data.folds import FOLDS_FILE, read_folds
+
+        folds = read_folds()
+        training_data["description"] = TRAINING_DATA_PHANTOMS + TRAINING_DATA_EMIDEC_FOLDS
+        training_data["emidec"] |= {
+            "train_cases": len(folds), "validation_cases": 0,
+            "cross_validation": {"folds": len(set(folds.values())), "cases": len(folds),
+                                 "file": str(FOLDS_FILE.relative_to(README.parent))}}
+        members = cross_validated.members
+        post_processing = {task: {"complete_ring": cross_validated.complete_ring}
+                           for task in members}
     evaluation = manifest_evaluation(summaries)
     manifest = build_manifest(__version__, onnx_files, TASKS, parameters, training, evaluation,
-                              training_data, thresholds, intervals, int8)
+                              training_data, thresholds, intervals, int8, members,
+                              post_processing)
     context = {
         "command": "python -m training " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
@@ -599,11 +819,19 @@ def main(argv: list[str] | None = None) -> int:
         "int8_pipelines": {m: list(t) for m, t in int8_pipelines.items()}, "note": args.note,
         "rendered_negatives": rendered_negatives,
         "worst_cases": worst_cases, "worst_figure": str(worst_figure),
-        "interval_calibration": {m: c.to_dict() for m, c in calibrations.items()}}
+        "interval_calibration": {m: c.to_dict() for m, c in calibrations.items()},
+        "cross_validation": None if cross_validated is None else {
+            "variants": cross_validated.variants, "tta": cross_validated.tta,
+            "chosen_ring": cross_validated.complete_ring,
+            "out_of_fold": _oof_summaries(cross_validated.oof_scores)}}
     (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
     figures = {p.name: p for p in figures_dir.iterdir()}
-    write_models_dir(models_dir, manifest, onnx_files | {f"{k} int8": v
-                                                         for k, v in int8_files.items()},
+    shipped_files = onnx_files | {f"{k} int8": v for k, v in int8_files.items()} | {
+        f"{k} fold {i}": p for k, paths in members.items() for i, p in enumerate(paths)}
+    if cross_validated is not None:
+        write_csv(cross_validated.oof_scores, figures_dir / "scores_out_of_fold.csv")
+        figures["scores_out_of_fold.csv"] = figures_dir / "scores_out_of_fold.csv"
+    write_models_dir(models_dir, manifest, shipped_files,
                      markdown_report(summaries, TARGETS, context), figures)
     if args.release:
         write_block(README, "accuracy", accuracy_table(summaries))

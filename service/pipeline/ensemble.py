@@ -37,3 +37,45 @@ class MeanOfModels:
             total += member(batch)
         total /= len(self.members)
         return total
+
+
+# The eight symmetries of the square as (quarter turns, flip of the columns): test-time
+# augmentation averages a network's answers over them, each mapped back.
+SQUARE_SYMMETRIES = tuple((turns, flip) for flip in (False, True) for turns in range(4))
+
+
+class SymmetryAverage:
+    """Test-time augmentation: the mean over the symmetries of the square of a predictor's
+    probabilities, each transformed input's answer transformed back. Inputs must be square
+    (every network of the service sees a square)."""
+
+    def __init__(self, member: Predictor,
+                 symmetries: Sequence[tuple[int, bool]] = SQUARE_SYMMETRIES) -> None:
+        self.member = member
+        self.symmetries = tuple(symmetries)
+
+    @property
+    def execution_provider(self) -> str:
+        return getattr(self.member, "execution_provider", "unknown")
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim == 3:
+            batch = batch[..., None]
+        # One run over every symmetry at once: one batch per network, not eight.
+        views = [_apply(batch, turns, flip) for turns, flip in self.symmetries]
+        answers = np.asarray(self.member(np.concatenate(views)), dtype=np.float32)
+        total = np.zeros((len(batch), *answers.shape[1:]), np.float32)
+        for k, (turns, flip) in enumerate(self.symmetries):
+            total += _undo(answers[k * len(batch):(k + 1) * len(batch)], turns, flip)
+        return total / len(self.symmetries)
+
+
+def _apply(x: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    x = x[:, :, ::-1] if flip else x
+    return np.rot90(x, turns, axes=(1, 2))
+
+
+def _undo(y: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    y = np.rot90(y, -turns, axes=(1, 2))
+    return y[:, :, ::-1] if flip else y

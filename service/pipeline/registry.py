@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import ModelStoreError
+from service.pipeline.ensemble import MeanOfModels
 from service.pipeline.infer import OnnxModel, choose_providers, share_cores_with_onnxruntime
 from service.pipeline.preprocess import InputSpec
 from service.pipeline.segment import Network
@@ -22,7 +23,9 @@ from service.pipeline.uncertainty import IntervalCalibration
 class LoadedModel:
     name: str
     version: str
-    sha256: str  # of the file actually run (the float32 or the int8 one)
+    # Of the file actually run (the float32 or the int8 one); of an ensemble, the digest of
+    # its members' (``ensemble_digest``).
+    sha256: str
     network: Network
     execution_provider: str
     precision: str = "fp32"
@@ -62,6 +65,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def ensemble_digest(member_digests: list[str]) -> str:
+    """One digest for an ensemble: sha256 of its members' sha256s in manifest order."""
+    return hashlib.sha256("\n".join(member_digests).encode()).hexdigest()
+
+
 def model_file(entry: dict, precision: str = "auto", pipeline: str | None = None
                ) -> tuple[str, str, str]:
     """(file, sha256, precision) of a manifest entry to run at ``precision`` in ``pipeline``.
@@ -92,10 +100,7 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
     entries = {entry["name"]: entry for entry in manifest["models"]}
     sessions: dict[str, LoadedModel] = {}
 
-    def load(entry: dict, pipeline: str | None = None) -> LoadedModel:
-        file, expected, chosen = model_file(entry, precision, pipeline)
-        if file in sessions:
-            return sessions[file]
+    def checked(file: str, expected: str) -> OnnxModel:
         path = Path(models_dir) / file
         if not path.exists():
             raise ModelStoreError(f"model file {path} named in the manifest is missing")
@@ -103,16 +108,33 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
         if actual != expected:
             raise ModelStoreError(f"{path.name}: sha256 {actual} does not match the manifest's "
                                   f"{expected}; refusing to serve unknown weights")
-        model = OnnxModel(path, providers, intra_op_threads=intra_op_threads,
-                          fall_back_to_cpu=provider == "auto", memory_arena=memory_arena)
+        return OnnxModel(path, providers, intra_op_threads=intra_op_threads,
+                         fall_back_to_cpu=provider == "auto", memory_arena=memory_arena)
+
+    def load(entry: dict, pipeline: str | None = None) -> LoadedModel:
+        # An ensemble (the release's cross-validation folds, ``members``) runs in float32:
+        # its members have no int8 copies.
+        members = entry.get("members")
+        if members:
+            file, chosen = entry["name"] + " ensemble", "fp32"
+        else:
+            file, expected, chosen = model_file(entry, precision, pipeline)
+        if file in sessions:
+            return sessions[file]
+        if members:
+            parts = [checked(m["file"], m["sha256"]) for m in members]
+            model, digest = MeanOfModels(parts), ensemble_digest([m["sha256"] for m in members])
+        else:
+            model, digest = checked(file, expected), expected
+        output = entry["output"]
         sessions[file] = LoadedModel(
-            name=entry["name"], version=entry["version"], sha256=actual,
+            name=entry["name"], version=entry["version"], sha256=digest,
             network=Network(model, InputSpec.from_dict(entry["input"]["preprocessing"]),
-                            tuple(entry["output"]["classes"]),
-                            float(entry["output"].get("threshold", 0.5))),
+                            tuple(output["classes"]), float(output.get("threshold", 0.5)),
+                            complete_ring=bool(output.get("complete_ring", False))),
             execution_provider=model.execution_provider, precision=chosen,
-            interval=(IntervalCalibration.from_dict(entry["output"]["interval"])
-                      if entry["output"].get("interval") else None))
+            interval=(IntervalCalibration.from_dict(output["interval"])
+                      if output.get("interval") else None))
         return sessions[file]
 
     models = {name: load(entry) for name, entry in entries.items()}

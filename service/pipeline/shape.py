@@ -155,6 +155,12 @@ def ring_model(mask: np.ndarray, filled_probability: np.ndarray | None = None,
         return None
     if centre is None:
         centre = fitted_centre(mask)
+    cy, cx = int(round(centre[0])), int(round(centre[1]))
+    inside = 0 <= cy < mask.shape[0] and 0 <= cx < mask.shape[1]
+    if not inside or mask[cy, cx]:
+        # A centre on the wall: a disc (the apex, nothing to complete) or a short arc whose
+        # circle could not be found; either way the rays would not see a ring.
+        return None
     ys, xs = np.nonzero(mask)
     reach = float(np.max(np.hypot(ys - centre[0], xs - centre[1]))) + 2.0
     radii = np.arange(0.0, reach + RADIAL_STEP_PX, RADIAL_STEP_PX)

@@ -211,6 +211,14 @@ def _worst_cases_section(context: dict) -> str:
     cases = context.get("worst_cases") or []
     if not cases:
         return ""
+    if context.get("cross_validation"):
+        return f"""## The worst five out-of-fold cases, before and after the ring constraint
+The cascade's out-of-fold cases (as acquired) with the lowest myocardium DSC without the ring
+constraint, worst first: {", ".join(f"`{c}`" for c in cases)}. The release command draws each
+on its slice with the most disagreement (the image, the expert's contours, the cascade without
+and with the constraint) into `{context["worst_figure"]}` in its working folder, and never
+into `models/`: EMIDEC images may not be committed or redistributed.
+"""
     return f"""## The worst five EMIDEC `validation` cases
 The cascade on the validation cases (as acquired) with the lowest mean of myocardium and scar
 DSC, worst first: {", ".join(f"`{c}`" for c in cases)}. The release command draws each on its
@@ -218,6 +226,61 @@ slice with the most disagreement (the image, the expert's contours, the network'
 `{context["worst_figure"]}` in its working folder, and never into `models/`: EMIDEC
 images may not be committed or redistributed. Validation, not test: these are the cases the
 release was chosen on, shown so that whoever trains sees how it fails.
+"""
+
+
+def _variant_cells(summaries: Mapping[str, dict]) -> str:
+    cells = []
+    for contrast in ("bright-blood", "dark-blood"):
+        m = summaries[contrast]["methods"]
+        c, p2 = m["cascade-unet"], m["enet"]
+        opened = c.get("open_slices") or {"method": "n/a", "truth": "n/a"}
+        cells += [fmt_number(c["myocardium_dsc"]["median"]), fmt_number(c["scar_dsc"]["median"]),
+                  fmt_number(c["abs_scar_percent_error"]["median"], 2),
+                  f"{c['myocardium_failures'][0]}/{c['myocardium_failures'][1]}",
+                  f"{opened['method']} ({opened['truth']})",
+                  fmt_number(p2["myocardium_dsc"]["median"]), fmt_number(p2["scar_dsc"]["median"])]
+    return " | ".join(cells)
+
+
+def _cross_validation_section(context: dict) -> str:
+    """The out-of-fold figures of the 80 cases, the ring constraint and TTA, side by side."""
+    cv = context.get("cross_validation")
+    if not cv:
+        return ""
+    head = ("| variant | " + " | ".join(
+        f"{c}: {f}" for c in ("bright", "darkened")
+        for f in ("cascade myo DSC", "cascade scar DSC", "abs scar-% error",
+                  "myo DSC < 0.70", "open slices (expert)", "P2 myo DSC", "P2 scar DSC"))
+        + " | score |\n|---|" + "---|" * 15)
+    rows = [f"| {name}{' (chosen)' if v['complete_ring'] == cv['chosen_ring'] else ''} | "
+            f"{_variant_cells(v['summaries'])} | {v['score']:.4f} |"
+            for name, v in cv["variants"].items()]
+    tta = cv.get("tta") or {}
+    if tta:
+        rows.append(f"| {tta['variant']} + TTA (8 symmetries, not shipped) | "
+                    f"{_variant_cells(tta['summaries'])} | {tta['score']:.4f} |")
+    oof = cv["out_of_fold"]
+    return f"""## Out of fold: the 80 EMIDEC `train` + `validation` cases
+Each case scored by the networks of the one fold that never saw it (the ENets are the
+earlier release's, trained on `train`: for them only the 10 `validation` cases are out of
+fold). Every choice of this release was made here: each scar network's threshold, the ring
+constraint (`service/pipeline/shape.py`) and test-time augmentation. The score is the mean
+over both contrasts of the cascade's median myocardium and scar DSC; of equal scores the
+simpler variant wins. Open slices: slices whose myocardium encloses no cavity, summed over
+the cases (the expert's in brackets).
+
+{head}
+{chr(10).join(rows)}
+
+The chosen variant, every figure (median and {MEDIAN_CI_LEVEL * 100:g} % CI):
+
+{_side_by_side(oof)}
+
+![every case](evaluation/strip_cases.png)
+![learning curves of every fold](evaluation/curves_folds.png)
+
+Per-case out-of-fold numbers: `evaluation/scores_out_of_fold.csv`.
 """
 
 
@@ -271,6 +334,13 @@ calibration series (`docs/results/lge_gate.json`).
 """
 
 
+def _curves_lines(context: dict) -> str:
+    if context.get("cross_validation"):
+        return "![both U-Nets, every fold](evaluation/curves_folds.png)"
+    return ("![myocardium U-Net](evaluation/curves_myocardium_unet.png)\n"
+            "![scar U-Net](evaluation/curves_scar_unet.png)")
+
+
 def markdown_report(summaries: Mapping[str, dict], targets: Mapping[str, Mapping],
                     context: dict) -> str:
     """``models/EVALUATION.md``: the targets, every test set side by side, then each in full."""
@@ -279,13 +349,26 @@ def markdown_report(summaries: Mapping[str, dict], targets: Mapping[str, Mapping
                            for task, t in context["thresholds"].items())
     counts = context["test_sets"]
     real = context.get("emidec")
-    real_text = ("" if not real else
-                 f" EMIDEC `train` ({real['train_cases']} cases, each as acquired and "
-                 f"darkened, {real['copies_per_case_and_contrast']} copies per contrast at "
-                 f"nominal spacings of {real['train_spacing_range_mm'][0]:g}-"
-                 f"{real['train_spacing_range_mm'][1]:g} mm) and EMIDEC `validation` "
-                 f"({real['validation_cases']} cases, both contrasts) took part too; the "
-                 f"EMIDEC test cases are read at a nominal {real['nominal_spacing_mm']:g} mm.")
+    cv = (real or {}).get("cross_validation")
+    if cv:
+        real_text = (f" EMIDEC `train` + `validation` ({cv['cases']} cases) in {cv['folds']} "
+                     f"folds by patient (`{cv['file']}`): each fold's U-Nets learned from the "
+                     f"other folds' cases (each as acquired and darkened, "
+                     f"{real['copies_per_case_and_contrast']} copies per contrast at nominal "
+                     f"spacings of {real['train_spacing_range_mm'][0]:g}-"
+                     f"{real['train_spacing_range_mm'][1]:g} mm), and every choice was made on "
+                     f"the out-of-fold predictions (below); the shipped U-Nets are the mean of "
+                     f"the {cv['folds']} folds. The EMIDEC test cases are read at a nominal "
+                     f"{real['nominal_spacing_mm']:g} mm.")
+    elif real:
+        real_text = (f" EMIDEC `train` ({real['train_cases']} cases, each as acquired and "
+                     f"darkened, {real['copies_per_case_and_contrast']} copies per contrast at "
+                     f"nominal spacings of {real['train_spacing_range_mm'][0]:g}-"
+                     f"{real['train_spacing_range_mm'][1]:g} mm) and EMIDEC `validation` "
+                     f"({real['validation_cases']} cases, both contrasts) took part too; the "
+                     f"EMIDEC test cases are read at a nominal {real['nominal_spacing_mm']:g} mm.")
+    else:
+        real_text = ""
     sections = "\n".join(_test_set_section(name, summary, counts[name])
                           for name, summary in summaries.items())
     return f"""# Evaluation on held-out test sets
@@ -327,13 +410,13 @@ cases that have it, and "none called" means at most 0.5 % of the myocardium.
 ## Beside the EMIDEC challenge (means over cases)
 {_challenge_table(summaries)}
 
+{_cross_validation_section(context)}
 {_trust_section(summaries, context)}
 {_parity_section(context)}
 {_worst_cases_section(context)}
 {sections}
 ## Training curves
-![myocardium U-Net](evaluation/curves_myocardium_unet.png)
-![scar U-Net](evaluation/curves_scar_unet.png)
+{_curves_lines(context)}
 ![ENet P2](evaluation/curves_enet_p2.png)
 ![ENet P1](evaluation/curves_enet_p1.png)
 

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service.pipeline.contrast import read_contrast
+from service.pipeline.postprocess import encloses_a_hole
 from service.pipeline.quality import interval_reason, myocardium_gaps
 from service.pipeline.quantify import fwhm_scar, nsd_scar, scar_fraction
 from service.pipeline.segment import (
@@ -102,6 +103,10 @@ class SeriesScore:
     mvo_case_dsc: float = float("nan")
     # Whether the image-reading gate flagged the contrast as unlike LGE (part of ``review``).
     contrast_flagged: bool = False
+    # Slices whose myocardium does not enclose a cavity (an open band), of the method's own
+    # myocardium and of the truth's; NaN for the classical methods (the true myocardium).
+    open_slices: float = float("nan")
+    true_open_slices: float = float("nan")
 
 
 SHORT_LABELS = {"cascade-unet": "cascade", "enet": "ENet P2", "enet-raw": "ENet P1",
@@ -132,6 +137,24 @@ def best_threshold_across(by_group: Mapping[str, Mapping[float, Sequence[float]]
         [np.median(g[t]) for g in by_group.values() if len(g[t])])), 6), -abs(t - 0.5)))
 
 
+# A series to score, alone (scored with the networks of the call) or with the networks that
+# must score it (cross-validation: each held-out case with its own fold's networks).
+Item = Source | Path | tuple[Source, Mapping[str, Network]]
+
+
+def with_networks(items: Sequence[Item], networks: Mapping[str, Network] | None
+                  ) -> list[tuple[Source, Mapping[str, Network]]]:
+    out = []
+    for item in items:
+        if isinstance(item, tuple):
+            out.append((as_source(item[0]), item[1]))
+        elif networks is None:
+            raise ValueError("a series without networks, and no networks given")
+        else:
+            out.append((as_source(item), networks))
+    return out
+
+
 def source_group(source: Source) -> str:
     """The kind of source and its contrast: a threshold must serve each alike."""
     return f"{type(source).__name__} {source.contrast}"
@@ -147,7 +170,7 @@ def threshold_masks(series: LabelledSeries, myocardium: np.ndarray,
             for t in grid}
 
 
-def choose_thresholds(sources: Sequence[Source | Path], networks: Mapping[str, Network],
+def choose_thresholds(sources: Sequence[Item], networks: Mapping[str, Network] | None = None,
                       grid: Sequence[float] = THRESHOLDS) -> dict[str, dict]:
     """Each scar network's decision threshold, by scar DSC on validation series.
 
@@ -162,18 +185,17 @@ def choose_thresholds(sources: Sequence[Source | Path], networks: Mapping[str, N
     scar by a median 12.9 points at 0.8 (docs/experiments.md, round 2).
     """
     dsc: dict[str, dict[str, dict[float, list[float]]]] = {task: {} for task in SCAR_NETWORKS}
-    for source in tqdm(sources, desc="thresholds (validation)", unit="series"):
-        source = as_source(source)
+    for source, nets in tqdm(with_networks(sources, networks),
+                                 desc="thresholds (validation)", unit="series"):
         group = source_group(source)
         series = source.read()
         if not series.true_scar.any():
             continue
-        myo_p = myocardium_probability(series.images, series.spacing,
-                                       networks["myocardium_unet"])
-        myo = ring_from(myo_p, networks["myocardium_unet"])
+        myo_p = myocardium_probability(series.images, series.spacing, nets["myocardium_unet"])
+        myo = ring_from(myo_p, nets["myocardium_unet"])
         for task in SCAR_NETWORKS:
             by_threshold = dsc[task].setdefault(group, {t: [] for t in grid})
-            for t, seg in threshold_masks(series, myo, myo_p, networks[task], grid).items():
+            for t, seg in threshold_masks(series, myo, myo_p, nets[task], grid).items():
                 by_threshold[t].append(metrics.dice(seg.scar, series.true_scar))
     return {task: {"threshold": best_threshold_across(dsc[task]),
                    "validation_median_scar_dsc": {
@@ -255,9 +277,16 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
             refused=method in segs and refused,
             review=method in segs and (flagged or _review(myocardium, low, high, calibration)),
             contrast_flagged=method in segs and flagged,
+            open_slices=open_slices(myocardium) if method in segs else nan,
+            true_open_slices=open_slices(true_myo) if method in segs else nan,
             **(_mvo_scores(segs[method], true_mvo, true_myo) if method in segs else {}),
         ))
     return out
+
+
+def open_slices(myocardium: np.ndarray) -> int:
+    """Slices with myocardium that does not close around a cavity."""
+    return sum(bool(m.any()) and not encloses_a_hole(m) for m in np.asarray(myocardium, bool))
 
 
 def _mvo_scores(seg: Segmentation, true_mvo: np.ndarray, true_myo: np.ndarray) -> dict:
@@ -288,18 +317,18 @@ def calibration_group(source: Source) -> str:
     return "phantoms" if isinstance(source, PhantomSource) else "real scans"
 
 
-def calibration_series(sources: Sequence[Source | Path], networks: Mapping[str, Network],
+def calibration_series(sources: Sequence[Item], networks: Mapping[str, Network] | None = None,
                        offsets: Sequence[float] = INTERVAL_OFFSETS
                        ) -> dict[str, list[CalibrationSeries]]:
     """Each network pipeline's errors and spread terms on these series."""
     out: dict[str, list[CalibrationSeries]] = {m: [] for m in NETWORK_METHODS}
-    for source in tqdm(sources, desc="interval calibration (validation)", unit="series"):
-        source = as_source(source)
+    for source, nets in tqdm(with_networks(sources, networks),
+                                 desc="interval calibration", unit="series"):
         series = source.read()
-        first_ring, segs = network_segmentations(series, networks)
+        first_ring, segs = network_segmentations(series, nets)
         truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
         for method in NETWORK_METHODS:
-            seg, net = segs[method], networks[PIPELINE_RUNS[method][0]]
+            seg, net = segs[method], nets[PIPELINE_RUNS[method][0]]
             out[method].append(CalibrationSeries(
                 group=calibration_group(source),
                 error=100.0 * scar_fraction(seg.scar, seg.myocardium) - truth,
@@ -308,7 +337,7 @@ def calibration_series(sources: Sequence[Source | Path], networks: Mapping[str, 
     return out
 
 
-def calibrate_intervals(sources: Sequence[Source | Path], networks: Mapping[str, Network],
+def calibrate_intervals(sources: Sequence[Item], networks: Mapping[str, Network] | None,
                         offsets: Sequence[float] = INTERVAL_OFFSETS,
                         floors: Sequence[float] = INTERVAL_FLOORS,
                         level: float = INTERVAL_LEVEL) -> dict[str, IntervalCalibration]:
@@ -317,12 +346,13 @@ def calibrate_intervals(sources: Sequence[Source | Path], networks: Mapping[str,
     return {m: calibrate(series[m], offsets, floors, level) for m in NETWORK_METHODS}
 
 
-def evaluate(sources: Sequence[Source | Path], networks: Mapping[str, Network],
+def evaluate(sources: Sequence[Item], networks: Mapping[str, Network] | None,
              test_set: str = "", calibrations: Mapping[str, IntervalCalibration] | None = None
              ) -> list[SeriesScore]:
     scores = []
-    for source in tqdm(sources, desc=f"evaluate {test_set}".strip(), unit="series"):
-        scores.extend(score_series(source, networks, test_set, calibrations))
+    for source, nets in tqdm(with_networks(sources, networks),
+                             desc=f"evaluate {test_set}".strip(), unit="series"):
+        scores.extend(score_series(source, nets, test_set, calibrations))
     return scores
 
 

@@ -57,6 +57,13 @@ def summarise(scores: Sequence[SeriesScore]) -> dict:
         for name in ("myocardium_dsc", "scar_dsc"):
             v = method_values(scores, method, name)
             summary["methods"][method][f"{name}_mean"] = float(v.mean()) if v.size else math.nan
+        myo = method_values(scores, method, "myocardium_dsc")
+        summary["methods"][method]["myocardium_failures"] = (
+            int((myo < MYOCARDIUM_FAILURE_DSC).sum()), int(myo.size))
+        rows = [s for s in scores if s.method == method and not math.isnan(s.open_slices)]
+        summary["methods"][method]["open_slices"] = (
+            None if not rows else {"method": int(sum(s.open_slices for s in rows)),
+                                   "truth": int(sum(s.true_open_slices for s in rows))})
         with_interval = [s for s in scores if s.method == method
                          and not math.isnan(s.interval_low)]
         summary["methods"][method]["interval"] = None if not with_interval else {
@@ -145,13 +152,17 @@ TEST_SET_LABELS = {"phantoms": "Phantom test (dark-blood, synthetic)",
 TARGETS = {
     ("phantoms", "cascade-unet"): {"myocardium_dsc": (">=", 0.88), "scar_dsc": (">=", 0.80),
                                    "abs_scar_percent_error": ("<=", 2.0)},
-    ("emidec", "cascade-unet"): {"myocardium_dsc": (">=", 0.85), "scar_dsc": (">=", 0.65),
-                                 "abs_scar_percent_error": ("<=", 2.0),
-                                 "mvo_dsc": (">=", 0.55)},
-    ("emidec", "enet"): {"myocardium_dsc": (">=", 0.82), "scar_dsc": (">=", 0.55)},
+    # Real LGE, round 3 (issue 43).
+    ("emidec", "cascade-unet"): {"myocardium_dsc": (">=", 0.85), "scar_dsc": (">=", 0.62),
+                                 "abs_scar_percent_error": ("<=", 2.5)},
+    ("emidec", "enet"): {"myocardium_dsc": (">=", 0.80), "scar_dsc": (">=", 0.45)},
     ("emidec-dark", "cascade-unet"): {"myocardium_dsc": ("no worse than", 0.03),
                                       "scar_dsc": ("no worse than", 0.03)},
 }
+# The cascade's myocardium on EMIDEC `test`: its mean, and how many cases may fall below 0.70.
+MYOCARDIUM_MEAN_TARGET = 0.83
+MYOCARDIUM_FAILURE_DSC, MYOCARDIUM_FAILURES_ALLOWED = 0.70, 2
+MVO_CASE_MEAN_TARGET = 0.60
 # The EMIDEC challenge winner's means (myocardium, infarct, MVO DSC), the mark beyond these.
 CHALLENGE_WINNER = {"myocardium_dsc": 0.879, "scar_dsc": 0.712, "mvo_case_dsc": 0.785}
 # Scar-free (normal) EMIDEC test cases whose scar % must stay at or under 1 %: 6 of 7.
@@ -238,11 +249,23 @@ def target_rows(summaries: Mapping[str, dict], targets: Mapping[tuple, Mapping] 
         rows.append(_count_row("emidec", "cascade-unet",
                                f"cases without MVO, none called (<= {NO_MVO_PERCENT:g} %)",
                                ok, n, NO_MVO_SHARE))
-        mean = methods["cascade-unet"]["mvo_case_dsc_mean"]
+        cascade = methods["cascade-unet"]
+        mean = cascade["mvo_case_dsc_mean"]
         rows.append({"test_set": "emidec", "method": "cascade-unet",
                      "field": "mvo_case_dsc", "median": mean, "ci": None,
-                     "target": f"reported (winner {CHALLENGE_WINNER['mvo_case_dsc']:g})",
-                     "met": True})
+                     "target": f">= {MVO_CASE_MEAN_TARGET:g} (winner "
+                               f"{CHALLENGE_WINNER['mvo_case_dsc']:g})",
+                     "met": bool(mean >= MVO_CASE_MEAN_TARGET)})
+        rows.append({"test_set": "emidec", "method": "cascade-unet",
+                     "field": "myocardium DSC, mean", "median": cascade["myocardium_dsc_mean"],
+                     "ci": None, "target": f">= {MYOCARDIUM_MEAN_TARGET:g}",
+                     "met": bool(cascade["myocardium_dsc_mean"] >= MYOCARDIUM_MEAN_TARGET)})
+        below, n = cascade["myocardium_failures"]
+        rows.append({"test_set": "emidec", "method": "cascade-unet",
+                     "field": f"cases with myocardium DSC < {MYOCARDIUM_FAILURE_DSC:g}",
+                     "median": below, "of": n, "ci": None,
+                     "target": f"<= {MYOCARDIUM_FAILURES_ALLOWED}",
+                     "met": below <= MYOCARDIUM_FAILURES_ALLOWED})
     return rows
 
 

@@ -1,0 +1,94 @@
+"""Fold ensembles and test-time augmentation behind the Predictor interface."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from service.config import REPO_ROOT
+from service.errors import ModelStoreError
+from service.pipeline.ensemble import MeanOfModels, SymmetryAverage
+from service.pipeline.infer import OnnxModel
+from service.pipeline.registry import ensemble_digest, load_registry, sha256_of
+
+MODELS_DIR = REPO_ROOT / "models"
+
+
+def tiny_network(path: Path, weights: np.ndarray, side: int, channels: int) -> Path:
+    """A per-pixel linear map and softmax: (N, side, side, channels) -> (N, side, side, K)."""
+    classes = weights.shape[1]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["image", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)],
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, side, side, channels])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
+                                       [None, side, side, classes])],
+        initializer=[numpy_helper.from_array(weights.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_mean_of_models_is_the_mean_of_the_members() -> None:
+    x = np.random.default_rng(0).random((3, 8, 8, 2)).astype(np.float32)
+    mean = MeanOfModels([lambda b: b, lambda b: 3 * b, lambda b: 5 * b])
+    assert np.allclose(mean(x), 3 * x)
+    with pytest.raises(ValueError):
+        MeanOfModels([])
+
+
+def test_symmetry_average_undoes_each_symmetry() -> None:
+    x = np.random.default_rng(1).random((2, 6, 6, 3)).astype(np.float32)
+    # A per-pixel network commutes with every flip and rotation: the average is itself.
+    assert np.allclose(SymmetryAverage(lambda b: b ** 2)(x), x ** 2, atol=1e-6)
+
+    # One that looks at the top row only does not: the average mixes all eight views.
+    def top_row(b: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(b)
+        out[:, 0] = b[:, 0]
+        return out
+
+    averaged = SymmetryAverage(top_row)(x)
+    assert not np.allclose(averaged, top_row(x))
+    # Each view is answered in one batch: 8 x the slices in a single call.
+    calls = []
+    SymmetryAverage(lambda b: calls.append(len(b)) or b)(x)
+    assert calls == [16]
+
+
+def test_the_registry_serves_the_mean_of_an_ensembles_members(tmp_path: Path) -> None:
+    """A manifest entry with members runs every file and averages them; the report's digest
+    covers every member; a tampered member is refused."""
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    entry = next(m for m in data["models"] if m["name"] == "scar-unet")
+    side, channels = entry["input"]["shape"][1], entry["input"]["shape"][3]
+    classes = len(entry["output"]["classes"])
+    rng = np.random.default_rng(2)
+    files = [tiny_network(copy / f"tiny-{k}.onnx", rng.normal(size=(channels, classes)),
+                          side, channels) for k in range(3)]
+    entry["members"] = [{"file": f.name, "sha256": sha256_of(f), "fold": k}
+                        for k, f in enumerate(files)]
+    entry["file"], entry["sha256"] = files[0].name, sha256_of(files[0])
+    entry.pop("int8", None)
+    (copy / "manifest.json").write_text(json.dumps(data))
+
+    loaded = load_registry(copy, "cpu").models["scar-unet"]
+    x = rng.random((2, side, side, channels)).astype(np.float32)
+    expected = np.mean([OnnxModel(f)(x) for f in files], axis=0)
+    assert np.allclose(loaded.network.predict(x), expected, atol=1e-6)
+    assert loaded.sha256 == ensemble_digest([m["sha256"] for m in entry["members"]])
+    assert loaded.precision == "fp32"
+
+    files[2].write_bytes(files[2].read_bytes()[:-1] + b"\0")
+    with pytest.raises(ModelStoreError, match="sha256"):
+        load_registry(copy, "cpu")
