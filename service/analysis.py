@@ -89,7 +89,8 @@ def _to_bytes(ds: pydicom.Dataset) -> bytes:
 
 
 def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
-            analysis_id: str | None = None) -> AnalysisResult:
+            analysis_id: str | None = None, review_notes: tuple[str, ...] = ()
+            ) -> AnalysisResult:
     started = time.perf_counter()
     images = volume.images
     check_headers([s.dataset for s in volume.slices])
@@ -138,7 +139,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     scar_interval = None if calibration is None else calibrated_interval(
         figures["scar_percent"], masks, first_ring, pipeline.scar.network.threshold,
         calibration)
-    reasons = [*contrast_review(evidence),
+    reasons = [*review_notes, *contrast_review(evidence),
                *review_reasons(myocardium, figures, volume, scar_interval,
                                None if calibration is None else calibration.review_width)]
     quality = {"verdict": "review" if reasons else "ok", "reasons": reasons}
@@ -238,19 +239,20 @@ def input_fingerprint(blobs: list[Blob], pipeline: Pipeline) -> str:
 
 
 def analyse_files(blobs: list[Blob], pipeline: Pipeline, max_series_pixels: int,
-                  notes: tuple[str, ...] = (), analysis_id: str | None = None
-                  ) -> tuple[dict, dict[str, bytes]]:
+                  notes: tuple[str, ...] = (), analysis_id: str | None = None,
+                  review_notes: tuple[str, ...] = ()) -> tuple[dict, dict[str, bytes]]:
     """One series' files to its report (a JSON-ready dict) and the files to keep.
 
     What an upload, a series received by STOW-RS and the batch command all run,
-    so that they give the same answers.
+    so that they give the same answers. ``notes`` become warnings; ``review_notes``
+    reasons for review (the batch: files beside the series it could not read).
     """
     started = time.perf_counter()
     volume = build_volume(read_datasets(blobs, max_series_pixels))
     if notes:
         volume = replace(volume, warnings=[*notes, *volume.warnings])
     decode_ms = (time.perf_counter() - started) * 1000.0
-    result = analyse(volume, pipeline, decode_ms, analysis_id)
+    result = analyse(volume, pipeline, decode_ms, analysis_id, review_notes)
     return result.report.model_dump(mode="json"), stored_files(result, volume)
 
 

@@ -10,9 +10,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from service.batch.dicomweb import retrieve_studies
-from service.batch.discover import SeriesFiles, discover
+from service.batch.discover import SeriesFiles, discover, display_path
 from service.batch.engine import WorkerConfig, run
-from service.batch.outputs import done, models_key, write_failure, write_tables
+from service.batch.outputs import (
+    OutInUse,
+    done,
+    file_name,
+    lock_out,
+    models_key,
+    write_failure,
+    write_tables,
+)
 from service.config import Settings
 
 
@@ -40,8 +48,27 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_out(out: Path) -> None:
+    """OUT must be a folder this process can write: refused here, before Ray starts."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"OUT {display_path(out)} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "series").mkdir(exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SystemExit(f"OUT {display_path(out)} cannot be written ({exc.strerror})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    check_out(args.out)
+    try:
+        lock = lock_out(args.out)
+    except OutInUse as exc:
+        raise SystemExit(str(exc)) from None
     settings = Settings()
     from service.pipeline.registry import load_registry
 
@@ -49,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     registry = load_registry(settings.models_dir, "cpu", precision=settings.model_precision)
     pipeline = registry.pipelines[args.pipeline or registry.default_pipeline]
     key = models_key(pipeline)
-    args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     source = Path(args.source)
     if args.source.startswith(("http://", "https://")):
@@ -63,15 +89,23 @@ def main(argv: list[str] | None = None) -> int:
         new = retrieve_studies(args.source, studies, source, settings)
         print(f"{new} instances retrieved from {len(studies)} studies into {source}",
               flush=True)
-    series, unreadable, skipped = discover(source)
-    for bad in unreadable:
+    elif not source.is_dir():
+        raise SystemExit(f"SOURCE {display_path(source)} is not a folder")
+    # OUT inside SOURCE is never read as input (its SEG and SR are not new series).
+    found = discover(source, exclude=[args.out])
+    names = [s.series_uid for s in found.series]
+    for bad in found.unreadable:
         write_failure(args.out, key, {"series_uid": "", "study_uid": "", "patient_id": "",
                                       "modality": "", "files": [bad.path]},
                       bad.code, 422, bad.message, 1)
+        names.append(file_name(bad.path))
     finished = done(args.out, key)
-    todo: list[SeriesFiles] = [s for s in series if s.series_uid not in finished]
-    print(f"{len(series)} series found ({skipped} files not DICOM, {len(unreadable)} "
-          f"unreadable); {len(series) - len(todo)} already done, {len(todo)} to analyse",
+    # Done means done from the same instance set: a series whose files changed is new work.
+    todo: list[SeriesFiles] = [s for s in found.series
+                               if finished.get(s.series_uid) != s.input_digest]
+    print(f"{len(found.series)} series found ({len(found.skipped)} entries skipped, "
+          f"{len(found.unreadable)} files unreadable: skipped.parquet and failures.parquet "
+          f"name them); {len(found.series) - len(todo)} already done, {len(todo)} to analyse",
           flush=True)
     config = WorkerConfig(models_dir=str(settings.models_dir),
                           provider=settings.execution_provider,
@@ -81,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=len(todo), unit="series", file=sys.stderr) as bar:
         summary = run(todo, config, args.address, args.workers, args.cpus_per_worker,
                       args.gpus_per_worker, progress=lambda state: bar.update(1))
-    results, failures = write_tables(args.out, key)
+    results, failures = write_tables(args.out, key, names, found.skipped)
     minutes = (time.perf_counter() - started) / 60.0
     print(f"done: {summary.done} analysed, {summary.refused} refused, {summary.failed} failed "
           f"this run, {summary.per_minute:.1f} series/min; {results} rows in "
           f"{args.out / 'results.parquet'}, {failures} in {args.out / 'failures.parquet'} "
           f"({minutes:.1f} min in all)", flush=True)
+    lock.close()
     return 0
 
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from service.batch.discover import SeriesFiles
-from service.batch.outputs import count_attempt, write_failure, write_result
+from service.batch.outputs import MAX_ATTEMPTS, count_attempt, write_failure, write_result
 from service.errors import ServiceError
 
 log = logging.getLogger("service.batch")
@@ -58,14 +58,23 @@ class SeriesWorker:
 
     def analyse(self, source: dict) -> str:
         from service.analysis import analyse_files
+        from service.batch.discover import display_path
         from service.dicom.ingest import Blob
 
         out, key = Path(self.config.out), self.config.key
-        attempts = count_attempt(out, source["series_uid"], key)
-        blobs = [Blob(str(Path(f).name), Path(f)) for f in source["files"]]
         try:
+            attempts = count_attempt(out, source["series_uid"], key)
+            if attempts > MAX_ATTEMPTS:
+                write_failure(out, key, source, "worker_crashed", 500,
+                              f"the series stopped its worker {attempts - 1} times; not "
+                              "tried again (the worker's log has what it printed)",
+                              attempts - 1)
+                return "failed"
+            blobs = [Blob(display_path(Path(f).name), Path(f)) for f in source["files"]]
             report, files = analyse_files(blobs, self.pipeline, self.config.max_series_pixels,
-                                          analysis_id=f"{source['series_uid']}.{key}")
+                                          analysis_id=f"{source['series_uid']}.{key}",
+                                          review_notes=tuple(source.get("review_notes", ())))
+            write_result(out, key, report, files, source)
         except ServiceError as exc:
             write_failure(out, key, source, exc.code, exc.status_code, exc.message, attempts)
             return "refused" if exc.status_code < 500 else "failed"
@@ -73,10 +82,17 @@ class SeriesWorker:
             log.exception("series failed")
             write_failure(out, key, source, "internal_error", 500,
                           f"{type(exc).__name__} (a bug; the worker's log has the traceback)",
-                          attempts)
+                          locals().get("attempts", 0))
             return "failed"
-        write_result(out, key, report, files, source)
         return "done"
+
+
+def task_of(series: SeriesFiles) -> dict:
+    """One series as the JSON a worker gets (paths that are not UTF-8 travel escaped as
+    surrogates, which json keeps and ``open`` turns back into the same bytes)."""
+    return asdict(series) | {"files": list(series.files), "instances": [],
+                             "review_notes": list(series.review_notes),
+                             "input_digest": series.input_digest}
 
 
 @dataclass(frozen=True)
@@ -118,7 +134,7 @@ def run(tasks: list[SeriesFiles], config: WorkerConfig, address: str | None = No
         config = WorkerConfig(**(asdict(config) | {
             "threads": max(1, math.ceil(cpus_per_worker)),
             "provider": "cuda" if gpus_per_worker else config.provider}))
-        rows = [{"task": json.dumps(asdict(t) | {"files": list(t.files)})} for t in tasks]
+        rows = [{"task": json.dumps(task_of(t))} for t in tasks]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
         results = dataset.map_batches(
             SeriesWorker, fn_constructor_kwargs={"config": asdict(config)}, batch_size=1,

@@ -1,17 +1,24 @@
-"""What a batch run leaves in OUT: per series a report, SEG and SR, then two Parquet tables.
+"""What a batch run leaves in OUT: per series a report, SEG and SR, then the Parquet tables.
 
 Names are fixed by the series UID and the models' hash (``{series_uid}.{key}``), so a
 series computed twice (a retried task, a resumed run) overwrites itself instead of
-adding a row. Each file is written to a temporary name and renamed, the report last:
-its presence is what marks the series done. The tables are made from those files at
-the end of a run, one row per series; patient names never enter them.
+adding a row; a name is only ever made from a UID that :func:`service.dicom.uids.is_uid`
+accepts (nothing from a header reaches a path unchecked), or from a digest. Each file is
+written to a temporary name and renamed, the report last: its presence, with the same
+instance set (:attr:`SeriesFiles.input_digest`), is what marks the series done. The tables
+are made from those files at the end of a run and describe the series of this run's
+SOURCE only (OUT keeps every report); patient names never enter them. One run at a time
+holds OUT (:func:`lock_out`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,10 +26,15 @@ import pyarrow.parquet as pq
 
 from service import __version__
 from service.analysis import models_digest
+from service.batch.discover import Skipped, display_path, path_bytes
+from service.dicom.uids import is_uid
 from service.pipeline.registry import Pipeline
 from service.store.files import write_atomic
 
 REPORT, FAILURE, ATTEMPTS = "report.json", "failure.json", "attempts"
+# Tries at one series before it is a failure (status 500) instead of another crash: a
+# series that kills its worker every time must not stop, or loop, the run.
+MAX_ATTEMPTS = 3
 
 
 def models_key(pipeline: Pipeline) -> str:
@@ -30,8 +42,16 @@ def models_key(pipeline: Pipeline) -> str:
     return models_digest(pipeline).hexdigest()[:12]
 
 
-def stem(out: Path, series_uid: str, key: str) -> Path:
-    return Path(out) / "series" / f"{series_uid}.{key}"
+def stem(out: Path, name: str, key: str) -> Path:
+    """The files of one series (named by its UID) or one file (``file-`` and a digest)."""
+    if not (is_uid(name) or (name.startswith("file-") and name[5:].isalnum())):
+        raise ValueError("an output name must be a DICOM UID or a file digest")
+    return Path(out) / "series" / f"{name}.{key}"
+
+
+def file_name(path: str) -> str:
+    """The output name of a file-level failure: a digest of its path's bytes."""
+    return "file-" + hashlib.sha256(path_bytes(path)).hexdigest()[:16]
 
 
 def count_attempt(out: Path, series_uid: str, key: str) -> int:
@@ -47,7 +67,7 @@ def write_result(out: Path, key: str, report: dict, files: dict[str, bytes],
     base = stem(out, report["series_instance_uid"], key)
     write_atomic(Path(f"{base}.seg.dcm"), files["seg"])
     write_atomic(Path(f"{base}.sr.dcm"), files["sr"])
-    row = result_row(report, source)
+    row = result_row(report, source) | {"input_digest": source.get("input_digest", "")}
     write_atomic(Path(f"{base}.{REPORT}"), json.dumps({"row": row, "report": report}).encode())
     Path(f"{base}.{FAILURE}").unlink(missing_ok=True)
     Path(f"{base}.{ATTEMPTS}").unlink(missing_ok=True)
@@ -55,26 +75,33 @@ def write_result(out: Path, key: str, report: dict, files: dict[str, bytes],
 
 def write_failure(out: Path, key: str, source: dict, code: str, status: int, message: str,
                   attempts: int) -> None:
-    """A series that could not be analysed: the code and message the HTTP API gives."""
-    name = source["series_uid"] or "file-" + hashlib.sha256(
-        source["files"][0].encode()).hexdigest()[:16]
+    """A series (or a file) that could not be analysed: the code and message the HTTP API
+    gives. Paths are stored as text with undecodable bytes escaped, and as bytes (hex)."""
+    first = source["files"][0]
+    name = source["series_uid"] if is_uid(source["series_uid"]) else file_name(first)
     row = {"series_uid": source["series_uid"], "study_uid": source["study_uid"],
            "patient_id": source["patient_id"], "modality": source["modality"],
-           "files": len(source["files"]), "first_file": source["files"][0],
+           "files": len(source["files"]), "first_file": display_path(first),
+           "first_file_bytes": path_bytes(first).hex(),
            "code": code, "status": status, "message": message, "attempts": attempts,
-           "service_version": __version__}
+           "input_digest": source.get("input_digest", ""), "service_version": __version__}
     write_atomic(Path(f"{stem(out, name, key)}.{FAILURE}"), json.dumps({"row": row}).encode())
 
 
-def done(out: Path, key: str) -> set[str]:
-    """Series UIDs with a report or a final (4xx) failure under this models' key."""
+def done(out: Path, key: str) -> dict[str, str]:
+    """Series UIDs with a report or a final failure under this models' key, each with the
+    digest of the instance set it was made from."""
     folder = Path(out) / "series"
-    finished = set()
+    finished: dict[str, str] = {}
     for path in folder.glob(f"*.{key}.{REPORT}"):
-        finished.add(path.name[:-len(f".{key}.{REPORT}")])
+        row = json.loads(path.read_text())["row"]
+        finished[path.name[:-len(f".{key}.{REPORT}")]] = row.get("input_digest", "")
     for path in folder.glob(f"*.{key}.{FAILURE}"):
-        if json.loads(path.read_text())["row"]["status"] < 500:  # a bug or a crash: again
-            finished.add(path.name[:-len(f".{key}.{FAILURE}")])
+        row = json.loads(path.read_text())["row"]
+        # A bug or a crash (5xx) is tried again, unless it has used up its attempts.
+        if row["status"] < 500 or row.get("attempts", 0) >= MAX_ATTEMPTS:
+            finished.setdefault(path.name[:-len(f".{key}.{FAILURE}")],
+                                row.get("input_digest", ""))
     return finished
 
 
@@ -102,17 +129,52 @@ def result_row(report: dict, source: dict) -> dict:
     }
 
 
-def write_tables(out: Path, key: str) -> tuple[int, int]:
-    """results.parquet and failures.parquet from the series files; (rows, failure rows)."""
-    folder = Path(out) / "series"
-    tables = {}
-    for kind, suffix in (("results", REPORT), ("failures", FAILURE)):
-        rows = [json.loads(p.read_text())["row"]
-                for p in sorted(folder.glob(f"*.{key}.{suffix}"))]
-        tables[kind] = rows
-        data = pa.Table.from_pylist(rows) if rows else pa.table({"series_uid": pa.array(
-            [], pa.string())})
-        tmp = Path(out) / f".{kind}.parquet.tmp"
+def _write_parquet(rows: list[dict], path: Path) -> None:
+    """Rows to ``path`` through a temporary file of its own (two runs never share one)."""
+    data = pa.Table.from_pylist(rows) if rows else pa.table({"series_uid": pa.array(
+        [], pa.string())})
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(handle)
+    try:
         pq.write_table(data, tmp)
-        os.replace(tmp, Path(out) / f"{kind}.parquet")
-    return len(tables["results"]), len(tables["failures"])
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_tables(out: Path, key: str, names: Iterable[str],
+                 skipped: Iterable[Skipped] = ()) -> tuple[int, int]:
+    """results.parquet, failures.parquet and skipped.parquet of this run's SOURCE: the series
+    and files named in ``names`` (OUT may hold reports of other runs); (rows, failure rows)."""
+    folder = Path(out) / "series"
+    wanted = set(names)
+    counts = {}
+    for kind, suffix in (("results", REPORT), ("failures", FAILURE)):
+        rows = []
+        for name in sorted(wanted):
+            path = Path(f"{stem(out, name, key)}.{suffix}")
+            if path.exists():
+                rows.append(json.loads(path.read_text())["row"])
+        counts[kind] = len(rows)
+        _write_parquet(rows, Path(out) / f"{kind}.parquet")
+    _write_parquet([{"path": display_path(s.path), "path_bytes": path_bytes(s.path).hex(),
+                     "kind": s.kind, "reason": s.reason} for s in skipped],
+                   Path(out) / "skipped.parquet")
+    del folder
+    return counts["results"], counts["failures"]
+
+
+class OutInUse(Exception):
+    """Another batch run holds OUT."""
+
+
+def lock_out(out: Path):
+    """Hold OUT for this run (an advisory lock on OUT/.lock, released when the process ends);
+    a second run on the same OUT is refused instead of computing everything twice."""
+    handle = open(Path(out) / ".lock", "a+")  # noqa: SIM115 - held for the run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise OutInUse(f"another batch run is using {display_path(out)}") from None
+    return handle

@@ -21,25 +21,16 @@ there and series caught mid-analysis are simply analysed again.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.dicom.uids import is_uid
 from service.errors import SeriesFull
 from service.store.db import transaction
 from service.store.files import write_atomic
-
-# PS3.5 9.1: components of digits separated by single dots, no leading zero in a
-# component (0 alone is one), at most 64 characters. ".", ".." and "1..2" are not UIDs.
-UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-UID_MAX_LENGTH = 64
-
-
-def is_uid(text: str) -> bool:
-    return len(text) <= UID_MAX_LENGTH and UID_PATTERN.match(text) is not None
 
 
 @dataclass(frozen=True)

@@ -239,8 +239,8 @@ def _check_consistent(slices: list[Slice]) -> None:
                                 "short-axis stack")
         if max(abs(a - b) for a, b in zip(s.spacing, first.spacing, strict=True)) \
                 > SPACING_TOLERANCE_MM:
-            raise GeometryError(f"slices have different PixelSpacing ({s.spacing} vs "
-                                f"{first.spacing})")
+            raise GeometryError(f"slices have different PixelSpacing ({_mm(s.spacing)} vs "
+                                f"{_mm(first.spacing)})")
         if s.image.shape != first.image.shape:
             raise GeometryError(f"slices have different matrix sizes ({s.image.shape} vs "
                                 f"{first.image.shape})")
@@ -250,8 +250,13 @@ def _check_consistent(slices: list[Slice]) -> None:
         raise GeometryError("ImageOrientationPatient is not two orthogonal unit vectors",
                             code="missing_geometry")
     if min(first.spacing) <= 0:
-        raise GeometryError(f"PixelSpacing {first.spacing} is not positive",
+        raise GeometryError(f"PixelSpacing {_mm(first.spacing)} is not positive",
                             code="missing_geometry")
+
+
+def _mm(spacing) -> str:
+    """A spacing for a message: plain numbers (never numpy's ``np.float64(1.6)``)."""
+    return " x ".join(f"{float(v):g}" for v in spacing) + " mm"
 
 
 def build_volume(datasets: list[pydicom.Dataset]) -> Volume:

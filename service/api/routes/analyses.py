@@ -21,8 +21,8 @@ from service.api.metrics import run_counted
 from service.api.schemas import AnalysisSummary, PipelineInfo
 from service.config import Settings
 from service.dicom.ingest import Spool, split_body
+from service.dicom.uids import is_uid
 from service.errors import InputError, NotFound, Overloaded, ServiceError
-from service.pacs.inbox import is_uid
 from service.pipeline.report import Report
 from service.store.results import ResultStore
 from service.viewer.overlay import auto_window, default_scale, heart_box, render_overlay, to_png

@@ -16,8 +16,8 @@ from service.api.metrics import Metrics
 from service.api.schemas import ReceivedSeriesState
 from service.config import Settings
 from service.dicom.ingest import Spool, stow_parts
+from service.dicom.uids import is_uid
 from service.errors import NotFound
-from service.pacs.inbox import is_uid
 from service.pacs.stow import receive, response
 
 log = logging.getLogger("service")

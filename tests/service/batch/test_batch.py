@@ -74,13 +74,15 @@ def _uids(series_dirs: list[Path]) -> set[str]:
 def test_discovery_groups_by_uid_whatever_the_layout(tmp_path, series_dirs) -> None:
     source = _tree(tmp_path, series_dirs, 3)
     (source / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage")
-    found, unreadable, skipped = discover(source)
+    discovered = discover(source)
+    found, unreadable, skipped = discovered.series, discovered.unreadable, discovered.skipped
     assert {s.series_uid for s in found} == _uids(series_dirs[:3])
     assert all(len(s.files) == len(list((d / "dicom").glob("*.dcm")))
                for s, d in zip(sorted(found, key=lambda s: s.series_uid),
                                sorted(series_dirs[:3], key=lambda d: next(iter(_uids([d])))),
                                strict=True))
-    assert skipped == 1 and [u.code for u in unreadable] == ["corrupt_dicom"]
+    assert [k.kind for k in skipped] == ["not DICOM"]
+    assert [u.code for u in unreadable] == ["corrupt_dicom"]
 
 
 def test_atomic_writes_leave_no_half_file(tmp_path) -> None:
@@ -229,3 +231,33 @@ def test_studies_are_retrieved_from_a_dicomweb_server(tmp_path, series_dirs) -> 
         again = _run(f"{url}/dicom-web", out, tmp_path, "again", *args,
                      DICOMWEB_STORE_USERNAME=USER, DICOMWEB_STORE_PASSWORD=PASSWORD)
         assert "0 instances retrieved" in again and "2 already done" in again
+
+
+def test_hostile_uids_and_odd_files_do_not_stop_the_run_or_escape_out(tmp_path,
+                                                                      series_dirs) -> None:
+    """A traversal UID, a 303-character UID, a FIFO and a non-UTF-8 name beside two good
+    series: rc 0, the good series analysed, a row for each of the rest, nothing written
+    outside OUT (issue 47, findings 1-4)."""
+    source = _tree(tmp_path, series_dirs, 2)
+    for name, uid in (("evil", "../../../pwned/evil"), ("long", "1." * 151 + "1")):
+        shutil.copytree(series_dirs[2] / "dicom", source / name)
+        for path in (source / name).glob("*.dcm"):
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID = uid
+            ds.save_as(path)
+    os.mkfifo(source / "x.dcm")
+    (source / os.fsdecode(b"t\xe9.dcm")).write_bytes(
+        b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage")
+    out = tmp_path / "run" / "out"
+    before = {p for p in tmp_path.rglob("*")}
+    _run(source, out, tmp_path)
+    written = {p for p in tmp_path.rglob("*")} - before
+    assert all(p == out.parent or out in p.parents or p == tmp_path / "run.log"
+               for p in written), sorted(map(str, written))
+    assert not (tmp_path.parent / "pwned").exists()
+    assert sorted(r["series_uid"] for r in _results(out)) == sorted(_uids(series_dirs[:2]))
+    codes = sorted(r["code"] for r in pq.read_table(out / "failures.parquet").to_pylist())
+    assert codes == ["corrupt_dicom"] + ["invalid_attribute"] * (2 * len(
+        list((series_dirs[2] / "dicom").glob("*.dcm"))))
+    kinds = [r["kind"] for r in pq.read_table(out / "skipped.parquet").to_pylist()]
+    assert "not a regular file" in kinds
