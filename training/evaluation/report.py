@@ -258,8 +258,9 @@ def _cross_validation_section(context: dict) -> str:
             for name, v in cv["variants"].items()]
     tta = cv.get("tta") or {}
     if tta:
-        rows.append(f"| {tta['variant']} + TTA (8 symmetries, not shipped) | "
-                    f"{_variant_cells(tta['summaries'])} | {tta['score']:.4f} |")
+        rows.append(f"| {tta['variant']} + TTA (8 symmetries, not shipped; cases as acquired "
+                    f"only, score {tta['score']:.4f} against {tta['without']:.4f} without) | "
+                    f"{_variant_cells(tta['summaries'])} | |")
     oof = cv["out_of_fold"]
     return f"""## Out of fold: the 80 EMIDEC `train` + `validation` cases
 Each case scored by the networks of the one fold that never saw it (the ENets are the
