@@ -18,9 +18,12 @@ from service.pipeline.registry import ensemble_digest, sha256_of
 from training.data.dataset import CLASSES
 
 MANIFEST_SCHEMA = 1
-NOT_CLINICAL = ("Research use only: trained on synthetic phantoms and 70 real LGE scans from "
-                "one centre (EMIDEC), evaluated on held-out phantoms and 20 held-out EMIDEC "
-                "cases; not validated clinically; not for clinical use.")
+def not_clinical(training_data: dict) -> str:
+    real = training_data.get("emidec") or {}
+    return (f"Research use only: trained on synthetic phantoms and {real.get('train_cases', 0)} "
+            f"real LGE scans from one centre (EMIDEC), evaluated on held-out phantoms and "
+            f"{real.get('test_cases', 0)} held-out EMIDEC cases; not validated clinically; "
+            f"not for clinical use.")
 PHANTOM_ONLY = ("Trained and evaluated on synthetic phantoms only; not validated on patient "
                 "data; not for clinical use.")
 
@@ -114,7 +117,7 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
             "evaluation": evaluation.get(entry.key, {}),
             "card": f"cards/{entry.name}.md",
         })
-    intended_use = NOT_CLINICAL if training_data.get("emidec") else PHANTOM_ONLY
+    intended_use = not_clinical(training_data) if training_data.get("emidec") else PHANTOM_ONLY
     return _clean({"schema_version": MANIFEST_SCHEMA, "version": version,
                    "intended_use": intended_use, "training_data": training_data,
                    "pipelines": PIPELINES, "models": models})
@@ -289,7 +292,7 @@ def model_card(model: dict, training_data: dict) -> str:
                      f"({t['val_slices_emidec']} EMIDEC).")
     return f"""# Model card: {model['name']} {model['version']}
 
-**{NOT_CLINICAL if training_data.get("emidec") else PHANTOM_ONLY}**
+**{not_clinical(training_data) if training_data.get("emidec") else PHANTOM_ONLY}**
 
 ## What it does
 {model['purpose']}
@@ -399,3 +402,25 @@ def write_models_dir(models_dir: Path, manifest: dict, onnx_files: Mapping[str, 
     tmp = models_dir / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     tmp.replace(models_dir / "manifest.json")
+
+
+def rewrite_cards(models_dir: Path) -> None:
+    """The cards and the manifest's intended use again from the manifest, with this code's
+    texts (after a change to the card template; the figures are the manifest's)."""
+    path = Path(models_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if manifest["training_data"].get("emidec"):
+        manifest["intended_use"] = not_clinical(manifest["training_data"])
+    for model in manifest["models"]:
+        (Path(models_dir) / model["card"]).write_text(model_card(model,
+                                                                  manifest["training_data"]))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    rewrite_cards(Path(sys.argv[1] if len(sys.argv) > 1 else "models"))
+

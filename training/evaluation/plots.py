@@ -65,6 +65,22 @@ def bland_altman(scores: Sequence[SeriesScore], path: Path, title: str,
     plt.close(fig)
 
 
+def _draw_row(row, panels: list, fontsize: int) -> None:
+    for ax, (picture, title) in zip(row, panels, strict=True):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(title, fontsize=fontsize)
+        ax.axis("off")
+
+
+def _saved(fig, path: Path, shown: list[str]) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return shown
+
+
 def worst_validation_cases(sources: Sequence, networks, path: Path, count: int = 5) -> list[str]:
     """The cascade's ``count`` worst validation series as a figure: image, expert, network.
 
@@ -114,14 +130,8 @@ def worst_validation_cases(sources: Sequence, networks, path: Path, count: int =
                             level, 2, mvo=seg.mvo[k][crop]),
              f"cascade (mean DSC {score:.2f})"),
         ]
-        for ax, (picture, title) in zip(row, panels, strict=True):
-            ax.imshow(picture, interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return [c[1] for c in shown]
+        _draw_row(row, panels, fontsize=9)
+    return _saved(fig, path, [c[1] for c in shown])
 
 
 def strip_plot(scores_by_set: dict[str, Sequence[SeriesScore]], path: Path,
@@ -202,14 +212,8 @@ def before_after_cases(items: Sequence[tuple], variants: dict[str, object], path
             panels.append((render_overlay(image[crop], seg.myocardium[k][crop],
                                           seg.scar[k][crop], width, level, 2),
                            f"{v} (myo DSC {d:.2f})"))
-        for ax, (picture, title) in zip(row, panels, strict=True):
-            ax.imshow(picture, interpolation="nearest")
-            ax.set_title(title, fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return [c[1] for c in shown]
+        _draw_row(row, panels, fontsize=8)
+    return _saved(fig, path, [c[1] for c in shown])
 
 
 def fold_curves(records: dict, path: Path) -> None:
