@@ -26,6 +26,7 @@ cut once for all folds (each fold selects its rows).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from service.pipeline.ensemble import MeanOfModels
 from service.pipeline.infer import OnnxModel
 from service.pipeline.segment import Network
 from training.data import emidec
-from training.data.dataset import CLASSES, TASKS, build_arrays
+from training.data.dataset import CLASSES, TASKS, Arrays, build_arrays
 from training.data.folds import fold_cases, read_folds
 from training.data.sources import Source
 from training.train import TrainConfig, train
@@ -108,38 +109,43 @@ def fold_onnx(work: Path, fold: int, task: str) -> Path:
     return fold_dir(work, fold) / "export" / f"{task}.onnx"
 
 
-def train_fold(pool: FoldPool, assignment: dict[str, int], fold: int, work: Path,
-               configs: dict[str, TrainConfig], build: Callable[[str], object],
-               myocardium_model: Path, workers: int) -> dict[str, dict]:
+def pool_arrays(pool: FoldPool, work: Path, myocardium_model: Path, workers: int
+                ) -> dict[str, Arrays]:
+    """The fold-trained networks' arrays of the whole pool, cut (or loaded) once for all
+    folds."""
+    return build_arrays(pool.sources, work / "folds" / "arrays", "pool", tasks=list(FOLD_TASKS),
+                        workers=workers, myocardium_model=myocardium_model)
+
+
+def train_fold(pool: FoldPool, arrays: dict[str, Arrays], assignment: dict[str, int],
+               fold: int, work: Path, configs: dict[str, TrainConfig],
+               build: Callable[[str], object]) -> dict[str, dict]:
     """The scar U-Net of one fold, exported to ONNX; returns its training record."""
     from training.export import export_onnx
 
     out: dict[str, dict] = {}
     train_rows, val_rows = pool.rows(assignment, fold)
+    real = np.array([c is not None for c in pool.case_of])
+    _, held = fold_cases(assignment, fold)
     for task in FOLD_TASKS:
-        data = build_arrays(pool.sources, work / "folds" / "arrays", "pool", tasks=[task],
-                            workers=workers, myocardium_model=myocardium_model)[task]
+        data = arrays[task]
+        is_train, is_val = np.isin(data.series, train_rows), np.isin(data.series, val_rows)
         config = fold_config(configs[task], task)
         run_dir = fold_dir(work, fold) / "runs" / task
-        model, state = train(lambda t=task: build(t), data.select(np.isin(data.series,
-                                                                          train_rows)),
-                             data.select(np.isin(data.series, val_rows)), config, run_dir,
-                             f"{task} fold {fold}")
+        model, state = train(lambda t=task: build(t), data.select(is_train),
+                             data.select(is_val), config, run_dir, f"{task} fold {fold}")
         path = fold_onnx(work, fold, task)
         best = run_dir / "best.weights.h5"
         if not (path.exists() and path.stat().st_mtime > best.stat().st_mtime):
             export_onnx(model, path, input_hw=TASKS[task].shape)
-        real = np.array([c is not None for c in pool.case_of])
-        is_train = np.isin(data.series, train_rows)
-        _, held = fold_cases(assignment, fold)
+        is_real = real[data.series]
         out[task] = dataclasses.asdict(config) | {
             "fold": fold, "held_out_cases": held,
             "kept_epoch": state.best_epoch, "held_out_val_dsc": state.best_val_dsc,
             "minutes": state.seconds / 60.0, "train_slices": int(is_train.sum()),
-            "val_slices": int(np.isin(data.series, val_rows).sum()),
-            "train_slices_emidec": int((is_train & real[data.series]).sum()),
-            "val_slices_emidec": int((np.isin(data.series, val_rows)
-                                      & real[data.series]).sum()),
+            "val_slices": int(is_val.sum()),
+            "train_slices_emidec": int((is_train & is_real).sum()),
+            "val_slices_emidec": int((is_val & is_real).sum()),
             "history": state.history, "parameters": int(model.count_params())}
     return out
 
@@ -228,8 +234,6 @@ class Remembered:
         return getattr(self.member, "execution_provider", "unknown")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import hashlib
-
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         key = hashlib.sha256(batch.tobytes()).digest() + str(batch.shape).encode()
         if key not in self.answers:

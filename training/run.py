@@ -153,11 +153,12 @@ SCAR_OBSTRUCTION_PROBABILITY = 0.6
 README = Path(__file__).parents[1] / "README.md"
 TRAINING_DATA_EMIDEC_FOLDS = (
     " Real bright-blood LGE: the 80 `train` + `validation` cases of EMIDEC (one centre, Dijon; "
-    "expert contours) in five folds by patient (training/data/emidec_folds.json); each U-Net "
-    "is trained once per fold on the other four folds' cases, each as acquired and darkened "
-    "to a dark-blood look (the labelled LV cavity brought to normal myocardium; the "
+    "expert contours) in five folds by patient (training/data/emidec_folds.json); the scar "
+    "U-Net is trained once per fold on the other four folds' cases, each as acquired and "
+    "darkened to a dark-blood look (the labelled LV cavity brought to normal myocardium; the "
     "unlabelled right ventricle stays bright), at nominal pixel spacings drawn per copy "
-    "since the files carry none; the service runs the mean of the five folds. "
+    "since the files carry none, and the service runs the mean of the five folds; the "
+    "myocardium U-Net and the ENets are the earlier release's (`--networks-from`). "
     + emidec.CITATION)
 TRAINING_DATA_PHANTOMS = ("Synthetic dark-blood LGE short-axis phantoms made by "
                           "`python -m training.data.phantoms` (docs/phantoms.md).")
@@ -400,22 +401,21 @@ def _train_networks(args: argparse.Namespace, work: Path, configs: dict[str, Tra
 
 def _train_fold_networks(args: argparse.Namespace, work: Path,
                          configs: dict[str, TrainConfig], train_dirs: list[Path],
-                         val_idx: np.ndarray, lap, t: float) -> tuple[dict, float]:
-    """Both U-Nets of every cross-validation fold (each fold a resumable leg)."""
+                         val_idx: np.ndarray, assignment: dict[str, int], shared_files: dict,
+                         lap, t: float) -> tuple[dict, float]:
+    """The scar U-Net of every cross-validation fold (each fold a resumable leg), on the
+    rings of the shared myocardium U-Net."""
     from training import crossval
-    from training.data.folds import read_folds
 
-    assignment = read_folds()
     folds = len(set(assignment.values()))
     scar_dirs, _ = _scar_training_dirs(train_dirs, "", val_idx, work, args)
-    shared_files, _, _ = _shared_networks(args.networks_from, work)
     pool = crossval.fold_pool(args.emidec, scar_dirs, val_idx, args.emidec_copies,
                               args.train_seed, assignment)
+    arrays = crossval.pool_arrays(pool, work, shared_files["myocardium_unet"], args.workers)
     records = {}
     for fold in range(folds):
-        records[fold] = crossval.train_fold(pool, assignment, fold, work, configs,
-                                            build_network, shared_files["myocardium_unet"],
-                                            args.workers)
+        records[fold] = crossval.train_fold(pool, arrays, assignment, fold, work, configs,
+                                            build_network)
         # The runs' own clocks (they add up across resumes); arrays and export are extra.
         t = lap(f"fold {fold}: train scar U-Net", t,
                 done_here=sum(r["minutes"] for r in records[fold].values()))
@@ -452,17 +452,15 @@ def _shared_networks(models_dir: Path, work: Path) -> tuple[dict, dict, dict]:
 
 
 def _cross_validated(args: argparse.Namespace, work: Path, fold_records: dict,
-                     train_dirs: list[Path], val_idx: np.ndarray) -> CrossValidated:
+                     train_dirs: list[Path], val_idx: np.ndarray, assignment: dict[str, int],
+                     shared_networks: tuple[dict, dict, dict]) -> CrossValidated:
     """Every post-processing choice on the out-of-fold predictions of the 80 EMIDEC cases
     (each with its own fold's networks) and the phantom validation series (the ensemble)."""
     from training import crossval
-    from training.data.folds import read_folds
     from training.evaluation.scoring import with_networks
 
-    assignment = read_folds()
     folds = len(fold_records)
-    shared_files, shared_parameters, shared_training = _shared_networks(args.networks_from,
-                                                                        work)
+    shared_files, shared_parameters, shared_training = shared_networks
     shared = {task: Network(OnnxModel(path), TASKS[task], CLASSES[task])
               for task, path in shared_files.items()}
     # Each distinct network input answered once across the passes over the same series.
@@ -641,11 +639,17 @@ def main(argv: list[str] | None = None) -> int:
 
     cross_validated = None
     if args.emidec is not None and not args.reuse_models:
-        fold_records, t = _train_fold_networks(args, work, configs, train_dirs, val_idx, lap, t)
+        from training.data.folds import read_folds
+
+        assignment = read_folds()
+        shared_networks = _shared_networks(args.networks_from, work)
+        fold_records, t = _train_fold_networks(args, work, configs, train_dirs, val_idx,
+                                               assignment, shared_networks[0], lap, t)
         if args.stop_after_training:
             print("training: every fold trained; stopping (--stop-after-training)", flush=True)
             return 0
-        cross_validated = _cross_validated(args, work, fold_records, train_dirs, val_idx)
+        cross_validated = _cross_validated(args, work, fold_records, train_dirs, val_idx,
+                                           assignment, shared_networks)
         t = lap("out-of-fold choices (thresholds, ring, TTA)", t)
         onnx_files, parameters, training = (cross_validated.onnx_files,
                                             cross_validated.parameters,
@@ -759,16 +763,16 @@ def main(argv: list[str] | None = None) -> int:
         worst_figure = work / "private" / "worst_out_of_fold_before_after.png"
         worst_figure.parent.mkdir(parents=True, exist_ok=True)
         from training import crossval
-        from training.data.folds import read_folds
-        assignment = read_folds()
-        bright = [(src, {}) for src in crossval.held_out_sources(
-            args.emidec, sorted(assignment)) if not src.dark]
-        bright = bright[:5 * args.quick] if args.quick else bright
+
+        # Each case as acquired, with its own fold's networks under every variant.
+        bright: dict[str, tuple] = {}
         for variant, fold_nets in cross_validated.variant_networks.items():
-            for source, by_variant in bright:
-                by_variant[variant] = fold_nets[assignment[source.case]]
-        worst_cases = before_after_cases(bright, cross_validated.variant_networks,
-                                         worst_figure)
+            for source, nets in crossval.out_of_fold(args.emidec, fold_nets, assignment,
+                                                     args.quick):
+                if not source.dark:
+                    bright.setdefault(source.series_id, (source, {}))[1][variant] = nets
+        worst_cases = before_after_cases(list(bright.values()),
+                                         cross_validated.variant_networks, worst_figure)
     else:
         for task in TASKS:
             shutil.copy2(work / "runs" / task / "curves.png", figures_dir / f"curves_{task}.png")
@@ -799,17 +803,16 @@ def main(argv: list[str] | None = None) -> int:
             "test_cases": len(real_tests["emidec"])}}
     members, post_processing = {}, {}
     if cross_validated is not None:
-        from training.data.folds import FOLDS_FILE, read_folds
+        from training.crossval import RING_TASKS
+        from training.data.folds import FOLDS_FILE
 
-        folds = read_folds()
         training_data["description"] = TRAINING_DATA_PHANTOMS + TRAINING_DATA_EMIDEC_FOLDS
         training_data["emidec"] |= {
-            "train_cases": len(folds), "validation_cases": 0,
-            "cross_validation": {"folds": len(set(folds.values())), "cases": len(folds),
+            "train_cases": len(assignment), "validation_cases": 0,
+            "cross_validation": {"folds": len(set(assignment.values())),
+                                 "cases": len(assignment),
                                  "file": str(FOLDS_FILE.relative_to(README.parent))}}
         members = cross_validated.members
-        from training.crossval import RING_TASKS
-
         post_processing = {task: {"complete_ring": cross_validated.complete_ring}
                            for task in RING_TASKS}
     evaluation = manifest_evaluation(summaries)

@@ -62,6 +62,7 @@ class SeriesWorker:
         from service.dicom.ingest import Blob
 
         out, key = Path(self.config.out), self.config.key
+        attempts = 0  # until counted: a failure to count is a failure of this series too
         try:
             attempts = count_attempt(out, source["series_uid"], key)
             if attempts > MAX_ATTEMPTS:
@@ -82,7 +83,7 @@ class SeriesWorker:
             log.exception("series failed")
             write_failure(out, key, source, "internal_error", 500,
                           f"{type(exc).__name__} (a bug; the worker's log has the traceback)",
-                          locals().get("attempts", 0))
+                          attempts)
             return "failed"
         return "done"
 

@@ -146,7 +146,6 @@ def write_tables(out: Path, key: str, names: Iterable[str],
                  skipped: Iterable[Skipped] = ()) -> tuple[int, int]:
     """results.parquet, failures.parquet and skipped.parquet of this run's SOURCE: the series
     and files named in ``names`` (OUT may hold reports of other runs); (rows, failure rows)."""
-    folder = Path(out) / "series"
     wanted = set(names)
     counts = {}
     for kind, suffix in (("results", REPORT), ("failures", FAILURE)):
@@ -160,7 +159,6 @@ def write_tables(out: Path, key: str, names: Iterable[str],
     _write_parquet([{"path": display_path(s.path), "path_bytes": path_bytes(s.path).hex(),
                      "kind": s.kind, "reason": s.reason} for s in skipped],
                    Path(out) / "skipped.parquet")
-    del folder
     return counts["results"], counts["failures"]
 
 

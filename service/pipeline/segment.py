@@ -174,9 +174,8 @@ def masks_from_regions(regions: np.ndarray | None, spacing: Spacing, myocardium:
         mvo_p = zeros if mvo_p is None else mvo_p
         if scar_net.redraws_myocardium:
             myocardium_probability = scar_net.region(by_name, "myocardium")
-            cavity = scar_net.region(by_name, CAVITY)
-            myocardium = ring_from(myocardium_probability, scar_net, None if cavity is None
-                                   else cavity + myocardium_probability)
+            myocardium = ring_from(myocardium_probability, scar_net,
+                                   scar_net.region(by_name, CAVITY))
     myocardium, scar = attach_scar(scar_p, myocardium, spacing, threshold=scar_net.threshold,
                                    reach_mm=scar_reach_mm(scar_net))
     return Segmentation(myocardium=myocardium, scar=scar,
@@ -187,11 +186,15 @@ def masks_from_regions(regions: np.ndarray | None, spacing: Spacing, myocardium:
 
 
 def ring_from(probability: np.ndarray, net: Network,
-              filled_probability: np.ndarray | None = None) -> np.ndarray:
+              cavity_probability: np.ndarray | None = None) -> np.ndarray:
     """A network's myocardium probability to its ring: the largest ring-like component per
-    slice, completed into a left-ventricular ring where the network asks for it."""
+    slice, completed into a left-ventricular ring where the network asks for it (with the
+    filled LV, cavity + myocardium, where the network draws the cavity)."""
     ring = clean_myocardium(probability)
-    return constrain_ring(ring, filled_probability) if net.complete_ring else ring
+    if not net.complete_ring:
+        return ring
+    filled = None if cavity_probability is None else cavity_probability + probability
+    return constrain_ring(ring, filled)
 
 
 def segment(images: Sequence[np.ndarray], spacing: Spacing, myocardium_net: Network,

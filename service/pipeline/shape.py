@@ -205,7 +205,7 @@ def ring_model(mask: np.ndarray, filled_probability: np.ndarray | None = None,
     return RingModel(centre, inner, outer, present, repaired, keep_open)
 
 
-def _polar_grid(shape: tuple[int, int], centre: tuple[float, float], box: tuple[slice, slice]
+def _polar_grid(centre: tuple[float, float], box: tuple[slice, slice]
                 ) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[box[0], box[1]]
     dy, dx = yy - centre[0], xx - centre[1]
@@ -232,7 +232,7 @@ def constrain_slice(mask: np.ndarray, filled_probability: np.ndarray | None = No
     h, w = mask.shape
     box = (slice(max(cy - reach, 0), min(cy + reach + 1, h)),
            slice(max(cx - reach, 0), min(cx + reach + 1, w)))
-    rho, angle = _polar_grid(mask.shape, model.centre, box)
+    rho, angle = _polar_grid(model.centre, box)
     outer = _at(model.outer, angle)
     inner = _at(model.inner, angle)
     repaired = _at(model.repaired.astype(float), angle) > 0.5
