@@ -21,7 +21,8 @@ import numpy as np
 import pydicom
 
 from service.config import Settings
-from service.dicom.ingest import Blob, Limits, read_datasets
+from service.dicom.ingest import Blob, Limits
+from service.dicom.instances import BadCopy, one_copy_each
 from service.dicom.seg import build_seg
 from service.dicom.sr import build_sr
 from service.dicom.synthetic import warmup_series
@@ -238,30 +239,43 @@ def input_fingerprint(blobs: list[Blob], pipeline: Pipeline) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class FilesAnalysis:
+    """One series' report (JSON-ready), the files to keep, and the copies not used."""
+
+    report: dict
+    files: dict[str, bytes]
+    bad_copies: list[BadCopy]
+
+
 def analyse_files(blobs: list[Blob], pipeline: Pipeline, max_series_pixels: int,
                   notes: tuple[str, ...] = (), analysis_id: str | None = None,
-                  review_notes: tuple[str, ...] = ()) -> tuple[dict, dict[str, bytes]]:
-    """One series' files to its report (a JSON-ready dict) and the files to keep.
+                  review_notes: tuple[str, ...] = ()) -> FilesAnalysis:
+    """One series' files to its report and the files to keep.
 
     What an upload, a series received by STOW-RS and the batch command all run,
-    so that they give the same answers. ``notes`` become warnings; ``review_notes``
-    reasons for review (the batch: files beside the series it could not read).
+    so that they give the same answers, duplicated instances included
+    (:func:`service.dicom.instances.one_copy_each`). ``notes`` become warnings;
+    ``review_notes`` reasons for review (the batch: files beside the series it could
+    not read).
     """
     started = time.perf_counter()
-    volume = build_volume(read_datasets(blobs, max_series_pixels))
-    if notes:
-        volume = replace(volume, warnings=[*notes, *volume.warnings])
+    instances = one_copy_each(blobs, max_series_pixels)
+    volume = build_volume(instances.datasets)
+    if notes or instances.warnings:
+        volume = replace(volume, warnings=[*notes, *instances.warnings, *volume.warnings])
     decode_ms = (time.perf_counter() - started) * 1000.0
     result = analyse(volume, pipeline, decode_ms, analysis_id, review_notes)
-    return result.report.model_dump(mode="json"), stored_files(result, volume)
+    return FilesAnalysis(result.report.model_dump(mode="json"), stored_files(result, volume),
+                         instances.bad_copies)
 
 
 def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
                       store: ResultStore, notes: tuple[str, ...] = (),
                       analysis_id: str | None = None, fingerprint: str | None = None) -> dict:
     """One series' files to a stored report (returned as JSON-ready dict)."""
-    report, files = analyse_files(blobs, pipeline, settings.max_series_pixels, notes,
-                                  analysis_id)
+    analysed = analyse_files(blobs, pipeline, settings.max_series_pixels, notes, analysis_id)
+    report, files = analysed.report, analysed.files
     if fingerprint:
         report["input_fingerprint"] = fingerprint
     store.save(report, files, push_to=settings.dicomweb_store_url)

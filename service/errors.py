@@ -7,6 +7,7 @@
     |   +-- Unauthorized         401 unauthorized: no or a wrong API key
     |   +-- NotFound             404
     |   +-- NotCardiacLGE        422 not_cardiac_lge: not a short-axis LGE stack of a heart
+    |   +-- ConflictingInstances 422 conflicting_instances: one instance, two different images
     +-- Overloaded               503 with Retry-After
     +-- StartupError             the service does not start (never an answer)
         +-- ModelStoreError      model_store_invalid: the manifest and the files disagree
@@ -63,6 +64,15 @@ class NotCardiacLGE(InputError):
 
     status_code = 422
     code = "not_cardiac_lge"
+
+
+class ConflictingInstances(InputError):
+    """Two decodable copies of one SOP instance with different pixel data: the service does
+    not guess which image the radiologist meant. 422, since the request is well formed but
+    says two things (409 is STOW-RS's "nothing stored")."""
+
+    status_code = 422
+    code = "conflicting_instances"
 
 
 class Overloaded(ServiceError):

@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     # OUT inside SOURCE is never read as input (its SEG and SR are not new series).
     found = discover(source, exclude=[args.out])
     names = [s.series_uid for s in found.series]
+    # A series' files may get rows of their own (a truncated second copy of an instance).
+    names += [file_name(f) for s in found.series for f in s.files]
     for bad in found.unreadable:
         write_failure(args.out, key, {"series_uid": "", "study_uid": "", "patient_id": "",
                                       "modality": "", "files": [bad.path]},

@@ -21,7 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from service.batch.discover import SeriesFiles
-from service.batch.outputs import MAX_ATTEMPTS, count_attempt, write_failure, write_result
+from service.batch.outputs import (
+    MAX_ATTEMPTS,
+    count_attempt,
+    write_failure,
+    write_file_failures,
+    write_result,
+)
 from service.errors import ServiceError
 
 log = logging.getLogger("service.batch")
@@ -71,11 +77,14 @@ class SeriesWorker:
                               "tried again (the worker's log has what it printed)",
                               attempts - 1)
                 return "failed"
-            blobs = [Blob(display_path(Path(f).name), Path(f)) for f in source["files"]]
-            report, files = analyse_files(blobs, self.pipeline, self.config.max_series_pixels,
-                                          analysis_id=f"{source['series_uid']}.{key}",
-                                          review_notes=tuple(source.get("review_notes", ())))
-            write_result(out, key, report, files, source)
+            # Named by their whole path: an error or a conflict names the files to look at.
+            blobs = [Blob(display_path(f), Path(f)) for f in source["files"]]
+            analysed = analyse_files(blobs, self.pipeline, self.config.max_series_pixels,
+                                     analysis_id=f"{source['series_uid']}.{key}",
+                                     review_notes=tuple(source.get("review_notes", ())))
+            write_file_failures(out, key, source, {str(c.blob.path): (c.code, c.message)
+                                                   for c in analysed.bad_copies})
+            write_result(out, key, analysed.report, analysed.files, source)
         except ServiceError as exc:
             write_failure(out, key, source, exc.code, exc.status_code, exc.message, attempts)
             return "refused" if exc.status_code < 500 else "failed"

@@ -88,6 +88,21 @@ def write_failure(out: Path, key: str, source: dict, code: str, status: int, mes
     write_atomic(Path(f"{stem(out, name, key)}.{FAILURE}"), json.dumps({"row": row}).encode())
 
 
+def write_file_failures(out: Path, key: str, source: dict, bad: dict[str, tuple[str, str]]
+                        ) -> None:
+    """File-level rows for the series' files that were not used (``bad``: path -> code and
+    message, e.g. a truncated second copy of an instance), and none for its other files
+    (a row of an earlier run for a file since mended goes)."""
+    empty = {"series_uid": "", "study_uid": source["study_uid"],
+             "patient_id": source["patient_id"], "modality": source["modality"]}
+    for path in source["files"]:
+        if path in bad:
+            code, message = bad[path]
+            write_failure(out, key, empty | {"files": [path]}, code, 422, message, 1)
+        else:
+            Path(f"{stem(out, file_name(path), key)}.{FAILURE}").unlink(missing_ok=True)
+
+
 def done(out: Path, key: str) -> dict[str, str]:
     """Series UIDs with a report or a final failure under this models' key, each with the
     digest of the instance set it was made from."""

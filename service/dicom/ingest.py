@@ -127,6 +127,22 @@ class _Part:
     field: str  # the form field's name, '' outside multipart/form-data
     content_type: str
     path: Path
+    filename: str  # as the client sent it ('' when it sent none)
+
+    def name(self, index: int) -> str:
+        """How errors name the part: the client's file name, else its position."""
+        return client_name(self.filename) or f"part {index}"
+
+
+# The most of a client's file name an error message repeats.
+MAX_NAME = 120
+
+
+def client_name(filename: str) -> str:
+    """A file name from a request, fit to quote back: control characters dropped, the
+    folders a browser may send stripped, the length capped."""
+    name = "".join(c for c in filename if c.isprintable()).replace("\\", "/").rsplit("/", 1)[-1]
+    return name if len(name) <= MAX_NAME else name[:MAX_NAME - 3] + "..."
 
 
 def _multipart_parts(content_type: str, body: Path, spool: Spool) -> list[_Part]:
@@ -193,7 +209,8 @@ def _multipart_parts(content_type: str, body: Path, spool: Spool) -> list[_Part]
         ctype, _ = parse_options_header(part_headers.get(b"content-type", b"text/plain"))
         _, disposition = parse_options_header(part_headers.get(b"content-disposition", b""))
         name = disposition.get(b"name", b"").decode("utf-8", errors="replace")
-        parts.append(_Part(name, ctype.decode("latin-1").lower(), path))
+        filename = disposition.get(b"filename", b"").decode("utf-8", errors="replace")
+        parts.append(_Part(name, ctype.decode("latin-1").lower(), path, filename))
     return parts
 
 
@@ -246,12 +263,12 @@ def split_body(content_type: str | None, body: Path, limits: Limits, spool: Spoo
         raise InputError("the request body is empty; send the series' DICOM files",
                          code="empty_body")
     if media == "multipart/form-data":
-        raw = [Blob(f"part {i}", part.path) for i, part
+        raw = [Blob(part.name(i), part.path) for i, part
                in enumerate(_multipart_parts(content_type, body, spool)) if part.field == "files"]
         if not raw:
             raise InputError("multipart/form-data without any 'files' part", code="no_files")
     elif media == "multipart/related":
-        raw = [Blob(f"part {i}", part.path)
+        raw = [Blob(part.name(i), part.path)
                for i, part in enumerate(_multipart_parts(content_type, body, spool))]
     elif media in ("application/zip", "application/x-zip-compressed"):
         # Declared a zip: read as one whatever its first bytes (a JPEG is a bad zip, an
@@ -302,30 +319,14 @@ def read_dataset(blob: Blob) -> pydicom.Dataset:
     return ds
 
 
-def _pixels(ds: pydicom.Dataset) -> int:
+def pixel_count(ds: pydicom.Dataset) -> int:
+    """Rows x columns x frames as the header says: what bounds an analysis' memory (an
+    analysis needs tens of bytes per pixel: BENCHMARKS.md, "Peak RSS at the limits")."""
     try:
         return int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) \
             * int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError):
         return 0  # the volume stage says what is wrong with these attributes
-
-
-def read_datasets(blobs: list[Blob], max_pixels: int) -> list[pydicom.Dataset]:
-    """The datasets of one series, refused as soon as they hold more than ``max_pixels``.
-
-    An analysis needs tens of bytes of memory per pixel (BENCHMARKS.md, "Peak RSS
-    at the limits"), so the pixel count, not the upload's size, is what bounds it;
-    reading stops at the first file past the limit, before the rest are held.
-    """
-    datasets, pixels = [], 0
-    for blob in blobs:
-        datasets.append(read_dataset(blob))
-        pixels += _pixels(datasets[-1])
-        if pixels > max_pixels:
-            raise InputError(f"the series holds more than {max_pixels} pixels (rows x columns "
-                             "x slices), the most one analysis reads (MAX_SERIES_PIXELS)",
-                             code="series_too_large", status_code=413)
-    return datasets
 
 
 def stow_parts(content_type: str | None, body: Path, limits: Limits,
@@ -347,4 +348,4 @@ def stow_parts(content_type: str | None, body: Path, limits: Limits,
     if len(parts) > limits.max_files:
         raise InputError(f"{len(parts)} parts; the limit is {limits.max_files}",
                          code="too_many_files", status_code=413)
-    return [Blob(f"part {i}", part.path) for i, part in enumerate(parts)]
+    return [Blob(part.name(i), part.path) for i, part in enumerate(parts)]

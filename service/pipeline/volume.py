@@ -80,7 +80,9 @@ def _required(ds: pydicom.Dataset, keyword: str, what: str):
     return value
 
 
-def _decode(ds: pydicom.Dataset) -> np.ndarray:
+def decode_pixels(ds: pydicom.Dataset) -> np.ndarray:
+    """The instance's pixel array (pydicom keeps it, so decoding twice costs nothing), or an
+    InputError saying why it cannot be had (``corrupt_dicom`` for damaged pixel data)."""
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise InputError(f"instance {ds.get('SOPInstanceUID', '?')} has no pixel data",
                          code="no_pixel_data", status_code=422)
@@ -128,7 +130,7 @@ def _single_frame_slices(ds: pydicom.Dataset) -> list[Slice]:
     orientation = _numbers(_required(ds, "ImageOrientationPatient", "slice orientation"), 6,
                            "ImageOrientationPatient")
     spacing = tuple(_numbers(_required(ds, "PixelSpacing", "pixel size"), 2, "PixelSpacing"))
-    pixels = _decode(ds)
+    pixels = decode_pixels(ds)
     if pixels.ndim != 2:
         raise InputError(f"expected one 2-D image per MR instance, got shape {pixels.shape}",
                          code="unsupported_image", status_code=422)
@@ -148,7 +150,7 @@ def _enhanced_slices(ds: pydicom.Dataset) -> list[Slice]:
     if not frames:
         raise GeometryError("Enhanced MR without PerFrameFunctionalGroupsSequence",
                             code="missing_geometry")
-    pixels = _decode(ds)
+    pixels = decode_pixels(ds)
     if pixels.ndim == 2:
         pixels = pixels[None]
     if pixels.shape[0] != len(frames):

@@ -140,14 +140,15 @@ def test_a_received_series_larger_than_an_analysis_may_read_fails_with_the_reaso
 
 def test_an_upload_over_the_pixel_limit_is_413_and_reading_stops_there(make_client, series_dirs,
                                                                         monkeypatch) -> None:
-    from service.dicom import ingest
+    from service.dicom import instances
 
     files = series_files(series_dirs[0])
     first = pydicom.dcmread(io.BytesIO(files[0][1]))
     per_slice = int(first.Rows) * int(first.Columns)
     read = []
-    original = ingest.read_dataset
-    monkeypatch.setattr(ingest, "read_dataset", lambda blob: read.append(blob) or original(blob))
+    original = instances.read_dataset
+    monkeypatch.setattr(instances, "read_dataset",
+                        lambda blob: read.append(blob) or original(blob))
     with make_client(MAX_SERIES_PIXELS=str(3 * per_slice)) as client:
         r = client.post("/v1/analyses", files=multipart(files))
         assert r.status_code == 413 and r.json()["error"]["code"] == "series_too_large"
