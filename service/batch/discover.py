@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,9 @@ from pydicom.errors import InvalidDicomError
 from service.dicom.uids import is_uid
 
 PREAMBLE = 128
+# The most one file's header may take to read: a file on a hung network mount is skipped
+# (a row of its own), not a walk that never ends.
+FILE_READ_TIMEOUT_S = 30.0
 ZIP_MAGIC, GZIP_MAGIC = b"PK\x03\x04", b"\x1f\x8b"
 
 
@@ -153,6 +157,22 @@ def _read_header(path: Path, name: str
                                 f"{name} is truncated or corrupt DICOM ({type(exc).__name__})")
 
 
+def _read_header_bounded(path: Path, name: str, timeout_s: float
+                         ) -> tuple[pydicom.Dataset | None, Skipped | Unreadable | None]:
+    """:func:`_read_header` given at most ``timeout_s``; the reading thread is left to
+    finish (or hang) on its own, as a daemon that never keeps the process alive."""
+    answer: list = []
+    reader = threading.Thread(target=lambda: answer.append(_read_header(path, name)),
+                              name="read-header", daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if answer:
+        return answer[0]
+    return None, Unreadable(str(path), "unreadable_file",
+                            f"{name} was not read within {timeout_s:g} s (a hung or very slow "
+                            "file system?); skipped")
+
+
 def discover(root: Path, exclude: Sequence[Path] = ()) -> Discovery:
     """Every series of the tree (sorted by UID), the unreadable files and the skipped entries;
     ``exclude``: folders never read (the batch's own OUT when it lies inside the tree)."""
@@ -162,7 +182,7 @@ def discover(root: Path, exclude: Sequence[Path] = ()) -> Discovery:
     skipped: list[Skipped] = []
     for path in _walk(root, exclude, skipped):
         name = display_path(path.relative_to(root))
-        ds, problem = _read_header(path, name)
+        ds, problem = _read_header_bounded(path, name, FILE_READ_TIMEOUT_S)
         if problem is not None:
             (skipped if isinstance(problem, Skipped) else unreadable).append(problem)
             continue

@@ -71,6 +71,36 @@ def test_a_fifo_is_skipped_never_opened(tmp_path, series_dirs) -> None:
         ("x.dcm", "not a regular file")]
 
 
+def test_a_file_that_does_not_answer_is_given_up_on_and_the_walk_goes_on(
+        tmp_path, series_dirs, monkeypatch) -> None:
+    """A hung network mount: the read of one file blocks (simulated: a regular file cannot
+    block here); the walk gives it its time, names it, and reads the rest."""
+    from service.batch import discover as walk
+
+    source = _one_series(tmp_path, series_dirs)
+    (source / "stuck.dcm").write_bytes((source / "exam" / next(
+        p.name for p in (source / "exam").iterdir())).read_bytes())
+    release = threading.Event()
+    original = walk._read_header
+
+    def hanging(path, name):
+        if path.name == "stuck.dcm":
+            release.wait(60)
+        return original(path, name)
+
+    monkeypatch.setattr(walk, "_read_header", hanging)
+    monkeypatch.setattr(walk, "FILE_READ_TIMEOUT_S", 0.5)
+    try:
+        found = discover(source)
+    finally:
+        release.set()
+    assert len(found.series) == 1 and len(found.series[0].files) == len(
+        list((source / "exam").iterdir()))
+    assert [(Path(u.path).name, u.code) for u in found.unreadable] == [
+        ("stuck.dcm", "unreadable_file")]
+    assert "not read within 0.5 s" in found.unreadable[0].message
+
+
 def test_skipped_entries_each_get_a_row(tmp_path, series_dirs) -> None:
     source = _one_series(tmp_path, series_dirs)
     shutil.make_archive(str(source / "zipped"), "zip", source / "exam")
