@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import time
 import uuid
@@ -210,13 +211,23 @@ def warm_up(pipelines: list[Pipeline]) -> float:
     return time.perf_counter() - started
 
 
+def identity_of(volume: Volume) -> dict[str, str]:
+    """Whose scan this is, for the reader to confirm on the front page and in the viewer
+    (stored beside the report, in the index; never logged)."""
+    first = volume.slices[0].dataset
+    return {"patient_name": str(first.get("PatientName", "") or ""),
+            "patient_id": str(first.get("PatientID", "") or ""),
+            "study_date": str(first.get("StudyDate", "") or ""),
+            "series_description": str(first.get("SeriesDescription", "") or "")}
+
+
 def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
-    """SEG, SR and the arrays the overlay needs, as bytes for the store."""
+    """SEG, SR, the arrays the overlay needs and whose scan it is, as bytes for the store."""
     arrays = io.BytesIO()
     np.savez(arrays, myocardium=result.myocardium, scar=result.scar, mvo=result.mvo,
              images=np.stack(volume.images).astype(np.float32))
     return {"seg": _to_bytes(result.seg), "sr": _to_bytes(result.sr),
-            "arrays": arrays.getvalue()}
+            "arrays": arrays.getvalue(), "identity": json.dumps(identity_of(volume)).encode()}
 
 
 def limits_of(settings: Settings) -> Limits:

@@ -40,8 +40,15 @@ def install() -> None:
             handler.addFilter(WithholdValues())
 
 
+# Libraries whose INFO lines (highdicom: ~50 at warm-up, one per encoded frame group) would
+# bury the service's own; their warnings still show.
+QUIET_LIBRARIES = ("highdicom",)
+
+
 def configure() -> None:
     """The log of ``python -m service``."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     install()

@@ -21,6 +21,9 @@ PIXEL_SPACING_CHECKED_MM = (0.6, 3.0)
 # calibration carries its own (``IntervalCalibration.review_width``); this is the rule for
 # one without.
 MAX_INTERVAL_WIDTH_PERCENT = ACTIONABLE_WIDTH_PERCENT
+# The widest interval any pipeline may call ``ok``, whatever its calibration says: at 20
+# points (a scar of 5 % or 25 %) a reader cannot act on the number without looking.
+USABLE_WIDTH_PERCENT = 20.0
 
 
 def myocardium_gaps(myocardium: np.ndarray) -> list[int]:
@@ -35,19 +38,23 @@ def interval_reason(scar_interval: tuple[float, float] | None,
     """Why the interval sends the result to review; None when it does not.
 
     ``review_width`` is the calibration's: the width beyond which at most a third
-    of its validation scans fell (never under MAX_INTERVAL_WIDTH_PERCENT).
+    of its validation scans fell (never under MAX_INTERVAL_WIDTH_PERCENT); it is capped
+    at USABLE_WIDTH_PERCENT in every pipeline.
     """
     if scar_interval is None:
         return ("the scar model has no calibrated interval: the scar % comes without a "
                 "measure of how sure it is")
-    limit = MAX_INTERVAL_WIDTH_PERCENT if review_width is None else review_width
+    calibrated = MAX_INTERVAL_WIDTH_PERCENT if review_width is None else review_width
+    limit = min(calibrated, USABLE_WIDTH_PERCENT)
     width = scar_interval[1] - scar_interval[0]
     if width <= limit:
         return None
+    why = ("the networks disagree with themselves more than on most validation scans"
+           if limit == calibrated else
+           f"wider than {USABLE_WIDTH_PERCENT:g} points, the scar % is not an answer to act on")
     return (f"the 95 % interval of the scar % is {width:.1f} points wide "
-            f"({scar_interval[0]:.1f}-{scar_interval[1]:.1f} %), more than {limit:.1f}: the "
-            "networks disagree with themselves more than on most validation scans (the "
-            "myocardium or the scar border is uncertain); check the contours")
+            f"({scar_interval[0]:.1f}-{scar_interval[1]:.1f} %), more than {limit:.1f}: "
+            f"{why} (the myocardium or the scar border is uncertain); check the contours")
 
 
 def review_reasons(myocardium: np.ndarray, figures: dict, volume: Volume,

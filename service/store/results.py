@@ -26,7 +26,15 @@ from service.store.db import transaction
 from service.store.files import fsync_dir
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "arrays.npz"}
+FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "arrays.npz",
+         "identity": "identity.json"}
+# Whose scan an analysis is, for the reader to confirm (the front page, the viewer): kept in
+# the index beside the report, never in the report (the contract's fields) nor in a log.
+IDENTITY = ("patient_name", "patient_id", "study_date", "series_description")
+
+
+RECENT = ("id", "created_at", "pipeline", "series_instance_uid", "scar_percent", "verdict",
+          *IDENTITY)
 
 
 class ResultStore:
@@ -52,6 +60,9 @@ class ResultStore:
             self._db.execute("ALTER TABLE analyses ADD COLUMN verdict TEXT")
         if "fingerprint" not in columns:  # ... or before received series were fingerprinted
             self._db.execute("ALTER TABLE analyses ADD COLUMN fingerprint TEXT")
+        for column in IDENTITY:  # ... or before the index showed whose scan it was
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE analyses ADD COLUMN {column} TEXT")
         self._db.execute("CREATE TABLE IF NOT EXISTS pushes (id TEXT PRIMARY KEY, "
                          "destination TEXT NOT NULL, status TEXT NOT NULL, "
                          "attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, "
@@ -66,18 +77,23 @@ class ResultStore:
             if folder.name not in indexed and (folder / FILES["report"]).exists():
                 # Stored but not indexed (a crash between the two): its push was not
                 # queued either, so it is queued now with the index row.
-                self._index(json.loads((folder / FILES["report"]).read_text()), self.push_to)
+                identity = folder / FILES["identity"]
+                self._index(json.loads((folder / FILES["report"]).read_text()),
+                            json.loads(identity.read_text()) if identity.exists() else {},
+                            self.push_to)
 
-    def _index(self, report: dict, push_to: str | None = None) -> None:
+    def _index(self, report: dict, identity: dict, push_to: str | None = None) -> None:
         with self._lock:
             with transaction(self._db):
                 self._db.execute("INSERT OR REPLACE INTO analyses (id, created_at, pipeline, "
-                                 "series_instance_uid, scar_percent, verdict, fingerprint) "
-                                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 "series_instance_uid, scar_percent, verdict, fingerprint, "
+                                 f"{', '.join(IDENTITY)}) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                                 f"{', '.join('?' * len(IDENTITY))})",
                                  (report["id"], report["created_at"], report["pipeline"],
                                   report["series_instance_uid"], report["scar_percent"],
                                   (report.get("quality") or {}).get("verdict"),
-                                  report.get("input_fingerprint")))
+                                  report.get("input_fingerprint"),
+                                  *(identity.get(k) for k in IDENTITY)))
                 if push_to:
                     self._db.execute("INSERT OR IGNORE INTO pushes (id, destination, status, "
                                      "next_attempt_at) VALUES (?, ?, 'pending', 0)",
@@ -97,7 +113,8 @@ class ResultStore:
                 os.fsync(f.fileno())
         os.replace(tmp, self.analyses / analysis_id)
         fsync_dir(self.analyses)
-        self._index(report, push_to)
+        identity = json.loads(files["identity"]) if "identity" in files else {}
+        self._index(report, identity, push_to)
 
     def path(self, analysis_id: str, kind: str) -> Path:
         if not ID_PATTERN.match(analysis_id):
@@ -196,11 +213,19 @@ class ResultStore:
             if series_instance_uid else ("", [])
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, created_at, pipeline, series_instance_uid, scar_percent, verdict "
-                f"FROM analyses {where} ORDER BY created_at DESC LIMIT ?",
-                (*args, limit)).fetchall()
-        keys = ("id", "created_at", "pipeline", "series_instance_uid", "scar_percent", "verdict")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+                f"SELECT {', '.join(RECENT)} FROM analyses {where} "
+                "ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
+        return [dict(zip(RECENT, row, strict=True)) for row in rows]
+
+    def identity(self, analysis_id: str) -> dict:
+        """Patient name and ID, study date and series description of one analysis ({} for
+        one stored before they were indexed)."""
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(IDENTITY)} FROM analyses WHERE id = ?",
+                                   (analysis_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no analysis {analysis_id}")
+        return {k: v for k, v in zip(IDENTITY, row, strict=True) if v is not None}
 
     def close(self) -> None:
         self._db.close()

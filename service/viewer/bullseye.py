@@ -71,7 +71,8 @@ def bullseye_svg(segments: list[dict], size: int = 320) -> str:
             colour = _rgb(scar_colour(pct))
             mvo = float(seg.get("mvo_percent") or 0.0)
             label = escape(f"{number} {seg.get('name', '')}: "
-                           + ("no data" if pct is None else f"{pct:.1f} % scar, transmurality "
+                           + ("no data" if pct is None else f"{pct:.1f} % of its myocardium is scar; "
+                              "transmural extent where scarred "
                               f"{seg.get('transmurality_class', '?')}")
                            + (f", MVO {mvo:.1f} %" if mvo > 0 else ""))
             parts.append(f'<path d="{_wedge(r0, r1, a0, a0 + span, size)}" fill="{colour}" '
@@ -110,7 +111,9 @@ def legend_svg(width: int = 320) -> str:
     mvo = (f'<circle cx="15" cy="50" r="4.5" fill="{_rgb(MVO_RGB)}" stroke="#000" '
            'stroke-width="1"/><text x="25" y="54" font-size="10">microvascular obstruction '
            '(MVO) in the segment</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="60" '
+    caption = ('<text x="10" y="72" font-size="10">colour: scar as % of the segment\'s '
+               'myocardium (not transmural extent)</text>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="78" '
             f'aria-label="scar percent colour scale"><defs><linearGradient id="ramp">{stops}'
             f'</linearGradient></defs><rect x="10" y="4" width="{width - 20}" height="16" '
-            f'fill="url(#ramp)" stroke="#888"/>{ticks}{mvo}</svg>')
+            f'fill="url(#ramp)" stroke="#888"/>{ticks}{mvo}{caption}</svg>')

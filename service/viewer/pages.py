@@ -128,13 +128,25 @@ def _interval_text(report: dict) -> str:
     return f"95 % interval {_num(bounds[0])}-{_num(bounds[1])} %"
 
 
+def _patient_cell(a: dict) -> str:
+    name = (a.get("patient_name") or "").replace("^", " ").strip()
+    return (f"{escape(name) or '<span class=muted>(no name)</span>'}<br>"
+            f"<span class=muted>{escape(a.get('patient_id') or '(no ID)')}</span>")
+
+
 def index_page(recent: list[dict], pipelines: list[str], default_pipeline: str) -> str:
+    """The front page: recent analyses by patient, study date and series, as a reader looks
+    for them (the series UID's tail is kept as a tooltip)."""
     rows = "".join(
         f"<tr><td>{escape(a['created_at'][:19].replace('T', ' '))}</td>"
-        f"<td>…{escape(a['series_instance_uid'][-16:])}</td><td>{escape(a['pipeline'])}</td>"
+        f"<td>{_patient_cell(a)}</td>"
+        f"<td>{escape(_study_date(a.get('study_date') or '') or '—')}</td>"
+        f'<td title="series {escape(a["series_instance_uid"])}">'
+        f"{escape(a.get('series_description') or '(no description)')}</td>"
+        f"<td>{escape(a['pipeline'])}</td>"
         f'<td class="num">{_num(a["scar_percent"])}</td><td>{_verdict_cell(a.get("verdict"))}</td>'
         f'<td><a href="/v1/analyses/{escape(a["id"])}/viewer">viewer</a></td></tr>'
-        for a in recent) or '<tr><td colspan="6" class="muted">none yet</td></tr>'
+        for a in recent) or '<tr><td colspan="8" class="muted">none yet</td></tr>'
     options = "".join(
         f'<option value="{escape(p)}"{" selected" if p == default_pipeline else ""}>'
         f"{escape(p)}</option>" for p in pipelines)

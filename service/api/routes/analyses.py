@@ -268,12 +268,15 @@ def get_viewer(analysis_id: str, request: Request) -> HTMLResponse:
     images = arrays["images"]
     # The same region and grey scale as the viewer's first (zoomed) overlay.
     _, width, level = _shown_region(arrays, tuple(report["pixel_spacing_mm"]), zoom=True)
-    # Whose scan this is, for the reader to confirm: from the stored SEG, which repeats the
-    # source's patient and study attributes (the page is behind the API key when one is set).
-    seg = pydicom.dcmread(store.path(analysis_id, "seg"), stop_before_pixels=True)
-    identity = {"patient_name": str(seg.get("PatientName", "") or ""),
-                "patient_id": str(seg.get("PatientID", "") or ""),
-                "study_date": str(seg.get("StudyDate", "") or ""),
-                "series_description": report.get("series_description") or ""}
+    # Whose scan this is, for the reader to confirm (the page is behind the API key when
+    # one is set): from the index; for analyses stored before it kept them, from the SEG,
+    # which repeats the source's patient and study attributes.
+    identity = store.identity(analysis_id)
+    if not identity:
+        seg = pydicom.dcmread(store.path(analysis_id, "seg"), stop_before_pixels=True)
+        identity = {"patient_name": str(seg.get("PatientName", "") or ""),
+                    "patient_id": str(seg.get("PatientID", "") or ""),
+                    "study_date": str(seg.get("StudyDate", "") or ""),
+                    "series_description": report.get("series_description") or ""}
     return HTMLResponse(viewer_page(report, width, level,
                                     (float(images.min()), float(images.max())), identity))

@@ -18,7 +18,14 @@ from scipy import ndimage
 
 from service.viewer.bullseye import bullseye_svg, legend_svg, scar_colour
 from service.viewer.overlay import MVO_RGB, MYOCARDIUM_RGB, SCAR_RGB, render_overlay
-from tests.conftest import multipart, require_tool, series_files, start_service, stop_process
+from tests.conftest import (
+    multipart,
+    require_tool,
+    series_files,
+    start_service,
+    stop_process,
+    to_bytes,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -125,6 +132,41 @@ def test_viewer_and_index_pages_are_self_contained(client, scarred) -> None:
     index = client.get("/")
     assert index.status_code == 200 and f"/v1/analyses/{scarred['id']}/viewer" in index.text
     assert 'type="file"' in index.text and "cascade-unet" in index.text
+
+
+def test_the_front_page_lists_analyses_by_patient_study_date_and_series(client,
+                                                                        series_dirs) -> None:
+    files = []
+    for name, data in series_files(series_dirs[0]):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ds.PatientName, ds.PatientID = "Frontpage^Alice", "FP-20461"
+        ds.StudyDate, ds.SeriesDescription = "20250314", "LGE PSIR SAX (front page test)"
+        files.append((name, to_bytes(ds)))
+    r = client.post("/v1/analyses", files=multipart(files))
+    assert r.status_code == 201, r.text
+    analysis_id = r.json()["id"]
+    row = next(tr for tr in client.get("/").text.split("<tr>") if analysis_id in tr)
+    for shown in ("Frontpage Alice", "FP-20461", "2025-03-14",
+                  "LGE PSIR SAX (front page test)"):
+        assert shown in row, shown
+    assert "Frontpage^Alice" not in r.text  # the report's fields stay the contract's
+    viewer = client.get(f"/v1/analyses/{analysis_id}/viewer").text
+    assert "Frontpage Alice" in viewer and "FP-20461" in viewer and "2025-03-14" in viewer
+
+
+def test_the_bullseye_says_what_its_numbers_are() -> None:
+    """10 % scar beside a 26-50 % class read as a contradiction until each number is named."""
+    segments = [{"segment": n, "name": f"s{n}", "scar_percent": 10.0 if n == 1 else 0.0,
+                 "transmurality_class": "26-50%" if n == 1 else "0%"} for n in range(1, 17)]
+    svg = bullseye_svg(segments)
+    first = re.search(r'data-segment="1"><title>([^<]+)</title>', svg).group(1)
+    assert "10.0 % of its myocardium is scar" in first
+    assert "transmural extent where scarred 26-50%" in first
+    assert "% of the segment&#x27;s myocardium" in legend_svg() or \
+        "% of the segment's myocardium" in legend_svg()
+    page = (REPO / "service/viewer/web/viewer.html").read_text()
+    assert "share of the segment's myocardium that is scar" in page
+    assert "transmural extent where scarred" in page
 
 
 def test_bullseye_places_the_segments_the_usual_way() -> None:
