@@ -71,9 +71,9 @@ def bullseye_svg(segments: list[dict], size: int = 320) -> str:
             colour = _rgb(scar_colour(pct))
             mvo = float(seg.get("mvo_percent") or 0.0)
             label = escape(f"{number} {seg.get('name', '')}: "
-                           + ("no data" if pct is None else f"{pct:.1f} % of its myocardium is scar; "
-                              "transmural extent where scarred "
-                              f"{seg.get('transmurality_class', '?')}")
+                           + ("no data" if pct is None else
+                              f"{pct:.1f} % of its myocardium is scar; transmural extent "
+                              f"where scarred {seg.get('transmurality_class', '?')}")
                            + (f", MVO {mvo:.1f} %" if mvo > 0 else ""))
             parts.append(f'<path d="{_wedge(r0, r1, a0, a0 + span, size)}" fill="{colour}" '
                          f'stroke="#fff" stroke-width="1.5" data-segment="{number}">'
