@@ -1,45 +1,109 @@
 # syntax=docker/dockerfile:1
-# GPU workstation image: the service on onnxruntime-gpu (CUDA 12, cuDNN 9) with the
-# models baked in, no TensorFlow. Started without a GPU (or with
-# EXECUTION_PROVIDER=cpu) the same image serves on the CPU.
+# Two images from one file, both with the models baked in, no TensorFlow, user lge:
 #
-#   docker build -t dblge-scar:0.1.0 .
-#   docker run --gpus all -p 8000:8000 -v lge-results:/data dblge-scar:0.1.0
+#   cuda (the default, last stage): the service on onnxruntime-gpu (CUDA 12, cuDNN 9);
+#        started without a GPU (or with EXECUTION_PROVIDER=cpu) it serves on the CPU.
+#   cpu  (--target cpu): the service on onnxruntime (CPU), on a Debian bookworm base.
+#
+#   V=$(deploy/version.sh)        # the package's version (service/__init__.py)
+#   docker build --build-arg VERSION=$V -t dblge-scar:$V .
+#   docker build --build-arg VERSION=$V --target cpu -t dblge-scar:$V-cpu .
+#   docker run --gpus all -p 8000:8000 -e API_KEY=... -v lge-results:/data dblge-scar:$V
+#
+# VERSION is required and checked against the installed package; it becomes the
+# label org.opencontainers.image.version. The base images are build arguments, so
+# a site without internet can build from its own (deploy/offline-image.sh, which also
+# fills deploy/wheelhouse/ with host-made wheels: then nothing is fetched here).
+ARG BUILD_BASE=python:3.11-slim-bookworm
+ARG CPU_BASE=python:3.11-slim-bookworm
+ARG CUDA_BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 
 # ---- build: a wheelhouse of the service and its runtime dependencies ---------------
-FROM python:3.11-slim-bookworm AS build
+FROM ${BUILD_BASE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY training ./training
-# The base install only (no [train] extra: no TensorFlow). onnxruntime is swapped
-# for onnxruntime-gpu of the same version, which provides the same module.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
- && rm /wheels/onnxruntime-1.31.1-*.whl \
- && pip download --no-cache-dir --no-deps --dest /wheels onnxruntime-gpu==1.31.1
+COPY deploy/wheelhouse ./wheelhouse
+# The base install only (no [train] extra: no TensorFlow). From deploy/wheelhouse
+# alone when it holds wheels (an offline build), else from the package index.
+RUN python3 -m venv /opt/build \
+ && if ls wheelhouse/*.whl >/dev/null 2>&1; then from="--no-index --find-links wheelhouse"; \
+    else from=""; fi \
+ && /opt/build/bin/pip wheel --no-cache-dir $from --wheel-dir /wheels . \
+ && rm -rf wheelhouse
 
-# ---- runtime: CUDA + cuDNN libraries for onnxruntime-gpu ---------------------------
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04 AS runtime
-ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3.11 python3.11-venv curl \
- && rm -rf /var/lib/apt/lists/* \
- && python3.11 -m venv /opt/venv
+# ---- cpu: the service on onnxruntime (CPU) ------------------------------------------
+FROM ${CPU_BASE} AS cpu
+ARG VERSION
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY --from=build /wheels /wheels
-# --no-deps: the wheelhouse is already the resolved set (with onnxruntime-gpu).
+# --no-deps: the wheelhouse is already the resolved set. The image's version is the
+# package's: a missing or different VERSION fails the build.
 RUN pip install --no-cache-dir --no-index --no-deps /wheels/*.whl \
  && rm -rf /wheels \
- && python -c "import onnxruntime, service.api.app; print(onnxruntime.get_available_providers())"
+ && python -c "import sys, onnxruntime, service.api.app; \
+assert 'tensorflow' not in sys.modules; print(onnxruntime.get_available_providers())" \
+ && installed=$(python -c "import service; print(service.__version__)") \
+ && if [ "$installed" != "$VERSION" ]; then \
+      echo "VERSION='$VERSION' but the package is $installed: build with --build-arg VERSION=$installed" >&2; \
+      exit 1; fi \
+ && ! python -c "import tensorflow" 2>/dev/null
 RUN useradd --create-home --uid 10001 lge \
  && mkdir -p /data \
  && chown lge:lge /data
 WORKDIR /app
 COPY models ./models
 ENV HOST=0.0.0.0 PORT=8000 MODELS_DIR=/app/models DATA_DIR=/data EXECUTION_PROVIDER=auto
+LABEL org.opencontainers.image.title="dblge-scar (CPU)" \
+      org.opencontainers.image.version="${VERSION}"
+USER lge
+EXPOSE 8000
+VOLUME ["/data"]
+# Python's urllib, not curl: the offline (debootstrap) base has no curl.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['PORT'] + '/healthz', timeout=4)" || exit 1
+CMD ["python", "-m", "service"]
+
+# ---- the CUDA wheelhouse: onnxruntime swapped for onnxruntime-gpu of the same version,
+# which provides the same module.
+FROM build AS build-cuda
+RUN ort=$(basename /wheels/onnxruntime-[0-9]*.whl | cut -d- -f2) \
+ && rm /wheels/onnxruntime-[0-9]*.whl \
+ && /opt/build/bin/pip download --no-cache-dir --no-deps --dest /wheels "onnxruntime-gpu==$ort"
+
+# ---- cuda: CUDA + cuDNN libraries for onnxruntime-gpu (the default target) ----------
+FROM ${CUDA_BASE} AS cuda
+ARG VERSION
+ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3.11 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+COPY --from=build-cuda /wheels /wheels
+RUN pip install --no-cache-dir --no-index --no-deps /wheels/*.whl \
+ && rm -rf /wheels \
+ && python -c "import sys, onnxruntime, service.api.app; \
+assert 'tensorflow' not in sys.modules; print(onnxruntime.get_available_providers())" \
+ && installed=$(python -c "import service; print(service.__version__)") \
+ && if [ "$installed" != "$VERSION" ]; then \
+      echo "VERSION='$VERSION' but the package is $installed: build with --build-arg VERSION=$installed" >&2; \
+      exit 1; fi \
+ && ! python -c "import tensorflow" 2>/dev/null
+RUN useradd --create-home --uid 10001 lge \
+ && mkdir -p /data \
+ && chown lge:lge /data
+WORKDIR /app
+COPY models ./models
+ENV HOST=0.0.0.0 PORT=8000 MODELS_DIR=/app/models DATA_DIR=/data EXECUTION_PROVIDER=auto
+LABEL org.opencontainers.image.title="dblge-scar (CUDA)" \
+      org.opencontainers.image.version="${VERSION}"
 USER lge
 EXPOSE 8000
 VOLUME ["/data"]
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD curl -fsS "http://127.0.0.1:${PORT}/healthz" || exit 1
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['PORT'] + '/healthz', timeout=4)" || exit 1
 CMD ["python", "-m", "service"]
