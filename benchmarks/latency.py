@@ -1,8 +1,11 @@
 """POST-to-report latency of each pipeline on a 12-slice 256x256 phantom series.
 
 In-process (ASGI TestClient, so no network), on the execution provider the
-service picks. Prints the figures and writes them to ``benchmarks/results/``
-and to the latency section of ``BENCHMARKS.md``.
+service picks; then over HTTP to ``python -m service`` in its own process, side by side
+in one run with the bare networks the pipeline ran (the same ONNX files on the same
+input sizes, onnxruntime's defaults, nothing else running), so that the time around the
+networks is a ratio measured in one run. Prints the figures and writes them to
+``benchmarks/results/`` and to the latency section of ``BENCHMARKS.md``.
 
     python benchmarks/latency.py --runs 30
 """
@@ -17,10 +20,13 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import numpy as np
+import onnxruntime as ort
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
@@ -102,6 +108,84 @@ def _measure(client: TestClient, pipeline: str, files: list[tuple], runs: int,
             "stages_median_ms": {s: statistics.median(v) for s, v in stages.items()}}
 
 
+MODELS = ROOT / "models"
+
+
+def bare_networks(pipeline: str, slices: int = 12) -> Callable[[], float]:
+    """The pipeline's two networks alone on their input sizes, as one timed call."""
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    entries = {m["name"]: m for m in manifest["models"]}
+    runs = []
+    for role in ("myocardium", "scar"):
+        entry = entries[manifest["pipelines"][pipeline][role]]
+        session = ort.InferenceSession(str(MODELS / entry["file"]),
+                                       providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: model_batch(entry, slices)}
+        runs.append((session, feed))
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for session, feed in runs:
+            session.run(None, feed)
+        return (time.perf_counter() - t0) * 1000.0
+    return run
+
+
+def over_http(series: Path, runs: int, warmup: int) -> dict:
+    """POST to 201 over loopback HTTP against ``python -m service``, each request alone
+    (its SEG fetched, untimed, before the next, so the encoding after one answer does not
+    overlap the next request), interleaved with the bare networks in this process."""
+    import socket
+    import subprocess
+    import sys
+
+    files = upload_files(series)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tempfile.mkdtemp(prefix="latency-http-")
+    env = os.environ | {"HOST": "127.0.0.1", "PORT": str(port), "DATA_DIR": data,
+                        "MODEL_PRECISION": "auto"}
+    service = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    out = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        with httpx.Client(timeout=120) as http:
+            for label, pipeline, _ in ROWS[:3]:
+                networks = bare_networks(pipeline)
+                posts, bare = [], []
+                for k in range(warmup + runs):
+                    t0 = time.perf_counter()
+                    r = http.post(f"{url}/v1/analyses?pipeline={pipeline}", files=files)
+                    wall = (time.perf_counter() - t0) * 1000.0
+                    if r.status_code != 201:
+                        raise RuntimeError(f"analysis failed: {r.status_code} {r.text}")
+                    http.get(f"{url}/v1/analyses/{r.json()['id']}/sr")  # encoded: quiet
+                    net = networks()
+                    if k >= warmup:
+                        posts.append(wall)
+                        bare.append(net)
+                p50, networks_p50 = statistics.median(posts), statistics.median(bare)
+                out[label] = {"http_p50_ms": p50, "http_p95_ms": percentile(posts, 95),
+                              "bare_networks_p50_ms": networks_p50,
+                              "ratio_to_networks": p50 / networks_p50}
+                print(f"{label:18s} over HTTP p50 {p50:6.0f} ms, bare networks "
+                      f"{networks_p50:5.0f} ms: {p50 / networks_p50:.2f}x")
+    finally:
+        service.terminate()
+        service.wait(timeout=60)
+    return out
+
+
 HEADER = ("| pipeline | p50 ms | p50 / host | p95 ms | first ms | outside networks ms | decode "
           "| preprocess | inference | quantify | encode | write, store, HTTP |\n"
           + "|---" * 12 + "|")
@@ -143,6 +227,7 @@ def main() -> int:
                               f"{s} {r['stages_median_ms'][s]:.0f}" for s in STAGES[:-1]))
         os.environ.pop("MODEL_PRECISION")
         get_settings.cache_clear()
+        http = over_http(series, args.runs, args.warmup)
     calibration.append(host_calibration_ms())
     host = statistics.mean(calibration)
     print(f"host calibration (1M-step Python loop) {calibration[0]:.0f} ms before, "
@@ -150,7 +235,7 @@ def main() -> int:
     machine = f"{os.cpu_count()} CPU cores ({platform.machine()}), {provider}"
     record = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine,
               "runs": args.runs, "series": "12 slices, 256x256, 1.4 mm", "results": results,
-              "startup_in_process_ms": startup,
+              "startup_in_process_ms": startup, "over_http": http,
               "host_calibration_ms": {"before": calibration[0], "after": calibration[1]}}
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "benchmarks" / "results" / "latency.json").write_text(json.dumps(record, indent=1))
@@ -160,6 +245,10 @@ def main() -> int:
         f"{r['outside_networks_ms']:.0f} | " + " | ".join(
             f"{r['stages_median_ms'][s]:.0f}" for s in STAGES[:-1])
         + f" | {r['write_store_http_ms']:.0f} |" for p, r in results.items())
+    http_rows = "\n".join(
+        f"| {p} | {r['http_p50_ms']:.0f} | {r['http_p95_ms']:.0f} | "
+        f"{r['bare_networks_p50_ms']:.0f} | {r['ratio_to_networks']:.2f}x |"
+        for p, r in http.items())
     write_section(f"""## Latency, POST to report ({record['date'][:10]})
 
 `python benchmarks/latency.py --runs {args.runs}`: {record['series']} phantom series, multipart
@@ -171,12 +260,24 @@ after start-up (the service warms every model and encoder before it says ready; 
 the process took {startup.get("auto", 0) / 1000:.1f} s, the whole process's is in "Service
 process" below), with its ratio to the p50. "outside networks" is the median of each
 request's wall time less its inference. Stage columns are medians of the report's
-`timings_ms` (preprocess includes mask post-processing; encode is building SEG + SR);
-"write, store, HTTP" is the rest of the wall time: SEG and SR written to bytes, the
-arrays, the store's durable writes (fsync) and the request's parsing.
+`timings_ms` (preprocess includes mask post-processing; encode is what the answer waits
+for: the arrays and source headers the SEG and SR are made from after the 201);
+"write, store, HTTP" is the rest of the wall time: the store's durable writes (fsync)
+and the request's parsing.
 
 {HEADER}
-{rows}""", "latency")
+{rows}
+
+Over HTTP, to `python -m service` in its own process on loopback, each POST alone (its SR
+fetched, untimed, before the next: the SEG and SR are encoded after the 201), side by side
+with the pipeline's two networks run bare in the benchmark's process (the same ONNX files,
+onnxruntime's defaults, 12 slices at each network's input size), interleaved request by
+request. The ratio is the time from POST to 201 over the networks' time (target: at most
+1.5x).
+
+| pipeline | POST to 201 p50 ms | p95 ms | bare networks p50 ms | ratio |
+|---|---|---|---|---|
+{http_rows}""", "latency")
     return 0
 
 

@@ -19,14 +19,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
-import pydicom
 
 from service.config import Settings
+from service.dicom.headers import pack_headers
 from service.dicom.ingest import Blob, Limits
 from service.dicom.instances import BadCopy, one_copy_each
-from service.dicom.seg import build_seg
+from service.dicom.seg import build_seg, check_referencable
 from service.dicom.sr import build_sr
 from service.dicom.synthetic import warmup_series
+from service.dicom.uids import uids_of
+from service.encoding import Encoder, encode_stored, to_bytes
 from service.errors import InputError
 from service.pipeline.acceptance import (
     check_contrast,
@@ -76,26 +78,23 @@ class _TimedPredictor:
 
 @dataclass(frozen=True)
 class AnalysisResult:
+    """The report and the masks; the SEG and SR are encoded from them after the answer
+    (:mod:`service.encoding`), under the UIDs the report already names."""
+
     report: Report
-    seg: pydicom.Dataset
-    sr: pydicom.Dataset
     myocardium: np.ndarray
     scar: np.ndarray
     mvo: np.ndarray
-
-
-def _to_bytes(ds: pydicom.Dataset) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
             analysis_id: str | None = None, review_notes: tuple[str, ...] = ()
             ) -> AnalysisResult:
     started = time.perf_counter()
+    analysis_id = analysis_id or uuid.uuid4().hex
     images = volume.images
     check_headers([s.dataset for s in volume.slices])
+    check_referencable(volume.slices)  # the SEG comes after the answer: refused now if it cannot
     t0 = time.perf_counter()
     myo_timer = _TimedPredictor(pipeline.myocardium.network.predict)
     scar_timer = _TimedPredictor(pipeline.scar.network.predict)
@@ -147,39 +146,29 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     quality = {"verdict": "review" if reasons else "ok", "reasons": reasons}
     quantify_ms = (time.perf_counter() - t0) * 1000.0
 
-    t0 = time.perf_counter()
-    algorithm = pipeline.name
-    version = pipeline.scar.version
-    review = quality["verdict"] == "review"
-    seg = build_seg(volume, myocardium, scar, mvo, algorithm, version, review=review)
-    sources = list({id(s.dataset): s.dataset for s in volume.slices}.values())
-    sr = build_sr(sources, seg, figures, algorithm, version, scar_interval=scar_interval,
-                  review=review)
-    encode_ms = (time.perf_counter() - t0) * 1000.0
-
+    uid = uids_of(analysis_id)
     total_ms = decode_ms + (time.perf_counter() - started) * 1000.0
     report = Report(
-        id=analysis_id or uuid.uuid4().hex, created_at=datetime.now(UTC), pipeline=pipeline.name,
+        id=analysis_id, created_at=datetime.now(UTC), pipeline=pipeline.name,
         models=[{"name": m.name, "version": m.version, "sha256": m.sha256}
                 for m in (pipeline.myocardium, pipeline.scar)],
         execution_provider=pipeline.scar.execution_provider,
         study_instance_uid=volume.study_instance_uid,
         series_instance_uid=volume.series_instance_uid,
         series_description=str(first.get("SeriesDescription", "") or "") or None,
-        seg_series_instance_uid=str(seg.SeriesInstanceUID),
-        seg_sop_instance_uid=str(seg.SOPInstanceUID), sr_sop_instance_uid=str(sr.SOPInstanceUID),
+        seg_series_instance_uid=uid("seg-series"), seg_sop_instance_uid=uid("seg"),
+        sr_sop_instance_uid=uid("sr"),
         slices=slices, slice_spacing_mm=volume.slice_spacing_mm,
         pixel_spacing_mm=volume.spacing, aha_segments=segments, aha_reference=AHA_REFERENCE,
         baselines=baselines,
         timings_ms={"decode": decode_ms, "preprocess": preprocess_ms, "inference": inference_ms,
-                    "quantify": quantify_ms, "encode": encode_ms, "total": total_ms},
+                    "quantify": quantify_ms, "encode": 0.0, "total": total_ms},
         warnings=[*volume.warnings, *reasons,
                   *(["no scar was found in this series"] if not scar.any() else [])],
         contrast=contrast.contrast, contrast_basis=contrast.basis,
         lge_evidence=evidence.to_dict(),
         scar_percent_interval=scar_interval, quality=quality, **figures)
-    return AnalysisResult(report=report, seg=seg, sr=sr, myocardium=myocardium, scar=scar,
-                          mvo=mvo)
+    return AnalysisResult(report=report, myocardium=myocardium, scar=scar, mvo=mvo)
 
 
 def warm_up(pipelines: list[Pipeline]) -> float:
@@ -198,16 +187,17 @@ def warm_up(pipelines: list[Pipeline]) -> float:
             result = analyse(volume, pipeline, 0.0, analysis_id="warm-up")
         except InputError:
             continue
-        stored_files(result, volume)  # what an upload does next, minus the store
+        report = result.report.model_dump(mode="json")
+        encode_stored(report, stored_files(result, volume))  # what follows an answer
         encoded = True
     if not encoded:
         ring = np.zeros((len(volume.slices), *volume.images[0].shape), bool)
         ring[:, 100:156, 100:156] = True
         ring[:, 110:146, 110:146] = False
-        seg = build_seg(volume, ring, ring, ring, "warm-up", "0")
-        _to_bytes(seg)
-        _to_bytes(build_sr([s.dataset for s in volume.slices], seg,
-                           series_figures(ring, ring, volume, ring), "warm-up", "0"))
+        seg = build_seg(volume.slices, ring, ring, ring, "warm-up", "0")
+        to_bytes(seg)
+        to_bytes(build_sr([s.dataset for s in volume.slices], seg,
+                          series_figures(ring, ring, volume, ring), "warm-up", "0"))
     return time.perf_counter() - started
 
 
@@ -222,12 +212,14 @@ def identity_of(volume: Volume) -> dict[str, str]:
 
 
 def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
-    """SEG, SR, the arrays the overlay needs and whose scan it is, as bytes for the store."""
+    """What is stored before the answer: the arrays the overlay needs, whose scan it is,
+    and the source headers, which with the report are all the SEG and SR are made from."""
     arrays = io.BytesIO()
     np.savez(arrays, myocardium=result.myocardium, scar=result.scar, mvo=result.mvo,
              images=np.stack(volume.images).astype(np.float32))
-    return {"seg": _to_bytes(result.seg), "sr": _to_bytes(result.sr),
-            "arrays": arrays.getvalue(), "identity": json.dumps(identity_of(volume)).encode()}
+    sources = list({id(s.dataset): s.dataset for s in volume.slices}.values())
+    return {"arrays": arrays.getvalue(), "identity": json.dumps(identity_of(volume)).encode(),
+            "sources": pack_headers(sources)}
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -277,19 +269,32 @@ def analyse_files(blobs: list[Blob], pipeline: Pipeline, max_series_pixels: int,
         volume = replace(volume, warnings=[*notes, *instances.warnings, *volume.warnings])
     decode_ms = (time.perf_counter() - started) * 1000.0
     result = analyse(volume, pipeline, decode_ms, analysis_id, review_notes)
-    return FilesAnalysis(result.report.model_dump(mode="json"), stored_files(result, volume),
-                         instances.bad_copies)
+    t0 = time.perf_counter()
+    files = stored_files(result, volume)
+    report = result.report.model_dump(mode="json")
+    # "encode" is what the answer waits for: the stored inputs (the SEG and SR come after).
+    report["timings_ms"]["encode"] = (time.perf_counter() - t0) * 1000.0
+    report["timings_ms"]["total"] += report["timings_ms"]["encode"]
+    return FilesAnalysis(report, files, instances.bad_copies)
 
 
 def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
                       store: ResultStore, notes: tuple[str, ...] = (),
-                      analysis_id: str | None = None, fingerprint: str | None = None) -> dict:
-    """One series' files to a stored report (returned as JSON-ready dict)."""
+                      analysis_id: str | None = None, fingerprint: str | None = None,
+                      encoder: Encoder | None = None) -> dict:
+    """One series' files to a stored report (returned as JSON-ready dict).
+
+    Stored durably (report, arrays, source headers) before this returns; the SEG and SR
+    are then ``encoder``'s (encoded here, before returning, without one)."""
     analysed = analyse_files(blobs, pipeline, settings.max_series_pixels, notes, analysis_id)
     report, files = analysed.report, analysed.files
     if fingerprint:
         report["input_fingerprint"] = fingerprint
     store.save(report, files, push_to=settings.dicomweb_store_url)
+    if encoder is None:
+        store.save_encoded(report["id"], encode_stored(report, files))
+    else:
+        encoder.submit(report["id"])
     log.info("analysis %s stored: series %s, %d slices, pipeline %s, scar %.1f %%, %.0f ms",
              report["id"], report["series_instance_uid"], len(report["slices"]),
              report["pipeline"], report["scar_percent"], report["timings_ms"]["total"])

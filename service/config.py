@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     max_series_pixels: int = Field(32 * 2**20, ge=1, description="rows x columns x slices "
                                    "one analysis reads")
     analysis_timeout_s: float = Field(120.0, gt=0, description="longest wait for one analysis")
+    encoding_wait_s: float = Field(30.0, ge=0, description="longest a GET of a SEG or SR waits "
+                                   "for its encoding (after the 201) before 503")
     request_read_timeout_s: float = Field(60.0, gt=0, description="longest wait for a body")
     # STOW-RS: a received series is analysed once no instance of it has arrived
     # for this long (PACS send a series in one or several requests).

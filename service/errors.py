@@ -9,6 +9,7 @@
     |   +-- NotCardiacLGE        422 not_cardiac_lge: not a short-axis LGE stack of a heart
     |   +-- ConflictingInstances 422 conflicting_instances: one instance, two different images
     +-- Overloaded               503 with Retry-After
+    |   +-- NotEncodedYet        503 encoding: the SEG or SR of an answered analysis is not made yet
     +-- StartupError             the service does not start (never an answer)
         +-- ModelStoreError      model_store_invalid: the manifest and the files disagree
 
@@ -82,6 +83,12 @@ class Overloaded(ServiceError):
     def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class NotEncodedYet(Overloaded):
+    """The analysis is stored and answered; its SEG and SR are still being encoded."""
+
+    code = "encoding"
 
 
 class StartupError(ServiceError):

@@ -245,4 +245,4 @@ def truth_seg(series_dir: Path):
     scar = np.stack([truth[s.sop_instance_uid]["scar"] for s in volume.slices]) > 0
     mvo = ndimage.binary_erosion(scar, structure=ndimage.generate_binary_structure(2, 1)[None])
     masks = (myocardium, scar, mvo)
-    return volume, masks, build_seg(volume, *masks, "cascade-unet", "test")
+    return volume, masks, build_seg(volume.slices, *masks, "cascade-unet", "test")

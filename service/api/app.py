@@ -28,6 +28,7 @@ from service.api.metrics import Metrics, MetricsMiddleware, run_counted
 from service.api.routes import ROUTERS
 from service.config import Settings, get_settings
 from service.dicom.ingest import clear_spools
+from service.encoding import Encoder
 from service.pacs.inbox import Inbox
 from service.pacs.received import analyse_received
 from service.pacs.store_back import push_due
@@ -62,7 +63,8 @@ async def _analyse_quiet_series(app: FastAPI) -> None:
             return
         async with app.state.slots:
             await run_counted(app.state.metrics, pipeline.name, analyse_received, series_uid,
-                              app.state.inbox, pipeline, settings, app.state.store)
+                              app.state.inbox, pipeline, settings, app.state.store,
+                              app.state.encoder)
 
 
 # How often the retention rule is applied (when RETENTION_DAYS is set).
@@ -105,6 +107,8 @@ async def lifespan(app: FastAPI):
     app.state.settings = settings
     app.state.registry = None
     app.state.store = ResultStore(settings.data_dir, settings.dicomweb_store_url)
+    # SEG and SR after the answer; what a crash left unencoded is encoded first.
+    app.state.encoder = Encoder(app.state.store)
     app.state.inbox = Inbox(settings.data_dir, settings.max_files)
     clear_spools(settings.spool_dir)
     app.state.slots = asyncio.Semaphore(settings.max_concurrent_analyses)
@@ -125,6 +129,10 @@ async def lifespan(app: FastAPI):
     # analysis must not pay for lazy initialisation (BENCHMARKS.md, "First request").
     warmed = await run_in_threadpool(warm_up, list(registry.pipelines.values()))
     log.info("pipelines warmed up in %.1f s", warmed)
+    unencoded = app.state.encoder.start()
+    if unencoded:
+        log.info("%d stored analyses without SEG and SR (an interrupted run): encoding them",
+                 unencoded)
     app.state.registry = registry
     loops = [asyncio.create_task(_every(app, "STOW-RS analyses", _analyse_quiet_series)),
              asyncio.create_task(_every(app, "store-back", _push_results)),
@@ -135,6 +143,7 @@ async def lifespan(app: FastAPI):
         # Let a running job finish (it writes to the store) before closing the databases.
         app.state.stopping.set()
         await asyncio.wait(loops, timeout=settings.analysis_timeout_s)
+        await run_in_threadpool(app.state.encoder.stop)
         app.state.inbox.close()
         app.state.store.close()
 

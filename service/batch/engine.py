@@ -66,6 +66,7 @@ class SeriesWorker:
         from service.analysis import analyse_files
         from service.batch.discover import display_path
         from service.dicom.ingest import Blob
+        from service.encoding import encode_stored
 
         out, key = Path(self.config.out), self.config.key
         attempts = 0  # until counted: a failure to count is a failure of this series too
@@ -84,7 +85,8 @@ class SeriesWorker:
                                      review_notes=tuple(source.get("review_notes", ())))
             write_file_failures(out, key, source, {str(c.blob.path): (c.code, c.message)
                                                    for c in analysed.bad_copies})
-            write_result(out, key, analysed.report, analysed.files, source)
+            write_result(out, key, analysed.report,
+                         encode_stored(analysed.report, analysed.files), source)
         except ServiceError as exc:
             write_failure(out, key, source, exc.code, exc.status_code, exc.message, attempts)
             return "refused" if exc.status_code < 500 else "failed"

@@ -9,6 +9,8 @@ The extents have no standard code; they carry local ones (scheme
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import highdicom as hd
 import pydicom
 from highdicom.sr.coding import CodedConcept
@@ -16,6 +18,7 @@ from pydicom.sr.codedict import codes
 
 from service import __version__
 from service.dicom.seg import MANUFACTURER, MVO_TYPE, MYOCARDIUM_TYPE, REVIEW_PREFIX, SCAR_TYPE
+from service.dicom.uids import UidMaker, random_uids, stamp
 
 ML = CodedConcept("ml", "UCUM", "milliliter")
 GRAM = CodedConcept("g", "UCUM", "gram")
@@ -53,10 +56,11 @@ def _segment_references(seg: pydicom.Dataset) -> dict[int, hd.sr.ReferencedSegme
 
 def _group(segment: hd.sr.ReferencedSegment, label: str, finding: CodedConcept,
            measurements: list[hd.sr.Measurement], algorithm: hd.sr.AlgorithmIdentification,
-           evaluations: list[hd.sr.QualitativeEvaluation] | None = None
+           uid: UidMaker, evaluations: list[hd.sr.QualitativeEvaluation] | None = None
            ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid(f"sr-track-{label.lower()}"),
+                                                     identifier=label),
         referenced_segment=segment,
         finding_type=finding, algorithm_id=algorithm,
         finding_sites=[hd.sr.FindingSite(LV_MYOCARDIUM)], measurements=measurements,
@@ -65,11 +69,13 @@ def _group(segment: hd.sr.ReferencedSegment, label: str, finding: CodedConcept,
 
 def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures: dict,
              algorithm_name: str, algorithm_version: str,
-             scar_interval: tuple[float, float] | None = None, review: bool = False
+             scar_interval: tuple[float, float] | None = None, review: bool = False,
+             uid: UidMaker = random_uids, created_at: datetime | None = None
              ) -> pydicom.Dataset:
     """``figures``: myocardium_volume_ml, myocardium_mass_g, scar_volume_ml, scar_mass_g,
     scar_percent, mvo_volume_ml, mvo_percent. A result that needs review says so in the
-    Series Description and, as a qualitative evaluation of the scar, in the content."""
+    Series Description and, as a qualitative evaluation of the scar, in the content. With
+    ``uid`` and ``created_at`` fixed, the same bytes every time."""
     algorithm = hd.sr.AlgorithmIdentification(name=algorithm_name, version=algorithm_version)
     bounds = [] if scar_interval is None else [
         hd.sr.Measurement(name=concept, value=value, unit=PERCENT, algorithm_id=algorithm)
@@ -80,7 +86,7 @@ def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(), name=algorithm_name, manufacturer_name=MANUFACTURER))
+            uid=uid("sr-observer"), name=algorithm_name, manufacturer_name=MANUFACTURER))
     segments = _segment_references(seg)
     groups = [
         _group(segments[1], "Myocardium", MYOCARDIUM_TYPE, [
@@ -88,7 +94,7 @@ def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures
                               unit=ML, algorithm_id=algorithm),
             hd.sr.Measurement(name=codes.SCT.Mass, value=figures["myocardium_mass_g"],
                               unit=GRAM, algorithm_id=algorithm),
-        ], algorithm),
+        ], algorithm, uid),
         _group(segments[2], "Scar", SCAR_TYPE, [
             hd.sr.Measurement(name=codes.SCT.Volume, value=figures["scar_volume_ml"], unit=ML,
                               algorithm_id=algorithm),
@@ -97,20 +103,23 @@ def build_sr(source_images: list[pydicom.Dataset], seg: pydicom.Dataset, figures
             hd.sr.Measurement(name=SCAR_EXTENT, value=figures["scar_percent"], unit=PERCENT,
                               algorithm_id=algorithm),
             *bounds,
-        ], algorithm, review_evaluation),
+        ], algorithm, uid, review_evaluation),
         _group(segments[3], "MVO", MVO_TYPE, [
             hd.sr.Measurement(name=codes.SCT.Volume, value=figures["mvo_volume_ml"], unit=ML,
                               algorithm_id=algorithm),
             hd.sr.Measurement(name=MVO_EXTENT, value=figures["mvo_percent"], unit=PERCENT,
                               algorithm_id=algorithm),
-        ], algorithm),
+        ], algorithm, uid),
     ]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=CARDIAC_MRI, imaging_measurements=groups)
-    return hd.sr.Comprehensive3DSR(
-        evidence=[*source_images, seg], content=report[0], series_instance_uid=hd.UID(),
-        series_number=SR_SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[*source_images, seg], content=report[0], series_instance_uid=uid("sr-series"),
+        series_number=SR_SERIES_NUMBER, sop_instance_uid=uid("sr"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
         series_description=SR_REVIEW_DESCRIPTION if review else SR_DESCRIPTION,
         software_versions=__version__)
+    if created_at is not None:
+        stamp(sr, created_at)
+    return sr

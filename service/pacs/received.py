@@ -14,6 +14,7 @@ import time
 from service.analysis import analyse_and_store, input_fingerprint
 from service.config import Settings
 from service.dicom.ingest import Blob
+from service.encoding import Encoder
 from service.errors import InputError
 from service.pacs.inbox import Inbox
 from service.pipeline.registry import Pipeline
@@ -39,8 +40,9 @@ def _within_limits(blobs: list[Blob], settings: Settings) -> None:
 
 
 def analyse_received(series_uid: str, inbox: Inbox, pipeline: Pipeline, settings: Settings,
-                     store: ResultStore) -> None:
-    """Analyse one quiet series of the inbox; the outcome is recorded there, never raised."""
+                     store: ResultStore, encoder: Encoder | None = None) -> None:
+    """Analyse one quiet series of the inbox; the outcome is recorded there, never raised.
+    Its SEG and SR are ``encoder``'s (pushed once encoded)."""
     paths, before = inbox.claim(series_uid)
     files = [Blob(path.name, path) for path in paths]
     notes = ()
@@ -61,7 +63,7 @@ def analyse_received(series_uid: str, inbox: Inbox, pipeline: Pipeline, settings
             inbox.finish(series_uid, done_before, len(files))
             return
         report = analyse_and_store(files, pipeline, settings, store, notes,
-                                   fingerprint=fingerprint)
+                                   fingerprint=fingerprint, encoder=encoder)
     except InputError as exc:
         log.warning("received series %s cannot be analysed: %s (%s)", series_uid, exc.code,
                     exc.message)

@@ -40,8 +40,10 @@ def push_analysis(store: ResultStore, analysis_id: str, destination: str,
 
 
 def push_due(store: ResultStore, settings: Settings) -> int:
-    """Attempt every push whose time has come; returns how many were attempted."""
-    due = store.pushes_due(time.time())
+    """Attempt every push whose time has come and whose SEG and SR are encoded; returns how
+    many were attempted (one not yet encoded waits, without counting as an attempt)."""
+    due = [(analysis_id, destination) for analysis_id, destination
+           in store.pushes_due(time.time()) if store.encoding_state(analysis_id) == "done"]
     for analysis_id, destination in due:
         try:
             push_analysis(store, analysis_id, destination, settings)

@@ -27,7 +27,12 @@ from service.store.files import fsync_dir
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "arrays.npz",
-         "identity": "identity.json"}
+         "identity": "identity.json", "sources": "sources.zip",
+         "encoding_error": "encoding-error.json"}
+# Stored before the answer: what the SEG and SR are encoded from (service.encoding).
+ENCODER_INPUTS = ("arrays", "sources")
+# Written after it, SR last: its presence says the encoding is complete.
+ENCODED = ("seg", "sr")
 # Whose scan an analysis is, for the reader to confirm (the front page, the viewer): kept in
 # the index beside the report, never in the report (the contract's fields) nor in a log.
 IDENTITY = ("patient_name", "patient_id", "study_date", "series_description")
@@ -115,6 +120,62 @@ class ResultStore:
         fsync_dir(self.analyses)
         identity = json.loads(files["identity"]) if "identity" in files else {}
         self._index(report, identity, push_to)
+
+    def _write_into(self, analysis_id: str, files: dict[str, bytes]) -> bool:
+        """Add files to a stored analysis, each whole or not at all, in the given order;
+        False when the analysis is gone (deleted while it was encoded)."""
+        folder = self.analyses / analysis_id
+        try:
+            for kind, data in files.items():
+                tmp = folder / f".{FILES[kind]}.tmp"
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, folder / FILES[kind])
+            fsync_dir(folder)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def save_encoded(self, analysis_id: str, files: dict[str, bytes]) -> bool:
+        """The SEG and SR of a stored analysis (the SR last: it marks the encoding done)."""
+        return self._write_into(analysis_id, {kind: files[kind] for kind in ENCODED})
+
+    def save_encoding_error(self, analysis_id: str, body: dict) -> bool:
+        """Why no SEG and SR can be made of a stored analysis (the input's doing)."""
+        return self._write_into(analysis_id, {"encoding_error": json.dumps(body).encode()})
+
+    def encoding_state(self, analysis_id: str) -> str | dict:
+        """"done", "pending", or the error body saying why there is no SEG and SR."""
+        folder = self.path(analysis_id, "report").parent
+        if (folder / FILES["sr"]).exists():
+            return "done"
+        error = folder / FILES["encoding_error"]
+        return json.loads(error.read_text()) if error.exists() else "pending"
+
+    def encoder_inputs(self, analysis_id: str) -> tuple[dict, dict[str, bytes]] | None:
+        """The report and the stored files the SEG and SR are made of; None when the
+        analysis is gone or needs no encoding."""
+        folder = self.analyses / analysis_id
+        try:
+            if (folder / FILES["sr"]).exists() or (folder / FILES["encoding_error"]).exists():
+                return None
+            report = json.loads((folder / FILES["report"]).read_text())
+            return report, {kind: (folder / FILES[kind]).read_bytes()
+                            for kind in ENCODER_INPUTS}
+        except FileNotFoundError:
+            return None
+
+    def unencoded(self) -> list[str]:
+        """Analyses stored before their SEG and SR were (a crash after the answer), oldest
+        first; analyses stored before encoders' inputs were kept are not among them."""
+        with self._lock:
+            ids = [row[0] for row in self._db.execute(
+                "SELECT id FROM analyses ORDER BY created_at")]
+        return [i for i in ids if (self.analyses / i / FILES["sources"]).exists()
+                and not (self.analyses / i / FILES["sr"]).exists()
+                and not (self.analyses / i / FILES["encoding_error"]).exists()]
 
     def path(self, analysis_id: str, kind: str) -> Path:
         if not ID_PATTERN.match(analysis_id):

@@ -22,7 +22,7 @@ from service.api.schemas import AnalysisSummary, PipelineInfo
 from service.config import Settings
 from service.dicom.ingest import Spool, split_body
 from service.dicom.uids import is_uid
-from service.errors import InputError, NotFound, Overloaded, ServiceError
+from service.errors import InputError, NotEncodedYet, NotFound, Overloaded, ServiceError
 from service.pipeline.report import Report
 from service.store.results import ResultStore
 from service.viewer.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
@@ -84,7 +84,8 @@ async def create_analysis(
         analysis_id = uuid.uuid4().hex
         work = asyncio.ensure_future(run_counted(
             request.app.state.metrics, name, analyse_and_store, blobs,
-            registry.pipelines[name], settings, request.app.state.store, (), analysis_id))
+            registry.pipelines[name], settings, request.app.state.store, (), analysis_id,
+            None, request.app.state.encoder))
         # The files go when the work ends, which may be after this answer (202 below).
         work.add_done_callback(lambda _: spool.close())
         done, _ = await asyncio.wait({work}, timeout=settings.analysis_timeout_s)
@@ -163,21 +164,44 @@ def delete_analysis(analysis_id: str, request: Request) -> dict:
             "received_instances_deleted": bool(removed)}
 
 
+async def _encoded(request: Request, analysis_id: str, kind: str) -> FileResponse:
+    """A SEG or SR, once encoded (after the 201): waited for ENCODING_WAIT_S at most, then
+    503 with Retry-After; the same bytes on every call (the file is written once)."""
+    store: ResultStore = request.app.state.store
+    settings: Settings = request.app.state.settings
+    waited = 0.0
+    while (state := store.encoding_state(analysis_id)) == "pending":
+        if waited >= settings.encoding_wait_s:
+            raise NotEncodedYet(f"the {kind.upper()} of analysis {analysis_id} is still being "
+                                "encoded (the analysis is stored); ask again shortly",
+                                retry_after_s=2)
+        await asyncio.sleep(ENCODING_POLL_S)
+        waited += ENCODING_POLL_S
+    if state != "done":
+        error = state["error"]
+        raise InputError(f"no {kind.upper()} could be made of this analysis: "
+                         f"{error['message']}", code=error["code"], status_code=422)
+    suffix = "seg" if kind == "seg" else "sr"
+    return FileResponse(store.path(analysis_id, kind), media_type="application/dicom",
+                        filename=f"{analysis_id}_{suffix}.dcm")
+
+
+# How often a GET of a SEG or SR looks whether its encoding is done.
+ENCODING_POLL_S = 0.02
+
+
 @router.get("/analyses/{analysis_id}/seg", tags=["analyses"],
          responses={200: {"content": {"application/dicom": {}}}})
-def get_seg(analysis_id: str, request: Request) -> FileResponse:
-    """The DICOM Segmentation (Myocardium, Scar)."""
-    path = request.app.state.store.path(analysis_id, "seg")
-    return FileResponse(path, media_type="application/dicom",
-                        filename=f"{analysis_id}_seg.dcm")
+async def get_seg(analysis_id: str, request: Request) -> FileResponse:
+    """The DICOM Segmentation (Myocardium, Scar, MVO)."""
+    return await _encoded(request, analysis_id, "seg")
 
 
 @router.get("/analyses/{analysis_id}/sr", tags=["analyses"],
          responses={200: {"content": {"application/dicom": {}}}})
-def get_sr(analysis_id: str, request: Request) -> FileResponse:
+async def get_sr(analysis_id: str, request: Request) -> FileResponse:
     """The DICOM Structured Report of the measurements (TID 1500)."""
-    path = request.app.state.store.path(analysis_id, "sr")
-    return FileResponse(path, media_type="application/dicom", filename=f"{analysis_id}_sr.dcm")
+    return await _encoded(request, analysis_id, "sr")
 
 
 @router.post("/analyses/{analysis_id}/store-back", tags=["analyses"], status_code=202,
@@ -272,7 +296,7 @@ def get_viewer(analysis_id: str, request: Request) -> HTMLResponse:
     # one is set): from the index; for analyses stored before it kept them, from the SEG,
     # which repeats the source's patient and study attributes.
     identity = store.identity(analysis_id)
-    if not identity:
+    if not identity:  # stored before the index kept it: the SEG has it
         seg = pydicom.dcmread(store.path(analysis_id, "seg"), stop_before_pixels=True)
         identity = {"patient_name": str(seg.get("PatientName", "") or ""),
                     "patient_id": str(seg.get("PatientID", "") or ""),

@@ -329,6 +329,11 @@ def test_malformed_requests_get_4xx_never_5xx(client, series_dirs) -> None:
         r = case.send(client)
         if case.may_succeed and r.status_code == 201:
             assert r.json()["scar_percent"] >= 0
+            if r.json().get("id"):  # an upload (not STOW-RS): its SEG, encoded after the 201
+                seg = client.get(f"/v1/analyses/{r.json()['id']}/seg")
+                if seg.status_code != 200:
+                    failures.append(f"{case.name}: 201, then its SEG {seg.status_code} "
+                                    f"{seg.text[:200]}")
             continue
         ok = 400 <= r.status_code < 500
         try:

@@ -41,7 +41,7 @@ def test_mvo_outside_the_scar_is_not_encoded(cored_series_dir) -> None:
 
     volume, (myocardium, scar, mvo), _ = truth_seg(cored_series_dir)
     stray = mvo | (myocardium & ~scar)
-    seg = build_seg(volume, myocardium, scar, stray, "cascade-unet", "test")
+    seg = build_seg(volume.slices, myocardium, scar, stray, "cascade-unet", "test")
     decoded = hd.seg.Segmentation.from_dataset(seg).get_pixels_by_source_instance(
         source_sop_instance_uids=[s.sop_instance_uid for s in volume.slices],
         segment_numbers=[3], skip_overlap_checks=True)[..., 0].astype(bool)
