@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.pipeline.preprocess import Spacing, series_peak
+from service.pipeline.grid import Spacing
+from service.pipeline.preprocess import series_peak
 from service.pipeline.volume import Volume
 
 

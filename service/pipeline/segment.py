@@ -25,16 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.pipeline.grid import GridTransform, Spacing, to_source_stack
 from service.pipeline.infer import Predictor
 from service.pipeline.postprocess import attach_scar, clean_myocardium
-from service.pipeline.preprocess import (
-    GridTransform,
-    InputSpec,
-    Spacing,
-    crop_transforms,
-    model_inputs,
-    to_source_stack,
-)
+from service.pipeline.preprocess import InputSpec, crop_transforms, model_inputs
 from service.pipeline.shape import constrain_ring
 
 CAVITY = "cavity"

@@ -21,7 +21,7 @@ from pydicom.uid import UID
 from pydicom.valuerep import validate_value
 
 from service.errors import InputError
-from service.pipeline.preprocess import to_float
+from service.pipeline.intensity import to_float
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"

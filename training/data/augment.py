@@ -70,7 +70,7 @@ def other_scanner(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     shading and other noise. Each change is drawn independently: a bias
     field, a blur (resampling), clipping at a random upper window (a
     saturated blood pool), quantisation (8-bit or coarser storage). The
-    result is z-scored again, as :func:`service.pipeline.preprocess.zscore`
+    result is z-scored again, as :func:`service.pipeline.intensity.zscore`
     would have done.
     """
     out = images - float(images.min())

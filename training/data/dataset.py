@@ -46,9 +46,10 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from service.pipeline.grid import GridTransform
 from service.pipeline.infer import OnnxModel
 from service.pipeline.postprocess import clean_myocardium
-from service.pipeline.preprocess import GridTransform, InputSpec, crop_transforms, model_inputs
+from service.pipeline.preprocess import InputSpec, crop_transforms, model_inputs
 from service.pipeline.segment import Network, myocardium_probability
 from training.data.sources import Source, as_source
 

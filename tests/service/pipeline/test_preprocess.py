@@ -6,20 +6,16 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from service.pipeline.preprocess import (
-    Circle,
+from service.pipeline.grid import (
     GridTransform,
-    InputSpec,
     bounding_box_transform,
-    hough_crop_transform,
-    hough_lv_circles,
-    model_inputs,
     resample_transform,
-    to_float,
     to_model_stack,
     to_source_stack,
-    zscore,
 )
+from service.pipeline.hough import Circle, hough_crop_transform, hough_lv_circles
+from service.pipeline.intensity import to_float, zscore
+from service.pipeline.preprocess import InputSpec, model_inputs
 from training.data.phantoms import load_series, load_truth
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from service.pipeline.preprocess import to_float
+from service.pipeline.intensity import to_float
 from training.data.phantoms.dicom import build_datasets, series_id, write_series
 from training.data.phantoms.render import RenderedSeries, render
 from training.data.phantoms.spec import OBSTRUCTION_PROBABILITY, PhantomSpec, sample_spec
