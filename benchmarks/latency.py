@@ -93,6 +93,8 @@ def _measure(client: TestClient, pipeline: str, files: list[tuple], runs: int,
         wall = (time.perf_counter() - t0) * 1000.0
         if r.status_code != 201:
             raise RuntimeError(f"analysis failed: {r.status_code} {r.text}")
+        # Untimed: its SR, encoded after the 201, so the next request starts quiet.
+        client.get(f"/v1/analyses/{r.json()['id']}/sr")
         first = wall if first is None else first
         if k < warmup:
             continue
@@ -253,7 +255,8 @@ def main() -> int:
 
 `python benchmarks/latency.py --runs {args.runs}`: {record['series']} phantom series, multipart
 upload through the ASGI app in-process, {args.runs} runs per pipeline after {args.warmup} warm-up
-runs, on {machine}. "p50 / host" is the p50 over a fixed 1M-step Python loop timed in the
+runs, on {machine}; each POST timed to its 201, its SR (encoded after the answer) fetched
+untimed before the next. "p50 / host" is the p50 over a fixed 1M-step Python loop timed in the
 same run ({calibration[0]:.0f} ms before and {calibration[1]:.0f} ms after the runs): this VM's
 speed varies by tens of per cent, so runs compare through it. "first" is the first request
 after start-up (the service warms every model and encoder before it says ready; start-up in

@@ -52,6 +52,7 @@ def test_enet_uses_dilated_and_asymmetric_convolutions(enet) -> None:
                if isinstance(layer, keras.layers.Conv2D))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [lambda: build_unet((64, 64, 1), base_filters=8),
                                    lambda: build_enet()])
 def test_a_few_steps_reduce_the_loss(build) -> None:

@@ -321,6 +321,7 @@ def more_cases(series) -> Iterator[Case]:
         yield Case(f"content type {junk[:30]!r}", _post_body(b"--x\r\n", junk))
 
 
+@pytest.mark.slow
 def test_malformed_requests_get_4xx_never_5xx(client, series_dirs) -> None:
     all_cases = list(cases(series_dirs)) + list(more_cases(series_dirs))
     assert len(all_cases) >= 300

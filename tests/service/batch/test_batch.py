@@ -95,6 +95,7 @@ def test_atomic_writes_leave_no_half_file(tmp_path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["report.json"]
 
 
+@pytest.mark.slow
 def test_batch_gives_the_services_answers(client, tmp_path, series_dirs) -> None:
     source = _tree(tmp_path, series_dirs, 2)
     out = tmp_path / "out"
@@ -120,6 +121,7 @@ def test_batch_gives_the_services_answers(client, tmp_path, series_dirs) -> None
         assert "patient_name" not in row and served["models"][1]["sha256"] in row["models"]
 
 
+@pytest.mark.slow
 def test_bad_series_are_failure_rows_and_the_rest_is_analysed(tmp_path, series_dirs) -> None:
     source = _tree(tmp_path, series_dirs, 2)
     (source / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage")
@@ -161,6 +163,7 @@ def _workers(session_leader: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_nothing(tmp_path, series_dirs) -> None:
     source = _tree(tmp_path, series_dirs, 6)
     out = tmp_path / "out"
@@ -186,6 +189,7 @@ def _kill_session(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_without_computing_again(tmp_path, series_dirs) -> None:
     source = _tree(tmp_path, series_dirs, 6)
     out = tmp_path / "out"
@@ -233,6 +237,7 @@ def test_studies_are_retrieved_from_a_dicomweb_server(tmp_path, series_dirs) -> 
         assert "0 instances retrieved" in again and "2 already done" in again
 
 
+@pytest.mark.slow
 def test_hostile_uids_and_odd_files_do_not_stop_the_run_or_escape_out(tmp_path,
                                                                       series_dirs) -> None:
     """A traversal UID, a 303-character UID, a FIFO and a non-UTF-8 name beside two good

@@ -244,6 +244,7 @@ def live(tmp_path_factory):
     stop_process(process)
 
 
+@pytest.mark.slow
 def test_the_viewer_in_chromium(browser, live, series_dirs, tmp_path) -> None:
     for series_dir in series_dirs:
         r = httpx.post(f"{live}/v1/analyses", files=multipart(series_files(series_dir)),
