@@ -70,6 +70,7 @@ def test_a_few_steps_reduce_the_loss(build) -> None:
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["myocardium_unet", "scar_unet", "enet_p2"])
 def test_onnx_export_parity(tmp_path: Path, task: str) -> None:
     """Each network as the training command builds and exports it (the U-Nets are built with

@@ -335,6 +335,7 @@ def _seg_masks(client, report) -> tuple[np.ndarray, np.ndarray]:
     return masks[..., 0].astype(bool), masks[..., 1].astype(bool)
 
 
+@pytest.mark.slow
 def test_accuracy_on_unseen_phantoms_from_the_returned_seg(client, many_series_dirs) -> None:
     """Phantoms of a seed never used in training; figures computed from the SEG."""
     myo_dsc, scar_errors, shapes, orientations = [], [], set(), set()

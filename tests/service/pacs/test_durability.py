@@ -67,6 +67,7 @@ def test_an_analysis_recovered_at_start_has_its_push_queued_once(tmp_path) -> No
     assert again.pushes_due(now=1e12) == [(analysis_id, "http://pacs/dicom-web")]
 
 
+@pytest.mark.slow
 def test_a_received_series_hit_by_an_internal_error_is_retried_then_failed(
         make_client, series_dirs, monkeypatch) -> None:
     from service.pacs import received

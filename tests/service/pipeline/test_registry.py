@@ -167,6 +167,7 @@ def test_registry_builds_the_three_pipelines(registry) -> None:
         assert threshold == entry["output"].get("threshold", 0.5) and 0.0 < threshold < 1.0
 
 
+@pytest.mark.slow
 def test_cascade_segments_unseen_phantoms(registry, many_series_dirs: list[Path]) -> None:
     """Series of a seed never used in training; looser bounds than EVALUATION.md's medians.
 
