@@ -40,20 +40,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY --from=build /wheels /wheels
-# --no-deps: the wheelhouse is already the resolved set. The image's version is the
-# package's: a missing or different VERSION fails the build.
-RUN pip install --no-cache-dir --no-index --no-deps /wheels/*.whl \
- && rm -rf /wheels \
- && python -c "import sys, onnxruntime, service.api.app; \
-assert 'tensorflow' not in sys.modules; print(onnxruntime.get_available_providers())" \
- && installed=$(python -c "import service; print(service.__version__)") \
- && if [ "$installed" != "$VERSION" ]; then \
-      echo "VERSION='$VERSION' but the package is $installed: build with --build-arg VERSION=$installed" >&2; \
-      exit 1; fi \
- && ! python -c "import tensorflow" 2>/dev/null
-RUN useradd --create-home --uid 10001 lge \
- && mkdir -p /data \
- && chown lge:lge /data
+# Install, check (no TensorFlow; VERSION is the package's, or the build fails), add the user.
+COPY deploy/install-service.sh /tmp/
+RUN sh /tmp/install-service.sh "$VERSION" && rm /tmp/install-service.sh
 WORKDIR /app
 COPY models ./models
 ENV HOST=0.0.0.0 PORT=8000 MODELS_DIR=/app/models DATA_DIR=/data EXECUTION_PROVIDER=auto
@@ -84,18 +73,8 @@ RUN apt-get update \
  && python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY --from=build-cuda /wheels /wheels
-RUN pip install --no-cache-dir --no-index --no-deps /wheels/*.whl \
- && rm -rf /wheels \
- && python -c "import sys, onnxruntime, service.api.app; \
-assert 'tensorflow' not in sys.modules; print(onnxruntime.get_available_providers())" \
- && installed=$(python -c "import service; print(service.__version__)") \
- && if [ "$installed" != "$VERSION" ]; then \
-      echo "VERSION='$VERSION' but the package is $installed: build with --build-arg VERSION=$installed" >&2; \
-      exit 1; fi \
- && ! python -c "import tensorflow" 2>/dev/null
-RUN useradd --create-home --uid 10001 lge \
- && mkdir -p /data \
- && chown lge:lge /data
+COPY deploy/install-service.sh /tmp/
+RUN sh /tmp/install-service.sh "$VERSION" && rm /tmp/install-service.sh
 WORKDIR /app
 COPY models ./models
 ENV HOST=0.0.0.0 PORT=8000 MODELS_DIR=/app/models DATA_DIR=/data EXECUTION_PROVIDER=auto

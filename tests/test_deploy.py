@@ -137,8 +137,10 @@ def test_each_runtime_runs_as_a_user_with_a_healthcheck(dockerfile, target) -> N
     assert ("ARG", "VERSION") in runtime
     labels = " ".join(args for word, args in runtime if word == "LABEL")
     assert 'org.opencontainers.image.version="${VERSION}"' in labels
-    assert any("service.__version__" in args and '"$VERSION"' in args
+    assert any("install-service.sh" in args and '"$VERSION"' in args
                for word, args in runtime if word == "RUN")
+    script = (REPO / "deploy" / "install-service.sh").read_text()
+    assert "service.__version__" in script and "useradd --create-home --uid 10001 lge" in script
 
 
 def test_no_version_is_written_into_the_container_files(compose) -> None:
