@@ -83,22 +83,29 @@ def upload_files(series: Path) -> list[tuple]:
             for p in sorted((series / "dicom").glob("*.dcm"))]
 
 
+def post_quiet(http, base: str, pipeline: str, files: list[tuple]) -> tuple[float, dict]:
+    """One POST timed to its 201 (ms) and its report; then, untimed, its SR, encoded after
+    the 201, so that the next request starts on a quiet service. ``http``: an httpx client
+    or the ASGI TestClient (the same API)."""
+    t0 = time.perf_counter()
+    r = http.post(f"{base}/v1/analyses?pipeline={pipeline}", files=files)
+    wall = (time.perf_counter() - t0) * 1000.0
+    if r.status_code != 201:
+        raise RuntimeError(f"analysis failed: {r.status_code} {r.text}")
+    http.get(f"{base}/v1/analyses/{r.json()['id']}/sr")
+    return wall, r.json()
+
+
 def _measure(client: TestClient, pipeline: str, files: list[tuple], runs: int,
              warmup: int) -> dict:
     first = None
     walls, outside, after, stages = [], [], [], {s: [] for s in STAGES}
     for k in range(warmup + runs):
-        t0 = time.perf_counter()
-        r = client.post(f"/v1/analyses?pipeline={pipeline}", files=files)
-        wall = (time.perf_counter() - t0) * 1000.0
-        if r.status_code != 201:
-            raise RuntimeError(f"analysis failed: {r.status_code} {r.text}")
-        # Untimed: its SR, encoded after the 201, so the next request starts quiet.
-        client.get(f"/v1/analyses/{r.json()['id']}/sr")
+        wall, report = post_quiet(client, "", pipeline, files)
         first = wall if first is None else first
         if k < warmup:
             continue
-        timings = r.json()["timings_ms"]
+        timings = report["timings_ms"]
         walls.append(wall)
         outside.append(wall - timings["inference"])
         after.append(wall - timings["total"])
@@ -166,12 +173,7 @@ def over_http(series: Path, runs: int, warmup: int) -> dict:
                 networks = bare_networks(pipeline)
                 posts, bare = [], []
                 for k in range(warmup + runs):
-                    t0 = time.perf_counter()
-                    r = http.post(f"{url}/v1/analyses?pipeline={pipeline}", files=files)
-                    wall = (time.perf_counter() - t0) * 1000.0
-                    if r.status_code != 201:
-                        raise RuntimeError(f"analysis failed: {r.status_code} {r.text}")
-                    http.get(f"{url}/v1/analyses/{r.json()['id']}/sr")  # encoded: quiet
+                    wall, _ = post_quiet(http, url, pipeline, files)
                     net = networks()
                     if k >= warmup:
                         posts.append(wall)
