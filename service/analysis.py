@@ -85,6 +85,7 @@ class AnalysisResult:
     myocardium: np.ndarray
     scar: np.ndarray
     mvo: np.ndarray
+    crop_ring: np.ndarray  # the first myocardium, which placed the scar network's crop
 
 
 def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
@@ -168,7 +169,8 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
         contrast=contrast.contrast, contrast_basis=contrast.basis,
         lge_evidence=evidence.to_dict(),
         scar_percent_interval=scar_interval, quality=quality, **figures)
-    return AnalysisResult(report=report, myocardium=myocardium, scar=scar, mvo=mvo)
+    return AnalysisResult(report=report, myocardium=myocardium, scar=scar, mvo=mvo,
+                          crop_ring=first_ring)
 
 
 def warm_up(pipelines: list[Pipeline]) -> float:
@@ -216,7 +218,7 @@ def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
     and the source headers, which with the report are all the SEG and SR are made from."""
     arrays = io.BytesIO()
     np.savez(arrays, myocardium=result.myocardium, scar=result.scar, mvo=result.mvo,
-             images=np.stack(volume.images).astype(np.float32))
+             crop_ring=result.crop_ring, images=np.stack(volume.images).astype(np.float32))
     sources = list({id(s.dataset): s.dataset for s in volume.slices}.values())
     return {"arrays": arrays.getvalue(), "identity": json.dumps(identity_of(volume)).encode(),
             "sources": pack_headers(sources)}

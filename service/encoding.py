@@ -7,7 +7,9 @@ request, in one background thread. Everything they are made of is on disk and th
 UIDs and times come from the report, so encoding is deterministic: a start-up after a
 crash encodes whatever is missing (:meth:`Encoder.start`) and gets the bytes an
 undisturbed run would have written. ``GET .../seg`` and ``.../sr`` wait for it, a
-bounded time; the store-back pushes after it.
+bounded time; the store-back pushes after it. The viewer's layer of where the networks
+disagree (test-time flips and turns: eight runs of the scar network) is made here too,
+off the request.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from service.dicom.seg import build_seg
 from service.dicom.sr import build_sr
 from service.dicom.uids import uids_of
 from service.errors import InputError
+from service.pipeline.registry import Pipeline
+from service.pipeline.segment import region_spread
 from service.store.results import ResultStore
 
 log = logging.getLogger("service")
@@ -68,16 +72,36 @@ def encode_stored(report: dict, files: Mapping[str, bytes]) -> dict[str, bytes]:
     return {"seg": to_bytes(seg), "sr": to_bytes(sr)}
 
 
+def disagreement(report: dict, files: Mapping[str, bytes], pipeline: Pipeline) -> bytes | None:
+    """The viewer's layer of where the scar network disagrees with itself over flips and
+    turns of its input (:func:`service.pipeline.segment.region_spread`), as stored; None for
+    an analysis stored without the ring that placed the crop."""
+    with np.load(io.BytesIO(files["arrays"])) as arrays:
+        if "crop_ring" not in arrays.files:
+            return None
+        images, ring = list(arrays["images"]), arrays["crop_ring"]
+    spread = region_spread(images, tuple(report["pixel_spacing_mm"]), ring,
+                           pipeline.scar.network)
+    if spread is None:
+        return None
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, spread=spread.astype(np.float16))
+    return buffer.getvalue()
+
+
 class Encoder:
-    """One thread that encodes the SEG and SR of stored analyses, in the order submitted."""
+    """One thread that encodes the SEG and SR of stored analyses, in the order submitted,
+    and, given the pipelines, the viewer's layer of where the networks disagree."""
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
+        self.pipelines: Mapping[str, Pipeline] = {}
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
 
-    def start(self) -> int:
+    def start(self, pipelines: Mapping[str, Pipeline] | None = None) -> int:
         """Begin, with whatever a crash left unencoded first; returns how many those are."""
+        self.pipelines = pipelines or {}
         missing = self.store.unencoded()
         for analysis_id in missing:
             self._queue.put(analysis_id)
@@ -111,5 +135,9 @@ class Encoder:
             log.warning("analysis %s: no SEG and SR can be made (%s)", analysis_id, exc.code)
             self.store.save_encoding_error(analysis_id, exc.body())
             return
+        pipeline = self.pipelines.get(report["pipeline"])
+        spread = None if pipeline is None else disagreement(report, files, pipeline)
+        if spread is not None:
+            encoded["spread"] = spread
         self.store.save_encoded(analysis_id, encoded)
         log.info("analysis %s: SEG and SR encoded", analysis_id)

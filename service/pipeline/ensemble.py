@@ -59,16 +59,21 @@ class SymmetryAverage:
         return getattr(self.member, "execution_provider", "unknown")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim == 3:
-            batch = batch[..., None]
-        # One run over every symmetry at once: one batch per network, not eight.
-        views = [_apply(batch, turns, flip) for turns, flip in self.symmetries]
-        answers = np.asarray(self.member(np.concatenate(views)), dtype=np.float32)
-        total = np.zeros((len(batch), *answers.shape[1:]), np.float32)
-        for k, (turns, flip) in enumerate(self.symmetries):
-            total += _undo(answers[k * len(batch):(k + 1) * len(batch)], turns, flip)
-        return total / len(self.symmetries)
+        return symmetry_answers(self.member, batch, self.symmetries).mean(axis=0)
+
+
+def symmetry_answers(predict: Predictor, batch: np.ndarray,
+                     symmetries: Sequence[tuple[int, bool]] = SQUARE_SYMMETRIES) -> np.ndarray:
+    """(S, N, ...) a predictor's answers to each symmetry of the (square) inputs, each mapped
+    back; one run over every symmetry at once: one batch per network, not eight."""
+    batch = np.asarray(batch, dtype=np.float32)
+    if batch.ndim == 3:
+        batch = batch[..., None]
+    views = [_apply(batch, turns, flip) for turns, flip in symmetries]
+    answers = np.asarray(predict(np.concatenate(views)), dtype=np.float32)
+    n = len(batch)
+    return np.stack([_undo(answers[k * n:(k + 1) * n], turns, flip)
+                     for k, (turns, flip) in enumerate(symmetries)])
 
 
 def _apply(x: np.ndarray, turns: int, flip: bool) -> np.ndarray:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.pipeline.ensemble import symmetry_answers
 from service.pipeline.grid import GridTransform, Spacing, to_source_stack
 from service.pipeline.infer import Predictor
 from service.pipeline.postprocess import attach_scar, clean_myocardium
@@ -127,6 +128,22 @@ def scar_regions(images: Sequence[np.ndarray], spacing: Spacing, myocardium: np.
         return None
     batch, transforms = model_inputs(images, spacing, net.spec, transforms, myocardium)
     return _regions_on_source(net, batch, transforms)
+
+
+def region_spread(images: Sequence[np.ndarray], spacing: Spacing, myocardium: np.ndarray,
+                  net: Network) -> np.ndarray | None:
+    """(z, y, x) where the scar network disagrees with itself: the largest, over its regions,
+    of the standard deviation of a region's probability across the eight symmetries of the
+    square (test-time flips and turns), on the source grid; None: no myocardium.
+
+    The viewer's "where the networks disagree" layer: a reader looks there first."""
+    transforms = crop_transforms(images, spacing, net.spec, myocardium)
+    if transforms is None:
+        return None
+    batch, transforms = model_inputs(images, spacing, net.spec, transforms, myocardium)
+    answers = symmetry_answers(net.predict, batch)  # (S, z, h, w, K+1)
+    spread = nested_regions(answers, net.disjoint).std(axis=0).max(axis=-1)  # (z, h, w)
+    return np.clip(to_source_stack(transforms, spread), 0.0, 1.0)
 
 
 def scar_reach_mm(net: Network) -> float:

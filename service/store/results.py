@@ -27,12 +27,13 @@ from service.store.files import fsync_dir
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "arrays.npz",
-         "identity": "identity.json", "sources": "sources.zip",
+         "identity": "identity.json", "sources": "sources.zip", "spread": "spread.npz",
          "encoding_error": "encoding-error.json"}
 # Stored before the answer: what the SEG and SR are encoded from (service.encoding).
 ENCODER_INPUTS = ("arrays", "sources")
-# Written after it, SR last: its presence says the encoding is complete.
-ENCODED = ("seg", "sr")
+# Written after it, SR last: its presence says the encoding is complete (the viewer's
+# layer of where the networks disagree, when it is made, comes first).
+ENCODED = ("spread", "seg", "sr")
 # Whose scan an analysis is, for the reader to confirm (the front page, the viewer): kept in
 # the index beside the report, never in the report (the contract's fields) nor in a log.
 IDENTITY = ("patient_name", "patient_id", "study_date", "series_description")
@@ -140,7 +141,8 @@ class ResultStore:
 
     def save_encoded(self, analysis_id: str, files: dict[str, bytes]) -> bool:
         """The SEG and SR of a stored analysis (the SR last: it marks the encoding done)."""
-        return self._write_into(analysis_id, {kind: files[kind] for kind in ENCODED})
+        return self._write_into(analysis_id, {kind: files[kind] for kind in ENCODED
+                                              if kind in files})
 
     def save_encoding_error(self, analysis_id: str, body: dict) -> bool:
         """Why no SEG and SR can be made of a stored analysis (the input's doing)."""
@@ -176,6 +178,9 @@ class ResultStore:
         return [i for i in ids if (self.analyses / i / FILES["sources"]).exists()
                 and not (self.analyses / i / FILES["sr"]).exists()
                 and not (self.analyses / i / FILES["encoding_error"]).exists()]
+
+    def has(self, analysis_id: str, kind: str) -> bool:
+        return (self.analyses / analysis_id / FILES[kind]).exists()
 
     def path(self, analysis_id: str, kind: str) -> Path:
         if not ID_PATTERN.match(analysis_id):

@@ -85,12 +85,20 @@ def _fill(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], line:
     rgb[_outline(mask, line)] = colour
 
 
+# Where the networks disagree: Okabe-Ito reddish purple, apart from the masks' colours,
+# blended in proportion to the spread from SPREAD_SHOWN up to SPREAD_FULL.
+SPREAD_RGB = (204, 121, 167)
+SPREAD_SHOWN, SPREAD_FULL = 0.05, 0.30
+
+
 def render_overlay(image: np.ndarray, myocardium: np.ndarray, scar: np.ndarray,
                    width: float, level: float, scale: int, show_myocardium: bool = True,
-                   show_scar: bool = True, mvo: np.ndarray | None = None) -> np.ndarray:
+                   show_scar: bool = True, mvo: np.ndarray | None = None,
+                   spread: np.ndarray | None = None) -> np.ndarray:
     """The RGB (H*scale, W*scale, 3) uint8 picture of one slice.
 
-    MVO (inside the scar) is filled yellow over the scar fill, shown with it.
+    MVO (inside the scar) is filled yellow over the scar fill, shown with it; ``spread``
+    (where the networks disagree, 0-1) is blended over both, the outline drawn last.
     """
     # uint8 throughout (3 bytes a pixel): only the scar's pixels are blended in float, so
     # the largest picture allowed costs a few tens of MB, not hundreds.
@@ -102,6 +110,13 @@ def render_overlay(image: np.ndarray, myocardium: np.ndarray, scar: np.ndarray,
         _fill(rgb, filled, SCAR_RGB, line)
         if mvo is not None and np.any(mvo):
             _fill(rgb, _upscale(np.asarray(mvo, dtype=bool), scale) & filled, MVO_RGB, line)
+    if spread is not None:
+        weight = _upscale(np.clip((np.asarray(spread, np.float32) - SPREAD_SHOWN)
+                                  / (SPREAD_FULL - SPREAD_SHOWN), 0.0, 1.0), scale) * 0.75
+        shown = weight > 0
+        rgb[shown] = np.round(rgb[shown] * (1 - weight[shown, None])
+                              + np.asarray(SPREAD_RGB, np.float32) * weight[shown, None]
+                              ).astype(np.uint8)
     if show_myocardium:
         ring = _upscale(np.asarray(myocardium, dtype=bool), scale)
         rgb[_outline(ring, line)] = MYOCARDIUM_RGB

@@ -254,6 +254,9 @@ def get_overlay(
     zoom: Annotated[bool, Query(description="crop to the heart (the series' myocardium "
                                 "+ 25 mm), the same box on every slice; zoom=0: the whole "
                                 "field of view")] = True,
+    disagreement: Annotated[bool, Query(description="blend in where the scar network "
+                                        "disagrees with itself over flips and turns of its "
+                                        "input (made after the 201, with the SEG)")] = False,
 ) -> Response:
     """Slice k (0 = most basal) with the myocardium outlined (sky blue), scar filled
     (vermillion) and microvascular obstruction filled yellow inside it, at the original
@@ -274,10 +277,20 @@ def get_overlay(
                          f"{max(y1 - y0, x1 - x0) * factor} pixels a side; at most "
                          f"{MAX_OVERLAY_SIDE}: use a smaller scale or zoom=1",
                          code="invalid_request", status_code=422)
+    spread = None
+    if disagreement:
+        if store.encoding_state(analysis_id) == "pending":
+            raise NotEncodedYet("the layer of where the networks disagree is made with the SEG, "
+                                "after the answer; ask again shortly", retry_after_s=2)
+        if not store.has(analysis_id, "spread"):
+            raise NotFound("this analysis has no layer of where the networks disagree (made "
+                           "by the service since 0.4.0, not by the batch)")
+        with np.load(store.path(analysis_id, "spread")) as data:
+            spread = data["spread"][k][crop]
     rgb = render_overlay(images[k][crop], arrays["myocardium"][k][crop],
                          arrays["scar"][k][crop], window or auto_width,
                          auto_level if level is None else level, factor, myocardium, scar,
-                         mvo=arrays["mvo"][k][crop])
+                         mvo=arrays["mvo"][k][crop], spread=spread)
     return Response(to_png(rgb), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=3600",
                              "X-Overlay-Box": f"{y0},{x0},{y1},{x1}"})

@@ -92,3 +92,18 @@ def test_the_registry_serves_the_mean_of_an_ensembles_members(tmp_path: Path) ->
     files[2].write_bytes(files[2].read_bytes()[:-1] + b"\0")
     with pytest.raises(ModelStoreError, match="sha256"):
         load_registry(copy, "cpu")
+
+
+def test_symmetry_answers_agree_for_a_pointwise_network_and_differ_for_one_that_sees_position(
+        ) -> None:
+    """The disagreement layer is the spread of these answers: nil where the network's answer
+    does not depend on how its input is turned, not nil where it does."""
+    from service.pipeline.ensemble import symmetry_answers
+
+    batch = np.random.default_rng(3).normal(size=(2, 8, 8, 1)).astype(np.float32)
+    pointwise = symmetry_answers(lambda x: 1.0 / (1.0 + np.exp(-x)), batch)
+    assert pointwise.shape == (8, 2, 8, 8, 1)
+    assert np.allclose(pointwise.std(axis=0), 0.0, atol=1e-6)
+    ramp = np.linspace(0.0, 1.0, 8, dtype=np.float32)[None, None, :, None]
+    positional = symmetry_answers(lambda x: np.broadcast_to(ramp, x.shape).copy(), batch)
+    assert positional.std(axis=0).max() > 0.2

@@ -54,6 +54,11 @@ def _png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
 
 
+def _purple(rgb: np.ndarray) -> np.ndarray:
+    """Pixels tinted towards the disagreement colour (red and blue both above green)."""
+    return (rgb[..., 0] - rgb[..., 1] > 25) & (rgb[..., 2] - rgb[..., 1] > 15)
+
+
 def _orange(rgb: np.ndarray) -> np.ndarray:
     """Pixels tinted towards the scar colour (red well above blue)."""
     return (rgb[..., 0] - rgb[..., 2]) > 40
@@ -132,6 +137,26 @@ def test_viewer_and_index_pages_are_self_contained(client, scarred) -> None:
     index = client.get("/")
     assert index.status_code == 200 and f"/v1/analyses/{scarred['id']}/viewer" in index.text
     assert 'type="file"' in index.text and "cascade-unet" in index.text
+
+
+def test_the_disagreement_layer_marks_the_borders_not_the_background(client, scarred) -> None:
+    base = f"/v1/analyses/{scarred['id']}"
+    assert client.get(f"{base}/sr").status_code == 200  # encoded, and the layer with it
+    k = max(range(len(scarred["slices"])), key=lambda i: scarred["slices"][i]["scar_area_mm2"])
+    plain = client.get(f"{base}/overlay/{k}.png", params={"zoom": 0})
+    layered = client.get(f"{base}/overlay/{k}.png", params={"zoom": 0, "disagreement": 1})
+    assert layered.status_code == 200 and layered.headers["content-type"] == "image/png"
+    assert _purple(_png(layered.content)).sum() > _purple(_png(plain.content)).sum()
+    myocardium, scar = seg_masks(client.get(f"{base}/seg").content, scarred)
+    rgb = _png(client.get(f"{base}/overlay/{k}.png", params={"zoom": 0, "disagreement": 1,
+                                                               "scar": 0,
+                                                               "myocardium": 0}).content)
+    scale = rgb.shape[0] // myocardium.shape[1]
+    near = ndimage.binary_dilation(myocardium[k] | scar[k], iterations=4)
+    far = ~ndimage.binary_dilation(myocardium[k] | scar[k], iterations=25)
+    up = lambda m: np.kron(m, np.ones((scale, scale), bool))  # noqa: E731
+    assert _purple(rgb)[up(near)].mean() > 0.01  # the networks' doubt lies at the heart
+    assert _purple(rgb)[up(far)].mean() < 0.001  # not in the chest wall or the air
 
 
 def test_the_front_page_lists_analyses_by_patient_study_date_and_series(client,
@@ -296,6 +321,15 @@ def test_the_viewer_in_chromium(browser, live, series_dirs, tmp_path) -> None:
     hidden = _png(page.locator("#overlay").screenshot())
     off_scar = hidden[at]
     assert _orange(off_scar).mean() < 0.05
+    # Where the networks disagree: a layer the reader toggles, drawn in its own colour.
+    page.click("#disagreement")
+    page.wait_for_function(
+        "document.getElementById('overlay').src.includes('disagreement=1')")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("document.getElementById('overlay').complete "
+                           "&& document.getElementById('overlay').naturalWidth > 0")
+    layered = _png(page.locator("#overlay").screenshot())
+    assert _purple(layered).sum() > _purple(hidden).sum() + 20
     page.keyboard.press("ArrowLeft")
     assert page.locator("#slice-label").inner_text().startswith(f"slice {max(k, 1)} of ")
     assert problems == []
