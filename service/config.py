@@ -43,9 +43,6 @@ class Settings(BaseSettings):
     analysis_timeout_s: float = Field(120.0, gt=0, description="longest wait for one analysis")
     encoding_wait_s: float = Field(30.0, ge=0, description="longest a GET of a SEG or SR waits "
                                    "for its encoding (after the 201) before 503")
-    disagreement_layer: bool = Field(True, description="after each answer, run the scar "
-                                     "network on the eight flips and turns of its input for "
-                                     "the viewer's layer of where it disagrees with itself")
     request_read_timeout_s: float = Field(60.0, gt=0, description="longest wait for a body")
     # STOW-RS: a received series is analysed once no instance of it has arrived
     # for this long (PACS send a series in one or several requests).

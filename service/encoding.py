@@ -8,8 +8,8 @@ UIDs and times come from the report, so encoding is deterministic: a start-up af
 crash encodes whatever is missing (:meth:`Encoder.start`) and gets the bytes an
 undisturbed run would have written. ``GET .../seg`` and ``.../sr`` wait for it, a
 bounded time; the store-back pushes after it. The viewer's layer of where the networks
-disagree (test-time flips and turns: eight runs of the scar network) is made here too,
-off the request.
+disagree (:func:`disagreement`: eight runs of the scar network, as many as the whole
+analysis' other work) is made when a reader first asks for it, and kept.
 """
 
 from __future__ import annotations
@@ -90,18 +90,15 @@ def disagreement(report: dict, files: Mapping[str, bytes], pipeline: Pipeline) -
 
 
 class Encoder:
-    """One thread that encodes the SEG and SR of stored analyses, in the order submitted,
-    and, given the pipelines, the viewer's layer of where the networks disagree."""
+    """One thread that encodes the SEG and SR of stored analyses, in the order submitted."""
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
-        self.pipelines: Mapping[str, Pipeline] = {}
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
 
-    def start(self, pipelines: Mapping[str, Pipeline] | None = None) -> int:
+    def start(self) -> int:
         """Begin, with whatever a crash left unencoded first; returns how many those are."""
-        self.pipelines = pipelines or {}
         missing = self.store.unencoded()
         for analysis_id in missing:
             self._queue.put(analysis_id)
@@ -135,9 +132,5 @@ class Encoder:
             log.warning("analysis %s: no SEG and SR can be made (%s)", analysis_id, exc.code)
             self.store.save_encoding_error(analysis_id, exc.body())
             return
-        pipeline = self.pipelines.get(report["pipeline"])
-        spread = None if pipeline is None else disagreement(report, files, pipeline)
-        if spread is not None:
-            encoded["spread"] = spread
         self.store.save_encoded(analysis_id, encoded)
         log.info("analysis %s: SEG and SR encoded", analysis_id)

@@ -129,8 +129,7 @@ async def lifespan(app: FastAPI):
     # analysis must not pay for lazy initialisation (BENCHMARKS.md, "First request").
     warmed = await run_in_threadpool(warm_up, list(registry.pipelines.values()))
     log.info("pipelines warmed up in %.1f s", warmed)
-    unencoded = app.state.encoder.start(
-        registry.pipelines if settings.disagreement_layer else None)
+    unencoded = app.state.encoder.start()
     if unencoded:
         log.info("%d stored analyses without SEG and SR (an interrupted run): encoding them",
                  unencoded)

@@ -31,9 +31,8 @@ FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "a
          "encoding_error": "encoding-error.json"}
 # Stored before the answer: what the SEG and SR are encoded from (service.encoding).
 ENCODER_INPUTS = ("arrays", "sources")
-# Written after it, SR last: its presence says the encoding is complete (the viewer's
-# layer of where the networks disagree, when it is made, comes first).
-ENCODED = ("spread", "seg", "sr")
+# Written after it, SR last: its presence says the encoding is complete.
+ENCODED = ("seg", "sr")
 # Whose scan an analysis is, for the reader to confirm (the front page, the viewer): kept in
 # the index beside the report, never in the report (the contract's fields) nor in a log.
 IDENTITY = ("patient_name", "patient_id", "study_date", "series_description")
@@ -141,8 +140,11 @@ class ResultStore:
 
     def save_encoded(self, analysis_id: str, files: dict[str, bytes]) -> bool:
         """The SEG and SR of a stored analysis (the SR last: it marks the encoding done)."""
-        return self._write_into(analysis_id, {kind: files[kind] for kind in ENCODED
-                                              if kind in files})
+        return self._write_into(analysis_id, {kind: files[kind] for kind in ENCODED})
+
+    def save_spread(self, analysis_id: str, data: bytes) -> bool:
+        """The viewer's layer of where the networks disagree, made when first asked for."""
+        return self._write_into(analysis_id, {"spread": data})
 
     def save_encoding_error(self, analysis_id: str, body: dict) -> bool:
         """Why no SEG and SR can be made of a stored analysis (the input's doing)."""

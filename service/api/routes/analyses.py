@@ -22,6 +22,7 @@ from service.api.schemas import AnalysisSummary, PipelineInfo
 from service.config import Settings
 from service.dicom.ingest import Spool, split_body
 from service.dicom.uids import is_uid
+from service.encoding import disagreement
 from service.errors import InputError, NotEncodedYet, NotFound, Overloaded, ServiceError
 from service.pipeline.report import Report
 from service.store.results import ResultStore
@@ -240,6 +241,23 @@ def _shown_region(arrays: dict[str, np.ndarray], spacing: tuple[float, float], z
     return (y0, x0, y1, x1), width, level
 
 
+def _spread(request: Request, analysis_id: str) -> np.ndarray:
+    """The layer of where the scar network disagrees with itself: made the first time a
+    reader asks (eight runs of the scar network, about a third of a second here), then kept."""
+    store: ResultStore = request.app.state.store
+    if not store.has(analysis_id, "spread"):
+        report = store.report(analysis_id)
+        pipeline = registry_of(request).pipelines.get(report["pipeline"])
+        arrays = {"arrays": store.path(analysis_id, "arrays").read_bytes()}
+        data = None if pipeline is None else disagreement(report, arrays, pipeline)
+        if data is None:
+            raise NotFound("no layer of where the networks disagree can be made for this "
+                           "analysis (stored before 0.4.0, or its pipeline is no longer served)")
+        store.save_spread(analysis_id, data)
+    with np.load(store.path(analysis_id, "spread")) as data:
+        return data["spread"]
+
+
 @router.get("/analyses/{analysis_id}/overlay/{k}.png", tags=["viewer"],
          responses={200: {"content": {"image/png": {}}}}, response_class=Response)
 def get_overlay(
@@ -256,7 +274,7 @@ def get_overlay(
                                 "field of view")] = True,
     disagreement: Annotated[bool, Query(description="blend in where the scar network "
                                         "disagrees with itself over flips and turns of its "
-                                        "input (made after the 201, with the SEG)")] = False,
+                                        "input (made when first asked for, then kept)")] = False,
 ) -> Response:
     """Slice k (0 = most basal) with the myocardium outlined (sky blue), scar filled
     (vermillion) and microvascular obstruction filled yellow inside it, at the original
@@ -277,16 +295,7 @@ def get_overlay(
                          f"{max(y1 - y0, x1 - x0) * factor} pixels a side; at most "
                          f"{MAX_OVERLAY_SIDE}: use a smaller scale or zoom=1",
                          code="invalid_request", status_code=422)
-    spread = None
-    if disagreement:
-        if store.encoding_state(analysis_id) == "pending":
-            raise NotEncodedYet("the layer of where the networks disagree is made with the SEG, "
-                                "after the answer; ask again shortly", retry_after_s=2)
-        if not store.has(analysis_id, "spread"):
-            raise NotFound("this analysis has no layer of where the networks disagree (made "
-                           "by the service since 0.4.0, not by the batch)")
-        with np.load(store.path(analysis_id, "spread")) as data:
-            spread = data["spread"][k][crop]
+    spread = _spread(request, analysis_id)[k][crop] if disagreement else None
     rgb = render_overlay(images[k][crop], arrays["myocardium"][k][crop],
                          arrays["scar"][k][crop], window or auto_width,
                          auto_level if level is None else level, factor, myocardium, scar,
