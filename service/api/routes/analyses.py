@@ -243,7 +243,7 @@ def _shown_region(arrays: dict[str, np.ndarray], spacing: tuple[float, float], z
 
 def _spread(request: Request, analysis_id: str) -> np.ndarray:
     """The layer of where the scar network disagrees with itself: made the first time a
-    reader asks (eight runs of the scar network, about a third of a second here), then kept."""
+    reader asks (eight runs of the scar network), then kept."""
     store: ResultStore = request.app.state.store
     if not store.has(analysis_id, "spread"):
         report = store.report(analysis_id)
