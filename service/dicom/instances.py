@@ -2,8 +2,8 @@
 
 Real archives hold the same instance more than once: a re-send, a second export,
 a copy cut short by a full disk, an edited copy. One rule decides, per instance,
-for uploads and the batch alike (CONTRACT.md, "Errors"; STOW-RS keeps one file per
-instance in its inbox, the later copy replacing the earlier, as a PACS does):
+for uploads, STOW-RS (whose inbox keeps a second copy beside the first) and the batch
+alike (CONTRACT.md, "Errors"):
 
 - copies with the same pixel data are one instance (a warning names it);
 - where only one copy decodes, it is used; each bad copy is a warning and a

@@ -20,6 +20,7 @@ there and series caught mid-analysis are simply analysed again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -84,12 +85,22 @@ class Inbox:
 
     def add(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes,
             now: float) -> bool:
-        """Keep one instance; False when the same bytes were already there (no change)."""
+        """Keep one instance; False when the same bytes were already there (no change).
+
+        Another copy of an instance already held (other bytes) is kept beside it, not over
+        it: the analysis decides between them by the service's one rule
+        (:mod:`service.dicom.instances`: a cut copy is a warning, different images refuse
+        the series with ``conflicting_instances``), as for an upload."""
         folder = self._series_dir(series_uid)
         folder.mkdir(exist_ok=True)
         path = _inside(folder, sop_uid, ".dcm")
-        if path.exists() and path.read_bytes() == data:
-            return False
+        if path.exists():
+            if path.read_bytes() == data:
+                return False
+            digest = hashlib.sha256(data).hexdigest()[:16]
+            path = folder / f"{path.stem}.copy-{digest}.dcm"
+            if path.exists():
+                return False
         if self.max_instances is not None and not path.exists() \
                 and self._instances(series_uid) >= self.max_instances:
             raise SeriesFull(f"the series already holds {self.max_instances} instances, "

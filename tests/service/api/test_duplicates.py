@@ -62,3 +62,17 @@ def test_a_part_that_is_not_dicom_is_named_by_the_file_name_sent(client, files) 
     assert r.json()["error"]["code"] == "not_dicom"
     assert "notes from the ward.txt" in r.json()["error"]["message"]
     assert "part " not in r.json()["error"]["message"]
+
+
+def test_stow_rs_keeps_a_second_copy_and_the_same_rule_decides(make_client, files) -> None:
+    """A PACS sends an instance again with another image: kept beside the first, not over
+    it, and the series fails with conflicting_instances, as an upload would."""
+    from tests.conftest import series_uid_of, settled, stow
+
+    with make_client(STOW_QUIET_PERIOD_S="3.0") as client:  # both sends in one quiet period
+        assert stow(client, files).status_code == 200
+        assert stow(client, [("edited.dcm", edited(files[-1][1]))]).status_code == 200
+        state = settled(client, series_uid_of(files))
+        assert state["state"] == "failed", state
+        assert state["error"]["code"] == "conflicting_instances"
+        assert uid_of(files[-1][1]) in state["error"]["message"]
