@@ -19,12 +19,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
+import pydicom
 
 from service.config import Settings
 from service.dicom.headers import pack_headers
 from service.dicom.ingest import Blob, Limits
 from service.dicom.instances import BadCopy, one_copy_each
-from service.dicom.seg import build_seg, check_referencable
+from service.dicom.seg import build_seg, check_referencable, distinct_datasets
 from service.dicom.sr import build_sr
 from service.dicom.synthetic import warmup_series
 from service.dicom.uids import uids_of
@@ -203,14 +204,13 @@ def warm_up(pipelines: list[Pipeline]) -> float:
     return time.perf_counter() - started
 
 
-def identity_of(volume: Volume) -> dict[str, str]:
+def identity_of(ds: pydicom.Dataset) -> dict[str, str]:
     """Whose scan this is, for the reader to confirm on the front page and in the viewer
     (stored beside the report, in the index; never logged)."""
-    first = volume.slices[0].dataset
-    return {"patient_name": str(first.get("PatientName", "") or ""),
-            "patient_id": str(first.get("PatientID", "") or ""),
-            "study_date": str(first.get("StudyDate", "") or ""),
-            "series_description": str(first.get("SeriesDescription", "") or "")}
+    return {"patient_name": str(ds.get("PatientName", "") or ""),
+            "patient_id": str(ds.get("PatientID", "") or ""),
+            "study_date": str(ds.get("StudyDate", "") or ""),
+            "series_description": str(ds.get("SeriesDescription", "") or "")}
 
 
 def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
@@ -219,9 +219,9 @@ def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
     arrays = io.BytesIO()
     np.savez(arrays, myocardium=result.myocardium, scar=result.scar, mvo=result.mvo,
              crop_ring=result.crop_ring, images=np.stack(volume.images).astype(np.float32))
-    sources = list({id(s.dataset): s.dataset for s in volume.slices}.values())
-    return {"arrays": arrays.getvalue(), "identity": json.dumps(identity_of(volume)).encode(),
-            "sources": pack_headers(sources)}
+    identity = identity_of(volume.slices[0].dataset)
+    return {"arrays": arrays.getvalue(), "identity": json.dumps(identity).encode(),
+            "sources": pack_headers(distinct_datasets(volume.slices))}
 
 
 def limits_of(settings: Settings) -> Limits:

@@ -26,7 +26,7 @@ import numpy as np
 import pydicom
 
 from service.dicom.headers import unpack_headers
-from service.dicom.seg import build_seg
+from service.dicom.seg import build_seg, distinct_datasets
 from service.dicom.sr import build_sr
 from service.dicom.uids import uids_of
 from service.errors import InputError
@@ -65,8 +65,8 @@ def encode_stored(report: dict, files: Mapping[str, bytes]) -> dict[str, bytes]:
     interval = report.get("scar_percent_interval")
     seg = build_seg(slices, arrays["myocardium"], arrays["scar"], arrays["mvo"], algorithm,
                     version, review=review, uid=uid, created_at=created_at)
-    sources = list({id(s.dataset): s.dataset for s in slices}.values())
-    sr = build_sr(sources, seg, {k: report[k] for k in SR_FIGURES}, algorithm, version,
+    sr = build_sr(distinct_datasets(slices), seg, {k: report[k] for k in SR_FIGURES},
+                  algorithm, version,
                   scar_interval=None if interval is None else tuple(interval), review=review,
                   uid=uid, created_at=created_at)
     return {"seg": to_bytes(seg), "sr": to_bytes(sr)}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pydicom
@@ -62,10 +63,19 @@ def _uid_of_broken(blob: Blob) -> str | None:
 @dataclass
 class _Copy:
     blob: Blob
-    digest: str
     dataset: pydicom.Dataset | None = None
     pixels: np.ndarray | None = None
     error: InputError | None = None
+
+    @cached_property
+    def digest(self) -> str:
+        """What orders copies of one instance: hashed only where there are several."""
+        return self.blob.sha256()
+
+
+def _in_order(copies: list[_Copy]) -> list[_Copy]:
+    """Copies by content digest, so the order of the files never decides."""
+    return sorted(copies, key=lambda c: c.digest) if len(copies) > 1 else copies
 
 
 def _named(blob: Blob, error: InputError) -> InputError:
@@ -79,7 +89,7 @@ def _read(blobs: Iterable[Blob], max_pixels: int) -> dict[str, list[_Copy]]:
     copies: dict[str, list[_Copy]] = {}
     pixels = 0
     for blob in blobs:
-        copy = _Copy(blob, blob.sha256())
+        copy = _Copy(blob)
         try:
             copy.dataset = read_dataset(blob)
             uid = str(copy.dataset.SOPInstanceUID)
@@ -114,8 +124,8 @@ def one_copy_each(blobs: list[Blob], max_pixels: int) -> Instances:
     ``max_pixels`` (413 ``series_too_large``), before its pixels are held."""
     datasets, warnings, bad = [], [], []
     for uid, copies in _read(blobs, max_pixels).items():
-        good = sorted((c for c in copies if c.error is None), key=lambda c: c.digest)
-        broken = sorted((c for c in copies if c.error is not None), key=lambda c: c.digest)
+        good = _in_order([c for c in copies if c.error is None])
+        broken = _in_order([c for c in copies if c.error is not None])
         if not good:
             raise broken[0].error
         chosen = good[0]

@@ -84,6 +84,11 @@ SEG_DESCRIPTION = "LGE myocardium, scar and MVO (research, not for clinical use)
 SEG_REVIEW_DESCRIPTION = REVIEW_PREFIX + "LGE myocardium, scar, MVO (research only)"
 
 
+def distinct_datasets(slices: Sequence[SourceFrame]) -> list[pydicom.Dataset]:
+    """The source instances behind the slices, each once (a multi-frame image has many)."""
+    return list({id(s.dataset): s.dataset for s in slices}.values())
+
+
 def check_referencable(slices: Sequence[SourceFrame]) -> None:
     """A SEG can reference these sources: highdicom's checks on them, made before an
     analysis is accepted, since its SEG is encoded after the answer. (The volume stage

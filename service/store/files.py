@@ -19,10 +19,12 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """``data`` at ``path`` through a temporary file beside it and a rename."""
+def write_atomic(path: Path, data: bytes, make_folder: bool = True) -> None:
+    """``data`` at ``path`` through a temporary file of its own beside it and a rename;
+    without ``make_folder``, a missing folder is a FileNotFoundError (it was removed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from service.errors import NotFound
 from service.store.db import transaction
-from service.store.files import fsync_dir
+from service.store.files import fsync_dir, write_atomic
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "arrays.npz",
@@ -123,17 +123,11 @@ class ResultStore:
 
     def _write_into(self, analysis_id: str, files: dict[str, bytes]) -> bool:
         """Add files to a stored analysis, each whole or not at all, in the given order;
-        False when the analysis is gone (deleted while it was encoded)."""
-        folder = self.analyses / analysis_id
+        False when the analysis is gone (deleted while it was encoded): its folder is not
+        made again."""
         try:
             for kind, data in files.items():
-                tmp = folder / f".{FILES[kind]}.tmp"
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, folder / FILES[kind])
-            fsync_dir(folder)
+                write_atomic(self.analyses / analysis_id / FILES[kind], data, make_folder=False)
         except FileNotFoundError:
             return False
         return True
@@ -150,20 +144,25 @@ class ResultStore:
         """Why no SEG and SR can be made of a stored analysis (the input's doing)."""
         return self._write_into(analysis_id, {"encoding_error": json.dumps(body).encode()})
 
+    @staticmethod
+    def _encoding_settled(folder: Path) -> bool:
+        """The SR is written (the encoding's last file) or no SEG and SR can be made."""
+        return (folder / FILES["sr"]).exists() or (folder / FILES["encoding_error"]).exists()
+
     def encoding_state(self, analysis_id: str) -> str | dict:
         """"done", "pending", or the error body saying why there is no SEG and SR."""
         folder = self.path(analysis_id, "report").parent
-        if (folder / FILES["sr"]).exists():
-            return "done"
+        if not self._encoding_settled(folder):
+            return "pending"
         error = folder / FILES["encoding_error"]
-        return json.loads(error.read_text()) if error.exists() else "pending"
+        return json.loads(error.read_text()) if error.exists() else "done"
 
     def encoder_inputs(self, analysis_id: str) -> tuple[dict, dict[str, bytes]] | None:
         """The report and the stored files the SEG and SR are made of; None when the
         analysis is gone or needs no encoding."""
         folder = self.analyses / analysis_id
         try:
-            if (folder / FILES["sr"]).exists() or (folder / FILES["encoding_error"]).exists():
+            if self._encoding_settled(folder):
                 return None
             report = json.loads((folder / FILES["report"]).read_text())
             return report, {kind: (folder / FILES[kind]).read_bytes()
@@ -178,8 +177,7 @@ class ResultStore:
             ids = [row[0] for row in self._db.execute(
                 "SELECT id FROM analyses ORDER BY created_at")]
         return [i for i in ids if (self.analyses / i / FILES["sources"]).exists()
-                and not (self.analyses / i / FILES["sr"]).exists()
-                and not (self.analyses / i / FILES["encoding_error"]).exists()]
+                and not self._encoding_settled(self.analyses / i)]
 
     def has(self, analysis_id: str, kind: str) -> bool:
         return (self.analyses / analysis_id / FILES[kind]).exists()

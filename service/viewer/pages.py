@@ -95,7 +95,7 @@ def viewer_page(report: dict, window: float, level: float,
         bullseye=bullseye_svg(report["aha_segments"]), legend=legend_svg(),
         segment_rows=segment_rows, aha_reference=escape(report["aha_reference"]),
         start=start, start_label=start + 1,
-        patient_name=escape(identity.get("patient_name", "").replace("^", " ").strip()
+        patient_name=escape(_person(identity.get("patient_name"))
                             or "(no name)"),
         patient_id=escape(identity.get("patient_id") or "(no ID)"),
         study_date=escape(_study_date(identity.get("study_date", "")) or "(no date)"),
@@ -128,8 +128,13 @@ def _interval_text(report: dict) -> str:
     return f"95 % interval {_num(bounds[0])}-{_num(bounds[1])} %"
 
 
+def _person(name: str | None) -> str:
+    """A DICOM person name (PN, components split by ^) as a reader writes it."""
+    return (name or "").replace("^", " ").strip()
+
+
 def _patient_cell(a: dict) -> str:
-    name = (a.get("patient_name") or "").replace("^", " ").strip()
+    name = _person(a.get("patient_name"))
     return (f"{escape(name) or '<span class=muted>(no name)</span>'}<br>"
             f"<span class=muted>{escape(a.get('patient_id') or '(no ID)')}</span>")
 

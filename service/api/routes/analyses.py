@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from service.analysis import analyse_and_store, limits_of
+from service.analysis import analyse_and_store, identity_of, limits_of
 from service.api.deps import UPLOAD_BODY, read_body, registry_of, require_api_key
 from service.api.metrics import run_counted
 from service.api.schemas import AnalysisSummary, PipelineInfo
@@ -182,9 +182,8 @@ async def _encoded(request: Request, analysis_id: str, kind: str) -> FileRespons
         error = state["error"]
         raise InputError(f"no {kind.upper()} could be made of this analysis: "
                          f"{error['message']}", code=error["code"], status_code=422)
-    suffix = "seg" if kind == "seg" else "sr"
     return FileResponse(store.path(analysis_id, kind), media_type="application/dicom",
-                        filename=f"{analysis_id}_{suffix}.dcm")
+                        filename=f"{analysis_id}_{kind}.dcm")
 
 
 # How often a GET of a SEG or SR looks whether its encoding is done.
@@ -318,11 +317,9 @@ def get_viewer(analysis_id: str, request: Request) -> HTMLResponse:
     # one is set): from the index; for analyses stored before it kept them, from the SEG,
     # which repeats the source's patient and study attributes.
     identity = store.identity(analysis_id)
-    if not identity:  # stored before the index kept it: the SEG has it
+    if not identity:  # stored before the index kept it: the SEG has it (not the series')
         seg = pydicom.dcmread(store.path(analysis_id, "seg"), stop_before_pixels=True)
-        identity = {"patient_name": str(seg.get("PatientName", "") or ""),
-                    "patient_id": str(seg.get("PatientID", "") or ""),
-                    "study_date": str(seg.get("StudyDate", "") or ""),
-                    "series_description": report.get("series_description") or ""}
+        identity = identity_of(seg) | {
+            "series_description": report.get("series_description") or ""}
     return HTMLResponse(viewer_page(report, width, level,
                                     (float(images.min()), float(images.max())), identity))
