@@ -189,12 +189,13 @@ def _int8_copy(fp32_file: Path, validation_inputs: np.ndarray) -> Path:
     return path
 
 
-def build_network(task: str):
+def build_network(task: str, base_filters: int = 16):
     from training.nets import build_enet, build_unet
 
     n_classes = len(CLASSES[task])
     if task in ("myocardium_unet", "scar_unet"):
-        return build_unet((None, None, TASKS[task].channels), n_classes=n_classes, name=task)
+        return build_unet((None, None, TASKS[task].channels), n_classes=n_classes,
+                          base_filters=base_filters, name=task)
     return build_enet(64, n_classes=n_classes, name=task)
 
 
@@ -250,6 +251,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stop-after-training", action="store_true",
                         help="train (or resume) the networks, then stop: a leg of a long "
                         "release, run in the background and resumed by the full command")
+    parser.add_argument("--max-legs", type=int, default=None, metavar="N",
+                        help="with --emidec: train at most N pending legs this run, then stop "
+                        "(each leg is kept; the next run starts at the first unfinished one)")
+    parser.add_argument("--commit-legs", action="store_true",
+                        help="git-commit each finished leg's folder as soon as it is written")
+    parser.add_argument("--legs-root", type=Path, default=None,
+                        help="where finished legs are kept (default: releases/round4/legs, "
+                        "tracked in git)")
+    parser.add_argument("--remapped-copies", type=int, default=2,
+                        help="with --emidec: training copies of each case whose tissue "
+                        "intensities take a drawn appearance (training/data/appearance.py)")
     parser.add_argument("--epochs", type=int, default=None, help="override every network's")
     parser.add_argument("--steps", type=int, default=None, help="override steps per epoch")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -399,28 +411,49 @@ def _train_networks(args: argparse.Namespace, work: Path, configs: dict[str, Tra
     return onnx_files, parameters, training, int8_files, t
 
 
-def _train_fold_networks(args: argparse.Namespace, work: Path,
-                         configs: dict[str, TrainConfig], train_dirs: list[Path],
-                         val_idx: np.ndarray, assignment: dict[str, int], shared_files: dict,
-                         lap, t: float) -> tuple[dict, float]:
-    """The scar U-Net of every cross-validation fold (each fold a resumable leg), on the
-    rings of the shared myocardium U-Net."""
-    from training import crossval
+def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainConfig],
+                train_dirs: list[Path], val_idx: np.ndarray, assignment: dict[str, int],
+                shared_files: dict, lap, t: float) -> tuple[dict | None, float]:
+    """Train the pending legs of the release (both U-Nets of every fold, the capacity
+    study); returns every fold's records once all legs are finished, else None."""
+    from training import fold_legs, legs
 
+    root = args.legs_root or legs.LEGS_ROOT
     folds = len(set(assignment.values()))
-    scar_dirs, _ = _scar_training_dirs(train_dirs, "", val_idx, work, args)
-    pool = crossval.fold_pool(args.emidec, scar_dirs, val_idx, args.emidec_copies,
-                              args.train_seed, assignment)
-    arrays = crossval.pool_arrays(pool, work, shared_files["myocardium_unet"], args.workers)
-    records = {}
-    for fold in range(folds):
-        records[fold] = crossval.train_fold(pool, arrays, assignment, fold, work, configs,
-                                            build_network)
-        # The runs' own clocks (they add up across resumes); arrays and export are extra.
-        t = lap(f"fold {fold}: train scar U-Net", t,
-                done_here=sum(r["minutes"] for r in records[fold].values()))
-    (work / "folds" / "training.json").write_text(json.dumps(records, indent=1))
+    plan = fold_legs.plan(configs, folds, args.epochs)
+    if legs.pending(plan, root):
+        scar_dirs, _ = _scar_training_dirs(train_dirs, "", val_idx, work, args)
+        pool = fold_legs.pool_sources(args.emidec, scar_dirs, val_idx, sorted(assignment),
+                                      args.emidec_copies, args.remapped_copies,
+                                      args.train_seed)
+        trainer = fold_legs.FoldLegTrainer(pool, assignment, work, build_network,
+                                           shared_files, root, args.workers, plan)
+        trained = legs.run_legs(plan, trainer, root, args.max_legs, args.commit_legs)
+        t = lap("legs trained this run: " + (", ".join(trained) or "none"), t)
+    left = legs.pending(plan, root)
+    print(f"training: {len(plan) - len(left)} of {len(plan)} legs finished"
+          + (f"; next: {left[0].name}" if left else ""), flush=True)
+    if left:
+        return None, t
+    records = {fold: {} for fold in range(folds)}
+    for leg in plan:
+        if leg.variant:
+            continue
+        record = legs.finished(leg, root)
+        records[leg.fold][leg.task] = record | {
+            "kept_epoch": leg.config.epochs, "held_out_val_dsc": record["history"][-1]["val_dsc"],
+            "minutes": record["train_minutes"], "onnx": str(legs.leg_dir(leg, root)
+                                                             / legs.ONNX_FILE)}
     return records, t
+
+
+def _quick_assignment(assignment: dict[str, int], per_fold: int) -> dict[str, int]:
+    """The first cases of each fold (checking the command end to end, never a release)."""
+    out: dict[str, int] = {}
+    for case, fold in sorted(assignment.items()):
+        if sum(f == fold for f in out.values()) < per_fold:
+            out[case] = fold
+    return out
 
 
 @dataclasses.dataclass
@@ -643,10 +676,15 @@ def main(argv: list[str] | None = None) -> int:
 
         assignment = read_folds()
         shared_networks = _shared_networks(args.networks_from, work)
-        fold_records, t = _train_fold_networks(args, work, configs, train_dirs, val_idx,
-                                               assignment, shared_networks[0], lap, t)
-        if args.stop_after_training:
-            print("training: every fold trained; stopping (--stop-after-training)", flush=True)
+        if args.quick:
+            assignment = _quick_assignment(assignment, args.quick)
+            train_dirs = train_dirs[:max(args.quick * 4, 8)]
+            val_idx = val_idx[val_idx < len(train_dirs)]
+        fold_records, t = _train_legs(args, work, configs, train_dirs, val_idx, assignment,
+                                      shared_networks[0], lap, t)
+        if fold_records is None or args.stop_after_training:
+            print("training: stopping before the out-of-fold choices (legs pending or "
+                  "--stop-after-training)", flush=True)
             return 0
         cross_validated = _cross_validated(args, work, fold_records, train_dirs, val_idx,
                                            assignment, shared_networks)

@@ -94,10 +94,18 @@ class TrainConfig:
     # not choose the weights whose out-of-fold figures they then give).
     select_best: bool = True
     seed: int = 0
+    # Within the validated share, validate every this many epochs (and always the last): a
+    # learning curve over the whole run at a fraction of the cost.
+    validate_every: int = 1
+    # U-Net width: filters at the top level (doubling per level).
+    base_filters: int = 16
 
     def validates(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (1-based) ends with a validation pass."""
-        return epoch > self.epochs - max(1, math.ceil(self.epochs * self.validate_last))
+        if epoch == self.epochs:
+            return True
+        first = self.epochs - max(1, math.ceil(self.epochs * self.validate_last))
+        return epoch > first and (epoch - first) % self.validate_every == 0
 
 
 @dataclass
@@ -313,8 +321,14 @@ def make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, config:
 
 
 def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays,
-          config: TrainConfig, out_dir: Path, name: str) -> tuple[keras.Model, TrainState]:
-    """Train (or resume, or reload when finished) one network; returns the best weights."""
+          config: TrainConfig, out_dir: Path, name: str,
+          other_validation: dict[str, Arrays] | None = None) -> tuple[keras.Model, TrainState]:
+    """Train (or resume, or reload when finished) one network; returns the best weights.
+
+    ``other_validation``: more held-out sets measured at each validation pass (the
+    shifted copies of a fold's held-out cases), recorded as ``val_dsc_<name>``; only
+    ``val_data`` ever picks an epoch.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "state.json"
     (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=1))
@@ -354,10 +368,12 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
             losses.append(float(step(tf.constant(x), tf.constant(y))))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         model.save_weights(out_dir / "last.weights.h5")
-        val_dsc = None
+        val_dsc, others = None, {}
         if config.validates(state.epoch + 1):
             with _averaged_weights(model, optimizer):
                 val_dsc = validation_dsc(infer, val_data, config)
+                others = {f"val_dsc_{k}": validation_dsc(infer, v, config)
+                          for k, v in (other_validation or {}).items()}
                 last = state.epoch + 1 == config.epochs
                 if (val_dsc > state.best_val_dsc) if config.select_best else last:
                     state.best_val_dsc, state.best_epoch = val_dsc, state.epoch + 1
@@ -365,7 +381,8 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
         state.epoch += 1
         state.seconds += time.perf_counter() - started
         state.history.append({"epoch": state.epoch, "loss": float(np.mean(losses)),
-                              "val_dsc": val_dsc})
+                              "val_dsc": val_dsc, "steps": state.epoch * config.steps_per_epoch,
+                              "seconds": state.seconds} | others)
         _save_optimizer(optimizer, out_dir / "optimizer.npz")
         state.done = state.epoch >= config.epochs
         tmp = state_path.with_suffix(".tmp")

@@ -31,6 +31,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from training.data.appearance import (
+    SHIFTED_SEED_BASE,
+    Appearance,
+    other_centre,
+    remap_tissues,
+)
 from training.data.sources import Contrast, LabelledSeries
 
 BACKGROUND, CAVITY, MYOCARDIUM, INFARCT, OBSTRUCTION = range(5)
@@ -152,21 +158,42 @@ class EmidecCase:
     case: str
     dark: bool = False
     spacing_mm: float = NOMINAL_SPACING_MM
+    # A seed: every labelled tissue's intensity drawn anew (training/data/appearance.py);
+    # None: the case as acquired (or darkened).
+    appearance: int | None = None
+    # With ``appearance``: also acquired as the other centre does (zero-filled k-space to
+    # 0.73 mm, 12 bits): the "shifted" held-out score.
+    shifted: bool = False
+
+    def __post_init__(self) -> None:
+        if self.appearance is not None and self.dark:
+            raise ValueError("a remapped appearance draws its own blood level: not darkened too")
+        if self.shifted and self.appearance is None:
+            raise ValueError("a shifted copy needs an appearance seed")
 
     @property
     def series_id(self) -> str:
-        return f"{self.case}{'-dark' if self.dark else ''}@{self.spacing_mm:.2f}mm"
+        look = ("" if self.appearance is None
+                else f"~{'shifted' if self.shifted else 'look'}{self.appearance}")
+        return f"{self.case}{'-dark' if self.dark else ''}{look}@{self.spacing_mm:.2f}mm"
 
     @property
     def contrast(self) -> Contrast:
+        if self.appearance is not None:
+            return Appearance.draw(self.appearance).contrast
         return "dark-blood" if self.dark else "bright-blood"
 
     def read(self) -> LabelledSeries:
         images, labels = read_case(self.root, self.case)
+        spacing = self.spacing_mm
         if self.dark:
             images = darken_case(images, labels)
+        elif self.shifted:
+            images, labels, spacing = other_centre(images, labels, spacing, self.appearance)
+        elif self.appearance is not None:
+            images = remap_tissues(images, labels, self.appearance)
         return LabelledSeries(
-            list(images), (self.spacing_mm, self.spacing_mm),
+            list(images), (spacing, spacing),
             np.isin(labels, MYOCARDIUM_LABELS), np.isin(labels, SCAR_LABELS),
             labels == OBSTRUCTION, true_cavity=labels == CAVITY)
 
@@ -192,12 +219,20 @@ def training_cases(root: Path, copies: int, seed: int) -> list[EmidecCase]:
     return out
 
 
-def case_copies(root: Path, names: Sequence[str], copies: int, seed: int) -> list[EmidecCase]:
-    """Training copies of the named cases, ``copies`` per contrast, each at a drawn spacing.
+def case_number(case: str) -> int:
+    """A number of its own per case (normal and infarct cases share digits)."""
+    return 1000 * int(case[5] == "P") + int(re.sub(r"\D", "", case))
+
+
+def case_copies(root: Path, names: Sequence[str], copies: int, seed: int, remapped: int = 0
+                ) -> list[EmidecCase]:
+    """Training copies of the named cases, ``copies`` per contrast, each at a drawn spacing,
+    and ``remapped`` more whose tissues take a drawn appearance (:mod:`appearance`).
 
     Each case draws its spacings from a generator of its own (seeded by the seed and the
     case's number), so a case has the same copies in every cross-validation fold that
-    trains on it, and the arrays of all folds are cut once.
+    trains on it, and the arrays of all folds are cut once. Appearance seeds stay below
+    :data:`SHIFTED_SEED_BASE`: no training copy shares a shifted held-out copy's look.
     """
     out = []
     for case in names:
@@ -206,5 +241,17 @@ def case_copies(root: Path, names: Sequence[str], copies: int, seed: int) -> lis
             for _ in range(copies):
                 out.append(EmidecCase(Path(root), case, dark,
                                       round(float(rng.uniform(*SPACING_RANGE_MM)), 3)))
+        for k in range(remapped):
+            look = (seed * 7919 + case_number(case) * 16 + k) % SHIFTED_SEED_BASE
+            out.append(EmidecCase(Path(root), case, False,
+                                  round(float(rng.uniform(*SPACING_RANGE_MM)), 3), look))
     return out
+
+
+def shifted_copies(root: Path, names: Sequence[str], per_case: int = 2) -> list[EmidecCase]:
+    """The fixed, seeded other-centre copies of held-out cases (the "shifted" score): the
+    same for every candidate, never a training copy's look."""
+    return [EmidecCase(Path(root), case, appearance=SHIFTED_SEED_BASE
+                       + per_case * case_number(case) + k, shifted=True)
+            for case in names for k in range(per_case)]
 

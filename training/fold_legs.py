@@ -1,0 +1,263 @@
+"""Round 4's legs on EMIDEC: both U-Nets of each fold, their data, scores and plan.
+
+The pool (:func:`pool_sources`) is every fold's sources in one list, so the
+arrays are cut once: the phantoms, each EMIDEC case's training copies (as
+acquired and darkened at drawn spacings, and ``remapped`` copies whose
+tissues take a drawn appearance, :mod:`training.data.appearance`), and each
+case held out three ways: as acquired and darkened at the nominal spacing
+(the out-of-fold score "as given") and two other-centre copies (the "shifted"
+score: a fixed seeded appearance, zero-filled to 0.73 mm, 12 bits, never a
+training copy's look).
+
+A fold trains on the phantoms (less their validation series) and the other
+folds' training copies; its curve is measured on its own held-out cases,
+as given (which alone is the curve's ``val_dsc``) and shifted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.pipeline.infer import OnnxModel
+from service.pipeline.segment import Network, myocardium_probability, ring_from
+from training import legs as legs_
+from training.data import emidec
+from training.data.dataset import CLASSES, TASKS, Arrays, build_arrays
+from training.data.folds import fold_cases
+from training.data.sources import PhantomSource, Source
+from training.metrics import dice
+from training.train import TrainConfig, train
+
+FOLD_TASKS = ("myocardium_unet", "scar_unet")
+# Per-fold schedules: as long as 0.3.2's single networks (12,000 and 15,000 steps), validated
+# every fifth epoch along the whole run, the last epoch kept.
+FOLD_EPOCHS = {"myocardium_unet": 120, "scar_unet": 150}
+VALIDATE_EVERY = 5
+# The capacity study (fold 0's scar U-Net): a network twice as wide at the same wall-clock
+# time as the release's width. Its step cost 2.3x the 16-filter one's on this 2-core machine
+# without AMX (BENCHMARKS.md, training steps by width), so it gets 150 / 2.3 epochs.
+CAPACITY_VARIANTS = {"w32": {"base_filters": 32, "epochs": 65}}
+SHIFTED_PER_CASE = 2
+
+
+@dataclass(frozen=True)
+class Pool:
+    sources: tuple[Source, ...]
+    case_of: tuple[str | None, ...]  # None: a phantom
+    role: tuple[str, ...]  # "train", "phantom-validation", "as-given", "shifted"
+
+    def rows(self, assignment: dict[str, int], fold: int) -> dict[str, np.ndarray]:
+        """Series numbers of one fold: train, held-out as given, held-out shifted."""
+        role = np.array(self.role)
+        held = np.array([c is not None and assignment[c] == fold for c in self.case_of])
+        phantom = np.array([c is None for c in self.case_of])
+        train_rows = (role == "train") & (phantom | ~held)
+        return {"train": np.flatnonzero(train_rows),
+                "as-given": np.flatnonzero((role == "as-given") & held),
+                "shifted": np.flatnonzero((role == "shifted") & held)}
+
+
+def pool_sources(root: Path, phantom_dirs: Sequence[Path], phantom_validation: np.ndarray,
+                 cases: Sequence[str], copies: int, remapped: int, seed: int) -> Pool:
+    validation = set(np.asarray(phantom_validation, int).tolist())
+    sources: list[Source] = [PhantomSource(Path(d)) for d in phantom_dirs]
+    case_of: list[str | None] = [None] * len(sources)
+    role = ["phantom-validation" if i in validation else "train" for i in range(len(sources))]
+    for group, items in (("train", emidec.case_copies(root, cases, copies, seed, remapped)),
+                         ("as-given", [emidec.EmidecCase(Path(root), c, dark)
+                                       for dark in (False, True) for c in cases]),
+                         ("shifted", emidec.shifted_copies(root, cases, SHIFTED_PER_CASE))):
+        sources += items
+        case_of += [s.case for s in items]
+        role += [group] * len(items)
+    return Pool(tuple(sources), tuple(case_of), tuple(role))
+
+
+def fold_config(base: TrainConfig, task: str, variant: str = "",
+                epochs: int | None = None) -> TrainConfig:
+    """A leg's schedule; ``epochs`` overrides every leg's (checking the command)."""
+    changes = {"epochs": FOLD_EPOCHS[task], "validate_last": 1.0,
+               "validate_every": VALIDATE_EVERY, "select_best": False}
+    if variant:
+        changes |= CAPACITY_VARIANTS[variant]
+    if epochs is not None:
+        changes["epochs"] = epochs
+    return dataclasses.replace(base, **changes)
+
+
+def plan(configs: dict[str, TrainConfig], folds: int = 5, epochs: int | None = None
+         ) -> list[legs_.Leg]:
+    """The release's legs in order: fold 0's two U-Nets, then the capacity study's wider
+    scar U-Net on fold 0, then the other folds."""
+    out = []
+    for fold in range(folds):
+        for task in FOLD_TASKS:
+            out.append(legs_.Leg(task, fold, fold_config(configs[task], task, epochs=epochs)))
+        if fold == 0:
+            out += [legs_.Leg("scar_unet", 0, fold_config(configs["scar_unet"], "scar_unet", v,
+                                                          epochs), v)
+                    for v in CAPACITY_VARIANTS]
+    return out
+
+
+class FoldLegTrainer:
+    """Trains one leg of the plan: its arrays (cut once per task, or per fold where they
+    need the fold's myocardium U-Net), the run, the export and the held-out scores."""
+
+    def __init__(self, pool: Pool, assignment: dict[str, int], work: Path, build,
+                 shared: dict[str, Path], root: Path = legs_.LEGS_ROOT, workers: int = 2,
+                 plan_legs: Sequence[legs_.Leg] = ()) -> None:
+        self.pool, self.assignment, self.work, self.build = pool, assignment, work, build
+        self.shared, self.root, self.workers = shared, root, workers
+        self.plan = list(plan_legs)
+        self._arrays: dict[tuple, Arrays] = {}
+
+    def _onnx(self, name: str) -> Path:
+        return self.root / name / legs_.ONNX_FILE
+
+    def arrays(self, leg: legs_.Leg) -> Arrays:
+        """The leg's task's arrays over the series its fold uses (series numbered by pool
+        position)."""
+        rows = self.pool.rows(self.assignment, leg.fold)
+        wanted = np.concatenate([rows["train"], rows["as-given"], rows["shifted"]])
+        model = None
+        key: tuple = (leg.task,)
+        if leg.task == "scar_unet":
+            model = self._onnx(f"fold{leg.fold}-myocardium_unet")
+            key = (leg.task, leg.fold)
+        else:
+            # The myocardium U-Net's arrays need no model: cut once for every fold.
+            wanted = np.arange(len(self.pool.sources))
+        if key not in self._arrays:
+            self._arrays.clear()  # one task's arrays in memory at a time
+            name = "pool" if model is None else f"fold{leg.fold}"
+            cut = build_arrays([self.pool.sources[i] for i in wanted],
+                               self.work / "arrays", name, tasks=[leg.task],
+                               workers=self.workers, myocardium_model=model)[leg.task]
+            self._arrays[key] = dataclasses.replace(cut, series=wanted[cut.series])
+        return self._arrays[key]
+
+    def __call__(self, leg: legs_.Leg) -> dict:
+        from training.export import export_onnx
+
+        started = time.perf_counter()
+        data = self.arrays(leg)
+        rows = self.pool.rows(self.assignment, leg.fold)
+        subset = {k: data.select(np.isin(data.series, v)) for k, v in rows.items()}
+        run_dir = self.work / "leg-runs" / leg.name  # checkpoints: never in git
+        model, state = train(lambda: self.build(leg.task, leg.config.base_filters),
+                             subset["train"], subset["as-given"], leg.config, run_dir,
+                             leg.name, other_validation={"shifted": subset["shifted"]})
+        folder = legs_.leg_dir(leg, self.root)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / legs_.LEG_FILE).unlink(missing_ok=True)
+        model.save_weights(folder / legs_.WEIGHTS_FILE)
+        export_onnx(model, folder / legs_.ONNX_FILE, input_hw=TASKS[leg.task].shape)
+        scores = self.held_out_scores(leg)
+        legs_.write_scores(scores, folder / "held_out_scores.csv")
+        _plot(state.history, folder / "curves.png", leg.name)
+        _, held = fold_cases(self.assignment, leg.fold)
+        summary = _summary(scores)
+        record = legs_.record_leg(leg, folder, state.history, {
+            "held_out_cases": held, "parameters": int(model.count_params()),
+            "train_slices": len(subset["train"].x), "train_minutes": state.seconds / 60.0,
+            "leg_minutes": (time.perf_counter() - started) / 60.0,
+            "held_out": summary, "summary": _one_line(summary, legs_.flatness(state.history))})
+        return record
+
+    def held_out_scores(self, leg: legs_.Leg) -> list[dict]:
+        """Per held-out series (as given and shifted), 3-D DSC on the source grid: the
+        myocardium U-Net's ring; for a scar U-Net, the whole cascade (and the ENets on
+        this fold's ring) as the service runs them."""
+        rows = self.pool.rows(self.assignment, leg.fold)
+        items = [(self.pool.sources[i], kind) for kind in ("as-given", "shifted")
+                 for i in rows[kind]]
+        if leg.task == "myocardium_unet":
+            net = Network(OnnxModel(self._onnx(leg.name)), TASKS[leg.task], CLASSES[leg.task])
+            out = []
+            for source, kind in items:
+                series = source.read()
+                p = myocardium_probability(series.images, series.spacing, net)
+                out.append({"series": source.series_id, "kind": kind,
+                            "contrast": source.contrast,
+                            "myocardium_dsc": dice(ring_from(p, net), series.true_myocardium)})
+            return out
+        from training.evaluation.scoring import score_series
+
+        nets = {"myocardium_unet": self._onnx(f"fold{leg.fold}-myocardium_unet"),
+                "scar_unet": self._onnx(leg.name)} | {
+            k: v for k, v in self.shared.items() if k in ("enet_p1", "enet_p2")}
+        networks = {k: Network(OnnxModel(p), TASKS[k], CLASSES[k]) for k, p in nets.items()}
+        out = []
+        for source, kind in items:
+            for s in score_series(source, networks, kind):
+                if s.method in ("cascade-unet", "enet", "enet-raw"):
+                    out.append({"series": s.series_id, "kind": kind, "contrast": s.contrast,
+                                "method": s.method, "myocardium_dsc": s.myocardium_dsc,
+                                "scar_dsc": s.scar_dsc, "true_scar_percent": s.true_scar_percent,
+                                "scar_percent": s.scar_percent,
+                                "mvo_case_dsc": s.mvo_case_dsc})
+        return out
+
+
+def _summary(scores: list[dict]) -> dict:
+    """Medians per kind (and method): what the commit message and the report quote."""
+    out: dict = {}
+    for row in scores:
+        key = row["kind"] + (f" {row['method']}" if "method" in row else "")
+        out.setdefault(key, []).append(row)
+    summary = {}
+    for key, rows in out.items():
+        entry = {"series": len(rows),
+                 "myocardium_dsc": float(np.median([r["myocardium_dsc"] for r in rows]))}
+        if "scar_dsc" in rows[0]:
+            scar = [r["scar_dsc"] for r in rows if not np.isnan(r["scar_dsc"])]
+            entry["scar_dsc"] = float(np.median(scar)) if scar else float("nan")
+            entry["abs_scar_percent_error"] = float(np.median(
+                [abs(r["scar_percent"] - r["true_scar_percent"]) for r in rows]))
+        summary[key] = entry
+    return summary
+
+
+def _one_line(summary: dict, flat: dict) -> str:
+    parts = []
+    for key, entry in summary.items():
+        if key.endswith(("enet", "enet-raw")):
+            continue
+        text = f"{key} myocardium {entry['myocardium_dsc']:.3f}"
+        if "scar_dsc" in entry:
+            text += f", scar {entry['scar_dsc']:.3f}"
+        parts.append(text)
+    gain = flat.get("gain")
+    parts.append("curve gain over the last fifth "
+                 + ("n/a" if gain is None else f"{gain:+.4f}"))
+    return "; ".join(parts)
+
+
+def _plot(history: list[dict], path: Path, title: str) -> None:
+    """The held-out curves (as given, shifted) over steps, and the loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot([h["steps"] for h in history], [h["loss"] for h in history])
+    ax[0].set(xlabel="step", ylabel="training loss", title=f"{title}: loss")
+    for key, label in (("val_dsc", "held out, as given"), ("val_dsc_shifted", "shifted")):
+        points = [(h["steps"], h[key]) for h in history if h.get(key) is not None]
+        if points:
+            ax[1].plot(*zip(*points, strict=True), marker="o", ms=3, label=label)
+    ax[1].set(xlabel="step", ylabel="held-out DSC (EMA weights)", ylim=(0, 1))
+    ax[1].legend()
+    for a in ax:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

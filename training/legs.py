@@ -1,0 +1,197 @@
+"""A release built in legs: one network of one fold a leg, each kept in the repository.
+
+Every release before round 4 was trained inside one sitting, so its networks
+were as large and as long-trained as one sitting allowed, and a fold that was
+not finished was lost with the run. Here the release command runs legs:
+
+* a leg trains one network of one cross-validation fold (both U-Nets per
+  fold; the fold's scar U-Net needs its myocardium U-Net, which places the
+  heart box and scales one input channel), small enough to finish well inside
+  a sitting of about an hour on 2 cores;
+* a half-trained leg resumes from its last epoch under ``--work`` (the
+  checkpoint and the optimizer state live there, never in git);
+* a finished leg writes its folder under :data:`LEGS_ROOT`, which is tracked:
+  the float32 Keras weights, the ONNX export, each file's sha256, the
+  learning curves (as given and shifted, over steps and seconds), the
+  flatness test and the held-out scores (numbers only, never images). The
+  ``leg.json`` is written last, so a folder without it is not a finished leg;
+* a fresh clone on another machine starts at the first leg without a valid
+  ``leg.json``, and never trains a finished leg again.
+
+A leg is validated on its fold's held-out cases along the whole run (every
+:attr:`TrainConfig.validate_every` epochs, moving-average weights) and keeps
+its last epoch: the held-out cases give the out-of-fold figures every later
+choice is made on, so they must not also pick the weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.train import TrainConfig
+
+LEGS_ROOT = Path(__file__).resolve().parents[1] / "releases" / "round4" / "legs"
+LEG_FILE = "leg.json"
+WEIGHTS_FILE = "weights.weights.h5"
+ONNX_FILE = "model.onnx"
+# The held-out curve is flat when the last fifth of the steps gained at most this much
+# (issue 52, point 2).
+FLAT_GAIN = 0.005
+FLAT_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One network of one fold, trained in one go (resumable)."""
+
+    task: str  # "myocardium_unet" or "scar_unet"
+    fold: int
+    config: TrainConfig
+    # A variant of the same fold and network (the capacity study); "" for the release's own.
+    variant: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"fold{self.fold}-{self.task}" + (f"-{self.variant}" if self.variant else "")
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Legs whose network this one's arrays or scores use."""
+        return (f"fold{self.fold}-myocardium_unet",) if self.task == "scar_unet" else ()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def leg_dir(leg: Leg, root: Path = LEGS_ROOT) -> Path:
+    return Path(root) / leg.name
+
+
+def finished(leg: Leg, root: Path = LEGS_ROOT) -> dict | None:
+    """The leg's record when its folder holds a finished leg whose files match their sha256
+    (a half-copied or edited folder is not finished); None otherwise."""
+    folder = leg_dir(leg, root)
+    path = folder / LEG_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        files = record["files"]
+    except (OSError, ValueError, KeyError):
+        return None
+    for name, digest in files.items():
+        if not (folder / name).is_file() or sha256_file(folder / name) != digest:
+            return None
+    if record.get("config") != json.loads(json.dumps(dataclasses.asdict(leg.config))):
+        return None  # the plan changed since: this folder is another leg's
+    return record
+
+
+def pending(legs: Sequence[Leg], root: Path = LEGS_ROOT) -> list[Leg]:
+    """The legs still to train, in plan order."""
+    return [leg for leg in legs if finished(leg, root) is None]
+
+
+def flatness(history: Sequence[dict], key: str = "val_dsc") -> dict:
+    """Whether the held-out curve is flat: the gain over the last fifth of the steps.
+
+    The gain is the mean of the points in the last tenth of the steps minus
+    the mean of those in the tenth before the last fifth began (a few points
+    each, so one noisy validation pass does not decide).
+    """
+    points = [(h["steps"], h[key]) for h in history if h.get(key) is not None and "steps" in h]
+    if len(points) < 4:
+        return {"gain": None, "flat": None, "points": len(points)}
+    total = points[-1][0]
+    start = (1.0 - FLAT_SHARE) * total
+    tenth = 0.1 * total
+    before = [v for s, v in points if start - tenth < s <= start]
+    end = [v for s, v in points if s > total - tenth]
+    if not before or not end:
+        return {"gain": None, "flat": None, "points": len(points)}
+    gain = float(np.mean(end) - np.mean(before))
+    return {"gain": gain, "flat": gain <= FLAT_GAIN, "points": len(points),
+            "at_steps": [int(start), int(total)]}
+
+
+def write_scores(rows: Sequence[dict], path: Path) -> None:
+    """Per-case held-out scores as CSV (numbers and case names only)."""
+    if not rows:
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def record_leg(leg: Leg, folder: Path, history: list[dict], extra: dict) -> dict:
+    """Write ``leg.json`` last, naming every file of the folder with its sha256."""
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+             if p.is_file() and p.name != LEG_FILE}
+    record = {"leg": leg.name, "task": leg.task, "fold": leg.fold, "variant": leg.variant,
+              "config": dataclasses.asdict(leg.config), "files": files,
+              "flatness": flatness(history),
+              "flatness_shifted": flatness(history, "val_dsc_shifted"),
+              "history": history} | extra
+    tmp = folder / (LEG_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    tmp.replace(folder / LEG_FILE)
+    return record
+
+
+def commit_leg(leg: Leg, folder: Path, summary: str) -> bool:
+    """``git add`` and ``git commit`` the leg's folder (only it); False where git fails."""
+    repo = LEGS_ROOT.parents[2]
+    try:
+        subprocess.run(["git", "-C", str(repo), "add", "--", str(folder)], check=True)
+        subprocess.run(["git", "-C", str(repo), "commit", "-m",
+                        f"Release leg {leg.name}: {summary}", "--", str(folder)], check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
+
+
+def run_legs(legs: Sequence[Leg], train_leg: Callable[[Leg], dict], root: Path = LEGS_ROOT,
+             max_legs: int | None = None, commit: bool = False,
+             log: Callable[[str], None] = print) -> list[str]:
+    """Train the pending legs in plan order (at most ``max_legs``); returns those trained.
+
+    A leg whose prerequisites are not finished is left for later (it cannot
+    start yet), never trained on something else.
+    """
+    done: list[str] = []
+    for leg in pending(legs, root):
+        if max_legs is not None and len(done) >= max_legs:
+            break
+        waiting = [n for n in leg.needs if finished(_named(legs, n), root) is None]
+        if waiting:
+            log(f"legs: {leg.name} waits for {', '.join(waiting)}")
+            continue
+        log(f"legs: training {leg.name}")
+        record = train_leg(leg)
+        summary = record.get("summary", "")
+        if commit and not commit_leg(leg, leg_dir(leg, root), summary):
+            log(f"legs: {leg.name} finished but could not be committed (git)")
+        done.append(leg.name)
+    return done
+
+
+def _named(legs: Sequence[Leg], name: str) -> Leg:
+    for leg in legs:
+        if leg.name == name:
+            return leg
+    raise KeyError(f"no leg named {name} in the plan")
