@@ -447,6 +447,19 @@ def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainCo
     return records, t
 
 
+def _evaluation_phantoms(args: argparse.Namespace, work: Path) -> tuple[list, list, dict]:
+    """The phantom test, calibration and negative series (made once, kept under WORK)."""
+    test_dirs = generate_many(work / "phantoms" / "test", args.test_series, args.test_seed,
+                              workers=args.workers)
+    calibration_dirs = generate_many(work / "phantoms" / "calibration", args.calibration_series,
+                                     args.calibration_seed, workers=args.workers)
+    negative_dirs = {sequence: generate_in_sequence(work / "phantoms" / "negatives_test",
+                                                    args.negative_series, args.test_seed,
+                                                    sequence, workers=args.workers)
+                     for sequence in OTHER_SEQUENCES}
+    return test_dirs, calibration_dirs, negative_dirs
+
+
 def _quick_assignment(assignment: dict[str, int], per_fold: int) -> dict[str, int]:
     """The first cases of each fold (checking the command end to end, never a release)."""
     out: dict[str, int] = {}
@@ -657,14 +670,6 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     train_dirs = generate_many(work / "phantoms" / "train", args.train_series, args.train_seed,
                                workers=args.workers)
-    test_dirs = generate_many(work / "phantoms" / "test", args.test_series, args.test_seed,
-                              workers=args.workers)
-    calibration_dirs = generate_many(work / "phantoms" / "calibration", args.calibration_series,
-                                     args.calibration_seed, workers=args.workers)
-    negative_dirs = {sequence: generate_in_sequence(work / "phantoms" / "negatives_test",
-                                                    args.negative_series, args.test_seed,
-                                                    sequence, workers=args.workers)
-                     for sequence in OTHER_SEQUENCES}
     t = lap("phantoms", t)
     real_train, real_val, real_tests = _emidec_sources(args)
     val_idx = validation_series(len(train_dirs), args.val_series, args.train_seed)
@@ -686,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
             print("training: stopping before the out-of-fold choices (legs pending or "
                   "--stop-after-training)", flush=True)
             return 0
+        test_dirs, calibration_dirs, negative_dirs = _evaluation_phantoms(args, work)
         cross_validated = _cross_validated(args, work, fold_records, train_dirs, val_idx,
                                            assignment, shared_networks)
         t = lap("out-of-fold choices (thresholds, ring, TTA)", t)
@@ -707,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
             **({"level": 0.5} if args.quick else {}))
         t = lap("interval calibration (out of fold)", t)
     else:
+        test_dirs, calibration_dirs, negative_dirs = _evaluation_phantoms(args, work)
         if args.reuse_models:
             onnx_files, parameters, training, int8_files = _reused_networks(
                 args.reuse_models, work)
