@@ -27,6 +27,7 @@ import numpy as np
 from service.pipeline.infer import OnnxModel
 from service.pipeline.segment import Network, myocardium_probability, ring_from
 from training import legs as legs_
+from training.crossval import FOLD_TASKS, held_out_sources
 from training.data import emidec
 from training.data.dataset import CLASSES, TASKS, Arrays, build_arrays
 from training.data.folds import fold_cases
@@ -34,16 +35,15 @@ from training.data.sources import PhantomSource, Source
 from training.metrics import dice
 from training.train import TrainConfig, train
 
-FOLD_TASKS = ("myocardium_unet", "scar_unet")
 # Per-fold schedules: as long as 0.3.2's single networks (12,000 and 15,000 steps), validated
 # every fifth epoch along the whole run, the last epoch kept.
 FOLD_EPOCHS = {"myocardium_unet": 120, "scar_unet": 150}
 VALIDATE_EVERY = 5
 # The capacity study (fold 0's scar U-Net): a network twice as wide at the same wall-clock
-# time as the release's width. Its step cost 2.3x the 16-filter one's on this 2-core machine
-# without AMX (BENCHMARKS.md, training steps by width), so it gets 150 / 2.3 epochs.
-CAPACITY_VARIANTS = {"w32": {"base_filters": 32, "epochs": 65}}
-SHIFTED_PER_CASE = 2
+# time as the release's width. Without AMX its step costs about 4x the 16-filter one's here
+# (benchmarks/training_widths.py: 4.3x in one run; convolutions grow with the square of the
+# width), so it gets 4,000 steps against 15,000; the curves are compared on their seconds.
+CAPACITY_VARIANTS = {"w32": {"base_filters": 32, "epochs": 40}}
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,8 @@ def pool_sources(root: Path, phantom_dirs: Sequence[Path], phantom_validation: n
     case_of: list[str | None] = [None] * len(sources)
     role = ["phantom-validation" if i in validation else "train" for i in range(len(sources))]
     for group, items in (("train", emidec.case_copies(root, cases, copies, seed, remapped)),
-                         ("as-given", [emidec.EmidecCase(Path(root), c, dark)
-                                       for dark in (False, True) for c in cases]),
-                         ("shifted", emidec.shifted_copies(root, cases, SHIFTED_PER_CASE))):
+                         ("as-given", held_out_sources(root, cases)),
+                         ("shifted", held_out_sources(root, cases, shifted=True))):
         sources += items
         case_of += [s.case for s in items]
         role += [group] * len(items)

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from service import __version__
-from service.pipeline.ensemble import SQUARE_SYMMETRIES
 from service.pipeline.infer import OnnxModel
 from service.pipeline.registry import sha256_of
 from service.pipeline.segment import Network, disjoint_classes
+from training import choices
 from training.data import emidec
 from training.data.dataset import (
     CLASSES,
@@ -469,142 +469,12 @@ def _quick_assignment(assignment: dict[str, int], per_fold: int) -> dict[str, in
     return out
 
 
-@dataclasses.dataclass
-class CrossValidated:
-    """What the out-of-fold series chose, and the ensemble that ships."""
-
-    networks: dict  # the ensemble, with the chosen thresholds and post-processing
-    chosen: dict  # each scar network's threshold choice
-    members: dict  # task -> the fold files, in fold order
-    onnx_files: dict  # task -> the file named in the manifest (fold 0 for an ensemble)
-    parameters: dict
-    training: dict
-    calibration_items: list  # out-of-fold (source, networks) pairs
-    oof_scores: list
-    variants: dict  # variant name -> its out-of-fold summaries and score
-    complete_ring: bool
-    tta: dict
-    # Each variant's fold networks, for the before/after figure (not written anywhere).
-    variant_networks: dict = dataclasses.field(default_factory=dict)
-
-
 def _shared_networks(models_dir: Path, work: Path) -> tuple[dict, dict, dict]:
-    """The myocardium U-Net and ENets of a released models folder (not retrained per fold),
-    copied under WORK."""
+    """The ENets of a released models folder (not retrained per fold), copied under WORK."""
     from training.crossval import SHARED_TASKS
 
     files, parameters, training, _ = _reused_networks(models_dir, work, keys=SHARED_TASKS)
     return files, parameters, training
-
-
-def _cross_validated(args: argparse.Namespace, work: Path, fold_records: dict,
-                     train_dirs: list[Path], val_idx: np.ndarray, assignment: dict[str, int],
-                     shared_networks: tuple[dict, dict, dict]) -> CrossValidated:
-    """Every post-processing choice on the out-of-fold predictions of the 80 EMIDEC cases
-    (each with its own fold's networks) and the phantom validation series (the ensemble)."""
-    from training import crossval
-    from training.evaluation.scoring import with_networks
-
-    folds = len(fold_records)
-    shared_files, shared_parameters, shared_training = shared_networks
-    shared = {task: Network(OnnxModel(path), TASKS[task], CLASSES[task])
-              for task, path in shared_files.items()}
-    # Each distinct network input answered once across the passes over the same series.
-    per_fold = crossval.remembered(crossval.fold_networks(work, folds, shared))
-
-    def oof(fold_nets: list) -> list:
-        return crossval.out_of_fold(args.emidec, fold_nets, assignment, args.quick)
-
-    ensemble = crossval.ensemble_networks(per_fold)
-    phantom_val = [PhantomSource(train_dirs[i]) for i in sorted(val_idx)]
-    variants, chosen_by, nets_by = {}, {}, {}
-    for ring in (False, True):
-        name = "ring completed" if ring else "network's ring"
-        fold_nets = [crossval.with_post_processing(n, ring) for n in per_fold]
-        shipped = crossval.with_post_processing(ensemble, ring)
-        chosen = choose_thresholds(oof(fold_nets)
-                                   + [(s, shipped) for s in phantom_val])
-        thresholds = {task: c["threshold"] for task, c in chosen.items()}
-        fold_nets = [crossval.with_post_processing(n, ring, thresholds) for n in per_fold]
-        shipped = crossval.with_post_processing(ensemble, ring, thresholds)
-        scores = evaluate(oof(fold_nets), None,
-                          f"out-of-fold {name}")
-        summaries = _oof_summaries(scores)
-        variants[name] = {"complete_ring": ring, "thresholds": thresholds,
-                          "score": crossval.variant_score(summaries),
-                          "summaries": summaries, "scores": scores}
-        chosen_by[name], nets_by[name] = chosen, (fold_nets, shipped)
-    # Of equal scores, the simpler post-processing (the network's own ring).
-    best = max(variants, key=lambda v: (round(variants[v]["score"], 4),
-                                        not variants[v]["complete_ring"]))
-    fold_nets, shipped = nets_by[best]
-    tta = {}
-    if args.tta_study:
-        # On the cases as acquired (bright-blood): eight network runs a slice.
-        tta_nets = [crossval.with_test_time_augmentation(n) for n in fold_nets]
-        tta_scores = evaluate([(s, n) for s, n in oof(tta_nets) if not s.dark], None,
-                              "out-of-fold TTA")
-        tta_summaries = _oof_summaries(tta_scores)
-        bright = ("bright-blood",)
-        tta = {"score": crossval.variant_score(tta_summaries, bright),
-               "summaries": tta_summaries, "contrasts": list(bright),
-               "without": crossval.variant_score(variants[best]["summaries"], bright),
-               "variant": best,
-               "network_runs_per_slice": len(SQUARE_SYMMETRIES),
-               # Eight runs of every network on top of five folds: forty times the networks'
-               # time of one model, against a latency budget of twice 0.3.2's analysis.
-               "shipped": False}
-    training = {}
-    members, onnx_files, parameters = {}, {}, {}
-    export = work / "export"
-    export.mkdir(parents=True, exist_ok=True)
-    for task in crossval.FOLD_TASKS:
-        name = next(m.name for m in MODELS if m.key == task)
-        members[task] = []
-        for fold in range(folds):
-            path = export / f"{name}-fold{fold}.onnx"
-            shutil.copy2(crossval.fold_onnx(work, fold, task), path)
-            members[task].append(path)
-        onnx_files[task] = members[task][0]
-        records = [fold_records[f][task] for f in range(folds)]
-        first = records[0]
-        parameters[task] = first["parameters"]
-        training[task] = {k: v for k, v in first.items()
-                          if k not in ("history", "fold", "held_out_cases", "parameters")} | {
-            "best_epoch": first["kept_epoch"],
-            "best_val_dsc": float(np.mean([r["held_out_val_dsc"] for r in records])),
-            "minutes": float(sum(r["minutes"] for r in records)),
-            "cross_validation": [{"fold": r["fold"], "held_out_cases": len(r["held_out_cases"]),
-                                  "held_out_val_dsc": r["held_out_val_dsc"],
-                                  "kept_epoch": r["kept_epoch"], "minutes": r["minutes"]}
-                                 for r in records]}
-    onnx_files |= shared_files
-    parameters |= shared_parameters
-    training |= shared_training
-    for task, choice in chosen_by[best].items():
-        training[task]["threshold_choice"] = choice
-    calibration_items = with_networks(oof(fold_nets),
-                                      None)
-    return CrossValidated(
-        networks=shipped, chosen=chosen_by[best], members=members, onnx_files=onnx_files,
-        parameters=parameters, training=training, calibration_items=calibration_items,
-        oof_scores=variants[best]["scores"],
-        variants={v: {k: x for k, x in d.items() if k != "scores"} for v, d in variants.items()},
-        complete_ring=variants[best]["complete_ring"], tta=tta,
-        variant_networks={v: nets_by[v][0] for v in variants})
-
-
-def _strip_sets(by_set: dict) -> dict:
-    """The strip plot's columns: out of fold per contrast, then every test set."""
-    out = {f"out of fold, {c}": [s for s in by_set["out-of-fold"] if s.contrast == c]
-           for c in ("bright-blood", "dark-blood")}
-    return out | {TEST_SET_LABELS.get(k, k): v for k, v in by_set.items() if k != "out-of-fold"}
-
-
-def _oof_summaries(scores: list) -> dict:
-    """Out-of-fold summaries per contrast (EMIDEC as acquired, darkened)."""
-    return {contrast: summarise([s for s in scores if s.contrast == contrast])
-            for contrast in ("bright-blood", "dark-blood")}
 
 
 def _reused_networks(models_dir: Path, work: Path, keys: tuple[str, ...] | None = None):
@@ -692,8 +562,9 @@ def main(argv: list[str] | None = None) -> int:
                   "--stop-after-training)", flush=True)
             return 0
         test_dirs, calibration_dirs, negative_dirs = _evaluation_phantoms(args, work)
-        cross_validated = _cross_validated(args, work, fold_records, train_dirs, val_idx,
-                                           assignment, shared_networks)
+        cross_validated = choices.cross_validated(
+            args.emidec, work, fold_records, [train_dirs[i] for i in sorted(val_idx)],
+            assignment, shared_networks, args.quick, args.tta_study)
         t = lap("out-of-fold choices (thresholds, ring, TTA)", t)
         onnx_files, parameters, training = (cross_validated.onnx_files,
                                             cross_validated.parameters,
@@ -803,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                          figures_dir / f"curves_{task}.png")
         by_set = {"out-of-fold": cross_validated.oof_scores} | {
             name: [s for s in scores if s.test_set == name] for name in test_sets}
-        strip_plot(_strip_sets(by_set), figures_dir / "strip_cases.png")
+        strip_plot(choices.strip_sets(by_set, TEST_SET_LABELS), figures_dir / "strip_cases.png")
         # Real EMIDEC slices: drawn for whoever trains, under WORK, never into --models.
         worst_figure = work / "private" / "worst_out_of_fold_before_after.png"
         worst_figure.parent.mkdir(parents=True, exist_ok=True)
@@ -881,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         "cross_validation": None if cross_validated is None else {
             "variants": cross_validated.variants, "tta": cross_validated.tta,
             "chosen_ring": cross_validated.complete_ring,
-            "out_of_fold": _oof_summaries(cross_validated.oof_scores)}}
+            "out_of_fold": choices.oof_summaries(cross_validated.oof_scores)}}
     (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
     figures = {p.name: p for p in figures_dir.iterdir()}
     shipped_files = onnx_files | {f"{k} int8": v for k, v in int8_files.items()} | {

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.crossval import fold_pool, held_out_sources
+from training.crossval import held_out_sources
 from training.data import emidec
 from training.data.folds import FOLDS_FILE, assign_folds, fold_cases, read_folds
+from training.fold_legs import pool_sources
 
 CASES = [f"Case_N{i:03d}" for i in range(1, 27)] + [f"Case_P{i:03d}" for i in range(1, 55)]
 
@@ -59,32 +60,35 @@ def test_the_committed_folds_hold_train_and_validation_and_never_test() -> None:
 def test_a_fold_trains_on_the_other_folds_cases_and_validates_on_its_own(tmp_path: Path) -> None:
     assignment = assign_folds(CASES, 5, seed=7)
     phantoms = [tmp_path / f"p{i}" for i in range(6)]
-    pool = fold_pool(tmp_path, phantoms, np.array([4, 5]), copies=2, seed=1,
-                     assignment=assignment)
+    pool = pool_sources(tmp_path, phantoms, np.array([4, 5]), sorted(assignment), copies=2,
+                        remapped=1, seed=1)
     seen = set()
     for fold in range(5):
-        train_rows, val_rows = pool.rows(assignment, fold)
+        rows = pool.rows(assignment, fold)
         training, held = fold_cases(assignment, fold)
-        assert not set(train_rows) & set(val_rows)
-        train_sources = [pool.sources[i] for i in train_rows]
-        val_sources = [pool.sources[i] for i in val_rows]
+        assert not set(rows["train"]) & (set(rows["as-given"]) | set(rows["shifted"]))
+        train_sources = [pool.sources[i] for i in rows["train"]]
+        given = [pool.sources[i] for i in rows["as-given"]]
+        shifted = [pool.sources[i] for i in rows["shifted"]]
         train_cases = {s.case for s in train_sources if isinstance(s, emidec.EmidecCase)}
-        val_cases = {s.case for s in val_sources if isinstance(s, emidec.EmidecCase)}
-        assert train_cases == set(training) and val_cases == set(held)
-        # Both contrasts, two copies each, of every training case, at drawn spacings; each
-        # held-out case in both contrasts at the nominal spacing.
-        copies = Counter((s.case, s.dark) for s in train_sources
+        assert train_cases == set(training)
+        assert {s.case for s in given} == {s.case for s in shifted} == set(held)
+        # Both contrasts, two copies each, and one remapped look, of every training case, at
+        # drawn spacings; each held-out case in both contrasts at the nominal spacing and
+        # twice shifted.
+        copies = Counter((s.case, s.dark, s.appearance is None) for s in train_sources
                          if isinstance(s, emidec.EmidecCase))
-        assert set(copies.values()) == {2} and len(copies) == 2 * len(training)
-        held_copies = [s for s in val_sources if isinstance(s, emidec.EmidecCase)]
-        assert len(held_copies) == 2 * len(held)
-        assert {s.spacing_mm for s in held_copies} == {emidec.NOMINAL_SPACING_MM}
-        # The phantoms: the validation series validate, the rest train, in every fold.
-        assert set(phantoms[:4]) == {s for s in train_sources if isinstance(s, Path)}
-        assert set(phantoms[4:]) == {s for s in val_sources if isinstance(s, Path)}
-        seen |= val_cases
+        assert sorted(set(copies.values())) == [1, 2] and len(copies) == 3 * len(training)
+        assert len(given) == 2 * len(held) and len(shifted) == 2 * len(held)
+        assert {s.spacing_mm for s in given} == {emidec.NOMINAL_SPACING_MM}
+        assert all(s.shifted for s in shifted)
+        # The phantoms: the validation series never train, the rest do, in every fold.
+        assert {Path(s.folder) for s in train_sources
+                if not isinstance(s, emidec.EmidecCase)} == set(phantoms[:4])
+        seen |= set(held)
     assert seen == set(CASES)
     assert len(held_out_sources(tmp_path, CASES[:3])) == 6
+    assert len(held_out_sources(tmp_path, CASES[:3], shifted=True)) == 6
 
 
 def test_a_cases_training_copies_are_the_same_in_every_fold(tmp_path: Path) -> None:

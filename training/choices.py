@@ -1,0 +1,169 @@
+"""The release's choices, made on the out-of-fold predictions of the 80 EMIDEC cases.
+
+Thresholds, the ring constraint and test-time augmentation are each chosen
+on the networks that ship (the folds' own U-Nets, and their mean for the
+phantom validation series), scored twice as issue 52 asks: as given (each
+case as acquired and darkened) and shifted (the fixed other-centre copies of
+:mod:`training.data.appearance`). A variant's score weighs the three groups
+(bright-blood, dark-blood, shifted) alike; of equal scores the simpler
+post-processing wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from service.pipeline.ensemble import SQUARE_SYMMETRIES
+from service.pipeline.infer import OnnxModel
+from service.pipeline.segment import Network
+from training import crossval
+from training.data.dataset import CLASSES, TASKS
+from training.data.sources import PhantomSource
+from training.evaluation.scoring import choose_thresholds, evaluate, with_networks
+from training.evaluation.summary import summarise
+from training.release import MODELS
+
+SHIFTED = "shifted"
+
+
+@dataclasses.dataclass
+class CrossValidated:
+    """What the out-of-fold series chose, and the ensemble that ships."""
+
+    networks: dict  # the ensemble, with the chosen thresholds and post-processing
+    chosen: dict  # each scar network's threshold choice
+    members: dict  # task -> the fold files, in fold order
+    onnx_files: dict  # task -> the file named in the manifest (fold 0 for an ensemble)
+    parameters: dict
+    training: dict
+    calibration_items: list  # out-of-fold (source, networks) pairs, as given and shifted
+    oof_scores: list
+    variants: dict  # variant name -> its out-of-fold summaries and score
+    complete_ring: bool
+    tta: dict
+    # Each variant's fold networks, for the before/after figure (not written anywhere).
+    variant_networks: dict = dataclasses.field(default_factory=dict)
+
+
+def oof_summaries(scores: list) -> dict:
+    """Out-of-fold summaries per group: EMIDEC as acquired, darkened, and shifted."""
+    groups = {"bright-blood": [s for s in scores if s.test_set != SHIFTED
+                               and s.contrast == "bright-blood"],
+              "dark-blood": [s for s in scores if s.test_set != SHIFTED
+                             and s.contrast == "dark-blood"],
+              SHIFTED: [s for s in scores if s.test_set == SHIFTED]}
+    return {name: summarise(group) for name, group in groups.items() if group}
+
+
+def strip_sets(by_set: dict, test_set_labels: dict) -> dict:
+    """The strip plot's columns: out of fold per group, then every test set."""
+    out = {f"out of fold, {g}": [s for s in by_set["out-of-fold"]
+                                 if (s.test_set == SHIFTED) == (g == SHIFTED)
+                                 and (g == SHIFTED or s.contrast == g)]
+           for g in ("bright-blood", "dark-blood", SHIFTED)}
+    return out | {test_set_labels.get(k, k): v for k, v in by_set.items() if k != "out-of-fold"}
+
+
+def _scores(pairs_as_given: list, pairs_shifted: list, name: str) -> list:
+    return (evaluate(pairs_as_given, None, f"out-of-fold {name}")
+            + evaluate(pairs_shifted, None, SHIFTED))
+
+
+def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
+                    phantom_validation_dirs: Sequence[Path], assignment: dict[str, int],
+                    shared_networks: tuple[dict, dict, dict], limit: int | None = None,
+                    tta_study: bool = True) -> CrossValidated:
+    """Every post-processing choice on the out-of-fold predictions of the 80 EMIDEC cases
+    (each with its own fold's networks) and the phantom validation series (the ensemble).
+
+    ``fold_records[fold][task]`` holds each finished leg's record, with its ONNX file
+    under ``"onnx"``.
+    """
+    folds = len(fold_records)
+    shared_files, shared_parameters, shared_training = shared_networks
+    shared = {task: Network(OnnxModel(path), TASKS[task], CLASSES[task])
+              for task, path in shared_files.items()}
+    files = [{task: Path(fold_records[f][task]["onnx"]) for task in crossval.FOLD_TASKS}
+             for f in range(folds)]
+    # Each distinct network input answered once across the passes over the same series.
+    per_fold = crossval.remembered(crossval.fold_networks(files, shared))
+
+    def oof(fold_nets: list, shifted: bool = False) -> list:
+        return crossval.out_of_fold(emidec_root, fold_nets, assignment, limit, shifted)
+
+    ensemble = crossval.ensemble_networks(per_fold)
+    phantom_val = [PhantomSource(d) for d in phantom_validation_dirs]
+    variants, chosen_by, nets_by = {}, {}, {}
+    for ring in (False, True):
+        name = "ring completed" if ring else "network's ring"
+        fold_nets = [crossval.with_post_processing(n, ring) for n in per_fold]
+        shipped = crossval.with_post_processing(ensemble, ring)
+        chosen = choose_thresholds(oof(fold_nets) + oof(fold_nets, shifted=True)
+                                   + [(s, shipped) for s in phantom_val])
+        thresholds = {task: c["threshold"] for task, c in chosen.items()}
+        fold_nets = [crossval.with_post_processing(n, ring, thresholds) for n in per_fold]
+        shipped = crossval.with_post_processing(ensemble, ring, thresholds)
+        scores = _scores(oof(fold_nets), oof(fold_nets, shifted=True), name)
+        summaries = oof_summaries(scores)
+        variants[name] = {"complete_ring": ring, "thresholds": thresholds,
+                          "score": crossval.variant_score(summaries),
+                          "summaries": summaries, "scores": scores}
+        chosen_by[name], nets_by[name] = chosen, (fold_nets, shipped)
+    # Of equal scores, the simpler post-processing (the network's own ring).
+    best = max(variants, key=lambda v: (round(variants[v]["score"], 4),
+                                        not variants[v]["complete_ring"]))
+    fold_nets, shipped = nets_by[best]
+    tta = {}
+    if tta_study:
+        # On the cases as acquired and shifted: eight network runs a slice.
+        tta_nets = [crossval.with_test_time_augmentation(n) for n in fold_nets]
+        tta_scores = _scores([(s, n) for s, n in oof(tta_nets) if not s.dark],
+                             oof(tta_nets, shifted=True), "TTA")
+        tta_summaries = oof_summaries(tta_scores)
+        groups = ("bright-blood", SHIFTED)
+        tta = {"score": crossval.variant_score(tta_summaries, groups),
+               "summaries": tta_summaries, "contrasts": list(groups),
+               "without": crossval.variant_score(variants[best]["summaries"], groups),
+               "variant": best, "network_runs_per_slice": len(SQUARE_SYMMETRIES),
+               "shipped": False}
+    members, onnx_files, parameters, training = {}, {}, {}, {}
+    export = work / "export"
+    export.mkdir(parents=True, exist_ok=True)
+    for task in crossval.FOLD_TASKS:
+        name = next(m.name for m in MODELS if m.key == task)
+        members[task] = []
+        for fold in range(folds):
+            path = export / f"{name}-fold{fold}.onnx"
+            shutil.copy2(files[fold][task], path)
+            members[task].append(path)
+        onnx_files[task] = members[task][0]
+        records = [fold_records[f][task] for f in range(folds)]
+        parameters[task] = records[0]["parameters"]
+        training[task] = records[0]["config"] | {
+            "best_epoch": records[0]["kept_epoch"],
+            "best_val_dsc": float(np.mean([r["held_out_val_dsc"] for r in records])),
+            "minutes": float(sum(r["minutes"] for r in records)),
+            "cross_validation": [{"fold": r["fold"], "held_out_cases": len(r["held_out_cases"]),
+                                  "held_out_val_dsc": r["held_out_val_dsc"],
+                                  "kept_epoch": r["kept_epoch"], "minutes": r["minutes"],
+                                  "flatness": r["flatness"],
+                                  "flatness_shifted": r["flatness_shifted"]}
+                                 for r in records]}
+    onnx_files |= shared_files
+    parameters |= shared_parameters
+    training |= shared_training
+    for task, choice in chosen_by[best].items():
+        training[task]["threshold_choice"] = choice
+    calibration_items = with_networks(oof(fold_nets) + oof(fold_nets, shifted=True), None)
+    return CrossValidated(
+        networks=shipped, chosen=chosen_by[best], members=members, onnx_files=onnx_files,
+        parameters=parameters, training=training, calibration_items=calibration_items,
+        oof_scores=variants[best]["scores"],
+        variants={v: {k: x for k, x in d.items() if k != "scores"} for v, d in variants.items()},
+        complete_ring=variants[best]["complete_ring"], tta=tta,
+        variant_networks={v: nets_by[v][0] for v in variants})
