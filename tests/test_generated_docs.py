@@ -82,3 +82,13 @@ def test_every_setting_is_in_the_readmes_configuration_table() -> None:
     documented = set(re.findall(r"`([A-Z_]+)`", section))
     missing = {name.upper() for name in Settings.model_fields} - documented
     assert not missing, sorted(missing)
+
+
+def test_the_round4_legs_table_in_the_experiments_is_the_kept_legs() -> None:
+    from training.fold_legs import legs_table, plan
+    from training.run import CONFIGS, task_config
+
+    block = read_block(ROOT / "docs" / "experiments.md", "round4-legs")
+    assert block is not None
+    table = legs_table(plan({task: task_config(task) for task in CONFIGS}))
+    assert block.endswith(table), "run python -m training.fold_legs --write docs/experiments.md"

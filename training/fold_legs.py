@@ -260,3 +260,62 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> str:
+    """Markdown: every leg of the plan, finished or not, with its held-out figures and its
+    curve's flatness (read from the kept ``leg.json`` files)."""
+    lines = ["| leg | steps | parameters | minutes | held-out DSC (as given / shifted) | "
+             "myocardium, as given / shifted | scar, as given / shifted | gain over the "
+             "last fifth (as given / shifted) |", "|---|---|---|---|---|---|---|---|"]
+    for leg in plan_legs:
+        record = legs_.finished(leg, root)
+        steps = leg.config.epochs * leg.config.steps_per_epoch
+        if record is None:
+            lines.append(f"| {leg.name} | {steps:,} | | | not trained yet | | | |")
+            continue
+        last = record["history"][-1]
+        held = record["held_out"]
+        method = " cascade-unet" if leg.task == "scar_unet" else ""
+
+        def pair(field: str, held=held, method=method) -> str:
+            values = [held.get(f"{kind}{method}", {}).get(field) for kind in
+                      ("as-given", "shifted")]
+            return " / ".join("n/a" if v is None else f"{v:.3f}" for v in values)
+
+        flat = [record[k]["gain"] for k in ("flatness", "flatness_shifted")]
+        lines.append(
+            f"| {leg.name} | {steps:,} | {record['parameters']:,} | "
+            f"{record['leg_minutes']:.0f} | {last['val_dsc']:.3f} / "
+            f"{last.get('val_dsc_shifted', float('nan')):.3f} | {pair('myocardium_dsc')} | "
+            f"{pair('scar_dsc') if leg.task == 'scar_unet' else ''} | "
+            + " / ".join("n/a" if g is None else f"{g:+.4f}" for g in flat) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.fold_legs``: the release's legs, written into docs/experiments.md."""
+    import argparse
+
+    from training.generated import write_block
+    from training.run import CONFIGS, task_config
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--root", type=Path, default=legs_.LEGS_ROOT)
+    parser.add_argument("--write", type=Path, default=None,
+                        help="a Markdown file whose `round4-legs` block is rewritten")
+    args = parser.parse_args(argv)
+    table = legs_table(plan({task: task_config(task) for task in CONFIGS}), args.root)
+    print(table)
+    if args.write:
+        write_block(args.write, "round4-legs",
+                    "Written by `python -m training.fold_legs --write docs/experiments.md` "
+                    "from the kept legs (`releases/round4/legs/*/leg.json`); held-out DSC "
+                    "is the curve's last point (model grid, moving-average weights); the "
+                    "medians are per series on the source grid, the scar U-Net's through "
+                    "the whole cascade.\n\n" + table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
