@@ -8,23 +8,36 @@ Three kinds of evidence, each cheap:
   mapping, STIR, perfusion) and nothing of LGE, a field of view too small to
   hold a heart. Missing attributes say nothing: anonymised or converted
   series (EMIDEC's were PNGs) often lack them;
-* the networks' own output: at least one slice must hold a closed
-  left-ventricular ring of plausible size;
+* the networks' own output: a heart's myocardium, on most slices (a closed
+  left-ventricular ring of plausible size on one settles it);
 * the image inside and around that ring, for when the headers lie or are
   missing (:func:`lge_evidence`): LGE nulls healthy myocardium, so the
   remote myocardium is darker than most of the tissue around the heart,
   and the blood pool is never darker than it (bright in bright-blood LGE,
-  about as dark in dark-blood LGE). A cine (bSSFP) or T2-weighted series of
-  a heart shows grey myocardium, on bright or black blood. Where this
-  evidence is weak the result is flagged for review, naming the contrast;
-  only a blood pool far darker than the myocardium (grey on black, as in
-  dark-blood T2) is refused, since no LGE looks like that.
+  about as dark in dark-blood LGE) nor the brightest tissue there (scar and
+  fat are as bright). A cine (bSSFP) or T2-weighted series of a heart shows
+  grey myocardium, on bright or black blood. Four measures (the
+  myocardium's rank among the tissue around the heart, the blood pool's
+  position in that tissue's range and its texture, the myocardium over the
+  blood) are
+  judged by a small classifier, a Gaussian per kind of series (LGE real,
+  darkened and rendered; rendered cine, dark- and bright-blood T2), fitted
+  by ``python -m training.gate_flag_study`` and written to
+  :mod:`service.pipeline.lge_contrast`: a series far more like one of the
+  other sequences than like any LGE is refused, a doubtful one flagged.
+
+What is not a heart is refused; a heart the rules doubt is analysed and
+flagged (:func:`ring_review`): a thick wall hiding the cavity, a small
+ventricle or only apical slices leave no closed ring of an LV's size, yet
+the myocardium shows on most slices. A series whose myocardium the
+network finds on few slices (noise, another body part) has no heart.
 
 Pure functions: datasets and masks in, the reasons out.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +47,8 @@ import pydicom
 from scipy import ndimage
 
 from service.errors import NotCardiacLGE
+from service.pipeline.contrast_model import ContrastModel, Judgement, features
+from service.pipeline.lge_contrast import CONTRAST_MODEL
 from service.pipeline.postprocess import mask_box
 
 # LGE is an inversion-recovery gradient-echo (or SSFP) readout with an echo time of a few
@@ -59,6 +74,11 @@ MIN_CAVITY_MM2 = 30.0
 RING_AREA_MM2 = (150.0, 8000.0)
 LARGEST_RING_MM2 = 400.0
 RING_GAP_CLOSING_PX = 2
+# Without such a ring, a heart is still there when the myocardium network finds at least
+# this much myocardium (an apical slice is 300-700 mm^2) on at least HEART_SLICE_SHARE of
+# the slices: noise and heartless phantoms gave none, or one blob on one slice of eight.
+MIN_HEART_MYOCARDIUM_MM2 = 250.0
+HEART_SLICE_SHARE = 0.5
 
 
 # The image rules' thresholds, from docs/results/lge_gate.json (python -m
@@ -74,6 +94,9 @@ BLOOD_DARKER_REFUSE = 2.0
 SURROUNDINGS_MM = (3.0, 50.0)
 _MIN_PIXELS = 20
 MAX_RATIO = 99.0
+# Names of the classifier's classes of other sequences, as a reader knows them.
+SEQUENCE_NAMES = {"cine": "cine (bSSFP)", "t2-dark-blood": "dark-blood T2-weighted",
+                  "t2-bright-blood": "bright-blood T2-weighted"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,13 @@ class LgeEvidence:
     myocardium_rank: float | None
     # Remote myocardium over the LV blood pool's median: at most about 1 in LGE.
     myocardium_over_blood: float | None
+    # The blood pool's median between the 1st and 99th percentile of the tissue around the
+    # heart: near the top in cine and bright-blood T2 (blood and fat the brightest), near the
+    # bottom in dark-blood T2, in between in LGE (scar and fat as bright or brighter).
+    blood_position: float | None = None
+    # The blood pool's texture: its standard deviation over its mean signal above that
+    # tissue's 1st percentile (flow voids and suppressed blood are patchy, LGE's pool even).
+    blood_texture: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,12 +140,18 @@ def lge_evidence(images: Sequence[np.ndarray], myocardium: np.ndarray,
         blood_values.append(image[cavity])
         around_values.append(image[(distance > near) & (distance <= far)])
     if not ring_values:
-        return LgeEvidence(None, None)
+        return LgeEvidence(None, None, None, None)
     remote = float(np.percentile(np.concatenate(ring_values), 25))
     around = np.concatenate(around_values)
     rank = float(np.mean(around < remote)) if around.size >= _MIN_PIXELS else None
     blood = np.concatenate(blood_values)
-    ratio = None
+    ratio = position = texture = None
+    if blood.size >= _MIN_PIXELS and around.size >= _MIN_PIXELS:
+        low, high = np.percentile(around, [1, 99])
+        if high - low > 1e-6:
+            position = float((np.median(blood) - low) / (high - low))
+            texture = float(np.std(blood) / max(float(np.mean(blood)) - low,
+                                                1e-3 * (high - low)))
     if blood.size >= _MIN_PIXELS:
         # Signals are measured from the darkest tissue seen (air, lung, black blood), so
         # an offset in the stored values (a rescale intercept) does not change them.
@@ -126,20 +162,47 @@ def lge_evidence(images: Sequence[np.ndarray], myocardium: np.ndarray,
             ratio = min(remote_level / blood_level, MAX_RATIO)
         elif remote_level > 1e-6:
             ratio = MAX_RATIO  # black blood under a myocardium with signal
-    return LgeEvidence(rank, ratio)
+    return LgeEvidence(rank, ratio, position, texture)
 
 
-def contrast_refusal(evidence: LgeEvidence) -> list[str]:
+def contrast_features(evidence: LgeEvidence) -> dict[str, float | None]:
+    return features(evidence.myocardium_rank, evidence.blood_position,
+                    evidence.myocardium_over_blood, evidence.blood_texture)
+
+
+def contrast_judgement(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
+                       ) -> Judgement | None:
+    """The classifier's reading of the measures; None where one is missing (no cavity)."""
+    return model.judge_values(contrast_features(evidence))
+
+
+def _measures(evidence: LgeEvidence) -> str:
+    return (f"the remote myocardium is brighter than {evidence.myocardium_rank:.0%} of the "
+            f"tissue around the heart, the blood pool sits at {evidence.blood_position:.0%} "
+            f"of that tissue's range and the myocardium is "
+            f"{evidence.myocardium_over_blood:.2f} times as bright as the blood")
+
+
+def contrast_refusal(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
+                     ) -> list[str]:
     """The image's reasons to refuse the series as no LGE (empty: none strong enough)."""
     ratio = evidence.myocardium_over_blood
     if ratio is not None and ratio >= BLOOD_DARKER_REFUSE:
         return [f"the LV blood pool is darker than the myocardium (the myocardium is "
                 f"{ratio:.1f} times as bright as the blood), which no LGE image shows: grey "
                 f"myocardium on black blood is a dark-blood T2-weighted or similar series"]
+    judged = contrast_judgement(evidence, model)
+    if (judged is not None and judged.score >= model.refuse_score
+            and judged.distance2 <= model.max_distance2):
+        return [f"the contrast is that of a {SEQUENCE_NAMES.get(judged.other, judged.other)} "
+                f"series, not LGE ({_measures(evidence)}; {math.exp(min(judged.score, 50)):.0f} "
+                f"times likelier for such a series than for any LGE seen): LGE nulls the "
+                f"healthy myocardium, darker than muscle and liver"]
     return []
 
 
-def contrast_review(evidence: LgeEvidence) -> list[str]:
+def contrast_review(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
+                    ) -> list[str]:
     """The image's doubts about the LGE contrast, for a person to check (empty: none)."""
     reasons = []
     rank = evidence.myocardium_rank
@@ -154,6 +217,16 @@ def contrast_review(evidence: LgeEvidence) -> list[str]:
         reasons.append(f"the contrast does not look like LGE: the LV blood pool is darker "
                        f"than the myocardium ({ratio:.1f} times as bright), as in a dark-blood "
                        "T2-weighted series; LGE shows the blood bright or about as dark")
+    judged = contrast_judgement(evidence, model)
+    if not reasons and evidence.myocardium_rank is not None and judged is None and model.kinds:
+        reasons.append("the contrast could not be read: no blood pool was found inside the "
+                       "myocardium to compare it with; check that this is an LGE series")
+    if (not reasons and judged is not None and judged.score >= model.review_score
+            and not contrast_refusal(evidence, model)):
+        reasons.append(f"the contrast looks more like a "
+                       f"{SEQUENCE_NAMES.get(judged.other, judged.other)} series than LGE "
+                       f"({_measures(evidence)}); check that this is an LGE series with "
+                       "the myocardium nulled")
     return reasons
 
 
@@ -212,11 +285,38 @@ def check_headers(datasets: Sequence[pydicom.Dataset]) -> None:
         raise NotCardiacLGE(_sentence(reasons))
 
 
+def heart_slices(myocardium: np.ndarray, spacing: tuple[float, float]) -> list[int]:
+    """Slices with at least MIN_HEART_MYOCARDIUM_MM2 of myocardium (ring or not)."""
+    pixel_mm2 = float(spacing[0]) * float(spacing[1])
+    return [k for k, m in enumerate(np.asarray(myocardium, dtype=bool))
+            if m.sum() * pixel_mm2 >= MIN_HEART_MYOCARDIUM_MM2]
+
+
+def has_heart(myocardium: np.ndarray, spacing: tuple[float, float]) -> bool:
+    """A closed LV ring on some slice, or myocardium on most slices (a hidden cavity, an
+    apical stack)."""
+    if lv_ring_slices(myocardium, spacing):
+        return True
+    seen = heart_slices(myocardium, spacing)
+    return bool(seen) and len(seen) >= HEART_SLICE_SHARE * len(myocardium)
+
+
 def check_segmentation(myocardium: np.ndarray, spacing: tuple[float, float]) -> None:
-    if not lv_ring_slices(myocardium, spacing):
+    if not has_heart(myocardium, spacing):
+        seen = len(heart_slices(myocardium, spacing))
         raise NotCardiacLGE(_sentence([
-            "no left-ventricular ring was found on any slice (the myocardium network found "
-            "no closed ring of an LV's size)"]))
+            f"no heart was found: no left-ventricular ring on any slice, and myocardium on "
+            f"{seen} of {len(myocardium)} slices (a short-axis stack of a heart shows it on "
+            f"most)"]))
+
+
+def ring_review(myocardium: np.ndarray, spacing: tuple[float, float]) -> list[str]:
+    """Why the myocardium, analysed, needs a person's eye (empty: a closed LV ring found)."""
+    if not np.asarray(myocardium).any() or lv_ring_slices(myocardium, spacing):
+        return []
+    return ["no slice shows a closed left-ventricular ring of an LV's size around a "
+            "visible cavity (a thick wall hiding the cavity, a small ventricle, or only "
+            "apical slices): the myocardium and scar % may be wrong; check the contours"]
 
 
 def check_contrast(evidence: LgeEvidence) -> None:

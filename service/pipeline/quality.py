@@ -1,14 +1,16 @@
 """Whether a result can be read as it is, or needs a person first: the review reasons.
 
 The checks are on the result and its geometry, not on the request (that is
-``acceptance``): gaps in the myocardium, an implausible mass, an interval
-too wide to act on, geometry outside what the models were trained on.
+``acceptance``): no closed LV ring, gaps in the myocardium, an implausible
+mass, an interval too wide to act on, geometry outside what the models were
+trained on.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from service.pipeline.acceptance import ring_review
 from service.pipeline.uncertainty import ACTIONABLE_WIDTH_PERCENT
 from service.pipeline.volume import Volume
 
@@ -61,8 +63,9 @@ def review_reasons(myocardium: np.ndarray, figures: dict, volume: Volume,
                    scar_interval: tuple[float, float] | None,
                    review_width: float | None = None) -> list[str]:
     """Why the result should not be read without a person checking it (empty: ok)."""
-    reasons = []
-    # A series without any LV ring was refused before (service.pipeline.acceptance).
+    # A series without a heart was refused before (service.pipeline.acceptance); one with a
+    # heart but no closed ring (a hidden cavity, apical slices) is analysed and flagged.
+    reasons = ring_review(myocardium, volume.spacing)
     gaps = myocardium_gaps(myocardium)
     if gaps:
         reasons.append(f"no myocardium found on slices {gaps} (0 = most basal), between "

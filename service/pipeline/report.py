@@ -111,8 +111,10 @@ class Report(BaseModel):
     lge_evidence: dict[str, float | None] | None = Field(
         None, description="what the image says about the LGE contrast (service.pipeline."
         "acceptance.lge_evidence): myocardium_rank, the share of tissue around the heart "
-        "darker than the remote myocardium (low in LGE), and myocardium_over_blood, the "
-        "remote myocardium over the LV blood pool (at most about 1 in LGE)")
+        "darker than the remote myocardium (low in LGE), myocardium_over_blood, the "
+        "remote myocardium over the LV blood pool (at most about 1 in LGE), blood_position, "
+        "the blood pool's place in the range of that tissue (near the top in cine and "
+        "bright-blood T2), and blood_texture, the blood pool's spread over its signal")
     scar_percent_interval: tuple[float, float] | None = Field(
         None, description="[lower, upper]: 95 % interval of scar_percent, calibrated on "
         "validation series (None only when the scar model has no calibration)")

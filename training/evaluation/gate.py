@@ -16,26 +16,26 @@ from service.pipeline.acceptance import (
     LgeEvidence,
     contrast_refusal,
     contrast_review,
+    has_heart,
     lge_evidence,
-    lv_ring_slices,
 )
 from service.pipeline.segment import Network, myocardium_probability, ring_from
 from training.data.sources import Source
 
-MEASURES = ("myocardium_rank", "myocardium_over_blood")
+MEASURES = ("myocardium_rank", "myocardium_over_blood", "blood_position")
 
 
 @dataclass(frozen=True)
 class GateVerdict:
-    has_ring: bool  # at least one closed LV ring of an LV's size
-    refused: bool  # no ring, or a contrast strong enough to refuse
+    has_ring: bool  # a heart: a closed LV ring, or myocardium on most slices
+    refused: bool  # no heart, or a contrast strong enough to refuse
     doubted: bool  # the image's contrast raises a review reason (refused or not)
     evidence: LgeEvidence
 
 
 def gate_verdict(images, ring: np.ndarray, spacing) -> GateVerdict:
     """What the service's gate decides on a series, given the myocardium network's ring."""
-    has_ring = bool(lv_ring_slices(ring, spacing))
+    has_ring = has_heart(ring, spacing)
     evidence = lge_evidence(images, ring, spacing)
     return GateVerdict(has_ring, not has_ring or bool(contrast_refusal(evidence)),
                        bool(contrast_review(evidence)), evidence)

@@ -21,12 +21,16 @@ from service.pipeline.acceptance import (
     NOT_NULLED_RANK,
     LgeEvidence,
     check_contrast,
+    check_segmentation,
     contrast_refusal,
     contrast_review,
+    has_heart,
     header_reasons,
     lge_evidence,
     lv_ring_slices,
+    ring_review,
 )
+from service.pipeline.contrast_model import ContrastModel
 from tests.conftest import (
     PHANTOM_SEED,
     multipart,
@@ -38,6 +42,8 @@ from tests.conftest import (
 )
 from training.data.phantoms import render, sample_spec, write_series
 from training.data.phantoms.sequences import in_other_sequence
+
+NO_MODEL = ContrastModel((), (), float("inf"), float("inf"), 0.0)  # the rules alone
 
 
 def _refused(client: TestClient, files: list[tuple[str, bytes]], *words: str) -> str:
@@ -103,7 +109,7 @@ def test_a_phantom_rendered_without_a_heart_is_refused(client, tmp_path) -> None
     muscle = spec.intensities.muscle
     files = _rendered(tmp_path, myocardium=muscle, blood=muscle, scar=muscle, mvo=muscle,
                       fat=muscle)
-    _refused(client, files, "no left-ventricular ring")
+    _refused(client, files, "no heart was found")
 
 
 def test_a_cine_series_is_refused_by_its_headers(client, tmp_path) -> None:
@@ -239,8 +245,11 @@ def test_grey_myocardium_on_black_blood_is_refused_and_a_milder_one_flagged() ->
         check_contrast(evidence)
     milder = _evidence(100.0, 70.0, 150.0, around_dark_share=0.3)
     assert BLOOD_DARKER_REVIEW <= milder.myocardium_over_blood < BLOOD_DARKER_REFUSE
-    assert contrast_refusal(milder) == []
-    assert any("blood pool is darker" in r for r in contrast_review(milder))
+    # The ratio's own rule only flags it ...
+    assert contrast_refusal(milder, NO_MODEL) == []
+    assert any("blood pool is darker" in r for r in contrast_review(milder, NO_MODEL))
+    # ... the classifier, which knows dark-blood T2 better than any LGE, refuses it.
+    assert "dark-blood T2-weighted series, not LGE" in contrast_refusal(milder)[0]
 
 
 def test_no_ring_gives_no_evidence_and_no_reason() -> None:
@@ -250,20 +259,76 @@ def test_no_ring_gives_no_evidence_and_no_reason() -> None:
     assert contrast_review(evidence) == [] and contrast_refusal(evidence) == []
 
 
-def _in_sequence(tmp_path: Path, sequence: str) -> list[tuple[str, bytes]]:
+def _in_sequence(tmp_path: Path, sequence: str, index: int = 0) -> list[tuple[str, bytes]]:
     """A phantom heart rendered in another sequence; its headers stay an LGE protocol's
     (inversion recovery, TE about 2 ms), as if rewritten."""
-    spec = in_other_sequence(sample_spec(PHANTOM_SEED + 7, 0), sequence)
+    spec = in_other_sequence(sample_spec(PHANTOM_SEED + 7, index), sequence)
     return series_files(write_series(spec, render(spec), tmp_path))
 
 
-def test_a_cine_series_with_lge_headers_is_flagged_for_its_contrast(client, tmp_path) -> None:
-    r = client.post("/v1/analyses", files=multipart(_in_sequence(tmp_path, "cine")))
+def test_a_cine_series_with_lge_headers_is_refused_by_its_contrast(client, tmp_path) -> None:
+    # Release 0.3.2 analysed it and only flagged it for review.
+    _refused(client, _in_sequence(tmp_path, "cine"), "cine (bSSFP) series, not LGE")
+
+
+def test_a_bright_blood_t2_series_with_lge_headers_is_not_read_as_lge(client, tmp_path) -> None:
+    # Nearer LGE than the refusal margin: analysed, but never ok, and the reason names it.
+    r = client.post("/v1/analyses", files=multipart(_in_sequence(tmp_path, "t2-bright-blood",
+                                                                 index=2)))
     assert r.status_code == 201, r.text
     quality = r.json()["quality"]
     assert quality["verdict"] == "review"
-    assert any("does not look like LGE" in reason and "cine" in reason
+    assert any("looks more like a bright-blood T2-weighted series than LGE" in reason
                for reason in quality["reasons"]), quality
+
+
+def _apical(tmp_path: Path) -> list[tuple[str, bytes]]:
+    """Two slices at an LGE phantom's apex, where the cavity is nearly gone."""
+    spec = sample_spec(PHANTOM_SEED + 54, 0)
+    acquisition = dataclasses.replace(spec.acquisition, n_slices=2, gap=0.0,
+                                      first_s=spec.heart.lv_length - 14.0)
+    spec = dataclasses.replace(spec, acquisition=acquisition)
+    return series_files(write_series(spec, render(spec), tmp_path))
+
+
+def test_apical_slices_are_analysed_and_flagged_not_refused(client, tmp_path) -> None:
+    # Release 0.3.2 refused them: "no left-ventricular ring".
+    r = client.post("/v1/analyses", files=multipart(_apical(tmp_path)))
+    assert r.status_code == 201, r.text
+    report = r.json()
+    assert report["quality"]["verdict"] == "review"
+    assert any("closed left-ventricular ring" in reason and "apical" in reason
+               for reason in report["quality"]["reasons"]), report["quality"]
+    assert report["myocardium_volume_ml"] > 0
+
+
+def _disks(radius: float, hole: float, slices: int = 6) -> np.ndarray:
+    yy, xx = np.mgrid[:128, :128]
+    r = np.hypot(yy - 64, xx - 64)
+    return np.stack([(r < radius) & (r >= hole)] * slices)
+
+
+def test_a_thick_wall_hiding_the_cavity_is_a_heart_to_flag_not_refuse() -> None:
+    # A normal-sized LV (30 mm epicardial radius at 1.5 mm) whose wall leaves a cavity of
+    # under 30 mm^2: no closed ring counts, yet it is a heart.
+    thick = _disks(20, 1.5)
+    assert lv_ring_slices(thick, (1.5, 1.5)) == []
+    assert has_heart(thick, (1.5, 1.5))
+    check_segmentation(thick, (1.5, 1.5))  # no refusal
+    reasons = ring_review(thick, (1.5, 1.5))
+    assert len(reasons) == 1 and "thick wall hiding the cavity" in reasons[0]
+    # With a visible cavity nothing is said.
+    assert ring_review(_disks(20, 12), (1.5, 1.5)) == []
+
+
+def test_myocardium_on_few_slices_is_no_heart() -> None:
+    blob = np.zeros((8, 128, 128), bool)
+    blob[4] = _disks(14, 0, 1)[0]  # one slice of eight, as the heartless phantom gave
+    assert not has_heart(blob, (1.5, 1.5))
+    with pytest.raises(NotCardiacLGE, match="no heart was found"):
+        check_segmentation(blob, (1.5, 1.5))
+    with pytest.raises(NotCardiacLGE, match="no heart was found"):
+        check_segmentation(np.zeros((8, 128, 128), bool), (1.5, 1.5))
 
 
 def test_a_dark_blood_t2_series_with_lge_headers_is_refused(client, tmp_path) -> None:
