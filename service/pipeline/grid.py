@@ -48,9 +48,11 @@ class GridTransform:
         columns) of slices sharing this transform, with one ``fill`` per slice.
         """
         image = np.asarray(image, dtype=np.float32)
-        sigma = tuple(max(0.0, (s - 1.0) / 2.0) for s in self.scale)
+        sigma = self._sigma
         if order == 1:
-            return _resample(image, self.scale, self.offset, self.model_shape, sigma, fill)
+            return _resample(image, self.scale, self.offset, self.model_shape, sigma, fill,
+                             self.source_shape if image.shape[-2:] == self.window_shape
+                             else None)
         if order > 0 and any(s > 0 for s in sigma):
             image = ndimage.gaussian_filter(image, (0,) * (image.ndim - 2) + sigma,
                                             mode="nearest")
@@ -58,6 +60,27 @@ class GridTransform:
             plane, np.asarray(self.scale), offset=np.asarray(self.offset),
             output_shape=self.model_shape, order=order, mode="constant", cval=cval,
             prefilter=False), fill)
+
+    @property
+    def _sigma(self) -> tuple[float, float]:
+        """The Gaussian's sigma per axis before linear downsampling (0: none)."""
+        return tuple(max(0.0, (s - 1.0) / 2.0) for s in self.scale)
+
+    @property
+    def source_window(self) -> tuple[slice, slice]:
+        """The source rows and columns that linear resampling (:meth:`to_model`) reads.
+
+        ``to_model(image[window])`` is ``to_model(image)``: cut a stack to the window
+        before copying it (a heart box reads a tenth of the slice).
+        """
+        plan = _plan(self.scale, self.offset, self.source_shape, self.model_shape,
+                     self._sigma)
+        return plan[0][3], plan[1][3]
+
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        rows, cols = self.source_window
+        return rows.stop - rows.start, cols.stop - cols.start
 
     def to_source(self, model_array: np.ndarray, order: int = 1) -> np.ndarray:
         """Sample a model-grid array (e.g. class probabilities, or a stack of them) on the
@@ -85,55 +108,72 @@ def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _axis_matrix(scale: float, offset: float, n_in: int, n_out: int,
-                 sigma: float) -> tuple[np.ndarray, np.ndarray]:
+                 sigma: float) -> tuple[np.ndarray, np.ndarray, slice, slice]:
     """One axis of a linear resampling (after an optional Gaussian) as a matrix.
 
-    Returns ``(weights, inside)``: ``weights @ line`` is
+    Returns ``(weights, inside, outputs, inputs)``: ``weights @ line[inputs]`` is
     ``ndimage.affine_transform(gaussian_filter1d(line, sigma, mode="nearest"), scale,
-    offset, order=1, mode="constant", cval=0)``, and ``inside`` is the share of each
-    output sample that falls on the input (where the rest is ``cval``). The matrices
-    are scipy's own answer on unit impulses, so the result is scipy's, to float32
-    rounding, while a whole stack is resampled by two matrix products instead of a
-    Python loop of per-slice calls.
+    offset, order=1, mode="constant", cval=0)[outputs]``, ``inside`` is the share of each
+    output sample that falls on the input (where the rest is ``cval``), and outside
+    ``outputs`` nothing falls on the input. The matrices are scipy's own answer on unit
+    impulses, so the result is scipy's, to float32 rounding, while a whole stack is
+    resampled by two matrix products instead of a Python loop of per-slice calls; they
+    are cut to the outputs that fall on the input and the inputs that reach them (a heart
+    box reads a quarter of the slice's rows and columns, and maps back onto them).
     """
     interpolate = ndimage.affine_transform(
         np.eye(n_in), np.array([scale, 1.0]), offset=np.array([offset, 0.0]),
         output_shape=(n_out, n_in), order=1, mode="constant", cval=0.0, prefilter=False)
     weights = interpolate @ _gaussian_matrix(n_in, sigma) if sigma > 0 else interpolate
-    weights = weights.astype(np.float32)
     inside = interpolate.sum(axis=1).astype(np.float32)
+    outputs, inputs = _span(inside), _span(np.abs(weights).sum(axis=0))
+    weights = np.ascontiguousarray(weights[outputs, inputs], dtype=np.float32)
     weights.flags.writeable = inside.flags.writeable = False
-    return weights, inside
+    return weights, inside, outputs, inputs
+
+
+def _plan(scale: tuple[float, float], offset: tuple[float, float],
+          source_shape: tuple[int, int], shape: tuple[int, int], sigma: tuple[float, float]
+          ) -> tuple[tuple, tuple]:
+    return tuple(_axis_matrix(float(scale[a]), float(offset[a]), int(source_shape[a]),
+                              int(shape[a]), float(sigma[a])) for a in range(2))
 
 
 def _resample(image: np.ndarray, scale: tuple[float, float], offset: tuple[float, float],
               shape: tuple[int, int], sigma: tuple[float, float],
-              fill: float | np.ndarray) -> np.ndarray:
+              fill: float | np.ndarray, source_shape: tuple[int, int] | None = None
+              ) -> np.ndarray:
     """Separable linear resampling of (..., rows, columns): ``rows @ image @ columns.T``.
 
-    Only the output rows and columns that fall on the input are computed (a heart
-    box maps back onto a tenth of the slice); the rest is ``fill``.
+    Only the output rows and columns that fall on the input are computed, from only the
+    input rows and columns that reach them; the rest is ``fill``. ``image`` may already
+    be cut to those inputs (:meth:`GridTransform.source_window`): pass the full
+    ``source_shape`` then.
     """
-    rows, rows_inside = _axis_matrix(float(scale[0]), float(offset[0]), image.shape[-2],
-                                     int(shape[0]), float(sigma[0]))
-    cols, cols_inside = _axis_matrix(float(scale[1]), float(offset[1]), image.shape[-1],
-                                     int(shape[1]), float(sigma[1]))
+    source_shape = image.shape[-2:] if source_shape is None else source_shape
+    (rows, rows_inside, r_out, r_in), (cols, cols_inside, c_out, c_in) = _plan(
+        scale, offset, source_shape, shape, sigma)
     fill = np.asarray(fill, dtype=np.float32).reshape(np.shape(fill) + (1, 1))
-    out = np.empty((*image.shape[:-2], *shape), np.float32)
-    out[...] = fill
-    (r0, r1), (c0, c1) = _span(rows_inside), _span(cols_inside)
-    if r1 > r0 and c1 > c0:
-        part = rows[r0:r1] @ image @ cols[c0:c1].T
+    lead = image.shape[:-2]
+    if fill.any():
+        out = np.empty((*lead, *shape), np.float32)
+        out[...] = fill
+    else:
+        out = np.zeros((*lead, *shape), np.float32)  # fresh zero pages: nothing to write
+    if r_out.stop > r_out.start and c_out.stop > c_out.start:
+        if tuple(image.shape[-2:]) == tuple(source_shape):
+            image = image[..., r_in, c_in]
+        part = rows @ image @ cols.T
         if fill.any():
-            part += fill * (1.0 - rows_inside[r0:r1, None] * cols_inside[None, c0:c1])
-        out[..., r0:r1, c0:c1] = part
+            part += fill * (1.0 - rows_inside[r_out, None] * cols_inside[None, c_out])
+        out[..., r_out, c_out] = part
     return out
 
 
-def _span(inside: np.ndarray) -> tuple[int, int]:
-    """The first and one past the last output sample that falls on the input."""
-    hits = np.flatnonzero(inside > 0)
-    return (int(hits[0]), int(hits[-1]) + 1) if hits.size else (0, 0)
+def _span(weights: np.ndarray) -> slice:
+    """From the first to one past the last nonzero entry."""
+    hits = np.flatnonzero(weights > 0)
+    return slice(int(hits[0]), int(hits[-1]) + 1) if hits.size else slice(0, 0)
 
 
 def _stacked(image: np.ndarray, resample, fill: float | np.ndarray) -> np.ndarray:
@@ -192,8 +232,13 @@ def to_model_stack(transforms: Sequence[GridTransform], slices: Sequence[np.ndar
     resampled together.
     """
     fills = np.broadcast_to(np.asarray(fills, np.float32), (len(transforms),))
-    return _by_transform(transforms, lambda t, idx: t.to_model(
-        np.stack([np.asarray(slices[k], np.float32) for k in idx]), fill=fills[idx]))
+
+    def resample(t: GridTransform, idx: np.ndarray) -> np.ndarray:
+        # Only the window the map reads is copied (the stack is made of it).
+        window = (Ellipsis, *t.source_window)
+        return t.to_model(np.stack([np.asarray(slices[k][window], np.float32) for k in idx]),
+                          fill=fills[idx])
+    return _by_transform(transforms, resample)
 
 
 def to_source_stack(transforms: Sequence[GridTransform], arrays: np.ndarray) -> np.ndarray:
@@ -205,6 +250,8 @@ def _by_transform(transforms: Sequence[GridTransform], resample) -> np.ndarray:
     groups: dict[GridTransform, list[int]] = {}
     for k, t in enumerate(transforms):
         groups.setdefault(t, []).append(k)
+    if len(groups) == 1:  # one map for the whole stack: its answer is the stack's
+        return resample(transforms[0], np.arange(len(transforms)))
     out = None
     for t, idx in groups.items():
         part = resample(t, np.asarray(idx))

@@ -39,35 +39,68 @@ def hough_candidates(image: np.ndarray, spacing: Spacing,
     an undirected transform. The slice is first resampled to isotropic 2 mm so
     radii mean the same thing whatever the matrix.
     """
-    iso = 2.0
-    shape = (max(8, round(image.shape[0] * spacing[0] / iso)),
-             max(8, round(image.shape[1] * spacing[1] / iso)))
-    grid = resample_transform(image.shape, spacing, iso, shape)
-    small = grid.to_model(zscore(image), order=1)
+    return _candidates_of_stack([image], spacing, radius_range_mm, n_peaks)[0]
+
+
+_ISO_MM = 2.0
+
+
+def _candidates_of_stack(slices: Sequence[np.ndarray], spacing: Spacing,
+                         radius_range_mm: tuple[float, float], n_peaks: int = 4
+                         ) -> list[list[Circle]]:
+    """:func:`hough_candidates` of every slice; slices of one shape share the resampling
+    and the filters (one matrix product and one filter call per stack: each slice's
+    numbers are the ones it gets alone, as every step works along rows or columns)."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for k, image in enumerate(slices):
+        by_shape.setdefault(np.shape(image), []).append(k)
+    out: list[list[Circle]] = [[] for _ in slices]
+    for source_shape, idx in by_shape.items():
+        shape = (max(8, round(source_shape[0] * spacing[0] / _ISO_MM)),
+                 max(8, round(source_shape[1] * spacing[1] / _ISO_MM)))
+        grid = resample_transform(source_shape, spacing, _ISO_MM, shape)
+        small = grid.to_model(np.stack([zscore(slices[k]) for k in idx]), order=1)
+        # ndimage.sobel of each slice: the derivative along one axis, smoothing along the
+        # other only (never across slices).
+        smooth = ndimage.gaussian_filter(small, (0.0, 1.0, 1.0))
+        gy = ndimage.correlate1d(smooth, [-1, 0, 1], axis=1)
+        ndimage.correlate1d(gy, [1, 2, 1], axis=2, output=gy)
+        gx = ndimage.correlate1d(smooth, [-1, 0, 1], axis=2)
+        ndimage.correlate1d(gx, [1, 2, 1], axis=1, output=gx)
+        for j, k in enumerate(idx):
+            out[k] = _slice_candidates(small[j], gy[j], gx[j], grid, radius_range_mm,
+                                       n_peaks)
+    return out
+
+
+def _slice_candidates(small: np.ndarray, gy: np.ndarray, gx: np.ndarray, grid: GridTransform,
+                      radius_range_mm: tuple[float, float], n_peaks: int) -> list[Circle]:
+    iso, shape = _ISO_MM, small.shape
     edges = canny(small, sigma=1.0, low_threshold=0.2, high_threshold=0.6)
     ys, xs = np.nonzero(edges)
     if ys.size == 0:
         return []
-    smooth = ndimage.gaussian_filter(small, 1.0)
-    gy = ndimage.sobel(smooth, axis=0)[ys, xs]
-    gx = ndimage.sobel(smooth, axis=1)[ys, xs]
+    gy, gx = gy[ys, xs], gx[ys, xs]
     norm = np.hypot(gy, gx) + 1e-9
     uy, ux = gy / norm, gx / norm
     radii = np.arange(radius_range_mm[0] / iso, radius_range_mm[1] / iso + 1e-6, 1.0)
-    # Every radius's votes in one count, then one 3x3 box filter over the stack of radii.
-    cy = np.rint(ys[None, :] + radii[:, None] * uy[None, :]).astype(int)
-    cx = np.rint(xs[None, :] + radii[:, None] * ux[None, :]).astype(int)
+    # Every radius's votes in one count, then one 3x3 box filter over the stack of radii;
+    # radius last, so that the best radius of each centre is read along contiguous memory.
+    cy = np.rint(ys[:, None] + radii[None, :] * uy[:, None]).astype(int)
+    cx = np.rint(xs[:, None] + radii[None, :] * ux[:, None]).astype(int)
     ok = (cy >= 0) & (cy < shape[0]) & (cx >= 0) & (cx < shape[1])
-    which = np.broadcast_to(np.arange(radii.size)[:, None], cy.shape)
-    votes = np.bincount(np.ravel_multi_index((which[ok], cy[ok], cx[ok]),
-                                             (radii.size, *shape)),
+    which = np.broadcast_to(np.arange(radii.size)[None, :], cy.shape)
+    votes = np.bincount(np.ravel_multi_index((cy[ok], cx[ok], which[ok]),
+                                             (*shape, radii.size)),
                         minlength=radii.size * shape[0] * shape[1])
-    acc = votes.reshape(radii.size, *shape).astype(np.float32)
-    # Fraction of the circumference that voted, so large circles are not favoured.
-    acc = (ndimage.uniform_filter(acc, (1, 3, 3)) * 9
-           / (2 * np.pi * radii)[:, None, None]).astype(np.float32)
-    best_r = acc.argmax(axis=0)
-    flat = acc.max(axis=0)
+    acc = ndimage.uniform_filter(votes.reshape(*shape, radii.size).astype(np.float32),
+                                 (3, 3, 1))
+    # Fraction of the circumference that voted, so large circles are not favoured
+    # (divided in float64, as a float32 array over float64 radii is, then rounded).
+    acc *= 9
+    np.divide(acc, 2 * np.pi * radii, out=acc, casting="unsafe")
+    best_r = acc.argmax(axis=-1)
+    flat = np.take_along_axis(acc, best_r[..., None], axis=-1)[..., 0]
     peaks = []
     for _ in range(n_peaks * 3):
         y, x = np.unravel_index(int(flat.argmax()), flat.shape)
@@ -80,7 +113,7 @@ def hough_candidates(image: np.ndarray, spacing: Spacing,
         reach = int(np.ceil(r + 3.5))
         rows = slice(max(0, y - reach), min(shape[0], y + reach + 1))
         cols = slice(max(0, x - reach), min(shape[1], x + reach + 1))
-        yy, xx = np.mgrid[rows, cols]
+        yy, xx = np.ogrid[rows, cols]
         dist = np.hypot(yy - y, xx - x)
         near = small[rows, cols]
         inside = near[dist < 0.8 * r]
@@ -109,7 +142,7 @@ def hough_lv_circles(slices: Sequence[np.ndarray], spacing: Spacing,
     ``max_jump_mm``; every slice then takes its candidate nearest to that
     consensus, or the consensus itself (median radius) when it has none.
     """
-    per_slice = [hough_candidates(s, spacing, radius_range_mm) for s in slices]
+    per_slice = _candidates_of_stack(slices, spacing, radius_range_mm)
     flat = [c for cands in per_slice for c in cands]
     if not flat:
         centre = (slices[0].shape[0] / 2.0, slices[0].shape[1] / 2.0)

@@ -16,12 +16,27 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
     if n <= 1:
         return mask.astype(bool)
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
-    return labels == (1 + int(np.argmax(sizes)))
+    return labels == (1 + int(np.argmax(_sizes(labels, n))))
+
+
+def _sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """Pixels per label 1..n, as float64 (``ndimage.sum_labels`` of ones, one count)."""
+    return np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
 
 
 def encloses_a_hole(mask: np.ndarray) -> bool:
-    return bool((ndimage.binary_fill_holes(mask) & ~mask).any())
+    """Whether ``binary_fill_holes`` would fill anything: some 4-connected component of
+    the background does not touch the edge (one labelling, not a dilation to a fixed
+    point)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or min(mask.shape) < 3:
+        return bool((ndimage.binary_fill_holes(mask) & ~mask).any())
+    background, count = ndimage.label(~mask)
+    if count == 0:
+        return False
+    edge = np.concatenate([background[0], background[-1], background[1:-1, 0],
+                           background[1:-1, -1]])
+    return count > np.count_nonzero(np.bincount(edge, minlength=count + 1)[1:])
 
 
 def clean_myocardium(probability: np.ndarray, threshold: float = 0.5,
@@ -40,7 +55,7 @@ def clean_myocardium(probability: np.ndarray, threshold: float = 0.5,
             continue
         mask = whole[box]  # the same components and holes, on a tenth of the pixels
         labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
-        sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+        sizes = _sizes(labels, n)
         order = np.argsort(-sizes)
         chosen = labels == (1 + order[0])
         for idx in order:
@@ -64,12 +79,13 @@ def mask_box(mask: np.ndarray, margin: int | tuple[int, int] = 1
     holes are the same inside the box as on the whole slice; a morphological step of
     radius r, or a distance up to d pixels, needs a margin of r + 1, or d + 1.
     """
-    ys, xs = np.nonzero(mask)
+    mask = np.asarray(mask)
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if ys.size == 0:
         return None
     my, mx = (margin, margin) if isinstance(margin, int) else margin
-    return (slice(max(int(ys.min()) - my, 0), int(ys.max()) + my + 1),
-            slice(max(int(xs.min()) - mx, 0), int(xs.max()) + mx + 1))
+    return (slice(max(int(ys[0]) - my, 0), int(ys[-1]) + my + 1),
+            slice(max(int(xs[0]) - mx, 0), int(xs[-1]) + mx + 1))
 
 
 def attach_scar(probability: np.ndarray, myocardium: np.ndarray, spacing: tuple[float, float],

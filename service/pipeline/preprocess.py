@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from service.pipeline import intensity
 from service.pipeline.grid import (
     GridTransform,
     Spacing,
@@ -146,7 +147,7 @@ def series_peak(images: Sequence[np.ndarray], myocardium: np.ndarray,
                                                                             strict=True)])
     if values.size == 0:
         return 1.0
-    peak = float(np.percentile(values, percentile))
+    peak = float(intensity.percentile(values, percentile))
     return peak if peak > 1e-6 else 1.0
 
 
@@ -167,18 +168,20 @@ def model_inputs(images: Sequence[np.ndarray], spacing: Spacing, spec: InputSpec
             and myocardium is None:
         raise ValueError("this network needs the myocardium as input")
     crops = to_model_stack(transforms, images,
-                           [float(np.percentile(np.asarray(im, np.float32), 0.5))
+                           [float(intensity.percentile(np.asarray(im, np.float32), 0.5))
                             for im in images])
+    # Only the crops' windows of the myocardium are made float (to_model_stack).
     mask_crops = None if myocardium is None or not (spec.masked or spec.myocardium_channel) \
-        else to_model_stack(transforms, np.asarray(myocardium, np.float32))
+        else to_model_stack(transforms, np.asarray(myocardium))
     scored = np.stack([zscore(crop, mask_crops[k] >= 0.5 if spec.masked else None)
                        for k, crop in enumerate(crops)])
     channels = list(np.moveaxis(with_context(scored, spec.context_slices), -1, 0))
     if spec.myocardium_channel:
         channels.append(mask_crops)
     if spec.peak_ratio_channel:
-        peak = series_peak(images, myocardium)
-        channels.append(to_model_stack(
-            transforms, [np.asarray(im, np.float32) / peak for im in images]
-        ).clip(0.0, PEAK_RATIO_CLIP))
+        # The crops over the peak (resampling is linear: no whole series divided first).
+        peak = np.float32(series_peak(images, myocardium))
+        ratio = to_model_stack(transforms, images)
+        ratio /= peak
+        channels.append(ratio.clip(0.0, PEAK_RATIO_CLIP))
     return np.stack(channels, axis=-1).astype(np.float32), list(transforms)

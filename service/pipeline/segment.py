@@ -104,10 +104,29 @@ def _regions_on_source(net: Network, batch: np.ndarray,
                        keep: Sequence[int] | None = None) -> np.ndarray:
     """(K, z, y, x): each region's probability on the source grid (only ``keep``'s, if
     given: mapping back is most of the work outside the network)."""
-    regions = nested_regions(net.predict(batch), net.disjoint)  # (z, h, w, K)
-    if keep is not None:
-        regions = regions[..., list(keep)]
-    return np.moveaxis(to_source_stack(transforms, np.moveaxis(regions, -1, 1)), 1, 0)
+    regions = region_stack(net.predict(batch), net.disjoint, keep)  # (z, K, h, w)
+    return np.moveaxis(to_source_stack(transforms, regions), 1, 0)
+
+
+def region_stack(probabilities: np.ndarray, disjoint: int = 0,
+                 keep: Sequence[int] | None = None) -> np.ndarray:
+    """:func:`nested_regions` (only ``keep``'s, if given) as (N, K, h, w), each region's
+    probabilities contiguous for mapping back: the same sums, in the same order, made
+    without the whole cumulative sum over the classes' strided axis."""
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    classes = probabilities.shape[-1]
+    wanted = range(classes - 1) if keep is None else [k % (classes - 1) for k in keep]
+    out = np.empty((len(probabilities), len(wanted), *probabilities.shape[1:-1]), np.float32)
+    for slot, region in enumerate(wanted):
+        if region < disjoint:
+            out[:, slot] = probabilities[..., 1 + region]
+            continue
+        # nested_regions' flipped cumulative sum: the innermost class first.
+        total = out[:, slot]
+        total[...] = probabilities[..., classes - 1]
+        for c in range(classes - 2, region, -1):
+            total += probabilities[..., c]
+    return out
 
 
 def myocardium_probability(images: Sequence[np.ndarray], spacing: Spacing,
