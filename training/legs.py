@@ -167,17 +167,20 @@ def commit_leg(leg: Leg, folder: Path, summary: str) -> bool:
 
 def run_legs(legs: Sequence[Leg], train_leg: Callable[[Leg], dict], root: Path = LEGS_ROOT,
              max_legs: int | None = None, commit: bool = False,
-             log: Callable[[str], None] = print) -> list[str]:
-    """Train the pending legs in plan order (at most ``max_legs``); returns those trained.
+             log: Callable[[str], None] = print, plan: Sequence[Leg] | None = None
+             ) -> list[str]:
+    """Train the pending legs in order (at most ``max_legs``); returns those trained.
 
-    A leg whose prerequisites are not finished is left for later (it cannot
+    ``plan``: the whole release, where ``legs`` is a part of it (prerequisites are looked
+    up there). A leg whose prerequisites are not finished is left for later (it cannot
     start yet), never trained on something else.
     """
     done: list[str] = []
+    whole = list(plan) if plan is not None else list(legs)
     for leg in pending(legs, root):
         if max_legs is not None and len(done) >= max_legs:
             break
-        waiting = [n for n in leg.needs if finished(_named(legs, n), root) is None]
+        waiting = [n for n in leg.needs if finished(_named(whole, n), root) is None]
         if waiting:
             log(f"legs: {leg.name} waits for {', '.join(waiting)}")
             continue

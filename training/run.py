@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import os
 import platform
@@ -254,6 +255,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-legs", type=int, default=None, metavar="N",
                         help="with --emidec: train at most N pending legs this run, then stop "
                         "(each leg is kept; the next run starts at the first unfinished one)")
+    parser.add_argument("--legs", default=None, metavar="PATTERN",
+                        help="with --emidec: train only the pending legs whose names match "
+                        "this shell pattern (e.g. 'fold*-myocardium_unet'), to fit a sitting")
     parser.add_argument("--commit-legs", action="store_true",
                         help="git-commit each finished leg's folder as soon as it is written")
     parser.add_argument("--legs-root", type=Path, default=None,
@@ -428,7 +432,10 @@ def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainCo
                                       args.train_seed)
         trainer = fold_legs.FoldLegTrainer(pool, assignment, work, build_network,
                                            shared_files, root, args.workers, plan)
-        trained = legs.run_legs(plan, trainer, root, args.max_legs, args.commit_legs)
+        chosen = [leg for leg in plan
+                  if args.legs is None or fnmatch.fnmatchcase(leg.name, args.legs)]
+        trained = legs.run_legs(chosen, trainer, root, args.max_legs, args.commit_legs,
+                                plan=plan)
         t = lap("legs trained this run: " + (", ".join(trained) or "none"), t)
     left = legs.pending(plan, root)
     print(f"training: {len(plan) - len(left)} of {len(plan)} legs finished"
