@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     encoding_wait_s: float = Field(30.0, ge=0, description="longest a GET of a SEG or SR waits "
                                    "for its encoding (after the 201) before 503")
     request_read_timeout_s: float = Field(60.0, gt=0, description="longest wait for a body")
+    # SIGTERM: new work is refused (503 shutting_down) while what is in flight finishes for
+    # at most this long; queued SEG/SR encodings left then are done at the next start.
+    # Compose's stop_grace_period must be longer (docker-compose.yml; docs/api.md).
+    shutdown_grace_s: float = Field(30.0, ge=0, description="longest a stop waits for "
+                                    "analyses and encodings in flight")
     # STOW-RS: a received series is analysed once no instance of it has arrived
     # for this long (PACS send a series in one or several requests).
     stow_quiet_period_s: float = Field(10.0, ge=0)

@@ -96,20 +96,34 @@ class Encoder:
         self.store = store
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
+        # Submitted and not yet done (a stop's drain waits for none); parking: a stop whose
+        # grace ended leaves the queued ones for the next start.
+        self._pending, self._counting = 0, threading.Lock()
+        self._parking = threading.Event()
 
     def start(self) -> int:
         """Begin, with whatever a crash left unencoded first; returns how many those are."""
         missing = self.store.unencoded()
         for analysis_id in missing:
-            self._queue.put(analysis_id)
+            self.submit(analysis_id)
         self._thread.start()
         return len(missing)
 
     def submit(self, analysis_id: str) -> None:
+        with self._counting:
+            self._pending += 1
         self._queue.put(analysis_id)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Finish what was submitted (an interrupted one is done again at the next start)."""
+    def pending(self) -> int:
+        """Encodings submitted and not yet done (the one running included)."""
+        with self._counting:
+            return self._pending
+
+    def stop(self, timeout_s: float = 30.0, park: bool = False) -> None:
+        """Finish what was submitted, or with ``park`` only the one running: the rest stay
+        stored unencoded and are encoded at the next start (as after a crash)."""
+        if park:
+            self._parking.set()
         self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout_s)
@@ -117,9 +131,13 @@ class Encoder:
     def _run(self) -> None:
         while (analysis_id := self._queue.get()) is not None:
             try:
-                self.encode(analysis_id)
+                if not self._parking.is_set():
+                    self.encode(analysis_id)
             except Exception:  # noqa: BLE001 - one analysis must not stop the others
                 log.exception("encoding the SEG and SR of analysis %s failed", analysis_id)
+            finally:
+                with self._counting:
+                    self._pending -= 1
 
     def encode(self, analysis_id: str) -> None:
         stored = self.store.encoder_inputs(analysis_id)

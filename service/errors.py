@@ -10,8 +10,10 @@
     |   +-- ConflictingInstances 422 conflicting_instances: one instance, two different images
     +-- Overloaded               503 with Retry-After
     |   +-- NotEncodedYet        503 encoding: the SEG or SR of an answered analysis is not made yet
+    |   +-- ShuttingDown         503 shutting_down: stopping (SIGTERM); ask the next process
     +-- StartupError             the service does not start (never an answer)
         +-- ModelStoreError      model_store_invalid: the manifest and the files disagree
+        +-- DataDirInUse         data_dir_in_use: another process serves this DATA_DIR
 
 Each error carries a stable machine-readable ``code`` and a message that
 names the rule, the value found and what to send instead. The response body
@@ -91,6 +93,12 @@ class NotEncodedYet(Overloaded):
     code = "encoding"
 
 
+class ShuttingDown(Overloaded):
+    """The process is stopping (SIGTERM): it finishes what it holds and takes nothing new."""
+
+    code = "shutting_down"
+
+
 class StartupError(ServiceError):
     """A setting or the model store makes serving impossible: the process stops."""
 
@@ -99,6 +107,12 @@ class StartupError(ServiceError):
 
 class ModelStoreError(StartupError):
     code = "model_store_invalid"
+
+
+class DataDirInUse(StartupError):
+    """Another live process holds the data folder's lock (``service.store.lock``)."""
+
+    code = "data_dir_in_use"
 
 
 class Refused(Exception):

@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from service import __version__, logs
 from service.analysis import warm_up
+from service.api import shutdown
 from service.api.errors import install_error_handlers
 from service.api.metrics import Metrics, MetricsMiddleware, run_counted
 from service.api.routes import ROUTERS
@@ -33,6 +34,7 @@ from service.pacs.inbox import Inbox
 from service.pacs.received import analyse_received
 from service.pacs.store_back import push_due
 from service.pipeline.registry import Registry, load_registry
+from service.store.lock import hold_data_dir, release_data_dir
 from service.store.results import ResultStore
 
 log = logging.getLogger("service")
@@ -59,14 +61,18 @@ async def _analyse_quiet_series(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     pipeline = registry.pipelines[registry.default_pipeline]
     for series_uid in app.state.inbox.due(time.time(), settings.stow_quiet_period_s):
-        if app.state.stopping.is_set():
+        if app.state.stopping.is_set() or shutdown.draining(app):
             return
         async with app.state.slots:
+            if shutdown.draining(app):  # a stop began while this waited: parked, as received
+                return
             await run_counted(app.state.metrics, pipeline.name, analyse_received, series_uid,
                               app.state.inbox, pipeline, settings, app.state.store,
                               app.state.encoder)
 
 
+# The background loops' least time to see the stop (they wait on it between rounds).
+LOOPS_END_S = 1.0
 # How often the retention rule is applied (when RETENTION_DAYS is set).
 RETENTION_CHECK_S = 60.0
 
@@ -104,8 +110,20 @@ async def _push_results(app: FastAPI) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings: Settings = get_settings()
+    # Before anything touches the folder: a second process on it refuses to start.
+    hold_data_dir(settings.data_dir)
+    try:
+        async with _serving(app, settings):
+            yield
+    finally:
+        release_data_dir(settings.data_dir)
+
+
+@asynccontextmanager
+async def _serving(app: FastAPI, settings: Settings):
     app.state.settings = settings
     app.state.registry = None
+    shutdown.init(app)
     app.state.store = ResultStore(settings.data_dir, settings.dicomweb_store_url)
     # SEG and SR after the answer; what a crash left unencoded is encoded first.
     app.state.encoder = Encoder(app.state.store)
@@ -140,10 +158,16 @@ async def lifespan(app: FastAPI):
     try:
         yield
     finally:
-        # Let a running job finish (it writes to the store) before closing the databases.
+        # Let a running job finish (it writes to the store) before closing the databases;
+        # after a drain (SIGTERM), within what is left of its grace.
         app.state.stopping.set()
-        await asyncio.wait(loops, timeout=settings.analysis_timeout_s)
-        await run_in_threadpool(app.state.encoder.stop)
+        await asyncio.wait(loops, timeout=max(
+            shutdown.remaining_s(app, settings.analysis_timeout_s), LOOPS_END_S))
+        # After a drain the queue is empty unless the grace ended: then only the encoding
+        # running is finished and the rest are left for the next start.
+        await run_in_threadpool(app.state.encoder.stop,
+                                max(shutdown.remaining_s(app, 30.0), shutdown.LAST_ENCODING_S),
+                                shutdown.draining(app))
         app.state.inbox.close()
         app.state.store.close()
 

@@ -19,6 +19,7 @@ from service.analysis import analyse_and_store, identity_of, limits_of
 from service.api.deps import UPLOAD_BODY, read_body, registry_of, require_api_key
 from service.api.metrics import run_counted
 from service.api.schemas import AnalysisSummary, PipelineInfo
+from service.api.shutdown import finished_in_time, taking_work
 from service.config import Settings
 from service.dicom.ingest import Spool, split_body
 from service.dicom.uids import is_uid
@@ -58,7 +59,7 @@ def list_models(request: Request) -> list[dict]:
 
 
 @router.post("/analyses", tags=["analyses"], status_code=201, response_model=Report,
-          openapi_extra=UPLOAD_BODY)
+          openapi_extra=UPLOAD_BODY, dependencies=[Depends(taking_work)])
 async def create_analysis(
     request: Request,
     pipeline: Annotated[str | None, Query(description="cascade-unet (default), enet or "
@@ -89,8 +90,7 @@ async def create_analysis(
             None, request.app.state.encoder))
         # The files go when the work ends, which may be after this answer (202 below).
         work.add_done_callback(lambda _: spool.close())
-        done, _ = await asyncio.wait({work}, timeout=settings.analysis_timeout_s)
-        if not done:
+        if not await finished_in_time(request.app, work, settings.analysis_timeout_s):
             # The analysis cannot be stopped mid-thread; it is kept, not both failed and
             # stored: the client is told where it will appear, and the slot stays taken
             # until it ends.

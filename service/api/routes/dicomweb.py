@@ -14,6 +14,7 @@ from service.analysis import limits_of
 from service.api.deps import UPLOAD_BODY, read_body, require_api_key
 from service.api.metrics import Metrics
 from service.api.schemas import ReceivedSeriesState
+from service.api.shutdown import taking_work
 from service.config import Settings
 from service.dicom.ingest import Spool, stow_parts
 from service.dicom.uids import is_uid
@@ -54,7 +55,8 @@ async def _stow(request: Request, study_uid: str | None) -> JSONResponse:
                         media_type="application/dicom+json", headers=headers)
 
 
-@router.post("/studies", responses=STOW_RESPONSES, openapi_extra=UPLOAD_BODY)
+@router.post("/studies", responses=STOW_RESPONSES, openapi_extra=UPLOAD_BODY,
+             dependencies=[Depends(taking_work)])
 async def store_instances(request: Request) -> JSONResponse:
     """STOW-RS: keep every MR instance, analyse each series once it has gone quiet.
 
@@ -66,7 +68,7 @@ async def store_instances(request: Request) -> JSONResponse:
 
 
 @router.post("/studies/{study_instance_uid}", responses=STOW_RESPONSES,
-               openapi_extra=UPLOAD_BODY)
+               openapi_extra=UPLOAD_BODY, dependencies=[Depends(taking_work)])
 async def store_study_instances(study_instance_uid: str, request: Request) -> JSONResponse:
     """STOW-RS to one study: instances of other studies are refused (0xA900)."""
     return await _stow(request, study_instance_uid)

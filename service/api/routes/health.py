@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from service.api.auth import COOKIE, key_matches, session_token
 from service.api.schemas import Readiness
+from service.api.shutdown import draining
 from service.config import Settings
 from service.viewer.pages import login_page
 
@@ -54,7 +55,10 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness)
 def readyz(request: Request) -> JSONResponse:
-    """200 once every model is loaded, with the models and where they run; 503 before."""
+    """200 once every model is loaded, with the models and where they run; 503 before, and
+    once stopping (SIGTERM: a load balancer sends no more work)."""
+    if draining(request.app):
+        return JSONResponse({"status": "shutting_down", "models": []}, status_code=503)
     registry = request.app.state.registry
     if registry is None:
         return JSONResponse({"status": "not_ready", "models": []}, status_code=503)

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 # Codes of errors that are bugs or start-up failures, never an answer to a client's input.
 NOT_FOR_CLIENTS = {"internal_error", "model_store_invalid", "startup_failed",
-                   "execution_provider_unavailable"}
+                   "execution_provider_unavailable", "data_dir_in_use"}
 
 
 def _codes_in_service() -> set[str]:
