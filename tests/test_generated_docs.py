@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from training.contrast_groups import markdown as contrast_groups_markdown
 from training.generated import read_block, write_block
+from training.studies.contrast_groups import markdown as contrast_groups_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -261,7 +261,7 @@ def _known_limits(training_data: dict) -> str:
         "- Short-axis stacks only; no long-axis views. Phantom stacks of 6-14 slices and "
         "1.2-2.0 mm pixels were seen in training; other geometries are resampled. "
         "`models/STRESS.md` measures the cascade on development phantoms changed beyond the "
-        "training ranges; `python -m training.stress` makes it again for new models.",
+        "training ranges; `python -m training.studies.stress` makes it again for new models.",
         "- Microvascular obstruction (a dark core in transmural scar) is dark like remote "
         "myocardium and, in dark-blood LGE, like the blood pool. It is learned as a class of "
         "its own (EMIDEC's label 4 and the phantoms' cores) and reported inside the scar, "

@@ -178,7 +178,7 @@ INT8_TASKS = ("myocardium_unet", "scar_unet")
 # first that holds accuracy on every test set. Both U-Nets moved the cascade's scar % by
 # 0.3-0.7 points on EMIDEC validation; the myocardium U-Net alone did not move it (median
 # 0.0: the scar U-Net redraws the myocardium) and held in the cascade and ENet Protocol 1
-# (python -m training.int8_study, docs/results/int8_study.json, validation series only).
+# (python -m training.studies.int8_study, docs/results/int8_study.json, validation series only).
 INT8_CANDIDATES = (("both U-Nets", INT8_TASKS), ("myocardium U-Net", ("myocardium_unet",)))
 
 

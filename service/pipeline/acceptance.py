@@ -22,7 +22,7 @@ Three kinds of evidence, each cheap:
   blood) are
   judged by a small classifier, a Gaussian per kind of series (LGE real,
   darkened and rendered; rendered cine, dark- and bright-blood T2), fitted
-  by ``python -m training.gate_flag_study`` and written to
+  by ``python -m training.studies.gate_flag_study`` and written to
   :mod:`service.pipeline.lge_contrast`: a series far more like one of the
   other sequences than like any LGE is refused, a doubtful one flagged.
 
@@ -82,7 +82,7 @@ HEART_SLICE_SHARE = 0.5
 
 
 # The image rules' thresholds, from docs/results/lge_gate.json (python -m
-# training.lge_gate_study): every EMIDEC train/validation case (both contrasts) and phantom
+# training.studies.lge_gate_study): every EMIDEC train/validation case (both contrasts) and phantom
 # validation and calibration series stays inside them with margin (largest myocardium rank
 # 0.58, largest remote-myocardium-over-blood ratio 0.97), and the rendered cine and T2
 # phantoms fall outside them where they can.

@@ -12,7 +12,7 @@ One Gaussian per kind of series (quadratic discriminant analysis): LGE comes
 in kinds that lie apart (real bright-blood, real darkened, rendered), and so
 do the other sequences (cine and bright-blood T2 above LGE's blood position,
 dark-blood T2 below), which no single line separates. The parameters are
-fitted by ``python -m training.gate_flag_study`` and written to
+fitted by ``python -m training.studies.gate_flag_study`` and written to
 :mod:`service.pipeline.lge_contrast`; nothing here is fitted. Pure numpy.
 """
 

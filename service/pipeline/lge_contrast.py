@@ -1,5 +1,6 @@
-"""The LGE contrast classifier's parameters, written by ``python -m training.gate_flag_study``
-(docs/results/gate_flag_study.json); do not edit by hand."""
+"""The LGE contrast classifier's parameters, written by
+``python -m training.studies.gate_flag_study`` (docs/results/gate_flag_study.json); do not
+edit by hand."""
 
 from service.pipeline.contrast_model import ContrastModel
 

@@ -25,7 +25,7 @@ offset and the floor are chosen there too (narrowest median width). No
 extra network run: test-time flips and rotations (the eight symmetries of
 the square) ranked the errors about as well and narrowed the real scans'
 interval a little, at seven more scar-network runs, nearly doubling an
-analysis (``python -m training.interval_study``, docs/results/interval_study.json;
+analysis (``python -m training.studies.interval_study``, docs/results/interval_study.json;
 docs/experiments.md). Pure functions.
 """
 

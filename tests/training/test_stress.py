@@ -13,7 +13,7 @@ from service.pipeline.registry import load_registry
 from training import metrics
 from training.data.sources import LabelledSeries, PhantomSource
 from training.evaluation.scoring import score_series
-from training.stress import (
+from training.studies.stress import (
     PERTURBATIONS,
     REFERENCE,
     SHA_SHOWN,
@@ -190,7 +190,8 @@ def test_unchanged_series_score_as_the_evaluation_scores_them(series_dirs: list[
 
 
 def test_shipped_stress_report_describes_the_shipped_models() -> None:
-    """``models/STRESS.md`` must be made again (python -m training.stress) after a release."""
+    """``models/STRESS.md`` must be made again (python -m training.studies.stress) after a
+    release."""
     report = (MODELS / "STRESS.md").read_text()
     manifest = json.loads((MODELS / "manifest.json").read_text())
     pipeline = next(p for p in manifest["pipelines"].values() if p.get("default"))

@@ -1,7 +1,7 @@
 """The image-reading LGE gate on labelled series: would the service refuse, flag or pass each?
 
 The same rules as the service (:mod:`service.pipeline.acceptance`) on the
-myocardium network's own ring, for the gate's study (``training.lge_gate_study``)
+myocardium network's own ring, for the gate's study (``training.studies.lge_gate_study``)
 and for the release's report on rendered negatives.
 """
 

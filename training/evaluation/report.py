@@ -97,7 +97,7 @@ def _parity_section(context: dict) -> str:
 The U-Nets also ship as static int8 (onnxruntime QDQ, activation ranges from validation
 inputs, never a test set). Every test set was run with both U-Nets in int8, and with the
 myocardium U-Net alone (the candidates chosen on validation series by `python -m
-training.int8_study`, docs/results/int8_study.json), with the same thresholds and
+training.studies.int8_study`, docs/results/int8_study.json), with the same thresholds and
 intervals; a pipeline may run int8 by default only where the median DSC drops by at most
 {PARITY_DSC_DROP:g} and the per-series scar % moves by at most {PARITY_SCAR_PERCENT:g} points
 (median) on every test set. {verdict}. Their speed is in BENCHMARKS.md.

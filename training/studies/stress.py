@@ -1,6 +1,6 @@
 """Stress test: the shipped pipeline on series changed beyond the phantoms' ranges.
 
-``python -m training.stress --models models``
+``python -m training.studies.stress --models models``
 
 The models will meet series from other scanners and other phantom makers,
 whose contrast, pixel size, field of view and orientation differ from the
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(scores, out.parent / "evaluation" / "stress.csv")
     models = ", ".join(f"`{m.name}` {m.version} (sha256 {m.sha256[:SHA_SHOWN]})"
                        for m in (pipeline.myocardium, pipeline.scar))
-    context = (f"Made by `python -m training.stress` with pipeline `{pipeline.name}`: "
+    context = (f"Made by `python -m training.studies.stress` with pipeline `{pipeline.name}`: "
                f"{models}, thresholds as served, on "
                f"{args.series} phantom series of seed {args.seed}"
                + (" (the development series: never trained or tested on)"

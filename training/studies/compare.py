@@ -1,6 +1,6 @@
 """Candidate model folders side by side on the validation series (never the test sets).
 
-``python -m training.compare runs/a/models runs/b/models --emidec ../shared/data/emidec``
+``python -m training.studies.compare runs/a/models runs/b/models --emidec ../shared/data/emidec``
 
 The way to choose between two training runs: each candidate's ONNX files,
 at the thresholds its manifest holds, through the service's pipeline code,

@@ -1,6 +1,6 @@
 """The image-reading gate's measures on the LGE sources it may choose on, and on negatives.
 
-``python -m training.lge_gate_study --emidec ../shared/data/emidec [--work runs/train]``
+``python -m training.studies.lge_gate_study --emidec ../shared/data/emidec [--work runs/train]``
 writes ``docs/results/lge_gate.json``: for EMIDEC `train` and `validation` (as acquired
 and darkened; never `test`), the phantom validation and calibration series, and the
 same phantom hearts rendered as cine and T2-weighted series with LGE headers, the
@@ -26,7 +26,7 @@ from training.data.phantoms.sequences import OTHER_SEQUENCES, generate_in_sequen
 from training.data.sources import PhantomSource, Source
 from training.evaluation.gate import gate_reading, summarise_readings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Phantom seeds: the training command's (its validation series), and one for calibration
 # and the rendered negatives that no network has seen.
 TRAIN_SEED, TRAIN_SERIES, VALIDATION_SERIES = 1000, 160, 24

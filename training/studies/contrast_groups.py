@@ -1,6 +1,6 @@
 """Where the LV blood pool sits against the myocardium, per group of training series.
 
-``python -m training.contrast_groups --emidec ../shared/data/emidec``
+``python -m training.studies.contrast_groups --emidec ../shared/data/emidec``
 ``--phantoms runs/train/phantoms/train``
 
 The measurement behind ``service.pipeline.contrast.BRIGHT_BLOOD_POSITION``: the blood
@@ -24,7 +24,7 @@ from training.data import emidec
 from training.data.sources import PhantomSource
 from training.generated import write_block
 
-DOCS = Path(__file__).parents[1] / "docs" / "training.md"
+DOCS = Path(__file__).parents[2] / "docs" / "training.md"
 
 
 def _groups(emidec_root: Path, phantom_dirs: list[Path]) -> dict[str, list[float]]:

@@ -1,12 +1,12 @@
 """Issue 53, part 1: the LGE gate by content, and a review flag that means a large error.
 
-``python -m training.gate_flag_study --emidec ../shared/data/emidec [--work /tmp/gate_study]``
-runs the shipped cascade (models/, float32, CPU) once per series and keeps, under
-``--work``, what the gate and the flag are measured on (the myocardium network's ring,
-the final masks, the scar % and its interval; no image): EMIDEC ``train`` and
-``validation`` (as acquired and darkened; never ``test``), LGE phantoms of seeds no
-network saw, and the same phantom hearts rendered as cine and T2-weighted series with
-LGE headers (:mod:`training.data.phantoms.sequences`). It then writes
+``python -m training.studies.gate_flag_study --emidec ../shared/data/emidec`` ``[--work
+/tmp/gate_study]`` runs the shipped cascade (models/, float32, CPU) once per series and
+keeps, under ``--work``, what the gate and the flag are measured on (the myocardium
+network's ring, the final masks, the scar % and its interval; no image): EMIDEC
+``train`` and ``validation`` (as acquired and darkened; never ``test``), LGE phantoms of
+seeds no network saw, and the same phantom hearts rendered as cine and T2-weighted
+series with LGE headers (:mod:`training.data.phantoms.sequences`). It then writes
 ``docs/results/gate_flag_study.json``:
 
 * ``gate``: for every group, how many series the service's gate (the code in
@@ -48,7 +48,7 @@ from training.data.phantoms.__main__ import generate_many
 from training.data.phantoms.sequences import OTHER_SEQUENCES, generate_in_sequence
 from training.data.sources import PhantomSource, Source
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Phantom seeds no network was trained or calibrated on (training: 1000; interval
 # calibration and the release's negatives: 3000; tests: 20261124...). CHOOSING: the
 # rules were set looking at these; HELD_OUT: rendered only once they were fixed.
@@ -357,9 +357,9 @@ def review_table(rows: Sequence[dict], model: ContrastModel, review_width: float
 
 def write_model(model: ContrastModel, path: Path) -> None:
     path.write_text(
-        '"""The LGE contrast classifier\'s parameters, written by ``python -m '
-        'training.gate_flag_study``\n(docs/results/gate_flag_study.json); do not edit by '
-        'hand."""\n\nfrom service.pipeline.contrast_model import ContrastModel\n\n'
+        '"""The LGE contrast classifier\'s parameters, written by\n``python -m '
+        'training.studies.gate_flag_study`` (docs/results/gate_flag_study.json); do not\n'
+        'edit by hand."""\n\nfrom service.pipeline.contrast_model import ContrastModel\n\n'
         f"PARAMETERS = {pformat(model.to_dict(), width=80)}\n\n"
         "CONTRAST_MODEL = ContrastModel.from_dict(PARAMETERS)\n")
 

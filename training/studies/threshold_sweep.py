@@ -1,6 +1,6 @@
 """Each scar network's validation figures at every threshold, per source group.
 
-``python -m training.threshold_sweep --emidec ../shared/data/emidec [--models models]``
+``python -m training.studies.threshold_sweep --emidec ../shared/data/emidec [--models models]``
 writes ``docs/results/threshold_sweep.json``: for the EMIDEC `validation` cases as
 acquired and darkened (never a test set), per scar network and threshold, the median
 scar DSC and the median signed scar-% error (method minus expert) through the service's
@@ -24,7 +24,7 @@ from training import metrics
 from training.data import emidec
 from training.evaluation.scoring import threshold_masks
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCAR_MODELS = ("scar-unet", "enet-p2", "enet-p1")
 
 

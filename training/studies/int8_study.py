@@ -1,6 +1,6 @@
 """Which int8 quantisation of the U-Nets holds float32's accuracy: measured off the test sets.
 
-``python -m training.int8_study --emidec ../shared/data/emidec [--work runs/train]`` writes
+``python -m training.studies.int8_study --emidec ../shared/data/emidec [--work runs/train]`` writes
 ``docs/results/int8_study.json``. The released int8 files move EMIDEC's scar % by about a
 point (models/EVALUATION.md), five times the parity bound, so the service runs float32.
 This study quantises the released float32 U-Nets again in a few ways (every convolution
@@ -35,11 +35,11 @@ from training.data.phantoms.__main__ import generate_many
 from training.data.sources import PhantomSource, Source
 from training.evaluation.scoring import evaluate
 from training.evaluation.summary import precision_parity
-from training.lge_gate_study import CALIBRATION_SEED, CALIBRATION_SERIES
 from training.quantize import calibration_rows, quantize_int8
 from training.release import MODELS
+from training.studies.lge_gate_study import CALIBRATION_SEED, CALIBRATION_SERIES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # (name, convolutions left in float32, activation range method, the U-Nets run in int8)
 BOTH = ("myocardium_unet", "scar_unet")
 VARIANTS = (("all convolutions, MinMax", 0, "minmax", BOTH),

@@ -1,6 +1,6 @@
 """Which spread ranks the scar-% errors: the interval's terms against test-time augmentation.
 
-``python -m training.interval_study --emidec ../shared/data/emidec [--work runs/train]``
+``python -m training.studies.interval_study --emidec ../shared/data/emidec [--work runs/train]``
 writes ``docs/results/interval_study.json``. On the cascade's calibration series (phantom
 validation and calibration series, EMIDEC `validation` as acquired and darkened; never a
 test set) it measures every spread term of :mod:`service.pipeline.uncertainty` and the
@@ -43,7 +43,7 @@ from training.evaluation.scoring import (
     INTERVAL_OFFSETS,
     calibration_group,
 )
-from training.lge_gate_study import (
+from training.studies.lge_gate_study import (
     CALIBRATION_SEED,
     CALIBRATION_SERIES,
     TRAIN_SEED,
@@ -51,7 +51,7 @@ from training.lge_gate_study import (
     VALIDATION_SERIES,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The eight symmetries of the square: quarter turns, each with and without a flip.
 DIHEDRAL = tuple((turns, flip) for turns in range(4) for flip in (False, True))
 
