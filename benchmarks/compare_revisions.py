@@ -1,12 +1,17 @@
-"""POST-to-report latency of two git revisions of the service, side by side in one run.
+"""POST-to-report latency and whole analyses a minute of two git revisions, side by side.
 
 This host's speed drifts by tens of per cent, so a change's speed-up is measured by
 running the old and the new code alternately (each in its own process, from its own
 worktree, on the same phantom series and the models of the newer revision), not by
-comparing figures taken hours apart. Prints the figures and writes
-``benchmarks/results/compare_revisions.json`` and the section of ``BENCHMARKS.md``.
+comparing figures taken hours apart. Latency: each POST alone, in-process. Throughput:
+each revision's ``python -m service`` on loopback (both started once, loaded in turn),
+1, 2 and 8 clients posting the series for ``--seconds`` each, an analysis counted once
+its SR is there too (``service_load.py``'s clients); levels and revisions alternate
+within each round. Prints the figures and writes ``benchmarks/results/compare_revisions.json``
+and the section of ``BENCHMARKS.md`` (``--no-markdown``, ``--out``: a trial run that
+leaves both alone).
 
-    python benchmarks/compare_revisions.py OLD NEW --rounds 3 --runs 15
+    python benchmarks/compare_revisions.py OLD NEW --rounds 3 --runs 15 --seconds 60
 """
 
 from __future__ import annotations
@@ -70,6 +75,41 @@ def _run(tree: Path, models: Path, pipeline: str, runs: int, series: Path, data:
     return result
 
 
+def _serve(tree: Path, models: Path, data: Path):
+    """``python -m service`` of the worktree (its code: the worktree is the working
+    directory and the path), the newer revision's models, up to 8 analyses at once."""
+    from service_load import start  # benchmarks/ is on sys.path
+
+    return start(data, PYTHONPATH=str(tree), MODELS_DIR=str(models), MODEL_PRECISION="fp32",
+                 MAX_CONCURRENT_ANALYSES="8", cwd=str(tree))
+
+
+def _throughput(trees: dict[str, Path], models: Path, files: list, clients: list[int],
+                seconds: float, rounds: int, tmp: Path, revisions: dict[str, str]) -> dict:
+    """Whole analyses a minute per revision and client count, one figure per round."""
+    from service_load import stop, throughput
+
+    per_round = {name: {str(c): [] for c in clients} for name in trees}
+    servers = {name: _serve(tree, models, tmp / f"serve-{name}")
+               for name, tree in trees.items()}
+    try:
+        for round_ in range(rounds):
+            for level, count in enumerate(clients):
+                order = ("old", "new") if (round_ + level) % 2 == 0 else ("new", "old")
+                for name in order:
+                    r = throughput(servers[name][1], files, count, seconds)
+                    if r["failed"]:
+                        raise RuntimeError(f"{revisions[name]}: {r['failed']} analyses failed "
+                                           f"with {count} clients")
+                    per_round[name][str(count)].append(r["series_per_min"])
+                    print(f"round {round_} {count} client(s) {name} {revisions[name]}: "
+                          f"{r['series_per_min']:.1f} analyses/min")
+    finally:
+        for process, _, _ in servers.values():
+            stop(process)
+    return per_round
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("old")
@@ -77,8 +117,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--pipelines", nargs="+", default=["cascade-unet", "enet"])
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="seconds of load per client count and round (0: no throughput)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 8])
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "compare_revisions.json")
+    parser.add_argument("--no-markdown", action="store_true",
+                        help="leave BENCHMARKS.md alone (a trial run)")
     args = parser.parse_args()
-    from latency import host_calibration_ms, write_section  # benchmarks/ is on sys.path
+    from latency import host_calibration_ms, upload_files, write_section  # on sys.path
 
     revisions = {name: subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT,
                                       capture_output=True, text=True, check=True).stdout.strip()
@@ -104,6 +151,9 @@ def main() -> int:
                         shutil.rmtree(data, ignore_errors=True)
                         print(f"round {round_} {pipeline} {name} {revisions[name]}: p50 "
                               f"{r['p50_ms']:.0f} ms")
+            throughput = (_throughput(trees, models, upload_files(series), args.clients,
+                                      args.seconds, args.rounds, Path(tmp), revisions)
+                          if args.seconds > 0 else {})
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
@@ -114,16 +164,38 @@ def main() -> int:
                    "speedup": statistics.median(o / n for o, n in zip(v["old"], v["new"],
                                                                       strict=True))}
                for p, v in results.items()}
+    # Analyses a minute (cascade-unet, the default pipeline): medians over rounds, and the
+    # median over rounds of new / old.
+    per_minute = {c: {"old": statistics.median(throughput["old"][c]),
+                      "new": statistics.median(throughput["new"][c]),
+                      "ratio": statistics.median(n / o for o, n in zip(
+                          throughput["old"][c], throughput["new"][c], strict=True))}
+                  for c in map(str, args.clients)} if throughput else {}
     record = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
               "revisions": revisions, "rounds": args.rounds, "runs": args.runs,
               "host_calibration_ms": calibration, "per_round_p50_ms": results,
-              "summary": summary}
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare_revisions.json").write_text(json.dumps(record, indent=1))
+              "summary": summary, "throughput_seconds": args.seconds,
+              "per_round_analyses_per_min": throughput, "analyses_per_min": per_minute}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1))
+    for c, s in per_minute.items():
+        print(f"{c} client(s): {s['old']:.1f} -> {s['new']:.1f} analyses/min, "
+              f"x{s['ratio']:.2f}")
+    for p, s in summary.items():
+        print(f"{p}: {s['old_p50_ms']:.0f} -> {s['new_p50_ms']:.0f} ms, x{s['speedup']:.2f}")
+    if args.no_markdown:
+        return 0
     rows = "\n".join(f"| {p} | {s['old_p50_ms']:.0f} | {s['new_p50_ms']:.0f} | "
                      f"**{s['speedup']:.2f}x** |" for p, s in summary.items())
+    throughput_table = "" if not per_minute else (
+        f"\n\nWhole analyses a minute (cascade-unet; each revision's `python -m service` on "
+        f"loopback, `MAX_CONCURRENT_ANALYSES=8`, {args.seconds:.0f} s per client count and "
+        "round, an analysis counted once its SR is there; medians over rounds, the ratio "
+        "the median over rounds of new / old):\n\n"
+        "| clients | old analyses/min | new analyses/min | new / old |\n|---|---|---|---|\n"
+        + "\n".join(f"| {c} | {s['old']:.1f} | {s['new']:.1f} | **{s['ratio']:.2f}x** |"
+                    for c, s in per_minute.items()))
     write_section(
         f"## Two revisions side by side ({record['date'][:10]})\n\n"
         f"`python benchmarks/compare_revisions.py {args.old} {args.new} --rounds "
@@ -136,10 +208,9 @@ def main() -> int:
         "before the next (a revision that encodes after the answer is not charged for it, "
         "nor its next request slowed by it). The speed-up is the median over rounds of old "
         "/ new.\n\n"
-        "| pipeline | old p50 ms | new p50 ms | speed-up |\n|---|---|---|---|\n" + rows,
+        "| pipeline | old p50 ms | new p50 ms | speed-up |\n|---|---|---|---|\n" + rows
+        + throughput_table,
         "compare-revisions")
-    for p, s in summary.items():
-        print(f"{p}: {s['old_p50_ms']:.0f} -> {s['new_p50_ms']:.0f} ms, x{s['speedup']:.2f}")
     return 0
 
 

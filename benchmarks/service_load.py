@@ -55,12 +55,15 @@ def _status_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-def start(data_dir: Path, **env: str) -> tuple[subprocess.Popen, str, float]:
+def start(data_dir: Path, cwd: str | None = None, **env: str
+          ) -> tuple[subprocess.Popen, str, float]:
+    """``python -m service`` (of ``cwd``'s package, if given) on a free loopback port,
+    once ready: the process, its URL and the seconds to ready."""
     port = _free_port()
     environment = os.environ | {"HOST": "127.0.0.1", "PORT": str(port),
                                 "DATA_DIR": str(data_dir)} | env
     t0 = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "service"], env=environment,
+    process = subprocess.Popen([sys.executable, "-m", "service"], env=environment, cwd=cwd,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     while True:
