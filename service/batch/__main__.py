@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                           provider=settings.execution_provider,
                           precision=settings.model_precision, pipeline=pipeline.name,
                           out=str(args.out.resolve()), key=key, threads=1,
-                          max_series_pixels=settings.max_series_pixels)
+                          max_series_pixels=settings.max_series_pixels,
+                          duplicates=settings.duplicate_instances)
     with tqdm(total=len(todo), unit="series", file=sys.stderr) as bar:
         summary = run(todo, config, args.address, args.workers, args.cpus_per_worker,
                       args.gpus_per_worker, progress=lambda state: bar.update(1))
