@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -24,7 +25,7 @@ import pydicom
 from service.config import Settings
 from service.dicom.headers import pack_headers
 from service.dicom.ingest import Blob, Limits
-from service.dicom.instances import BadCopy, Duplicates, one_copy_each
+from service.dicom.instances import BadCopy, one_copy_each
 from service.dicom.seg import build_seg, check_referencable, distinct_datasets
 from service.dicom.sr import build_sr
 from service.dicom.synthetic import warmup_series
@@ -255,19 +256,17 @@ class FilesAnalysis:
 
 def analyse_files(blobs: list[Blob], pipeline: Pipeline, max_series_pixels: int,
                   notes: tuple[str, ...] = (), analysis_id: str | None = None,
-                  review_notes: tuple[str, ...] = (), duplicates: Duplicates = "reject"
-                  ) -> FilesAnalysis:
+                  review_notes: tuple[str, ...] = ()) -> FilesAnalysis:
     """One series' files to its report and the files to keep.
 
     What an upload, a series received by STOW-RS and the batch command all run,
     so that they give the same answers, duplicated instances included
     (:func:`service.dicom.instances.one_copy_each`). ``notes`` become warnings;
     ``review_notes`` reasons for review (the batch: files beside the series it could
-    not read). ``blobs`` in arrival order, which ``duplicates`` (DUPLICATE_INSTANCES) may
-    consult.
+    not read).
     """
     started = time.perf_counter()
-    instances = one_copy_each(blobs, max_series_pixels, duplicates)
+    instances = one_copy_each(blobs, max_series_pixels)
     volume = build_volume(instances.datasets)
     if notes or instances.warnings:
         volume = replace(volume, warnings=[*notes, *instances.warnings, *volume.warnings])
@@ -289,17 +288,20 @@ def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
     """One series' files to a stored report (returned as JSON-ready dict).
 
     Stored durably (report, arrays, source headers) before this returns; the SEG and SR
-    are then ``encoder``'s (encoded here, before returning, without one)."""
-    analysed = analyse_files(blobs, pipeline, settings.max_series_pixels, notes, analysis_id,
-                             duplicates=settings.duplicate_instances)
-    report, files = analysed.report, analysed.files
-    if fingerprint:
-        report["input_fingerprint"] = fingerprint
-    store.save(report, files, push_to=settings.dicomweb_store_url)
-    if encoder is None:
-        store.save_encoded(report["id"], encode_stored(report, files))
-    else:
-        encoder.submit(report["id"])
+    are then ``encoder``'s (encoded here, before returning, without one). Overloaded
+    before any work when the encoder's queue is full; InsufficientStorage when the store
+    cannot take the series (nothing of it kept)."""
+    with encoder.place() if encoder is not None else nullcontext():
+        analysed = analyse_files(blobs, pipeline, settings.max_series_pixels, notes,
+                                 analysis_id)
+        report, files = analysed.report, analysed.files
+        if fingerprint:
+            report["input_fingerprint"] = fingerprint
+        store.save(report, files, push_to=settings.dicomweb_store_url)
+        if encoder is None:
+            store.save_encoded(report["id"], encode_stored(report, files))
+        else:
+            encoder.submit(report["id"])
     log.info("analysis %s stored: series %s, %d slices, pipeline %s, scar %.1f %%, %.0f ms",
              report["id"], report["series_instance_uid"], len(report["slices"]),
              report["pipeline"], report["scar_percent"], report["timings_ms"]["total"])

@@ -43,15 +43,26 @@ class Settings(BaseSettings):
     analysis_timeout_s: float = Field(120.0, gt=0, description="longest wait for one analysis")
     encoding_wait_s: float = Field(30.0, ge=0, description="longest a GET of a SEG or SR waits "
                                    "for its encoding (after the 201) before 503")
+    # Answered analyses waiting for their SEG and SR: past it, POST is 503 overloaded (a GET
+    # of a SEG would otherwise wait behind an unbounded backlog); nothing accepted is dropped.
+    # 16 at 0.5-0.9 s an encoding (6 slices, 2 loaded cores) is under ENCODING_WAIT_S.
+    encoding_queue_max: int = Field(16, ge=1, description="analyses waiting for their SEG "
+                                    "and SR before new ones are refused (503)")
+    # An encoding that fails on a bug: tried this many times, FIRST_RETRY_S apart, doubling.
+    encoding_max_attempts: int = Field(3, ge=1)
+    encoding_first_retry_s: float = Field(2.0, gt=0)
+    # Free space DATA_DIR keeps: below it new series are refused (507 insufficient_storage)
+    # and /readyz is 503; what is already accepted (SEG, SR, the index) may use it.
+    min_free_bytes: int = Field(64 * 2**20, ge=0)
+    # A series is refused before anything is written unless MIN_FREE_BYTES plus this many
+    # times its upload size is free (what it leaves stored: arrays in float32, masks, SEG).
+    series_storage_factor: float = Field(6.0, gt=0)
     request_read_timeout_s: float = Field(60.0, gt=0, description="longest wait for a body")
     # SIGTERM: new work is refused (503 shutting_down) while what is in flight finishes for
     # at most this long; queued SEG/SR encodings left then are done at the next start.
     # Compose's stop_grace_period must be longer (docker-compose.yml; docs/api.md).
     shutdown_grace_s: float = Field(30.0, ge=0, description="longest a stop waits for "
                                     "analyses and encodings in flight")
-    # A second, different image of one SOP instance (CONTRACT.md, "Errors"): refuse the
-    # series, or keep the copy that arrived first or last (service/dicom/instances.py).
-    duplicate_instances: Literal["reject", "keep-first", "keep-last"] = "reject"
     # STOW-RS: a received series is analysed once no instance of it has arrived
     # for this long (PACS send a series in one or several requests).
     stow_quiet_period_s: float = Field(10.0, ge=0)

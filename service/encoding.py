@@ -18,7 +18,10 @@ import io
 import logging
 import queue
 import threading
-from collections.abc import Mapping
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,7 +32,7 @@ from service.dicom.headers import unpack_headers
 from service.dicom.seg import build_seg, distinct_datasets
 from service.dicom.sr import build_sr
 from service.dicom.uids import uids_of
-from service.errors import InputError
+from service.errors import InputError, InsufficientStorage, InternalFailure, Overloaded
 from service.pipeline.registry import Pipeline
 from service.pipeline.segment import region_spread
 from service.store.results import ResultStore
@@ -90,10 +93,29 @@ def disagreement(report: dict, files: Mapping[str, bytes], pipeline: Pipeline) -
 
 
 class Encoder:
-    """One thread that encodes the SEG and SR of stored analyses, in the order submitted."""
+    """One thread that encodes the SEG and SR of stored analyses, in the order submitted.
 
-    def __init__(self, store: ResultStore) -> None:
+    Its queue is bounded: an analysis takes a :meth:`place` before it is made, refused (503)
+    when ``max_queued`` wait already, so nothing accepted is ever dropped. A full store
+    defers an encoding until space is freed (not a failure); one failing on a bug is tried
+    ``max_attempts`` times, the waits doubling from ``first_retry_s``, then recorded so
+    that GETs of its SEG and SR answer 500 with the error id (a restart tries it again).
+    """
+
+    def __init__(self, store: ResultStore, max_queued: int | None = None,
+                 max_attempts: int = 3, first_retry_s: float = 2.0,
+                 space_retry_s: float = 5.0) -> None:
         self.store = store
+        self.max_queued, self.max_attempts = max_queued, max_attempts
+        self.first_retry_s, self.space_retry_s = first_retry_s, space_retry_s
+        self._places = 0  # held by analyses being made, to be submitted
+        self._tries: dict[str, int] = {}  # failed tries (a bug) of those to be tried again
+        self._waiting_space: set[str] = set()
+        # For /metrics: failed tries and retries by reason ("internal": a bug, "storage": a
+        # full store), and encodings given up on.
+        self.failures: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
+        self.given_up = 0
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="encoder", daemon=True)
         # Submitted and not yet done (a stop's drain waits for none); parking: a stop whose
@@ -119,6 +141,36 @@ class Encoder:
         with self._counting:
             return self._pending
 
+    @contextmanager
+    def place(self) -> Iterator[None]:
+        """A place in the queue for an analysis about to be made, held until it is
+        submitted: Overloaded (503) when ``max_queued`` analyses wait already."""
+        with self._counting:
+            self._check_room()
+            self._places += 1
+        try:
+            yield
+        finally:
+            with self._counting:
+                self._places -= 1
+
+    def _check_room(self) -> None:
+        waiting = self._pending + self._places
+        if self.max_queued is not None and waiting >= self.max_queued:
+            raise Overloaded(f"{waiting} analyses are waiting for their SEG and SR to be "
+                             f"encoded (ENCODING_QUEUE_MAX {self.max_queued}); try again "
+                             "shortly", retry_after_s=5)
+
+    def check_room(self) -> None:
+        """Overloaded when no place is free now: an upload is refused before it is read."""
+        with self._counting:
+            self._check_room()
+
+    def has_room(self) -> bool:
+        """A place is free now (the STOW-RS loop waits for one instead of being refused)."""
+        with self._counting:
+            return self.max_queued is None or self._pending + self._places < self.max_queued
+
     def stop(self, timeout_s: float = 30.0, park: bool = False) -> None:
         """Finish what was submitted, or with ``park`` only the one running: the rest stay
         stored unencoded and are encoded at the next start (as after a crash)."""
@@ -130,14 +182,73 @@ class Encoder:
 
     def _run(self) -> None:
         while (analysis_id := self._queue.get()) is not None:
+            settled = True
             try:
                 if not self._parking.is_set():
-                    self.encode(analysis_id)
+                    settled = self._attempt(analysis_id)
             except Exception:  # noqa: BLE001 - one analysis must not stop the others
                 log.exception("encoding the SEG and SR of analysis %s failed", analysis_id)
             finally:
-                with self._counting:
-                    self._pending -= 1
+                if settled:
+                    with self._counting:
+                        self._pending -= 1
+
+    def _attempt(self, analysis_id: str) -> bool:
+        """One try; False when it is to be tried again later (it stays pending)."""
+        if analysis_id in self._waiting_space:
+            if self.store.space.problem(keep_reserve=False) is not None:
+                return self._later(analysis_id, self.space_retry_s)  # no encoding wasted
+            self.retries["storage"] += 1
+        elif analysis_id in self._tries:
+            self.retries["internal"] += 1
+        try:
+            self.encode(analysis_id)
+        except InsufficientStorage:
+            self.failures["storage"] += 1
+            if analysis_id not in self._waiting_space:
+                log.warning("analysis %s: its SEG and SR wait for space in the result store",
+                            analysis_id)
+            self._waiting_space.add(analysis_id)
+            return self._later(analysis_id, self.space_retry_s)
+        except Exception as exc:  # noqa: BLE001 - a bug: tried again, then recorded
+            return self._failed(analysis_id, exc)
+        self._waiting_space.discard(analysis_id)
+        self._tries.pop(analysis_id, None)
+        return True
+
+    def _failed(self, analysis_id: str, exc: Exception) -> bool:
+        tries = self._tries.get(analysis_id, 0) + 1
+        error_id = uuid.uuid4().hex[:12]
+        self.failures["internal"] += 1
+        log.error("encoding the SEG and SR of analysis %s failed (try %d of %d), error id %s",
+                  analysis_id, tries, self.max_attempts, error_id, exc_info=exc)
+        if tries < self.max_attempts:
+            self._tries[analysis_id] = tries
+            return self._later(analysis_id, self.first_retry_s * 2.0 ** (tries - 1))
+        self._tries.pop(analysis_id, None)
+        self._waiting_space.discard(analysis_id)
+        self.given_up += 1
+        failure = InternalFailure(
+            f"its encoding failed {tries} times inside the service (a bug, not the series): "
+            f"quote error id {error_id} when reporting it; a restart of the service tries "
+            "again", error_id=error_id)
+        try:
+            self.store.save_encoding_error(analysis_id, failure.body() | {"status": 500})
+        except InsufficientStorage:  # not recorded: its GETs say 503 until a restart retries
+            log.warning("analysis %s: the encoding's failure could not be recorded (store "
+                        "full)", analysis_id)
+        return True
+
+    def _later(self, analysis_id: str, delay_s: float) -> bool:
+        """Put it back in the queue after ``delay_s`` (it stays counted as pending)."""
+        timer = threading.Timer(delay_s, self._requeue, (analysis_id,))
+        timer.daemon = True
+        timer.start()
+        return False
+
+    def _requeue(self, analysis_id: str) -> None:
+        if not self._parking.is_set():
+            self._queue.put(analysis_id)
 
     def encode(self, analysis_id: str) -> None:
         stored = self.store.encoder_inputs(analysis_id)

@@ -3,6 +3,7 @@
 ::
 
     ServiceError                 500 (a bug if it ever reaches a client)
+    +-- InternalFailure          500 internal: a bug already logged under an error id
     +-- InputError               4xx: something about the request is wrong
     |   +-- Unauthorized         401 unauthorized: no or a wrong API key
     |   +-- NotFound             404
@@ -11,6 +12,7 @@
     +-- Overloaded               503 with Retry-After
     |   +-- NotEncodedYet        503 encoding: the SEG or SR of an answered analysis is not made yet
     |   +-- ShuttingDown         503 shutting_down: stopping (SIGTERM); ask the next process
+    |   +-- InsufficientStorage  507 insufficient_storage: a store's disk is full; nothing kept
     +-- StartupError             the service does not start (never an answer)
         +-- ModelStoreError      model_store_invalid: the manifest and the files disagree
         +-- DataDirInUse         data_dir_in_use: another process serves this DATA_DIR
@@ -97,6 +99,29 @@ class ShuttingDown(Overloaded):
     """The process is stopping (SIGTERM): it finishes what it holds and takes nothing new."""
 
     code = "shutting_down"
+
+
+class InsufficientStorage(Overloaded):
+    """A store's filesystem is full (ENOSPC, EDQUOT, SQLITE_FULL) or below MIN_FREE_BYTES:
+    nothing of the series is kept; it works again, by itself, once space is freed
+    (``service.store.space``)."""
+
+    status_code = 507
+    code = "insufficient_storage"
+
+
+class InternalFailure(ServiceError):
+    """A bug met in the background (an encoding that failed its last try), logged with its
+    traceback under ``error_id``: answered 500 ``internal`` with that id, not a new one."""
+
+    code = "internal"
+
+    def __init__(self, message: str, *, error_id: str) -> None:
+        super().__init__(message)
+        self.error_id = error_id
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "id": self.error_id, "message": self.message}}
 
 
 class StartupError(ServiceError):

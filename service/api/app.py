@@ -36,6 +36,7 @@ from service.pacs.store_back import push_due
 from service.pipeline.registry import Registry, load_registry
 from service.store.lock import hold_data_dir, release_data_dir
 from service.store.results import ResultStore
+from service.store.space import Space
 
 log = logging.getLogger("service")
 
@@ -60,6 +61,8 @@ async def _analyse_quiet_series(app: FastAPI) -> None:
         return
     settings: Settings = app.state.settings
     pipeline = registry.pipelines[registry.default_pipeline]
+    if app.state.store.space.problem() is not None or not app.state.encoder.has_room():
+        return  # received series wait, as received, for space and for the encoder
     for series_uid in app.state.inbox.due(time.time(), settings.stow_quiet_period_s):
         if app.state.stopping.is_set() or shutdown.draining(app):
             return
@@ -124,10 +127,15 @@ async def _serving(app: FastAPI, settings: Settings):
     app.state.settings = settings
     app.state.registry = None
     shutdown.init(app)
-    app.state.store = ResultStore(settings.data_dir, settings.dicomweb_store_url)
+    # One free-space rule for DATA_DIR's filesystem: the results, the inbox, the spool.
+    space = Space(settings.data_dir, "the result store (DATA_DIR)", settings.min_free_bytes)
+    app.state.store = ResultStore(settings.data_dir, settings.dicomweb_store_url, space)
     # SEG and SR after the answer; what a crash left unencoded is encoded first.
-    app.state.encoder = Encoder(app.state.store)
-    app.state.inbox = Inbox(settings.data_dir, settings.max_files)
+    app.state.encoder = Encoder(app.state.store, settings.encoding_queue_max,
+                                settings.encoding_max_attempts, settings.encoding_first_retry_s,
+                                settings.background_poll_s)
+    app.state.inbox = Inbox(settings.data_dir, settings.max_files, space)
+    app.state.metrics.watch(app.state.store, app.state.encoder)
     clear_spools(settings.spool_dir)
     app.state.slots = asyncio.Semaphore(settings.max_concurrent_analyses)
     app.state.stopping = asyncio.Event()

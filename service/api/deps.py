@@ -12,6 +12,7 @@ from service.config import Settings
 from service.dicom.ingest import Spool, spool_capped
 from service.errors import InputError, Overloaded, Unauthorized
 from service.pipeline.registry import Registry
+from service.store.results import ResultStore
 
 UPLOAD_BODY = {
     "requestBody": {"required": True, "content": {
@@ -33,6 +34,21 @@ def registry_of(request: Request) -> Registry:
     if registry is None:
         raise Overloaded("models are still loading", retry_after_s=2)
     return registry
+
+
+def declared_length(request: Request) -> int:
+    """The body's declared size; 0 without one, or when it is not a number (refused with
+    400 where the body is read)."""
+    try:
+        return max(0, int(request.headers.get("content-length", "0")))
+    except ValueError:
+        return 0
+
+
+def room_for_upload(store: ResultStore, settings: Settings, upload_bytes: int) -> None:
+    """507 insufficient_storage unless the store can take a series of this upload size
+    (SERIES_STORAGE_FACTOR times it, and MIN_FREE_BYTES kept free)."""
+    store.space.check(round(settings.series_storage_factor * upload_bytes))
 
 
 async def read_body(request: Request, settings: Settings, spool: Spool) -> Path:

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import Overloaded, ServiceError, Unauthorized
+from service.errors import InternalFailure, Overloaded, ServiceError, Unauthorized
 from service.viewer.pages import login_page
 
 log = logging.getLogger("service")
@@ -31,6 +31,8 @@ def _internal(exc: BaseException) -> JSONResponse:
 
 
 async def _service_error(request: Request, exc: ServiceError) -> Response:
+    if isinstance(exc, InternalFailure):  # logged already, under the id it carries
+        return JSONResponse(exc.body(), status_code=500)
     if exc.status_code >= 500 and not isinstance(exc, Overloaded):
         return _internal(exc)
     headers = None

@@ -1,4 +1,5 @@
-"""Prometheus metrics (``GET /metrics``): requests, latencies, analyses in flight.
+"""Prometheus metrics (``GET /metrics``): requests, latencies, analyses in flight, and,
+read at each scrape, the store's free space and the encoder's queue, failures and retries.
 
 One registry per app (tests start several apps in one process). Requests are
 labelled by route template (``/v1/analyses/{analysis_id}``), never by the
@@ -13,6 +14,7 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import InputError
@@ -38,6 +40,49 @@ class Metrics:
                                           buckets=LATENCY_BUCKETS, registry=self.registry)
         self.stow_instances = Counter("dblge_stow_instances", "Instances received by STOW-RS",
                                       ("outcome",), registry=self.registry)
+        self._watched = _Watched()
+        self.registry.register(self._watched)
+
+    def watch(self, store, encoder) -> None:
+        """Read the store's free space and the encoder's queue and failures at each scrape
+        (the app's, at start; a restarted app's replace them)."""
+        self._watched.store, self._watched.encoder = store, encoder
+
+
+class _Watched:
+    """Gauges and counters read from the store and the encoder when /metrics is asked."""
+
+    store = None
+    encoder = None
+
+    def collect(self):
+        if self.store is not None:
+            free = GaugeMetricFamily("dblge_store_free_bytes", "Free bytes on the result "
+                                     "store's filesystem (DATA_DIR)")
+            free.add_metric([], self.store.space.free())
+            yield free
+            floor = GaugeMetricFamily("dblge_store_min_free_bytes", "MIN_FREE_BYTES: below "
+                                      "it new series are refused (507)")
+            floor.add_metric([], self.store.space.min_free_bytes)
+            yield floor
+        if self.encoder is not None:
+            queued = GaugeMetricFamily("dblge_encoding_queue", "Analyses waiting for their "
+                                       "SEG and SR (the one encoding included)")
+            queued.add_metric([], self.encoder.pending())
+            yield queued
+            for name, counts, text in (
+                    ("dblge_encoding_failures", self.encoder.failures,
+                     "Failed tries at a SEG and SR, by reason (internal: a bug; storage)"),
+                    ("dblge_encoding_retries", self.encoder.retries,
+                     "Tries again at a SEG and SR, by reason")):
+                family = CounterMetricFamily(name, text, labels=("reason",))
+                for reason in ("internal", "storage"):
+                    family.add_metric([reason], counts[reason])
+                yield family
+            given_up = CounterMetricFamily("dblge_encoding_given_up", "Encodings given up "
+                                           "on after ENCODING_MAX_ATTEMPTS (GETs answer 500)")
+            given_up.add_metric([], self.encoder.given_up)
+            yield given_up
 
 
 async def run_counted(metrics: Metrics, pipeline: str, work: Callable[..., Any], *args: Any

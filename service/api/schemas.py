@@ -28,6 +28,7 @@ class PipelineInfo(BaseModel):
 
 class Readiness(BaseModel):
     status: str
+    reason: str | None = Field(None, description="why not ready (e.g. the store is full)")
     models: list[ModelInfo]
 
 
@@ -52,6 +53,3 @@ class ReceivedSeriesState(BaseModel):
     analyses: list[str] = Field(description="analysis ids, oldest first; the last is current")
     analysed_instances: int
     error: dict | None = Field(None, description="{code, message} of the last failure")
-    note: str | None = Field(None, description="why the newest analysis supersedes the one "
-                             "before (more instances, or an instance sent again with another "
-                             "image: DUPLICATE_INSTANCES)")

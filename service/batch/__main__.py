@@ -18,10 +18,16 @@ from service.batch.outputs import (
     file_name,
     lock_out,
     models_key,
+    out_space,
     write_failure,
     write_tables,
 )
 from service.config import Settings
+from service.errors import InsufficientStorage
+
+# Exit status of a run that OUT's full disk cut short (sysexits' EX_TEMPFAIL: run it again
+# once space is freed; what was done is kept and skipped).
+EXIT_OUT_FULL = 75
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except OutInUse as exc:
         raise SystemExit(str(exc)) from None
     settings = Settings()
+    full = out_space(args.out, settings.min_free_bytes).problem()
+    if full is not None:
+        raise SystemExit(f"{full}: free space there before the run")
     from service.pipeline.registry import load_registry
 
     # Loaded once here for the models' key (and to fail early on a bad model store).
@@ -114,17 +123,28 @@ def main(argv: list[str] | None = None) -> int:
                           precision=settings.model_precision, pipeline=pipeline.name,
                           out=str(args.out.resolve()), key=key, threads=1,
                           max_series_pixels=settings.max_series_pixels,
-                          duplicates=settings.duplicate_instances)
+                          min_free_bytes=settings.min_free_bytes)
     with tqdm(total=len(todo), unit="series", file=sys.stderr) as bar:
         summary = run(todo, config, args.address, args.workers, args.cpus_per_worker,
                       args.gpus_per_worker, progress=lambda state: bar.update(1))
-    results, failures = write_tables(args.out, key, names, found.skipped)
+    try:
+        results, failures = write_tables(args.out, key, names, found.skipped)
+    except (OSError, InsufficientStorage) as exc:
+        reason = exc.message if isinstance(exc, InsufficientStorage) else exc.strerror
+        print(f"the tables could not be written in OUT ({reason}): free space there and run "
+              "again; every series' results are kept and skipped", flush=True)
+        return EXIT_OUT_FULL
     minutes = (time.perf_counter() - started) / 60.0
     print(f"done: {summary.done} analysed, {summary.refused} refused, {summary.failed} failed "
           f"this run, {summary.per_minute:.1f} series/min; {results} rows in "
           f"{args.out / 'results.parquet'}, {failures} in {args.out / 'failures.parquet'} "
           f"({minutes:.1f} min in all)", flush=True)
     lock.close()
+    if summary.no_space:
+        print(f"{summary.no_space} series were not analysed because OUT is full (rows "
+              "'insufficient_storage' where they fitted): free space there and run the same "
+              "command again; what is done is skipped", flush=True)
+        return EXIT_OUT_FULL
     return 0
 
 

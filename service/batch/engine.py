@@ -23,12 +23,15 @@ from pathlib import Path
 from service.batch.discover import SeriesFiles
 from service.batch.outputs import (
     MAX_ATTEMPTS,
+    OUTPUT_SHARE,
     count_attempt,
+    forget_attempt,
+    out_space,
     write_failure,
     write_file_failures,
     write_result,
 )
-from service.errors import ServiceError
+from service.errors import InsufficientStorage, ServiceError
 
 log = logging.getLogger("service.batch")
 
@@ -43,7 +46,7 @@ class WorkerConfig:
     key: str
     threads: int
     max_series_pixels: int
-    duplicates: str = "reject"  # DUPLICATE_INSTANCES
+    min_free_bytes: int = 0  # MIN_FREE_BYTES, kept free in OUT
 
 
 class SeriesWorker:
@@ -72,6 +75,9 @@ class SeriesWorker:
         out, key = Path(self.config.out), self.config.key
         attempts = 0  # until counted: a failure to count is a failure of this series too
         try:
+            # A full OUT: refused before the work (the run goes on; next run tries again).
+            out_space(out, self.config.min_free_bytes).check(
+                round(OUTPUT_SHARE * sum(os.path.getsize(f) for f in source["files"])))
             attempts = count_attempt(out, source["series_uid"], key)
             if attempts > MAX_ATTEMPTS:
                 write_failure(out, key, source, "worker_crashed", 500,
@@ -80,18 +86,16 @@ class SeriesWorker:
                               attempts - 1)
                 return "failed"
             # Named by their whole path: an error or a conflict names the files to look at.
-            # In arrival order, for DUPLICATE_INSTANCES' keep-first and keep-last: a file's
-            # modification time (when it was written into the archive), then its path.
-            blobs = [Blob(display_path(f), Path(f)) for f in
-                     sorted(source["files"], key=lambda f: (os.stat(f).st_mtime_ns, f))]
+            blobs = [Blob(display_path(f), Path(f)) for f in source["files"]]
             analysed = analyse_files(blobs, self.pipeline, self.config.max_series_pixels,
                                      analysis_id=f"{source['series_uid']}.{key}",
-                                     review_notes=tuple(source.get("review_notes", ())),
-                                     duplicates=self.config.duplicates)
+                                     review_notes=tuple(source.get("review_notes", ())))
             write_file_failures(out, key, source, {str(c.blob.path): (c.code, c.message)
                                                    for c in analysed.bad_copies})
             write_result(out, key, analysed.report,
                          encode_stored(analysed.report, analysed.files), source)
+        except InsufficientStorage as exc:
+            return _no_space(out, key, source, exc, attempts)
         except ServiceError as exc:
             write_failure(out, key, source, exc.code, exc.status_code, exc.message, attempts)
             return "refused" if exc.status_code < 500 else "failed"
@@ -102,6 +106,19 @@ class SeriesWorker:
                           attempts)
             return "failed"
         return "done"
+
+
+def _no_space(out: Path, key: str, source: dict, exc: InsufficientStorage,
+              attempts: int) -> str:
+    """OUT is full: a failure row saying so where one still fits (nothing of the series'
+    results is left half-written); not counted as a try, so the next run analyses it."""
+    log.warning("series not analysed: %s", exc.message)
+    forget_attempt(out, source["series_uid"], key)
+    try:
+        write_failure(out, key, source, exc.code, exc.status_code, exc.message, attempts)
+    except InsufficientStorage:
+        pass  # not even a row fits: the run's summary counts it
+    return "no_space"
 
 
 def task_of(series: SeriesFiles) -> dict:
@@ -117,11 +134,13 @@ class RunSummary:
     done: int
     refused: int
     failed: int
+    no_space: int  # not analysed: OUT was full (tried again by the next run)
     seconds: float
 
     @property
     def per_minute(self) -> float:
-        return 60.0 * (self.done + self.refused + self.failed) / max(self.seconds, 1e-9)
+        series = self.done + self.refused + self.failed + self.no_space
+        return 60.0 * series / max(self.seconds, 1e-9)
 
 
 def run(tasks: list[SeriesFiles], config: WorkerConfig, address: str | None = None,
@@ -131,9 +150,9 @@ def run(tasks: list[SeriesFiles], config: WorkerConfig, address: str | None = No
     import ray
 
     started = time.perf_counter()
-    counts = {"done": 0, "refused": 0, "failed": 0}
+    counts = {"done": 0, "refused": 0, "failed": 0, "no_space": 0}
     if not tasks:
-        return RunSummary(0, 0, 0, 0.0)
+        return RunSummary(0, 0, 0, 0, 0.0)
     if address:
         ray.init(address=address, log_to_driver=False)
     else:

@@ -8,7 +8,8 @@ written to a temporary name and renamed, the report last: its presence, with the
 instance set (:attr:`SeriesFiles.input_digest`), is what marks the series done. The tables
 are made from those files at the end of a run and describe the series of this run's
 SOURCE only (OUT keeps every report); patient names never enter them. One run at a time
-holds OUT (:func:`lock_out`).
+holds OUT (:func:`lock_out`). A full OUT leaves no half-written series: a failure row
+``insufficient_storage`` where one still fits, and the series is tried again next run.
 """
 
 from __future__ import annotations
@@ -28,13 +29,29 @@ from service import __version__
 from service.analysis import models_digest
 from service.batch.discover import Skipped, display_path, path_bytes
 from service.dicom.uids import is_uid
+from service.errors import InsufficientStorage
 from service.pipeline.registry import Pipeline
 from service.store.files import write_atomic
+from service.store.space import Space
 
 REPORT, FAILURE, ATTEMPTS = "report.json", "failure.json", "attempts"
 # Tries at one series before it is a failure (status 500) instead of another crash: a
 # series that kills its worker every time must not stop, or loop, the run.
 MAX_ATTEMPTS = 3
+# What a series leaves in OUT (its SEG: three one-bit masks a pixel; the SR and report:
+# kilobytes) is well under half its input (16-bit pixels): the space asked for before it.
+OUTPUT_SHARE = 0.5
+NO_SPACE = "insufficient_storage"
+
+
+def out_space(out: Path, min_free_bytes: int = 0) -> Space:
+    """OUT's free-space rule: a full disk is InsufficientStorage, as in the service."""
+    return Space(Path(out), f"the batch's OUT folder {display_path(out)}", min_free_bytes)
+
+
+def _write(path: Path, data: bytes) -> None:
+    with out_space(path.parent).guard(len(data)):
+        write_atomic(path, data)
 
 
 def models_key(pipeline: Pipeline) -> str:
@@ -58,17 +75,30 @@ def count_attempt(out: Path, series_uid: str, key: str) -> int:
     """One more try at a series (a worker that died mid-series leaves its count)."""
     path = Path(f"{stem(out, series_uid, key)}.{ATTEMPTS}")
     tries = int(path.read_text()) + 1 if path.exists() else 1
-    write_atomic(path, str(tries).encode())
+    _write(path, str(tries).encode())
     return tries
+
+
+def forget_attempt(out: Path, series_uid: str, key: str) -> None:
+    """A try that OUT's full disk stopped is no crash: not counted against the series."""
+    Path(f"{stem(out, series_uid, key)}.{ATTEMPTS}").unlink(missing_ok=True)
 
 
 def write_result(out: Path, key: str, report: dict, files: dict[str, bytes],
                  source: dict) -> None:
+    """The SEG, the SR, then the report (whose presence marks the series done); a full OUT
+    (InsufficientStorage) leaves neither a SEG nor an SR of this try behind."""
     base = stem(out, report["series_instance_uid"], key)
-    write_atomic(Path(f"{base}.seg.dcm"), files["seg"])
-    write_atomic(Path(f"{base}.sr.dcm"), files["sr"])
+    encoded = (Path(f"{base}.seg.dcm"), Path(f"{base}.sr.dcm"))
     row = result_row(report, source) | {"input_digest": source.get("input_digest", "")}
-    write_atomic(Path(f"{base}.{REPORT}"), json.dumps({"row": row, "report": report}).encode())
+    try:
+        _write(encoded[0], files["seg"])
+        _write(encoded[1], files["sr"])
+        _write(Path(f"{base}.{REPORT}"), json.dumps({"row": row, "report": report}).encode())
+    except InsufficientStorage:
+        for path in encoded:
+            path.unlink(missing_ok=True)
+        raise
     Path(f"{base}.{FAILURE}").unlink(missing_ok=True)
     Path(f"{base}.{ATTEMPTS}").unlink(missing_ok=True)
 
@@ -85,7 +115,7 @@ def write_failure(out: Path, key: str, source: dict, code: str, status: int, mes
            "first_file_bytes": path_bytes(first).hex(),
            "code": code, "status": status, "message": message, "attempts": attempts,
            "input_digest": source.get("input_digest", ""), "service_version": __version__}
-    write_atomic(Path(f"{stem(out, name, key)}.{FAILURE}"), json.dumps({"row": row}).encode())
+    _write(Path(f"{stem(out, name, key)}.{FAILURE}"), json.dumps({"row": row}).encode())
 
 
 def write_file_failures(out: Path, key: str, source: dict, bad: dict[str, tuple[str, str]]
@@ -113,8 +143,10 @@ def done(out: Path, key: str) -> dict[str, str]:
         finished[path.name[:-len(f".{key}.{REPORT}")]] = row.get("input_digest", "")
     for path in folder.glob(f"*.{key}.{FAILURE}"):
         row = json.loads(path.read_text())["row"]
-        # A bug or a crash (5xx) is tried again, unless it has used up its attempts.
-        if row["status"] < 500 or row.get("attempts", 0) >= MAX_ATTEMPTS:
+        # A bug or a crash (5xx) is tried again, unless it has used up its attempts; one
+        # that OUT's full disk stopped always is.
+        if row["code"] != NO_SPACE and (row["status"] < 500
+                                        or row.get("attempts", 0) >= MAX_ATTEMPTS):
             finished.setdefault(path.name[:-len(f".{key}.{FAILURE}")],
                                 row.get("input_digest", ""))
     return finished

@@ -25,13 +25,14 @@ import json
 import shutil
 import sqlite3
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from service.dicom.uids import is_uid
 from service.errors import SeriesFull
 from service.store.db import transaction
 from service.store.files import write_atomic
+from service.store.space import Space
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,6 @@ class ReceivedSeries:
     analyses: list[str]  # analysis ids, oldest first
     analysed_instances: int  # instances in the newest analysis
     error: dict | None  # {"code", "message"} of the last failure
-    # Why the newest analysis superseded the one before (an instance's later copy...).
-    note: str | None = None
-    # Instances that arrived again with other bytes since the last analysis began.
-    replaced_instances: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -57,12 +54,16 @@ class ReceivedSeries:
 class Inbox:
     _FIELDS = ("series_instance_uid", "study_instance_uid", "state", "instances",
                "first_received_at", "last_received_at", "analyses", "analysed_instances",
-               "error", "note")
+               "error")
 
-    def __init__(self, root: Path, max_instances: int | None = None) -> None:
+    def __init__(self, root: Path, max_instances: int | None = None,
+                 space: Space | None = None) -> None:
         # Without a cap one sender could fill the disk with a single series; concurrent
         # requests may pass it by a few, and claim's caller checks again before reading.
         self.max_instances = max_instances
+        # DATA_DIR's free-space rule (shared with the result store): a full disk is
+        # InsufficientStorage, and the instance is not kept.
+        self.space = space or Space(Path(root), "the STOW-RS inbox (DATA_DIR)")
         self.folder = Path(root) / "inbox"
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -80,10 +81,6 @@ class Inbox:
         if "failures" not in columns:  # an inbox made before internal errors were retried
             self._db.execute("ALTER TABLE series ADD COLUMN failures INTEGER NOT NULL "
                              "DEFAULT 0")
-        if "replaced" not in columns:  # ... or before another copy of an instance was noted
-            self._db.execute("ALTER TABLE series ADD COLUMN replaced TEXT NOT NULL "
-                             "DEFAULT '[]'")
-            self._db.execute("ALTER TABLE series ADD COLUMN note TEXT")
         # A crash mid-analysis: analyse again (the analysis itself was not stored, or was
         # stored and will be superseded by an identical one; neither loses data).
         self._db.execute("UPDATE series SET state = 'waiting' WHERE state = 'analysing'")
@@ -99,25 +96,32 @@ class Inbox:
         it: the analysis decides between them by the service's one rule
         (:mod:`service.dicom.instances`: a cut copy is a warning, different images refuse
         the series with ``conflicting_instances``), as for an upload."""
-        copy_of = None
         folder = self._series_dir(series_uid)
-        folder.mkdir(exist_ok=True)
+        with self.space.guard(len(data)):
+            folder.mkdir(exist_ok=True)
         path = _inside(folder, sop_uid, ".dcm")
         if path.exists():
             if path.read_bytes() == data:
                 return False
             digest = hashlib.sha256(data).hexdigest()[:16]
-            if any(folder.glob(f"{path.stem}.copy-*{digest}.dcm")):
-                return False  # this copy is held already
-            # Named by its receipt time: arrival order, for DUPLICATE_INSTANCES' keep-first
-            # and keep-last, survives a restart and a copy of the folder.
-            path = folder / f"{path.stem}.copy-{round(now * 1e9):019d}-{digest}.dcm"
-            copy_of = sop_uid
+            path = folder / f"{path.stem}.copy-{digest}.dcm"
+            if path.exists():
+                return False
         if self.max_instances is not None and not path.exists() \
                 and self._instances(series_uid) >= self.max_instances:
             raise SeriesFull(f"the series already holds {self.max_instances} instances, "
                              "the most one analysis reads (MAX_FILES)")
-        write_atomic(path, data)  # whole or not at all, and the rename survives a power cut
+        with self.space.guard(len(data)):
+            write_atomic(path, data)  # whole or not at all; the rename survives a power cut
+            try:
+                self._index_instance(folder, study_uid, series_uid, now)
+            except BaseException:
+                path.unlink(missing_ok=True)  # refused to the sender: not kept either
+                raise
+        return True
+
+    def _index_instance(self, folder: Path, study_uid: str, series_uid: str,
+                        now: float) -> None:
         with self._lock:
             instances = sum(1 for _ in folder.glob("*.dcm"))
             with transaction(self._db):
@@ -134,9 +138,6 @@ class Inbox:
                     self._db.execute("UPDATE series SET state = ?, instances = ?, "
                                      "last_received_at = ?, reopened = 1 WHERE "
                                      "series_instance_uid = ?", (state, instances, now, series_uid))
-        if copy_of is not None:
-            self._copy_arrived(series_uid, copy_of)
-        return True
 
     def _instances(self, series_uid: str) -> int:
         """Instances counted at the last ``add`` (the index, not another folder scan)."""
@@ -164,33 +165,11 @@ class Inbox:
             before = self._get(series_uid)
             self._db.execute("UPDATE series SET state = 'analysing', reopened = 0 WHERE "
                              "series_instance_uid = ?", (series_uid,))
-            files = sorted(self._series_dir(series_uid).glob("*.dcm"), key=arrival)
-            (replaced,) = self._db.execute("SELECT replaced FROM series WHERE "
-                                           "series_instance_uid = ?", (series_uid,)).fetchone()
-            self._db.execute("UPDATE series SET replaced = '[]' WHERE series_instance_uid = ?",
-                             (series_uid,))
-        if before is not None:
-            before = replace(before, replaced_instances=tuple(json.loads(replaced)))
+            files = sorted(self._series_dir(series_uid).glob("*.dcm"))
         return files, before
 
-    def finish(self, series_uid: str, analysis_id: str, instances: int,
-               note: str | None = None) -> None:
-        """Done with ``analysis_id``; ``note`` says why it supersedes the one before."""
+    def finish(self, series_uid: str, analysis_id: str, instances: int) -> None:
         self._end(series_uid, "done", analysis_id=analysis_id, instances=instances)
-        with self._lock:
-            self._db.execute("UPDATE series SET note = ? WHERE series_instance_uid = ?",
-                             (note, series_uid))
-
-    def _copy_arrived(self, series_uid: str, sop_uid: str) -> None:
-        """Note an instance held already that arrived again with other bytes: the next
-        analysis says so (with keep-last it uses this copy, and supersedes the last)."""
-        with self._lock, transaction(self._db):
-            (replaced,) = self._db.execute("SELECT replaced FROM series WHERE "
-                                           "series_instance_uid = ?", (series_uid,)).fetchone()
-            uids = json.loads(replaced)
-            if sop_uid not in uids:
-                self._db.execute("UPDATE series SET replaced = ? WHERE series_instance_uid = ?",
-                                 (json.dumps([*uids, sop_uid]), series_uid))
 
     def retry_later(self, series_uid: str, now: float, max_failures: int) -> bool:
         """After an internal error: wait again (analysed after the quiet period) unless it
@@ -207,6 +186,14 @@ class Inbox:
                              "last_received_at = ? WHERE series_instance_uid = ?",
                              (failures + 1, now, series_uid))
             return True
+
+    def postpone(self, series_uid: str, code: str, message: str) -> None:
+        """Back to waiting, not a failure (the store is full, the encoder's queue too): it
+        is analysed once they have room; ``GET /v1/series/{uid}`` says why it waits."""
+        with self._lock:
+            self._db.execute("UPDATE series SET state = 'waiting', error = ? WHERE "
+                             "series_instance_uid = ?",
+                             (json.dumps({"code": code, "message": message}), series_uid))
 
     def fail(self, series_uid: str, code: str, message: str) -> None:
         self._end(series_uid, "failed", error={"code": code, "message": message})
@@ -260,17 +247,6 @@ class Inbox:
 
     def close(self) -> None:
         self._db.close()
-
-
-def arrival(path: Path) -> tuple[str, int]:
-    """Sort key of an instance's copies in arrival order: the first copy (``UID.dcm``),
-    then later ones by the receipt time in their name (``UID.copy-NS-DIGEST.dcm``; those
-    kept before names carried it, by modification time)."""
-    uid, _, rest = path.name.removesuffix(".dcm").partition(".copy-")
-    if not rest:
-        return uid, 0
-    stamp = rest.split("-")[0]
-    return uid, int(stamp) if len(stamp) == 19 and stamp.isdigit() else path.stat().st_mtime_ns
 
 
 def _inside(folder: Path, uid: str, suffix: str = "") -> Path:

@@ -13,7 +13,7 @@ import time
 import pydicom
 
 from service.config import Settings
-from service.errors import PushError
+from service.errors import InsufficientStorage, PushError
 from service.pacs.dicomweb import dicomweb_client
 from service.store.results import ResultStore
 
@@ -41,22 +41,34 @@ def push_analysis(store: ResultStore, analysis_id: str, destination: str,
 
 def push_due(store: ResultStore, settings: Settings) -> int:
     """Attempt every push whose time has come and whose SEG and SR are encoded; returns how
-    many were attempted (one not yet encoded waits, without counting as an attempt)."""
+    many were attempted (one not yet encoded waits, without counting as an attempt; so does
+    one whose SEG and SR wait for space in a full store). A full store that cannot record
+    an outcome ends the round: the push stays queued and is made again (the same
+    instances), so nothing is lost."""
     due = [(analysis_id, destination) for analysis_id, destination
            in store.pushes_due(time.time()) if store.encoding_state(analysis_id) == "done"]
-    for analysis_id, destination in due:
-        try:
-            push_analysis(store, analysis_id, destination, settings)
-        except PushError as exc:
-            log.warning("store-back of analysis %s to %s failed: %s", analysis_id,
-                        destination, exc)
-            store.push_failed(analysis_id, time.time(), str(exc),
-                              settings.store_back_first_retry_s, settings.store_back_max_retry_s)
-        except Exception as exc:  # noqa: BLE001 - recorded and retried, never lost
-            log.exception("store-back of analysis %s: internal error", analysis_id)
-            store.push_failed(analysis_id, time.time(), f"internal error: {exc}",
-                              settings.store_back_first_retry_s, settings.store_back_max_retry_s)
-        else:
-            log.info("store-back of analysis %s to %s done", analysis_id, destination)
-            store.push_succeeded(analysis_id, time.time())
+    try:
+        for analysis_id, destination in due:
+            _push_one(store, analysis_id, destination, settings)
+    except InsufficientStorage as exc:
+        log.warning("store-back waits for space to record its outcome: %s", exc.message)
     return len(due)
+
+
+def _push_one(store: ResultStore, analysis_id: str, destination: str,
+              settings: Settings) -> None:
+    """One push and its outcome recorded (InsufficientStorage: not recorded)."""
+    try:
+        push_analysis(store, analysis_id, destination, settings)
+    except PushError as exc:
+        log.warning("store-back of analysis %s to %s failed: %s", analysis_id,
+                    destination, exc)
+        store.push_failed(analysis_id, time.time(), str(exc),
+                          settings.store_back_first_retry_s, settings.store_back_max_retry_s)
+    except Exception as exc:  # noqa: BLE001 - recorded and retried, never lost
+        log.exception("store-back of analysis %s: internal error", analysis_id)
+        store.push_failed(analysis_id, time.time(), f"internal error: {exc}",
+                          settings.store_back_first_retry_s, settings.store_back_max_retry_s)
+    else:
+        log.info("store-back of analysis %s to %s done", analysis_id, destination)
+        store.push_succeeded(analysis_id, time.time())

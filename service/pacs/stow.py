@@ -14,14 +14,14 @@ Failure reasons (PS3.4 storage status codes, as PS3.18 uses them):
 0xC122 transfer syntax not supported: no decoder here
 0xA900 data set does not match: no pixel data, no series/study UID,
        or a study other than the one in the URL
-0xA700 out of resources: a limit of this server (MAX_FILES per series)
+0xA700 out of resources: a limit of this server (MAX_FILES per series), or
+       the disk filled up during the request (sent again once space is freed)
 0x0110 processing failure: could not be stored (a bug or the disk)
 ====== =========================================================
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from service.dicom.ingest import Blob, read_dataset
-from service.errors import InputError, Refused, SeriesFull
+from service.errors import InputError, InsufficientStorage, Refused, SeriesFull
 from service.pacs.inbox import Inbox
 from service.pipeline.volume import is_mr_image
 
@@ -56,6 +56,7 @@ class Kept:
 class StowOutcome:
     stored: list[Kept] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
+    out_of_space: bool = False  # some refused because the disk filled up: retry later
 
     @property
     def status_code(self) -> int:
@@ -128,11 +129,15 @@ def receive(blobs: list[Blob], study_uid: str | None, inbox: Inbox) -> StowOutco
         except ValueError as exc:  # a UID that is not one: never make it a path
             outcome.refused.append(Refused(DOES_NOT_MATCH, str(exc), sop_class, sop_instance))
             continue
+        except InsufficientStorage as exc:  # the inbox translated ENOSPC/EDQUOT
+            outcome.refused.append(Refused(OUT_OF_RESOURCES, exc.message, sop_class,
+                                           sop_instance))
+            outcome.out_of_space = True
+            continue
         except OSError as exc:
             log.error("STOW-RS: instance could not be written: %s", exc.strerror)
-            reason = OUT_OF_RESOURCES if exc.errno == errno.ENOSPC else PROCESSING_FAILURE
-            outcome.refused.append(Refused(reason, "could not be written", sop_class,
-                                           sop_instance))
+            outcome.refused.append(Refused(PROCESSING_FAILURE, "could not be written",
+                                           sop_class, sop_instance))
             continue
         outcome.stored.append(Kept(sop_class, sop_instance, str(ds.SeriesInstanceUID)))
     return outcome

@@ -24,6 +24,7 @@ from pathlib import Path
 from service.errors import NotFound
 from service.store.db import transaction
 from service.store.files import fsync_dir, write_atomic
+from service.store.space import Space
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "arrays.npz",
@@ -38,15 +39,22 @@ ENCODED = ("seg", "sr")
 IDENTITY = ("patient_name", "patient_id", "study_date", "series_description")
 
 
+# The SEG and SR's share of what an analysis stores before its answer (arrays, headers):
+# checked for with the analysis, so that its encoding finds room.
+ENCODED_SHARE = 0.25
+
 RECENT = ("id", "created_at", "pipeline", "series_instance_uid", "scar_percent", "verdict",
           *IDENTITY)
 
 
 class ResultStore:
-    def __init__(self, root: Path, push_to: str | None = None) -> None:
-        """``push_to``: the DICOMweb destination, for analyses recovered at start."""
+    def __init__(self, root: Path, push_to: str | None = None,
+                 space: Space | None = None) -> None:
+        """``push_to``: the DICOMweb destination, for analyses recovered at start;
+        ``space``: the free space rule of ``root``'s filesystem (none kept by default)."""
         self.root = Path(root)
         self.push_to = push_to
+        self.space = space or Space(self.root, "the result store (DATA_DIR)")
         self.analyses = self.root / "analyses"
         self.staging = self.root / "staging"
         self.analyses.mkdir(parents=True, exist_ok=True)
@@ -105,36 +113,58 @@ class ResultStore:
                                      (report["id"], push_to))
 
     def save(self, report: dict, files: dict[str, bytes], push_to: str | None = None) -> None:
-        """Write every file of one analysis, then make it visible (and queue its push) at once."""
+        """Write every file of one analysis, then make it visible (and queue its push) at once.
+
+        InsufficientStorage when the disk cannot take it (checked first, so most refusals
+        write nothing): then nothing of it is left, in staging, the folder or the index.
+        """
         analysis_id = report["id"]
         tmp = self.staging / analysis_id
-        tmp.mkdir()
         payloads = {FILES["report"]: json.dumps(report).encode()} | {
             FILES[key]: data for key, data in files.items()}
-        for name, data in payloads.items():
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, self.analyses / analysis_id)
-        fsync_dir(self.analyses)
-        identity = json.loads(files["identity"]) if "identity" in files else {}
-        self._index(report, identity, push_to)
+        needed = int(sum(len(data) for data in payloads.values()) * (1 + ENCODED_SHARE))
+        self.space.check(needed)
+        placed = False
+        try:
+            with self.space.guard(needed):
+                tmp.mkdir()
+                for name, data in payloads.items():
+                    with open(tmp / name, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                os.replace(tmp, self.analyses / analysis_id)
+                placed = True
+                fsync_dir(self.analyses)
+                identity = json.loads(files["identity"]) if "identity" in files else {}
+                self._index(report, identity, push_to)
+        except BaseException:
+            # Not answered: a folder left in place would be indexed at the next start.
+            if placed:
+                os.replace(self.analyses / analysis_id, tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def _write_into(self, analysis_id: str, files: dict[str, bytes]) -> bool:
         """Add files to a stored analysis, each whole or not at all, in the given order;
         False when the analysis is gone (deleted while it was encoded): its folder is not
         made again."""
         try:
-            for kind, data in files.items():
-                write_atomic(self.analyses / analysis_id / FILES[kind], data, make_folder=False)
+            with self.space.guard(sum(len(data) for data in files.values())):
+                for kind, data in files.items():
+                    write_atomic(self.analyses / analysis_id / FILES[kind], data,
+                                 make_folder=False)
         except FileNotFoundError:
             return False
         return True
 
     def save_encoded(self, analysis_id: str, files: dict[str, bytes]) -> bool:
-        """The SEG and SR of a stored analysis (the SR last: it marks the encoding done)."""
-        return self._write_into(analysis_id, {kind: files[kind] for kind in ENCODED})
+        """The SEG and SR of a stored analysis (the SR last: it marks the encoding done);
+        InsufficientStorage when the disk is full (a SEG without its SR is never served)."""
+        written = self._write_into(analysis_id, {kind: files[kind] for kind in ENCODED})
+        # A bug's error of an earlier try (a restart tries those again) is now out of date.
+        (self.analyses / analysis_id / FILES["encoding_error"]).unlink(missing_ok=True)
+        return written
 
     def save_spread(self, analysis_id: str, data: bytes) -> bool:
         """The viewer's layer of where the networks disagree, made when first asked for."""
@@ -145,24 +175,33 @@ class ResultStore:
         return self._write_into(analysis_id, {"encoding_error": json.dumps(body).encode()})
 
     @staticmethod
-    def _encoding_settled(folder: Path) -> bool:
-        """The SR is written (the encoding's last file) or no SEG and SR can be made."""
-        return (folder / FILES["sr"]).exists() or (folder / FILES["encoding_error"]).exists()
+    def _encoding_settled(folder: Path, retry_bugs: bool = False) -> bool:
+        """The SR is written (the encoding's last file) or no SEG and SR can be made; with
+        ``retry_bugs``, one given up on for a bug (status 500) is not settled (a start
+        tries it again: the bug may be mended)."""
+        if (folder / FILES["sr"]).exists():
+            return True
+        error = folder / FILES["encoding_error"]
+        if not error.exists():
+            return False
+        return not retry_bugs or json.loads(error.read_text()).get("status", 422) < 500
 
     def encoding_state(self, analysis_id: str) -> str | dict:
-        """"done", "pending", or the error body saying why there is no SEG and SR."""
+        """"done", "pending", or the error body saying why there is no SEG and SR (with
+        its HTTP "status": 422 the input's doing, 500 a bug)."""
         folder = self.path(analysis_id, "report").parent
         if not self._encoding_settled(folder):
             return "pending"
-        error = folder / FILES["encoding_error"]
-        return json.loads(error.read_text()) if error.exists() else "done"
+        if (folder / FILES["sr"]).exists():
+            return "done"
+        return {"status": 422} | json.loads((folder / FILES["encoding_error"]).read_text())
 
     def encoder_inputs(self, analysis_id: str) -> tuple[dict, dict[str, bytes]] | None:
         """The report and the stored files the SEG and SR are made of; None when the
         analysis is gone or needs no encoding."""
         folder = self.analyses / analysis_id
         try:
-            if self._encoding_settled(folder):
+            if self._encoding_settled(folder, retry_bugs=True):
                 return None
             report = json.loads((folder / FILES["report"]).read_text())
             return report, {kind: (folder / FILES[kind]).read_bytes()
@@ -177,7 +216,7 @@ class ResultStore:
             ids = [row[0] for row in self._db.execute(
                 "SELECT id FROM analyses ORDER BY created_at")]
         return [i for i in ids if (self.analyses / i / FILES["sources"]).exists()
-                and not self._encoding_settled(self.analyses / i)]
+                and not self._encoding_settled(self.analyses / i, retry_bugs=True)]
 
     def has(self, analysis_id: str, kind: str) -> bool:
         return (self.analyses / analysis_id / FILES[kind]).exists()
@@ -250,7 +289,7 @@ class ResultStore:
                 "next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?", (now, limit)).fetchall()
 
     def push_succeeded(self, analysis_id: str, now: float) -> None:
-        with self._lock:
+        with self._lock, self.space.guard():
             self._db.execute("UPDATE pushes SET status = 'done', attempts = attempts + 1, "
                              "last_attempt_at = ?, done_at = ?, last_error = NULL WHERE id = ?",
                              (now, now, analysis_id))
@@ -258,7 +297,7 @@ class ResultStore:
     def push_failed(self, analysis_id: str, now: float, error: str, first_retry_s: float,
                     max_retry_s: float) -> None:
         """Record the failure and schedule the next attempt (exponential back-off, capped)."""
-        with self._lock:
+        with self._lock, self.space.guard():
             (attempts,) = self._db.execute("SELECT attempts FROM pushes WHERE id = ?",
                                            (analysis_id,)).fetchone()
             delay = min(max_retry_s, first_retry_s * 2.0 ** attempts)

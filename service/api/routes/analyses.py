@@ -5,6 +5,7 @@ the pipelines that make them.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import uuid
 from typing import Annotated
@@ -16,7 +17,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from service.analysis import analyse_and_store, identity_of, limits_of
-from service.api.deps import UPLOAD_BODY, read_body, registry_of, require_api_key
+from service.api.deps import (
+    UPLOAD_BODY,
+    declared_length,
+    read_body,
+    registry_of,
+    require_api_key,
+    room_for_upload,
+)
 from service.api.metrics import run_counted
 from service.api.schemas import AnalysisSummary, PipelineInfo
 from service.api.shutdown import finished_in_time, taking_work
@@ -24,7 +32,15 @@ from service.config import Settings
 from service.dicom.ingest import Spool, split_body
 from service.dicom.uids import is_uid
 from service.encoding import disagreement
-from service.errors import InputError, NotEncodedYet, NotFound, Overloaded, ServiceError
+from service.errors import (
+    InputError,
+    InsufficientStorage,
+    InternalFailure,
+    NotEncodedYet,
+    NotFound,
+    Overloaded,
+    ServiceError,
+)
 from service.pipeline.report import Report
 from service.store.results import ResultStore
 from service.viewer.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
@@ -72,17 +88,24 @@ async def create_analysis(
         raise InputError(f"unknown pipeline {name!r}; choose one of "
                          f"{sorted(registry.pipelines)}", code="unknown_pipeline")
     settings: Settings = request.app.state.settings
+    store: ResultStore = request.app.state.store
+    # Refused before anything is read or written: a full store (507), a full encoder queue.
+    room_for_upload(store, settings, declared_length(request))
+    request.app.state.encoder.check_room()
     slots: asyncio.Semaphore = request.app.state.slots
     if slots.locked():
         raise Overloaded(f"{settings.max_concurrent_analyses} analyses are already running; "
                          "try again shortly")
     await slots.acquire()
     handed_over = False
-    spool, work = Spool(settings.spool_dir), None
+    spool, work = None, None
     try:
-        body = await read_body(request, settings, spool)
-        blobs = await run_in_threadpool(split_body, request.headers.get("content-type"), body,
-                                        limits_of(settings), spool)
+        with store.space.guard():  # the spool is on DATA_DIR too: a full disk is 507
+            spool = Spool(settings.spool_dir)
+            body = await read_body(request, settings, spool)
+            room_for_upload(store, settings, body.stat().st_size)
+            blobs = await run_in_threadpool(split_body, request.headers.get("content-type"),
+                                            body, limits_of(settings), spool)
         analysis_id = uuid.uuid4().hex
         work = asyncio.ensure_future(run_counted(
             request.app.state.metrics, name, analyse_and_store, blobs,
@@ -106,7 +129,7 @@ async def create_analysis(
     finally:
         if not handed_over:
             slots.release()
-        if work is None:  # refused before the work began: nothing else will remove them
+        if work is None and spool is not None:  # refused before the work began
             spool.close()
     return JSONResponse(report, status_code=201,
                         headers={"Location": f"/v1/analyses/{report['id']}"})
@@ -180,6 +203,9 @@ async def _encoded(request: Request, analysis_id: str, kind: str) -> FileRespons
         waited += ENCODING_POLL_S
     if state != "done":
         error = state["error"]
+        if state["status"] >= 500:  # a bug, retried and given up on: its logged error id
+            raise InternalFailure(f"no {kind.upper()} could be made of analysis "
+                                  f"{analysis_id}: {error['message']}", error_id=error["id"])
         raise InputError(f"no {kind.upper()} could be made of this analysis: "
                          f"{error['message']}", code=error["code"], status_code=422)
     return FileResponse(store.path(analysis_id, kind), media_type="application/dicom",
@@ -252,7 +278,11 @@ def _spread(request: Request, analysis_id: str) -> np.ndarray:
         if data is None:
             raise NotFound("no layer of where the networks disagree can be made for this "
                            "analysis (stored before 0.4.0, or its pipeline is no longer served)")
-        store.save_spread(analysis_id, data)
+        try:
+            store.save_spread(analysis_id, data)
+        except InsufficientStorage:  # a full store: drawn this once, kept another time
+            with np.load(io.BytesIO(data)) as made:
+                return made["spread"]
     with np.load(store.path(analysis_id, "spread")) as data:
         return data["spread"]
 

@@ -11,7 +11,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from service.analysis import limits_of
-from service.api.deps import UPLOAD_BODY, read_body, require_api_key
+from service.api.deps import (
+    UPLOAD_BODY,
+    declared_length,
+    read_body,
+    require_api_key,
+    room_for_upload,
+)
 from service.api.metrics import Metrics
 from service.api.schemas import ReceivedSeriesState
 from service.api.shutdown import taking_work
@@ -20,6 +26,7 @@ from service.dicom.ingest import Spool, stow_parts
 from service.dicom.uids import is_uid
 from service.errors import NotFound
 from service.pacs.stow import receive, response
+from service.store.space import RETRY_AFTER_S
 
 log = logging.getLogger("service")
 
@@ -35,8 +42,12 @@ STOW_RESPONSES = {200: {"content": {"application/dicom+json": {}},
 
 async def _stow(request: Request, study_uid: str | None) -> JSONResponse:
     settings: Settings = request.app.state.settings
-    with Spool(settings.spool_dir) as spool:
+    store = request.app.state.store
+    # A full store: 507 before anything is read or kept (a PACS retries the whole request).
+    room_for_upload(store, settings, declared_length(request))
+    with store.space.guard(), Spool(settings.spool_dir) as spool:
         body = await read_body(request, settings, spool)
+        room_for_upload(store, settings, body.stat().st_size)
         # Parsing is synchronous and takes time on a large body: never on the event loop.
         blobs = await run_in_threadpool(stow_parts, request.headers.get("content-type"), body,
                                         limits_of(settings), spool)
@@ -51,6 +62,8 @@ async def _stow(request: Request, study_uid: str | None) -> JSONResponse:
     messages = sorted({r.message for r in outcome.refused})[:5]
     headers = {"Warning": ", ".join(f'299 dblge-scar "{m}"'.replace("\n", " ")
                                     for m in messages)} if messages else {}
+    if outcome.out_of_space:  # the disk filled up mid-request: the refused ones, again later
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     return JSONResponse(response(outcome), status_code=outcome.status_code,
                         media_type="application/dicom+json", headers=headers)
 

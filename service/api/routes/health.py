@@ -62,7 +62,12 @@ def readyz(request: Request) -> JSONResponse:
     registry = request.app.state.registry
     if registry is None:
         return JSONResponse({"status": "not_ready", "models": []}, status_code=503)
-    return JSONResponse({"status": "ready", "models": [
-        {"name": m.name, "version": m.version, "sha256": m.sha256,
-         "execution_provider": m.execution_provider, "precision": m.precision}
-        for m in registry.loaded]})
+    models = [{"name": m.name, "version": m.version, "sha256": m.sha256,
+               "execution_provider": m.execution_provider, "precision": m.precision}
+              for m in registry.loaded]
+    # A store that cannot take a series: not ready until space is freed (checked each time).
+    full = request.app.state.store.space.problem()
+    if full is not None:
+        return JSONResponse({"status": "not_ready", "reason": full, "models": models},
+                            status_code=503)
+    return JSONResponse({"status": "ready", "models": models})
