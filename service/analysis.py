@@ -25,7 +25,7 @@ import pydicom
 from service.config import Settings
 from service.dicom.headers import pack_headers
 from service.dicom.ingest import Blob, Limits
-from service.dicom.instances import BadCopy, one_copy_each
+from service.dicom.instances import BadCopy, Duplicates, one_copy_each
 from service.dicom.seg import build_seg, check_referencable, distinct_datasets
 from service.dicom.sr import build_sr
 from service.dicom.synthetic import warmup_series
@@ -256,17 +256,19 @@ class FilesAnalysis:
 
 def analyse_files(blobs: list[Blob], pipeline: Pipeline, max_series_pixels: int,
                   notes: tuple[str, ...] = (), analysis_id: str | None = None,
-                  review_notes: tuple[str, ...] = ()) -> FilesAnalysis:
+                  review_notes: tuple[str, ...] = (), duplicates: Duplicates = "reject"
+                  ) -> FilesAnalysis:
     """One series' files to its report and the files to keep.
 
     What an upload, a series received by STOW-RS and the batch command all run,
     so that they give the same answers, duplicated instances included
     (:func:`service.dicom.instances.one_copy_each`). ``notes`` become warnings;
     ``review_notes`` reasons for review (the batch: files beside the series it could
-    not read).
+    not read). ``blobs`` in arrival order, which ``duplicates`` (DUPLICATE_INSTANCES) may
+    consult.
     """
     started = time.perf_counter()
-    instances = one_copy_each(blobs, max_series_pixels)
+    instances = one_copy_each(blobs, max_series_pixels, duplicates)
     volume = build_volume(instances.datasets)
     if notes or instances.warnings:
         volume = replace(volume, warnings=[*notes, *instances.warnings, *volume.warnings])
@@ -293,7 +295,7 @@ def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
     cannot take the series (nothing of it kept)."""
     with encoder.place() if encoder is not None else nullcontext():
         analysed = analyse_files(blobs, pipeline, settings.max_series_pixels, notes,
-                                 analysis_id)
+                                 analysis_id, duplicates=settings.duplicate_instances)
         report, files = analysed.report, analysed.files
         if fingerprint:
             report["input_fingerprint"] = fingerprint

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Compose's stop_grace_period must be longer (docker-compose.yml; docs/api.md).
     shutdown_grace_s: float = Field(30.0, ge=0, description="longest a stop waits for "
                                     "analyses and encodings in flight")
+    # A second, different image of one SOP instance (CONTRACT.md, "Errors"): refuse the
+    # series, or keep the copy that arrived first or last (service/dicom/instances.py).
+    duplicate_instances: Literal["reject", "keep-first", "keep-last"] = "reject"
     # STOW-RS: a received series is analysed once no instance of it has arrived
     # for this long (PACS send a series in one or several requests).
     stow_quiet_period_s: float = Field(10.0, ge=0)

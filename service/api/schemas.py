@@ -53,3 +53,6 @@ class ReceivedSeriesState(BaseModel):
     analyses: list[str] = Field(description="analysis ids, oldest first; the last is current")
     analysed_instances: int
     error: dict | None = Field(None, description="{code, message} of the last failure")
+    note: str | None = Field(None, description="why the newest analysis supersedes the one "
+                             "before (more instances, or an instance sent again with another "
+                             "image: DUPLICATE_INSTANCES)")

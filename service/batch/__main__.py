@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                           precision=settings.model_precision, pipeline=pipeline.name,
                           out=str(args.out.resolve()), key=key, threads=1,
                           max_series_pixels=settings.max_series_pixels,
+                          duplicates=settings.duplicate_instances,
                           min_free_bytes=settings.min_free_bytes)
     with tqdm(total=len(todo), unit="series", file=sys.stderr) as bar:
         summary = run(todo, config, args.address, args.workers, args.cpus_per_worker,

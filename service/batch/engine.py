@@ -46,6 +46,7 @@ class WorkerConfig:
     key: str
     threads: int
     max_series_pixels: int
+    duplicates: str = "reject"  # DUPLICATE_INSTANCES
     min_free_bytes: int = 0  # MIN_FREE_BYTES, kept free in OUT
 
 
@@ -86,10 +87,14 @@ class SeriesWorker:
                               attempts - 1)
                 return "failed"
             # Named by their whole path: an error or a conflict names the files to look at.
-            blobs = [Blob(display_path(f), Path(f)) for f in source["files"]]
+            # In arrival order, for DUPLICATE_INSTANCES' keep-first and keep-last: a file's
+            # modification time (when it was written into the archive), then its path.
+            blobs = [Blob(display_path(f), Path(f)) for f in
+                     sorted(source["files"], key=lambda f: (os.stat(f).st_mtime_ns, f))]
             analysed = analyse_files(blobs, self.pipeline, self.config.max_series_pixels,
                                      analysis_id=f"{source['series_uid']}.{key}",
-                                     review_notes=tuple(source.get("review_notes", ())))
+                                     review_notes=tuple(source.get("review_notes", ())),
+                                     duplicates=self.config.duplicates)
             write_file_failures(out, key, source, {str(c.blob.path): (c.code, c.message)
                                                    for c in analysed.bad_copies})
             write_result(out, key, analysed.report,

@@ -9,11 +9,16 @@ alike (CONTRACT.md, "Errors"):
 - where only one copy decodes, it is used; each bad copy is a warning and a
   :class:`BadCopy` (the batch writes it as a file-level failure row);
 - two decodable copies whose pixel data differ refuse the series
-  (``conflicting_instances``): the service must not guess which image was meant;
+  (``conflicting_instances``): the service must not guess which image was meant,
+  unless ``DUPLICATE_INSTANCES`` says ``keep-first`` or ``keep-last`` (a PACS that
+  sends a corrected image again): then the copy that arrived first or last is used, and
+  a warning names the instance and the copies ignored;
 - an instance with no good copy is refused, naming the file.
 
-Which copy is used never depends on the order of the files: among equal
-copies, the one with the smallest content digest.
+Arrival is the order of the blobs given: the parts of one upload (a zip's members in the
+archive's order), STOW-RS's receipt order (:meth:`service.pacs.inbox.Inbox.claim`), the
+batch's file modification times. Nothing else depends on it: among copies with the same
+pixels, the one with the smallest content digest is used, whatever the order.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Literal
 
 import numpy as np
 import pydicom
@@ -30,6 +36,9 @@ from service.errors import ConflictingInstances, InputError
 from service.pipeline.volume import decode_pixels
 
 BROKEN = "corrupt_dicom"
+# DUPLICATE_INSTANCES: what two different images of one instance mean.
+Duplicates = Literal["reject", "keep-first", "keep-last"]
+DUPLICATE_RULES = ("reject", "keep-first", "keep-last")
 
 
 @dataclass(frozen=True)
@@ -117,26 +126,58 @@ def _same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
 
 
-def one_copy_each(blobs: list[Blob], max_pixels: int) -> Instances:
+def _images(copies: list[_Copy]) -> list[list[_Copy]]:
+    """Copies grouped by their pixels, in arrival order of each image's first copy."""
+    images: list[list[_Copy]] = []
+    for copy in copies:
+        for image in images:
+            if _same_pixels(image[0].pixels, copy.pixels):
+                image.append(copy)
+                break
+        else:
+            images.append([copy])
+    return images
+
+
+def one_copy_each(blobs: list[Blob], max_pixels: int,
+                  duplicates: Duplicates = "reject") -> Instances:
     """The series' instances, each once, decided by the module's rule.
 
-    Every file is read and decoded here; reading stops at the first instance past
-    ``max_pixels`` (413 ``series_too_large``), before its pixels are held."""
+    ``blobs`` in arrival order (it decides only between different images, with
+    ``duplicates`` keep-first or keep-last). Every file is read and decoded here; reading
+    stops at the first instance past ``max_pixels`` (413 ``series_too_large``), before its
+    pixels are held."""
+    if duplicates not in DUPLICATE_RULES:
+        raise ValueError(f"DUPLICATE_INSTANCES={duplicates!r}: one of {DUPLICATE_RULES}")
     datasets, warnings, bad = [], [], []
     for uid, copies in _read(blobs, max_pixels).items():
-        good = _in_order([c for c in copies if c.error is None])
+        arrived = [c for c in copies if c.error is None]
         broken = _in_order([c for c in copies if c.error is not None])
-        if not good:
+        if not arrived:
             raise broken[0].error
-        chosen = good[0]
-        for other in good[1:]:
-            if not _same_pixels(chosen.pixels, other.pixels):
-                first, second = sorted((chosen.blob.name, other.blob.name))
-                raise ConflictingInstances(
-                    f"instance {uid} was sent twice with different pixel data ({first} and "
-                    f"{second}); the service does not guess which image is meant: send one")
-        if len(good) > 1:
-            warnings.append(f"instance {uid} was sent more than once; the copy was ignored")
+        images = _images(arrived)
+        if len(images) > 1 and duplicates == "reject":
+            first, second = sorted((images[0][0].blob.name, images[1][0].blob.name))
+            raise ConflictingInstances(
+                f"instance {uid} was sent twice with different pixel data ({first} and "
+                f"{second}); the service does not guess which image is meant: send one (or "
+                "set DUPLICATE_INSTANCES=keep-first or keep-last to keep the copy that "
+                "arrived first or last)")
+        if len(images) > 1:
+            chosen = arrived[0] if duplicates == "keep-first" else arrived[-1]
+            ignored = sorted({c.blob.name for c in arrived if c is not chosen
+                              and not _same_pixels(c.pixels, chosen.pixels)})
+            warnings.append(
+                f"instance {uid} arrived {len(arrived)} times with {len(images)} different "
+                f"images: the copy that arrived {duplicates.removeprefix('keep-')} "
+                f"({chosen.blob.name}) was used and {', '.join(ignored)} ignored "
+                f"(DUPLICATE_INSTANCES={duplicates})")
+        else:
+            good = _in_order(arrived)
+            chosen = good[0]
+            if len(good) > 1:
+                warnings.append(f"instance {uid} was sent more than once; the copy was "
+                                "ignored")
         for copy in broken:
             warnings.append(f"instance {uid}: the copy {copy.blob.name} is truncated or "
                             "corrupt; the complete copy was used")

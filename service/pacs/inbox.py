@@ -25,7 +25,7 @@ import json
 import shutil
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from service.dicom.uids import is_uid
@@ -46,6 +46,10 @@ class ReceivedSeries:
     analyses: list[str]  # analysis ids, oldest first
     analysed_instances: int  # instances in the newest analysis
     error: dict | None  # {"code", "message"} of the last failure
+    # Why the newest analysis superseded the one before (an instance's later copy...).
+    note: str | None = None
+    # Instances that arrived again with other bytes since the last analysis began.
+    replaced_instances: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -54,7 +58,7 @@ class ReceivedSeries:
 class Inbox:
     _FIELDS = ("series_instance_uid", "study_instance_uid", "state", "instances",
                "first_received_at", "last_received_at", "analyses", "analysed_instances",
-               "error")
+               "error", "note")
 
     def __init__(self, root: Path, max_instances: int | None = None,
                  space: Space | None = None) -> None:
@@ -81,6 +85,10 @@ class Inbox:
         if "failures" not in columns:  # an inbox made before internal errors were retried
             self._db.execute("ALTER TABLE series ADD COLUMN failures INTEGER NOT NULL "
                              "DEFAULT 0")
+        if "replaced" not in columns:  # ... or before another copy of an instance was noted
+            self._db.execute("ALTER TABLE series ADD COLUMN replaced TEXT NOT NULL "
+                             "DEFAULT '[]'")
+            self._db.execute("ALTER TABLE series ADD COLUMN note TEXT")
         # A crash mid-analysis: analyse again (the analysis itself was not stored, or was
         # stored and will be superseded by an identical one; neither loses data).
         self._db.execute("UPDATE series SET state = 'waiting' WHERE state = 'analysing'")
@@ -96,6 +104,7 @@ class Inbox:
         it: the analysis decides between them by the service's one rule
         (:mod:`service.dicom.instances`: a cut copy is a warning, different images refuse
         the series with ``conflicting_instances``), as for an upload."""
+        copy_of = None
         folder = self._series_dir(series_uid)
         with self.space.guard(len(data)):
             folder.mkdir(exist_ok=True)
@@ -104,9 +113,12 @@ class Inbox:
             if path.read_bytes() == data:
                 return False
             digest = hashlib.sha256(data).hexdigest()[:16]
-            path = folder / f"{path.stem}.copy-{digest}.dcm"
-            if path.exists():
-                return False
+            if any(folder.glob(f"{path.stem}.copy-*{digest}.dcm")):
+                return False  # this copy is held already
+            # Named by its receipt time: arrival order, for DUPLICATE_INSTANCES' keep-first
+            # and keep-last, survives a restart and a copy of the folder.
+            path = folder / f"{path.stem}.copy-{round(now * 1e9):019d}-{digest}.dcm"
+            copy_of = sop_uid
         if self.max_instances is not None and not path.exists() \
                 and self._instances(series_uid) >= self.max_instances:
             raise SeriesFull(f"the series already holds {self.max_instances} instances, "
@@ -118,6 +130,8 @@ class Inbox:
             except BaseException:
                 path.unlink(missing_ok=True)  # refused to the sender: not kept either
                 raise
+        if copy_of is not None:
+            self._copy_arrived(series_uid, copy_of)
         return True
 
     def _index_instance(self, folder: Path, study_uid: str, series_uid: str,
@@ -165,11 +179,33 @@ class Inbox:
             before = self._get(series_uid)
             self._db.execute("UPDATE series SET state = 'analysing', reopened = 0 WHERE "
                              "series_instance_uid = ?", (series_uid,))
-            files = sorted(self._series_dir(series_uid).glob("*.dcm"))
+            files = sorted(self._series_dir(series_uid).glob("*.dcm"), key=arrival)
+            (replaced,) = self._db.execute("SELECT replaced FROM series WHERE "
+                                           "series_instance_uid = ?", (series_uid,)).fetchone()
+            self._db.execute("UPDATE series SET replaced = '[]' WHERE series_instance_uid = ?",
+                             (series_uid,))
+        if before is not None:
+            before = replace(before, replaced_instances=tuple(json.loads(replaced)))
         return files, before
 
-    def finish(self, series_uid: str, analysis_id: str, instances: int) -> None:
+    def finish(self, series_uid: str, analysis_id: str, instances: int,
+               note: str | None = None) -> None:
+        """Done with ``analysis_id``; ``note`` says why it supersedes the one before."""
         self._end(series_uid, "done", analysis_id=analysis_id, instances=instances)
+        with self._lock:
+            self._db.execute("UPDATE series SET note = ? WHERE series_instance_uid = ?",
+                             (note, series_uid))
+
+    def _copy_arrived(self, series_uid: str, sop_uid: str) -> None:
+        """Note an instance held already that arrived again with other bytes: the next
+        analysis says so (with keep-last it uses this copy, and supersedes the last)."""
+        with self._lock, transaction(self._db):
+            (replaced,) = self._db.execute("SELECT replaced FROM series WHERE "
+                                           "series_instance_uid = ?", (series_uid,)).fetchone()
+            uids = json.loads(replaced)
+            if sop_uid not in uids:
+                self._db.execute("UPDATE series SET replaced = ? WHERE series_instance_uid = ?",
+                                 (json.dumps([*uids, sop_uid]), series_uid))
 
     def retry_later(self, series_uid: str, now: float, max_failures: int) -> bool:
         """After an internal error: wait again (analysed after the quiet period) unless it
@@ -247,6 +283,17 @@ class Inbox:
 
     def close(self) -> None:
         self._db.close()
+
+
+def arrival(path: Path) -> tuple[str, int]:
+    """Sort key of an instance's copies in arrival order: the first copy (``UID.dcm``),
+    then later ones by the receipt time in their name (``UID.copy-NS-DIGEST.dcm``; those
+    kept before names carried it, by modification time)."""
+    uid, _, rest = path.name.removesuffix(".dcm").partition(".copy-")
+    if not rest:
+        return uid, 0
+    stamp = rest.split("-")[0]
+    return uid, int(stamp) if len(stamp) == 19 and stamp.isdigit() else path.stat().st_mtime_ns
 
 
 def _inside(folder: Path, uid: str, suffix: str = "") -> Path:

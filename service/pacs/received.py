@@ -16,7 +16,7 @@ from service.config import Settings
 from service.dicom.ingest import Blob
 from service.encoding import Encoder
 from service.errors import InputError, Overloaded
-from service.pacs.inbox import Inbox
+from service.pacs.inbox import Inbox, ReceivedSeries
 from service.pipeline.registry import Pipeline
 from service.store.results import ResultStore
 
@@ -47,10 +47,7 @@ def analyse_received(series_uid: str, inbox: Inbox, pipeline: Pipeline, settings
     files = [Blob(path.name, path) for path in paths]
     notes = ()
     if before is not None and before.analyses:
-        notes = (f"this series was analysed before (analysis {before.analyses[-1]}, "
-                 f"{before.analysed_instances} instances); more instances arrived afterwards, "
-                 f"so it was analysed again with all {len(files)} and this analysis "
-                 "supersedes that one",)
+        notes = (supersedes(before, len(files), settings.duplicate_instances),)
     try:
         _within_limits(files, settings)
         # A full store: the series waits (checked before the analysis' work, not after).
@@ -84,4 +81,21 @@ def analyse_received(series_uid: str, inbox: Inbox, pipeline: Pipeline, settings
             inbox.fail(series_uid, "internal", f"the analysis failed inside the service "
                        f"{MAX_INTERNAL_FAILURES} times; see the service log")
         return
-    inbox.finish(series_uid, report["id"], len(files))
+    inbox.finish(series_uid, report["id"], len(files), notes[0] if notes else None)
+
+
+def supersedes(before: ReceivedSeries, files: int, duplicates: str) -> str:
+    """Why a series analysed before is analysed again: the new report's warning and the
+    series' status say it."""
+    said = (f"this series was analysed before (analysis {before.analyses[-1]}, "
+            f"{before.analysed_instances} instances)")
+    if before.replaced_instances:
+        rule = {"keep-last": "the copy that arrived last is used",
+                "keep-first": "the copy that arrived first is still used",
+                "reject": "two different images of one instance refuse the series"}
+        return (f"{said}; afterwards instance {', '.join(before.replaced_instances)} arrived "
+                f"again with other bytes (DUPLICATE_INSTANCES={duplicates}: "
+                f"{rule[duplicates]}), so it was analysed again with all {files} files and "
+                "this analysis supersedes that one")
+    return (f"{said}; more instances arrived afterwards, so it was analysed again with all "
+            f"{files} and this analysis supersedes that one")
