@@ -89,7 +89,7 @@ def test_the_tree_names_its_parts_and_the_tests_mirror_it() -> None:
         assert doc and "import" in doc, part  # what it owns and what it may import
         assert list((ROOT / "tests" / "service" / part).glob("test_*.py")), part
     assert sorted(p.parent.name for p in (ROOT / "training").glob("*/__init__.py")) == \
-        ["data", "evaluation", "nets"]
+        ["data", "evaluation", "nets", "studies"]
     for folder in (ROOT / "tests").rglob("test_*.py"):
         relative = folder.parent.relative_to(ROOT / "tests")
         assert relative == Path(".") or (ROOT / relative).is_dir(), relative
