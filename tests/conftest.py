@@ -246,3 +246,24 @@ def truth_seg(series_dir: Path):
     mvo = ndimage.binary_erosion(scar, structure=ndimage.generate_binary_structure(2, 1)[None])
     masks = (myocardium, scar, mvo)
     return volume, masks, build_seg(volume.slices, *masks, "cascade-unet", "test")
+
+
+@pytest.fixture()
+def held_encoding(monkeypatch: pytest.MonkeyPatch):
+    """The SEG/SR encoder waits (at most 30 s) until the returned event is set: a test can
+    look at an analysis answered but not yet encoded. Set on teardown, so nothing hangs."""
+    import threading
+
+    from service import encoding
+
+    release = threading.Event()
+    original = encoding.encode_stored
+
+    def held(report, files):
+        release.wait(30)
+        return original(report, files)
+
+    monkeypatch.setattr(encoding, "encode_stored", held)
+    release.original = original  # the encoder itself, for a test's expected bytes
+    yield release
+    release.set()

@@ -5,7 +5,6 @@ bug is retried with back-off, counted in /metrics, then answered with its error 
 from __future__ import annotations
 
 import re
-import threading
 
 from tests.conftest import multipart, series_files, wait_for
 
@@ -16,17 +15,8 @@ def _metric(client, name: str) -> float:
 
 
 def test_past_the_encoding_queue_bound_a_post_is_503_and_nothing_accepted_is_lost(
-        make_client, series_dirs, monkeypatch) -> None:
-    from service import encoding
-
-    release = threading.Event()
-    original = encoding.encode_stored
-
-    def held(report, files):
-        release.wait(30)
-        return original(report, files)
-
-    monkeypatch.setattr(encoding, "encode_stored", held)
+        make_client, series_dirs, held_encoding) -> None:
+    release = held_encoding
     files = multipart(series_files(series_dirs[0]))
     with make_client(ENCODING_QUEUE_MAX="1") as client:
         accepted = client.post("/v1/analyses", files=files)

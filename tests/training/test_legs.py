@@ -5,28 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from training import legs
-from training.data.dataset import Arrays
 
 pytest.importorskip("tensorflow")
 
+from tests.training.test_training import _tiny_data, _tiny_unet  # noqa: E402
 from training.train import TrainConfig, train  # noqa: E402
-
-
-def _tiny_data() -> Arrays:
-    rng = np.random.default_rng(0)
-    x = rng.normal(0, 1, (16, 16, 16, 1)).astype(np.float32)
-    y = (x[..., 0] > 0.5).astype(np.float32)
-    return Arrays(x, y, np.arange(16), y)
-
-
-def _tiny_unet():
-    from training.nets import build_unet
-
-    return build_unet((16, 16, 1), base_filters=4, depth=2)
 
 
 class Stop(Exception):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -78,20 +77,11 @@ def test_a_full_store_answers_507_keeps_nothing_and_recovers_by_itself(
 
 
 def test_a_seg_and_sr_that_could_not_be_written_are_written_once_space_is_freed(
-        make_client, series_dirs, tmp_path, monkeypatch) -> None:
-    from service import encoding
-
+        make_client, series_dirs, tmp_path, monkeypatch, held_encoding) -> None:
     data = tmp_path / "data"
     data.mkdir()
     disk = FullDisk(data, monkeypatch)
-    release = threading.Event()
-    original = encoding.encode_stored
-
-    def held(report, files):
-        release.wait(30)
-        return original(report, files)
-
-    monkeypatch.setattr(encoding, "encode_stored", held)
+    release, original = held_encoding, held_encoding.original
     with make_client(MIN_FREE_BYTES="0", ENCODING_WAIT_S="0.2") as client:
         r = client.post("/v1/analyses", files=multipart(series_files(series_dirs[0])))
         assert r.status_code == 201, r.text
