@@ -44,6 +44,11 @@ VALIDATE_EVERY = 5
 # (benchmarks/training_widths.py: 4.3x in one run; convolutions grow with the square of the
 # width), so it gets 4,000 steps against 15,000; the curves are compared on their seconds.
 CAPACITY_VARIANTS = {"w32": {"base_filters": 32, "epochs": 40}}
+# Stages per network: fold 0's myocardium U-Net was still rising by 0.02 DSC over the last
+# fifth of its 12,000 steps (docs/experiments.md, round 4), so each myocardium U-Net gets a
+# second leg of 12,000 steps from the first one's weights, at a quarter of the learning rate.
+STAGES = {"myocardium_unet": 2, "scar_unet": 1}
+LATER_STAGE_LEARNING_RATE_FACTOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -90,19 +95,44 @@ def fold_config(base: TrainConfig, task: str, variant: str = "",
     return dataclasses.replace(base, **changes)
 
 
-def plan(configs: dict[str, TrainConfig], folds: int = 5, epochs: int | None = None
-         ) -> list[legs_.Leg]:
-    """The release's legs in order: fold 0's two U-Nets, then the capacity study's wider
-    scar U-Net on fold 0, then the other folds."""
+def stage_config(config: TrainConfig, stage: int) -> TrainConfig:
+    """A later stage starts from trained weights: a lower learning rate, decaying as before."""
+    if stage == 1:
+        return config
+    return dataclasses.replace(config, learning_rate=config.learning_rate
+                               * LATER_STAGE_LEARNING_RATE_FACTOR)
+
+
+def plan(configs: dict[str, TrainConfig], folds: int = 5, epochs: int | None = None,
+         stages: dict[str, int] | None = None) -> list[legs_.Leg]:
+    """The release's legs in order: fold 0's U-Nets (each stage), then the capacity study's
+    wider scar U-Net on fold 0, then the other folds. A scar U-Net uses its fold's
+    myocardium U-Net's last stage (it is trained on the rings the cascade will give it)."""
+    stages = STAGES if stages is None else stages
     out = []
     for fold in range(folds):
+        myocardium = ()
         for task in FOLD_TASKS:
-            out.append(legs_.Leg(task, fold, fold_config(configs[task], task, epochs=epochs)))
+            config = fold_config(configs[task], task, epochs=epochs)
+            uses = myocardium if task == "scar_unet" else ()
+            for stage in range(1, stages[task] + 1):
+                leg = legs_.Leg(task, fold, stage_config(config, stage), stage=stage, uses=uses)
+                out.append(leg)
+            if task == "myocardium_unet":
+                myocardium = (leg.name,)
         if fold == 0:
             out += [legs_.Leg("scar_unet", 0, fold_config(configs["scar_unet"], "scar_unet", v,
-                                                          epochs), v)
+                                                          epochs), v, uses=myocardium)
                     for v in CAPACITY_VARIANTS]
     return out
+
+
+def last_stages(plan_legs: Sequence[legs_.Leg]) -> list[legs_.Leg]:
+    """The leg that finishes each network of the plan (its last stage)."""
+    last: dict[str, legs_.Leg] = {}
+    for leg in plan_legs:
+        last[leg.network] = leg
+    return list(last.values())
 
 
 class FoldLegTrainer:
@@ -128,8 +158,8 @@ class FoldLegTrainer:
         model = None
         key: tuple = (leg.task,)
         if leg.task == "scar_unet":
-            model = self._onnx(f"fold{leg.fold}-myocardium_unet")
-            key = (leg.task, leg.fold)
+            model = self._onnx(leg.uses[0])
+            key = (leg.task, leg.uses[0])
         else:
             # The myocardium U-Net's arrays need no model: cut once for every fold.
             wanted = np.arange(len(self.pool.sources))
@@ -150,9 +180,11 @@ class FoldLegTrainer:
         rows = self.pool.rows(self.assignment, leg.fold)
         subset = {k: data.select(np.isin(data.series, v)) for k, v in rows.items()}
         run_dir = self.work / "leg-runs" / leg.name  # checkpoints: never in git
+        start = (self.root / leg.previous / legs_.WEIGHTS_FILE) if leg.previous else None
         model, state = train(lambda: self.build(leg.task, leg.config.base_filters),
                              subset["train"], subset["as-given"], leg.config, run_dir,
-                             leg.name, other_validation={"shifted": subset["shifted"]})
+                             leg.name, other_validation={"shifted": subset["shifted"]},
+                             initial_weights=start)
         folder = legs_.leg_dir(leg, self.root)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / legs_.LEG_FILE).unlink(missing_ok=True)
@@ -160,15 +192,28 @@ class FoldLegTrainer:
         export_onnx(model, folder / legs_.ONNX_FILE, input_hw=TASKS[leg.task].shape)
         scores = self.held_out_scores(leg)
         legs_.write_scores(scores, folder / "held_out_scores.csv")
-        _plot(state.history, folder / "curves.png", leg.name)
+        whole = joined_curves([*self.earlier_stages(leg), state.history])
+        _plot(whole, folder / "curves.png", leg.network)
         _, held = fold_cases(self.assignment, leg.fold)
         summary = _summary(scores)
         record = legs_.record_leg(leg, folder, state.history, {
             "held_out_cases": held, "parameters": int(model.count_params()),
             "train_slices": len(subset["train"].x), "train_minutes": state.seconds / 60.0,
             "leg_minutes": (time.perf_counter() - started) / 60.0,
-            "held_out": summary, "summary": _one_line(summary, legs_.flatness(state.history))})
+            "network_flatness": legs_.flatness(whole),
+            "network_flatness_shifted": legs_.flatness(whole, "val_dsc_shifted"),
+            "network_steps": whole[-1]["steps"],
+            "held_out": summary, "summary": _one_line(summary, legs_.flatness(whole))})
         return record
+
+    def earlier_stages(self, leg: legs_.Leg) -> list[list[dict]]:
+        """The curves of the network's earlier stages, first stage first."""
+        out, name = [], leg.previous
+        while name is not None:
+            previous = next(p for p in self.plan if p.name == name)
+            out.insert(0, legs_.finished(previous, self.root)["history"])
+            name = previous.previous
+        return out
 
     def held_out_scores(self, leg: legs_.Leg) -> list[dict]:
         """Per held-out series (as given and shifted), 3-D DSC on the source grid: the
@@ -189,7 +234,7 @@ class FoldLegTrainer:
             return out
         from training.evaluation.scoring import score_series
 
-        nets = {"myocardium_unet": self._onnx(f"fold{leg.fold}-myocardium_unet"),
+        nets = {"myocardium_unet": self._onnx(leg.uses[0]),
                 "scar_unet": self._onnx(leg.name)} | {
             k: v for k, v in self.shared.items() if k in ("enet_p1", "enet_p2")}
         networks = {k: Network(OnnxModel(p), TASKS[k], CLASSES[k]) for k, p in nets.items()}
@@ -203,6 +248,19 @@ class FoldLegTrainer:
                                 "scar_percent": s.scar_percent,
                                 "mvo_case_dsc": s.mvo_case_dsc})
         return out
+
+
+def joined_curves(stages: Sequence[list[dict]]) -> list[dict]:
+    """Stages' curves as one: each stage's steps and seconds counted from the network's
+    start (so the flatness test reads the whole training)."""
+    out: list[dict] = []
+    steps = seconds = 0.0
+    for history in stages:
+        out += [h | {"steps": h["steps"] + steps, "seconds": h["seconds"] + seconds}
+                for h in history]
+        if history:
+            steps, seconds = out[-1]["steps"], out[-1]["seconds"]
+    return out
 
 
 def _summary(scores: list[dict]) -> dict:
@@ -266,8 +324,9 @@ def legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> 
     """Markdown: every leg of the plan, finished or not, with its held-out figures and its
     curve's flatness (read from the kept ``leg.json`` files)."""
     lines = ["| leg | steps | parameters | minutes | held-out DSC (as given / shifted) | "
-             "myocardium, as given / shifted | scar, as given / shifted | gain over the "
-             "last fifth (as given / shifted) |", "|---|---|---|---|---|---|---|---|"]
+             "myocardium, as given / shifted | scar, as given / shifted | the network's gain "
+             "over the last fifth of its steps (as given / shifted) |",
+             "|---|---|---|---|---|---|---|---|"]
     for leg in plan_legs:
         record = legs_.finished(leg, root)
         steps = leg.config.epochs * leg.config.steps_per_epoch
@@ -283,7 +342,8 @@ def legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> 
                       ("as-given", "shifted")]
             return " / ".join("n/a" if v is None else f"{v:.3f}" for v in values)
 
-        flat = [record[k]["gain"] for k in ("flatness", "flatness_shifted")]
+        flat = [record.get(f"network_{k}", record[k])["gain"]
+                for k in ("flatness", "flatness_shifted")]
         lines.append(
             f"| {leg.name} | {steps:,} | {record['parameters']:,} | "
             f"{record['leg_minutes']:.0f} | {last['val_dsc']:.3f} / "

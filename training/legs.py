@@ -58,15 +58,34 @@ class Leg:
     config: TrainConfig
     # A variant of the same fold and network (the capacity study); "" for the release's own.
     variant: str = ""
+    # Stage 2 and later go on from the previous stage's kept weights (a fresh optimizer and
+    # its own schedule): a network whose curve is not flat after one sitting's steps gets
+    # another leg instead of a leg too long for a sitting.
+    stage: int = 1
+    # Legs whose networks this one's arrays and scores use (a scar U-Net: its fold's
+    # myocardium U-Net, last stage), set by the plan.
+    uses: tuple[str, ...] = ()
 
     @property
-    def name(self) -> str:
+    def network(self) -> str:
+        """The network this leg trains, whatever its stage."""
         return f"fold{self.fold}-{self.task}" + (f"-{self.variant}" if self.variant else "")
 
     @property
+    def name(self) -> str:
+        return self.network + (f"-s{self.stage}" if self.stage > 1 else "")
+
+    @property
+    def previous(self) -> str | None:
+        """The leg whose weights this one starts from."""
+        if self.stage == 1:
+            return None
+        return self.network + (f"-s{self.stage - 1}" if self.stage > 2 else "")
+
+    @property
     def needs(self) -> tuple[str, ...]:
-        """Legs whose network this one's arrays or scores use."""
-        return (f"fold{self.fold}-myocardium_unet",) if self.task == "scar_unet" else ()
+        """Legs whose network this one's arrays, scores or starting weights use."""
+        return self.uses + ((self.previous,) if self.previous else ())
 
 
 def sha256_file(path: Path) -> str:
@@ -96,7 +115,8 @@ def finished(leg: Leg, root: Path = LEGS_ROOT) -> dict | None:
     for name, digest in files.items():
         if not (folder / name).is_file() or sha256_file(folder / name) != digest:
             return None
-    if record.get("config") != json.loads(json.dumps(dataclasses.asdict(leg.config))):
+    if (record.get("config") != json.loads(json.dumps(dataclasses.asdict(leg.config)))
+            or record.get("uses", []) != list(leg.uses)):
         return None  # the plan changed since: this folder is another leg's
     return record
 
@@ -143,6 +163,7 @@ def record_leg(leg: Leg, folder: Path, history: list[dict], extra: dict) -> dict
     files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
              if p.is_file() and p.name != LEG_FILE}
     record = {"leg": leg.name, "task": leg.task, "fold": leg.fold, "variant": leg.variant,
+              "stage": leg.stage, "uses": list(leg.uses),
               "config": dataclasses.asdict(leg.config), "files": files,
               "flatness": flatness(history),
               "flatness_shifted": flatness(history, "val_dsc_shifted"),

@@ -443,14 +443,19 @@ def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainCo
     if left:
         return None, t
     records = {fold: {} for fold in range(folds)}
-    for leg in plan:
+    for leg in fold_legs.last_stages(plan):
         if leg.variant:
             continue
         record = legs.finished(leg, root)
+        stages = [legs.finished(p, root) for p in plan if p.network == leg.network]
+        history = fold_legs.joined_curves([r["history"] for r in stages])
         records[leg.fold][leg.task] = record | {
-            "kept_epoch": leg.config.epochs, "held_out_val_dsc": record["history"][-1]["val_dsc"],
-            "minutes": record["train_minutes"], "onnx": str(legs.leg_dir(leg, root)
-                                                             / legs.ONNX_FILE)}
+            "history": history, "kept_epoch": len(history),
+            "held_out_val_dsc": history[-1]["val_dsc"],
+            "minutes": sum(r["train_minutes"] for r in stages),
+            "flatness": legs.flatness(history),
+            "flatness_shifted": legs.flatness(history, "val_dsc_shifted"),
+            "onnx": str(legs.leg_dir(leg, root) / legs.ONNX_FILE)}
     return records, t
 
 

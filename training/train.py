@@ -322,12 +322,14 @@ def make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, config:
 
 def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays,
           config: TrainConfig, out_dir: Path, name: str,
-          other_validation: dict[str, Arrays] | None = None) -> tuple[keras.Model, TrainState]:
+          other_validation: dict[str, Arrays] | None = None,
+          initial_weights: Path | None = None) -> tuple[keras.Model, TrainState]:
     """Train (or resume, or reload when finished) one network; returns the best weights.
 
     ``other_validation``: more held-out sets measured at each validation pass (the
     shifted copies of a fold's held-out cases), recorded as ``val_dsc_<name>``; only
-    ``val_data`` ever picks an epoch.
+    ``val_data`` ever picks an epoch. ``initial_weights``: where a fresh run starts (an
+    earlier stage's kept weights) instead of a random initialisation.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "state.json"
@@ -349,6 +351,8 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
             return _as_float32(build, model, config), state
         model.load_weights(out_dir / "last.weights.h5")
         _load_optimizer(optimizer, model, out_dir / "optimizer.npz")
+    elif initial_weights is not None:
+        model.load_weights(initial_weights)
 
     step = make_step(model, optimizer, config, n_regions=train_data.regions.shape[-1])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from training import legs
@@ -100,3 +101,39 @@ def test_flatness_is_the_gain_over_the_last_fifth() -> None:
     assert legs.flatness(rising)["gain"] == pytest.approx(0.2)
     assert legs.flatness(flat)["flat"] is True
     assert legs.flatness(rising[:2])["flat"] is None
+
+
+def test_a_later_stage_starts_from_the_earlier_stages_kept_weights(tmp_path: Path) -> None:
+    first = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=4)
+    model, _ = train(_tiny_unet, _tiny_data(), _tiny_data(), first, tmp_path / "s1", "s1")
+    model.save_weights(tmp_path / legs.WEIGHTS_FILE)
+    # No learning at all in stage 2: its kernels are stage 1's, not a new initialisation.
+    still = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=4, learning_rate=0.0)
+    second, _ = train(_tiny_unet, _tiny_data(), _tiny_data(), still, tmp_path / "s2", "s2",
+                      initial_weights=tmp_path / legs.WEIGHTS_FILE)
+    kernels = [w for w in model.weights if "kernel" in w.name]
+    again = [w for w in second.weights if "kernel" in w.name]
+    for a, b in zip(kernels, again, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_stages_and_their_curves_join_into_one_network() -> None:
+    from training.fold_legs import joined_curves, last_stages, plan
+    from training.run import CONFIGS, task_config
+
+    legs_plan = plan({task: task_config(task) for task in CONFIGS}, folds=2,
+                     stages={"myocardium_unet": 2, "scar_unet": 1})
+    names = [leg.name for leg in legs_plan]
+    assert names[:3] == ["fold0-myocardium_unet", "fold0-myocardium_unet-s2", "fold0-scar_unet"]
+    scar = legs_plan[2]
+    # The scar U-Net is cut and trained on its fold's last myocardium stage.
+    assert scar.needs == ("fold0-myocardium_unet-s2",)
+    assert legs_plan[1].needs == ("fold0-myocardium_unet",)
+    assert legs_plan[1].config.learning_rate < legs_plan[0].config.learning_rate
+    assert [leg.name for leg in last_stages(legs_plan)][:2] == ["fold0-myocardium_unet-s2",
+                                                                "fold0-scar_unet"]
+    one = [{"steps": 100, "seconds": 10.0, "val_dsc": 0.5},
+           {"steps": 200, "seconds": 20.0, "val_dsc": 0.6}]
+    two = [{"steps": 100, "seconds": 12.0, "val_dsc": 0.7}]
+    assert [(h["steps"], h["seconds"]) for h in joined_curves([one, two])] == [
+        (100, 10.0), (200, 20.0), (300, 32.0)]
