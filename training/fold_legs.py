@@ -323,7 +323,7 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
 def legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> str:
     """Markdown: every leg of the plan, finished or not, with its held-out figures and its
     curve's flatness (read from the kept ``leg.json`` files)."""
-    lines = ["| leg | steps | parameters | minutes | held-out DSC (as given / shifted) | "
+    lines = ["| leg | steps | parameters | training minutes | held-out DSC (as given / shifted) | "
              "myocardium, as given / shifted | scar, as given / shifted | the network's gain "
              "over the last fifth of its steps (as given / shifted) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -346,7 +346,7 @@ def legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> 
                 for k in ("flatness", "flatness_shifted")]
         lines.append(
             f"| {leg.name} | {steps:,} | {record['parameters']:,} | "
-            f"{record['leg_minutes']:.0f} | {last['val_dsc']:.3f} / "
+            f"{record['train_minutes']:.0f} | {last['val_dsc']:.3f} / "
             f"{last.get('val_dsc_shifted', float('nan')):.3f} | {pair('myocardium_dsc')} | "
             f"{pair('scar_dsc') if leg.task == 'scar_unet' else ''} | "
             + " / ".join("n/a" if g is None else f"{g:+.4f}" for g in flat) + " |")
