@@ -55,16 +55,22 @@ def _status_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-def start(data_dir: Path, cwd: str | None = None, **env: str
+def start(data_dir: Path, cwd: str | None = None, log: Path | None = None, **env: str
           ) -> tuple[subprocess.Popen, str, float]:
     """``python -m service`` (of ``cwd``'s package, if given) on a free loopback port,
-    once ready: the process, its URL and the seconds to ready."""
+    once ready: the process, its URL and the seconds to ready. ``log``: a file for its
+    output (discarded otherwise)."""
     port = _free_port()
     environment = os.environ | {"HOST": "127.0.0.1", "PORT": str(port),
                                 "DATA_DIR": str(data_dir)} | env
     t0 = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "service"], env=environment, cwd=cwd,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = subprocess.DEVNULL if log is None else open(log, "ab")  # noqa: SIM115
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "service"], env=environment,
+                                   cwd=cwd, stdout=output, stderr=subprocess.STDOUT)
+    finally:
+        if log is not None:
+            output.close()  # the child holds its own copy
     url = f"http://127.0.0.1:{port}"
     while True:
         try:
