@@ -47,7 +47,11 @@ def declared_length(request: Request) -> int:
 
 def room_for_upload(store: ResultStore, settings: Settings, upload_bytes: int) -> None:
     """507 insufficient_storage unless the store can take a series of this upload size
-    (SERIES_STORAGE_FACTOR times it, and MIN_FREE_BYTES kept free)."""
+    (SERIES_STORAGE_FACTOR times it, and MIN_FREE_BYTES kept free). A declared size over
+    MAX_REQUEST_BYTES is left to the body's reading, which refuses it with 413: the request
+    is wrong whatever the free space."""
+    if upload_bytes > settings.max_request_bytes:
+        return
     store.space.check(round(settings.series_storage_factor * upload_bytes))
 
 
