@@ -76,9 +76,7 @@ class SeriesWorker:
         out, key = Path(self.config.out), self.config.key
         attempts = 0  # until counted: a failure to count is a failure of this series too
         try:
-            # A full OUT: refused before the work (the run goes on; next run tries again).
-            out_space(out, self.config.min_free_bytes).check(
-                round(OUTPUT_SHARE * sum(os.path.getsize(f) for f in source["files"])))
+            # A series that keeps killing its worker is a failure row first of all.
             attempts = count_attempt(out, source["series_uid"], key)
             if attempts > MAX_ATTEMPTS:
                 write_failure(out, key, source, "worker_crashed", 500,
@@ -86,6 +84,11 @@ class SeriesWorker:
                               "tried again (the worker's log has what it printed)",
                               attempts - 1)
                 return "failed"
+            # A full OUT: refused before the work, not counted as a try (_no_space), so the
+            # next run analyses it. A file gone since discovery weighs nothing here; reading
+            # it names it below.
+            out_space(out, self.config.min_free_bytes).check(
+                round(OUTPUT_SHARE * sum(_size(f) for f in source["files"])))
             # Named by their whole path: an error or a conflict names the files to look at.
             # In arrival order, for DUPLICATE_INSTANCES' keep-first and keep-last: a file's
             # modification time (when it was written into the archive), then its path.
@@ -111,6 +114,13 @@ class SeriesWorker:
                           attempts)
             return "failed"
         return "done"
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _no_space(out: Path, key: str, source: dict, exc: InsufficientStorage,
