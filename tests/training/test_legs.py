@@ -45,7 +45,8 @@ class TinyLegTrainer:
 
 def _plan() -> list[legs.Leg]:
     config = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=4, validate_every=2)
-    return [legs.Leg("myocardium_unet", 0, config), legs.Leg("scar_unet", 0, config),
+    return [legs.Leg("myocardium_unet", 0, config),
+            legs.Leg("scar_unet", 0, config, uses=("fold0-myocardium_unet",)),
             legs.Leg("myocardium_unet", 1, config)]
 
 
