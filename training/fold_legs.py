@@ -44,10 +44,11 @@ VALIDATE_EVERY = 5
 # (benchmarks/training_widths.py: 4.3x in one run; convolutions grow with the square of the
 # width), so it gets 4,000 steps against 15,000; the curves are compared on their seconds.
 CAPACITY_VARIANTS = {"w32": {"base_filters": 32, "epochs": 40}}
-# Stages per network: fold 0's myocardium U-Net was still rising by 0.02 DSC over the last
-# fifth of its 12,000 steps (docs/experiments.md, round 4), so each myocardium U-Net gets a
-# second leg of 12,000 steps from the first one's weights, at a quarter of the learning rate.
-STAGES = {"myocardium_unet": 2, "scar_unet": 1}
+# Stages per network: fold 0's myocardium U-Net was still rising by 0.021 DSC over the last
+# fifth of its first 12,000 steps, and by 0.014 over the last fifth of 24,000 with a second
+# stage (docs/experiments.md, round 4), so each myocardium U-Net gets a third leg of 12,000
+# steps, each later stage from the previous one's weights at a quarter of its learning rate.
+STAGES = {"myocardium_unet": 3, "scar_unet": 1}
 LATER_STAGE_LEARNING_RATE_FACTOR = 0.25
 
 
