@@ -193,7 +193,10 @@ class FoldLegTrainer:
         export_onnx(model, folder / legs_.ONNX_FILE, input_hw=TASKS[leg.task].shape)
         scores = self.held_out_scores(leg)
         legs_.write_scores(scores, folder / "held_out_scores.csv")
-        whole = joined_curves([*self.earlier_stages(leg), state.history])
+        whole = joined_curves([r["history"] for r in legs_.earlier_stages(self.plan, leg,
+                                                                            self.root)]
+                              + [state.history])
+        flat = legs_.flatness(whole)
         _plot(whole, folder / "curves.png", leg.network)
         _, held = fold_cases(self.assignment, leg.fold)
         summary = _summary(scores)
@@ -201,20 +204,11 @@ class FoldLegTrainer:
             "held_out_cases": held, "parameters": int(model.count_params()),
             "train_slices": len(subset["train"].x), "train_minutes": state.seconds / 60.0,
             "leg_minutes": (time.perf_counter() - started) / 60.0,
-            "network_flatness": legs_.flatness(whole),
+            "network_flatness": flat,
             "network_flatness_shifted": legs_.flatness(whole, "val_dsc_shifted"),
             "network_steps": whole[-1]["steps"],
-            "held_out": summary, "summary": _one_line(summary, legs_.flatness(whole))})
+            "held_out": summary, "summary": _one_line(summary, flat)})
         return record
-
-    def earlier_stages(self, leg: legs_.Leg) -> list[list[dict]]:
-        """The curves of the network's earlier stages, first stage first."""
-        out, name = [], leg.previous
-        while name is not None:
-            previous = next(p for p in self.plan if p.name == name)
-            out.insert(0, legs_.finished(previous, self.root)["history"])
-            name = previous.previous
-        return out
 
     def held_out_scores(self, leg: legs_.Leg) -> list[dict]:
         """Per held-out series (as given and shifted), 3-D DSC on the source grid: the

@@ -201,7 +201,7 @@ def run_legs(legs: Sequence[Leg], train_leg: Callable[[Leg], dict], root: Path =
     for leg in pending(legs, root):
         if max_legs is not None and len(done) >= max_legs:
             break
-        waiting = [n for n in leg.needs if finished(_named(whole, n), root) is None]
+        waiting = [n for n in leg.needs if finished(named(whole, n), root) is None]
         if waiting:
             log(f"legs: {leg.name} waits for {', '.join(waiting)}")
             continue
@@ -214,8 +214,18 @@ def run_legs(legs: Sequence[Leg], train_leg: Callable[[Leg], dict], root: Path =
     return done
 
 
-def _named(legs: Sequence[Leg], name: str) -> Leg:
+def named(legs: Sequence[Leg], name: str) -> Leg:
     for leg in legs:
         if leg.name == name:
             return leg
     raise KeyError(f"no leg named {name} in the plan")
+
+
+def earlier_stages(plan: Sequence[Leg], leg: Leg, root: Path = LEGS_ROOT) -> list[dict]:
+    """The finished records of the network's stages before ``leg``, first stage first."""
+    out, name = [], leg.previous
+    while name is not None:
+        previous = named(plan, name)
+        out.insert(0, finished(previous, root))
+        name = previous.previous
+    return out

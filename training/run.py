@@ -447,7 +447,7 @@ def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainCo
         if leg.variant:
             continue
         record = legs.finished(leg, root)
-        stages = [legs.finished(p, root) for p in plan if p.network == leg.network]
+        stages = [*legs.earlier_stages(plan, leg, root), record]
         history = fold_legs.joined_curves([r["history"] for r in stages])
         records[leg.fold][leg.task] = record | {
             "history": history, "kept_epoch": len(history),

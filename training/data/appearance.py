@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from training.data.augment import smooth_gain
+
 CAVITY, HEALTHY, INFARCT, OBSTRUCTION = 1, 2, 3, 4
 # Where no scar is drawn, the contrast unit comes from the blood pool: at EMIDEC the median
 # (blood - remote) / (scar - remote) is 0.90 (issue 52, measured from outside).
@@ -84,14 +86,6 @@ def _median(values: np.ndarray) -> float | None:
     return float(np.median(values)) if values.size >= 20 else None
 
 
-def _bias_field(shape: tuple[int, int], seed: int, amplitude: float) -> np.ndarray:
-    rng = np.random.default_rng([53, seed])
-    h, w = shape
-    v, u = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-    c = rng.normal(0.0, amplitude, size=5)
-    return np.exp(c[0] * u + c[1] * v + c[2] * u * v + c[3] * u**2 + c[4] * v**2)
-
-
 def remap_tissues(images: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
     """Every slice of a case (z, y, x) with each labelled tissue's intensity drawn anew.
 
@@ -134,7 +128,9 @@ def remap_tissues(images: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarr
         noise_scale = new_unit
     else:
         noise_scale = 0.2 * top
-    out = out * _bias_field(images.shape[1:], seed, look.bias_amplitude)[None]
+    # The coil shading of training's augmentation, drawn from the copy's own seed.
+    out = out * smooth_gain(images.shape[1:], np.random.default_rng([53, seed]),
+                            look.bias_amplitude)[None]
     if look.blur_sigma:
         out = ndimage.gaussian_filter(out, (0, look.blur_sigma, look.blur_sigma))
     rng = np.random.default_rng([54, seed])

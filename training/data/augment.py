@@ -45,7 +45,7 @@ def _warp_channels(array: np.ndarray, coords: np.ndarray) -> np.ndarray:
                     axis=-1)
 
 
-def _smooth_gain(shape: tuple[int, int], rng: np.random.Generator, amplitude: float
+def smooth_gain(shape: tuple[int, int], rng: np.random.Generator, amplitude: float
                  ) -> np.ndarray:
     """A smooth multiplicative field (coil shading): exp of a random low-order surface."""
     h, w = shape
@@ -75,7 +75,7 @@ def other_scanner(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """
     out = images - float(images.min())
     if rng.random() < 0.5:
-        out = out * _smooth_gain(out.shape[:2], rng, rng.uniform(0.05, 0.35))[..., None]
+        out = out * smooth_gain(out.shape[:2], rng, rng.uniform(0.05, 0.35))[..., None]
     if rng.random() < 0.3:
         sigma = rng.uniform(0.3, 1.2)
         out = ndimage.gaussian_filter(out, (sigma, sigma, 0))
