@@ -92,3 +92,12 @@ def test_the_round4_legs_table_in_the_experiments_is_the_kept_legs() -> None:
     assert block is not None
     table = legs_table(plan({task: task_config(task) for task in CONFIGS}))
     assert block.endswith(table), "run python -m training.fold_legs --write docs/experiments.md"
+
+
+def test_the_gate_study_tables_in_the_experiments_are_its_results() -> None:
+    from training.studies.gate_flag_study import docs_block
+
+    block = read_block(ROOT / "docs" / "experiments.md", "gate-flag-study")
+    result = json.loads((ROOT / "docs" / "results" / "gate_flag_study.json").read_text())
+    assert block == docs_block(result), ("run python -m training.studies.gate_flag_study "
+                                         "--emidec ... --docs-only")

@@ -94,6 +94,13 @@ BLOOD_DARKER_REFUSE = 2.0
 SURROUNDINGS_MM = (3.0, 50.0)
 _MIN_PIXELS = 20
 MAX_RATIO = 99.0
+# The LV cavity the myocardium network's ring encloses, as the median over its ring slices,
+# in mm^2: below this (about 16 mm across) the ring is not around an LV cavity in
+# diastole. Set on the gate study's choosing series (docs/results/gate_flag_study.json:
+# every EMIDEC train/validation series, both contrasts, 536 mm^2 or more, LGE phantoms
+# 280 or more; the dark-blood T2 renderings it let through, whose black pool the network
+# drew as nulled myocardium, 192 or less) and measured on later seeds.
+SMALL_CAVITY_MM2 = 200.0
 # Names of the classifier's classes of other sequences, as a reader knows them.
 SEQUENCE_NAMES = {"cine": "cine (bSSFP)", "t2-dark-blood": "dark-blood T2-weighted",
                   "t2-bright-blood": "bright-blood T2-weighted"}
@@ -115,6 +122,8 @@ class LgeEvidence:
     # The blood pool's texture: its standard deviation over its mean signal above that
     # tissue's 1st percentile (flow voids and suppressed blood are patchy, LGE's pool even).
     blood_texture: float | None = None
+    # The cavity the ring encloses (gaps closed), mm^2, median over the slices with a ring.
+    cavity_mm2: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,8 +131,9 @@ class LgeEvidence:
 
 def lge_evidence(images: Sequence[np.ndarray], myocardium: np.ndarray,
                  spacing: tuple[float, float]) -> LgeEvidence:
-    """The two image measures, pooled over the slices with a ring; None where unmeasurable."""
-    ring_values, blood_values, around_values = [], [], []
+    """The image measures, pooled over the slices with a ring; None where unmeasurable."""
+    ring_values, blood_values, around_values, cavity_mm2 = [], [], [], []
+    pixel_mm2 = float(spacing[0]) * float(spacing[1])
     near, far = SURROUNDINGS_MM
     # Everything measured lies within ``far`` of the ring: work on that box, not the slice.
     margin = tuple(max(RING_GAP_CLOSING_PX, int(np.ceil(far / s))) + 1 for s in spacing)
@@ -134,7 +144,9 @@ def lge_evidence(images: Sequence[np.ndarray], myocardium: np.ndarray,
         image, ring = np.asarray(image, np.float32)[box], ring[box]
         filled = ndimage.binary_fill_holes(
             ndimage.binary_closing(ring, iterations=RING_GAP_CLOSING_PX))
-        cavity = ndimage.binary_erosion(filled & ~ring)
+        inside = filled & ~ring
+        cavity_mm2.append(float(inside.sum()) * pixel_mm2)
+        cavity = ndimage.binary_erosion(inside)
         distance = ndimage.distance_transform_edt(~filled, sampling=spacing)
         ring_values.append(image[ring])
         blood_values.append(image[cavity])
@@ -162,7 +174,7 @@ def lge_evidence(images: Sequence[np.ndarray], myocardium: np.ndarray,
             ratio = min(remote_level / blood_level, MAX_RATIO)
         elif remote_level > 1e-6:
             ratio = MAX_RATIO  # black blood under a myocardium with signal
-    return LgeEvidence(rank, ratio, position, texture)
+    return LgeEvidence(rank, ratio, position, texture, float(np.median(cavity_mm2)))
 
 
 def contrast_features(evidence: LgeEvidence) -> dict[str, float | None]:
@@ -227,6 +239,14 @@ def contrast_review(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
                        f"{SEQUENCE_NAMES.get(judged.other, judged.other)} series than LGE "
                        f"({_measures(evidence)}); check that this is an LGE series with "
                        "the myocardium nulled")
+    cavity = evidence.cavity_mm2
+    if cavity is not None and cavity < SMALL_CAVITY_MM2:
+        reasons.append(f"the LV cavity inside the drawn myocardium is small ({cavity:.0f} mm^2 "
+                       f"on the median slice, an LV in diastole shows more than "
+                       f"{SMALL_CAVITY_MM2:.0f}): a thick wall, a small ventricle or an "
+                       "apical stack, or not an LGE series (the black blood pool of a "
+                       "dark-blood T2-weighted series is drawn like nulled myocardium); check "
+                       "the contours and the sequence")
     return reasons
 
 

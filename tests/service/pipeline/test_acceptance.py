@@ -252,10 +252,29 @@ def test_grey_myocardium_on_black_blood_is_refused_and_a_milder_one_flagged() ->
     assert "dark-blood T2-weighted series, not LGE" in contrast_refusal(milder)[0]
 
 
+def test_a_ring_around_a_small_cavity_is_analysed_and_flagged() -> None:
+    """A black T2 pool drawn as nulled myocardium leaves a pinhole cavity; so does a thick
+    wall. Either way: flagged for a person, never refused on that alone."""
+    yy, xx = np.mgrid[:128, :128]
+    r = np.hypot(yy - 64, xx - 64)
+    for inner, flagged in ((5.0, True), (12.0, False)):  # about 110 and 1,020 mm^2
+        ring = (r >= inner) & (r < inner + 7)
+        image = np.full((128, 128), 100.0, np.float32)
+        image[xx < 30] = 10.0
+        image[r < inner] = 200.0
+        image[ring] = 10.0
+        evidence = lge_evidence([image, image], np.stack([ring, ring]), (1.5, 1.5))
+        assert evidence.cavity_mm2 == pytest.approx(float((r < inner).sum()) * 2.25)
+        reasons = contrast_review(evidence)
+        assert any("cavity inside the drawn myocardium is small" in t for t in reasons) \
+            == flagged
+        assert contrast_refusal(evidence) == []
+
+
 def test_no_ring_gives_no_evidence_and_no_reason() -> None:
     image = np.zeros((64, 64), np.float32)
     evidence = lge_evidence([image], np.zeros((1, 64, 64), bool), (1.5, 1.5))
-    assert evidence == LgeEvidence(None, None)
+    assert evidence == LgeEvidence(None, None, None, None, None)
     assert contrast_review(evidence) == [] and contrast_refusal(evidence) == []
 
 
