@@ -23,7 +23,7 @@ from pathlib import Path
 
 from service.errors import NotFound
 from service.store.db import transaction
-from service.store.files import fsync_dir, write_atomic
+from service.store.files import fsync_dir, write_all_atomic, write_synced
 from service.store.space import Space
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
@@ -32,7 +32,7 @@ FILES = {"report": "report.json", "seg": "seg.dcm", "sr": "sr.dcm", "arrays": "a
          "encoding_error": "encoding-error.json"}
 # Stored before the answer: what the SEG and SR are encoded from (service.encoding).
 ENCODER_INPUTS = ("arrays", "sources")
-# Written after it, SR last: its presence says the encoding is complete.
+# Written after it (the SR renamed last); both there: the encoding is complete.
 ENCODED = ("seg", "sr")
 # Whose scan an analysis is, for the reader to confirm (the front page, the viewer): kept in
 # the index beside the report, never in the report (the contract's fields) nor in a log.
@@ -128,11 +128,7 @@ class ResultStore:
         try:
             with self.space.guard(needed):
                 tmp.mkdir()
-                for name, data in payloads.items():
-                    with open(tmp / name, "wb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
+                write_synced({tmp / name: data for name, data in payloads.items()})
                 os.replace(tmp, self.analyses / analysis_id)
                 placed = True
                 fsync_dir(self.analyses)
@@ -146,21 +142,21 @@ class ResultStore:
             raise
 
     def _write_into(self, analysis_id: str, files: dict[str, bytes]) -> bool:
-        """Add files to a stored analysis, each whole or not at all, in the given order;
-        False when the analysis is gone (deleted while it was encoded): its folder is not
-        made again."""
+        """Add files to a stored analysis, each whole or not at all, renamed in the given
+        order (made durable together: :func:`write_all_atomic`); False when the analysis is
+        gone (deleted while it was encoded): its folder is not made again."""
         try:
             with self.space.guard(sum(len(data) for data in files.values())):
-                for kind, data in files.items():
-                    write_atomic(self.analyses / analysis_id / FILES[kind], data,
+                write_all_atomic(self.analyses / analysis_id,
+                                 {FILES[kind]: data for kind, data in files.items()},
                                  make_folder=False)
         except FileNotFoundError:
             return False
         return True
 
     def save_encoded(self, analysis_id: str, files: dict[str, bytes]) -> bool:
-        """The SEG and SR of a stored analysis (the SR last: it marks the encoding done);
-        InsufficientStorage when the disk is full (a SEG without its SR is never served)."""
+        """The SEG and SR of a stored analysis (both there mark the encoding done);
+        InsufficientStorage when the disk is full (then neither is written)."""
         written = self._write_into(analysis_id, {kind: files[kind] for kind in ENCODED})
         # A bug's error of an earlier try (a restart tries those again) is now out of date.
         (self.analyses / analysis_id / FILES["encoding_error"]).unlink(missing_ok=True)
@@ -176,10 +172,12 @@ class ResultStore:
 
     @staticmethod
     def _encoding_settled(folder: Path, retry_bugs: bool = False) -> bool:
-        """The SR is written (the encoding's last file) or no SEG and SR can be made; with
-        ``retry_bugs``, one given up on for a bug (status 500) is not settled (a start
-        tries it again: the bug may be mended)."""
-        if (folder / FILES["sr"]).exists():
+        """The SEG and SR are written or no SEG and SR can be made; with ``retry_bugs``,
+        one given up on for a bug (status 500) is not settled (a start tries it again: the
+        bug may be mended). Both are looked for: their renames are made durable by one
+        fsync of the folder, so a power cut may in principle keep the SR's and not the
+        SEG's (the start then encodes them again, to the same bytes)."""
+        if all((folder / FILES[kind]).exists() for kind in ENCODED):
             return True
         error = folder / FILES["encoding_error"]
         if not error.exists():
@@ -192,7 +190,7 @@ class ResultStore:
         folder = self.path(analysis_id, "report").parent
         if not self._encoding_settled(folder):
             return "pending"
-        if (folder / FILES["sr"]).exists():
+        if (folder / FILES["sr"]).exists():  # settled with an SR: the SEG is there too
             return "done"
         return {"status": 422} | json.loads((folder / FILES["encoding_error"]).read_text())
 
