@@ -14,14 +14,16 @@ analysis' other work) is made when a reader first asks for it, and kept.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import logging
 import queue
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -122,6 +124,9 @@ class Encoder:
         # grace ended leaves the queued ones for the next start.
         self._pending, self._counting = 0, threading.Lock()
         self._parking = threading.Event()
+        # GETs of a SEG or SR waiting for an encoding: woken when any settles (their loop's
+        # event set from this thread), instead of finding out at their next look.
+        self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
     def start(self) -> int:
         """Begin, with whatever a crash left unencoded first; returns how many those are."""
@@ -180,6 +185,27 @@ class Encoder:
         if self._thread.is_alive():
             self._thread.join(timeout_s)
 
+    @asynccontextmanager
+    async def listening(self) -> AsyncIterator[asyncio.Event]:
+        """An event set once any encoding settles after this is entered: a GET looks at its
+        analysis' state inside, then waits on it (a bounded time: the look after the wait
+        is what counts)."""
+        listener = (asyncio.get_running_loop(), asyncio.Event())
+        with self._counting:
+            self._listeners.add(listener)
+        try:
+            yield listener[1]
+        finally:
+            with self._counting:
+                self._listeners.discard(listener)
+
+    def _notify(self) -> None:
+        with self._counting:
+            listeners = list(self._listeners)
+        for loop, event in listeners:
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                loop.call_soon_threadsafe(event.set)
+
     def _run(self) -> None:
         while (analysis_id := self._queue.get()) is not None:
             settled = True
@@ -192,6 +218,7 @@ class Encoder:
                 if settled:
                     with self._counting:
                         self._pending -= 1
+                self._notify()
 
     def _attempt(self, analysis_id: str) -> bool:
         """One try; False when it is to be tried again later (it stays pending)."""

@@ -77,6 +77,26 @@ def test_a_get_waits_for_the_encoding_then_says_503_with_retry_after(make_client
         assert client.get(f"/v1/analyses/{analysis_id}/seg").content == first.content
 
 
+
+def test_a_waiting_get_is_woken_by_the_encoder_not_by_its_next_look(
+        make_client, series_dirs, held_encoding, monkeypatch) -> None:
+    """Issue 54: a GET answered when the encoding settles, not a poll later (a 20 ms poll
+    cost each analysis 10 ms on average); here the poll is a minute, the wake the only way."""
+    import threading
+    import time
+
+    from service.api.routes import analyses
+
+    monkeypatch.setattr(analyses, "ENCODING_POLL_S", 60.0)
+    with make_client(ENCODING_WAIT_S="120") as client:
+        r = client.post("/v1/analyses", files=multipart(series_files(series_dirs[0])))
+        assert r.status_code == 201, r.text
+        threading.Timer(0.5, held_encoding.set).start()  # while the GET below waits
+        t0 = time.perf_counter()
+        sr = client.get(f"/v1/analyses/{r.json()['id']}/sr")
+        assert sr.status_code == 200 and time.perf_counter() - t0 < 40
+
+
 @pytest.mark.slow
 def test_a_kill_between_the_answer_and_the_encoding_loses_nothing(tmp_path,
                                                                  series_dirs) -> None:

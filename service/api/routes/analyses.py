@@ -5,6 +5,7 @@ the pipelines that make them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import uuid
@@ -193,14 +194,20 @@ async def _encoded(request: Request, analysis_id: str, kind: str) -> FileRespons
     503 with Retry-After; the same bytes on every call (the file is written once)."""
     store: ResultStore = request.app.state.store
     settings: Settings = request.app.state.settings
-    waited = 0.0
-    while (state := store.encoding_state(analysis_id)) == "pending":
-        if waited >= settings.encoding_wait_s:
-            raise NotEncodedYet(f"the {kind.upper()} of analysis {analysis_id} is still being "
-                                "encoded (the analysis is stored); ask again shortly",
-                                retry_after_s=2)
-        await asyncio.sleep(ENCODING_POLL_S)
-        waited += ENCODING_POLL_S
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.encoding_wait_s
+    while True:
+        # Listening before looking: an encoding that settles in between still wakes it.
+        async with request.app.state.encoder.listening() as settled:
+            if (state := store.encoding_state(analysis_id)) != "pending":
+                break
+            if loop.time() >= deadline:
+                raise NotEncodedYet(f"the {kind.upper()} of analysis {analysis_id} is still "
+                                    "being encoded (the analysis is stored); ask again shortly",
+                                    retry_after_s=2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), min(ENCODING_POLL_S,
+                                                           max(deadline - loop.time(), 0.0)))
     if state != "done":
         error = state["error"]
         if state["status"] >= 500:  # a bug, retried and given up on: its logged error id
@@ -212,8 +219,10 @@ async def _encoded(request: Request, analysis_id: str, kind: str) -> FileRespons
                         filename=f"{analysis_id}_{kind}.dcm")
 
 
-# How often a GET of a SEG or SR looks whether its encoding is done.
-ENCODING_POLL_S = 0.02
+# How often a GET of a SEG or SR looks whether its encoding is done, unless the encoder
+# wakes it first (it does when any encoding settles: a poll of 20 ms cost a whole analysis
+# 10 ms on average, issue 54).
+ENCODING_POLL_S = 0.5
 
 
 @router.get("/analyses/{analysis_id}/seg", tags=["analyses"],
