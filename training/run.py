@@ -23,20 +23,16 @@ import dataclasses
 import fnmatch
 import json
 import os
-import platform
 import shutil
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from service import __version__
 from service.pipeline.infer import OnnxModel
 from service.pipeline.registry import sha256_of
 from service.pipeline.segment import Network, disjoint_classes
-from training import choices
+from training import choices, publish
 from training.data import emidec
 from training.data.dataset import (
     CLASSES,
@@ -51,34 +47,12 @@ from training.data.phantoms.__main__ import generate_many
 from training.data.phantoms.sequences import OTHER_SEQUENCES, generate_in_sequence
 from training.data.phantoms.spec import OBSTRUCTION_PROBABILITY
 from training.data.sources import PhantomSource
-from training.evaluation.gate import gate_reading, summarise_readings
-from training.evaluation.plots import (
-    before_after_cases,
-    bland_altman,
-    box_plots,
-    fold_curves,
-    strip_plot,
-    worst_validation_cases,
-)
-from training.evaluation.report import accuracy_table, markdown_report
 from training.evaluation.scoring import (
-    PIPELINE_RUNS,
-    SCAR_NETWORKS,
     calibrate_intervals,
     choose_thresholds,
-    evaluate,
-    write_csv,
 )
-from training.evaluation.summary import (
-    TARGETS,
-    TEST_SET_LABELS,
-    manifest_evaluation,
-    precision_parity,
-    summarise,
-)
-from training.generated import write_block
-from training.quantize import CALIBRATION_ROWS, calibration_rows, quantize_int8
-from training.release import MODELS, build_manifest, write_models_dir
+from training.quantize import calibration_rows, quantize_int8
+from training.release import MODELS
 from training.train import TrainConfig, train
 
 CONFIGS = {
@@ -151,36 +125,6 @@ def estimated_minutes(configs: dict[str, TrainConfig]) -> float:
 # it calls most of it (0.57-0.61), and 90 % (0.70-0.79) cost more false scar in remote
 # myocardium than it gained (README, history step 9; two training seeds each).
 SCAR_OBSTRUCTION_PROBABILITY = 0.6
-README = Path(__file__).parents[1] / "README.md"
-TRAINING_DATA_EMIDEC_FOLDS = (
-    " Real bright-blood LGE: the 80 `train` + `validation` cases of EMIDEC (one centre, Dijon; "
-    "expert contours) in five folds by patient (training/data/emidec_folds.json); the scar "
-    "U-Net is trained once per fold on the other four folds' cases, each as acquired and "
-    "darkened to a dark-blood look (the labelled LV cavity brought to normal myocardium; the "
-    "unlabelled right ventricle stays bright), at nominal pixel spacings drawn per copy "
-    "since the files carry none, and the service runs the mean of the five folds; the "
-    "myocardium U-Net and the ENets are the earlier release's (`--networks-from`). "
-    + emidec.CITATION)
-TRAINING_DATA_PHANTOMS = ("Synthetic dark-blood LGE short-axis phantoms made by "
-                          "`python -m training.data.phantoms` (docs/phantoms.md).")
-TRAINING_DATA_EMIDEC = (
-    " Real bright-blood LGE: the 70 `train` cases of EMIDEC (one centre, Dijon; expert "
-    "contours), each as acquired and darkened to a dark-blood look (the labelled LV cavity "
-    "brought to normal myocardium; the unlabelled right ventricle stays bright), at nominal "
-    "pixel spacings drawn per copy since the files carry none. " + emidec.CITATION)
-
-
-# The networks released with an int8 copy as well: the U-Nets, 1.5-1.6x faster in int8 on
-# this CPU's VNNI/AMX units; the ENets ran slower in int8 (many small layers, each paying its
-# quantise/dequantise), measured by benchmarks/precision.py.
-INT8_TASKS = ("myocardium_unet", "scar_unet")
-# Which networks a pipeline may run in int8, fastest first; each pipeline's default is the
-# first that holds accuracy on every test set. Both U-Nets moved the cascade's scar % by
-# 0.3-0.7 points on EMIDEC validation; the myocardium U-Net alone did not move it (median
-# 0.0: the scar U-Net redraws the myocardium) and held in the cascade and ENet Protocol 1
-# (python -m training.studies.int8_study, docs/results/int8_study.json, validation series only).
-INT8_CANDIDATES = (("both U-Nets", INT8_TASKS), ("myocardium U-Net", ("myocardium_unet",)))
-
 
 def _int8_copy(fp32_file: Path, validation_inputs: np.ndarray) -> Path:
     """The int8 file beside the float32 one, calibrated on validation inputs; kept when newer."""
@@ -241,9 +185,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "network) and report the validation DSC of each fold (phantom "
                         "releases; with --emidec the cascade is always cross-validated)")
     parser.add_argument("--networks-from", type=Path, default=Path("models"),
-                        help="with --emidec: the released models folder whose myocardium "
-                        "U-Net and ENets are shipped again (the scar U-Net is trained per "
-                        "fold)")
+                        help="with --emidec: the released models folder whose ENets are "
+                        "shipped again (both U-Nets are trained per fold)")
     parser.add_argument("--no-tta-study", dest="tta_study", action="store_false",
                         help="with --emidec: skip measuring test-time augmentation out of fold")
     parser.add_argument("--quick", type=int, default=None, metavar="N",
@@ -392,7 +335,7 @@ def _train_networks(args: argparse.Namespace, work: Path, configs: dict[str, Tra
                 and onnx_files[task].stat().st_mtime > best.stat().st_mtime):
             export_onnx(model, onnx_files[task], input_hw=spec.shape)
         parameters[task] = model.count_params()
-        if task in INT8_TASKS:
+        if task in publish.INT8_TASKS:
             int8_files[task] = _int8_copy(onnx_files[task], data.select(is_val).x)
         real_rows = np.isin(data.series, np.arange(len(train_dirs), len(sources)))
         training[task] = dataclasses.asdict(configs[task]) | {
@@ -625,165 +568,13 @@ def main(argv: list[str] | None = None) -> int:
         calibrations = calibrate_intervals(
             validation_sources + [PhantomSource(d) for d in calibration_dirs], networks)
         t = lap("interval calibration (validation)", t)
-    intervals = {task: calibrations[method].to_dict() for task, method in SCAR_NETWORKS.items()}
-    test_sets = {"phantoms": [PhantomSource(d) for d in test_dirs]} | real_tests
-    if args.quick:
-        if args.release:
-            raise SystemExit("--quick is for checking the command, never for a release")
-        test_sets = {name: test[:args.quick] for name, test in test_sets.items()}
-    scores = [s for name, test in test_sets.items()
-              for s in evaluate(test, networks, name, calibrations)]
-    summaries = {name: summarise([s for s in scores if s.test_set == name])
-                 for name in test_sets}
-    rendered_negatives = {
-        sequence: summarise_readings([gate_reading(PhantomSource(d),
-                                                   networks["myocardium_unet"])
-                                      for d in dirs])
-        for sequence, dirs in negative_dirs.items()}
-    t = lap("evaluation", t)
-    int8_sessions = {task: OnnxModel(path) for task, path in int8_files.items()}
-    parity, int8_pipelines = [], {}
-    for label, tasks in INT8_CANDIDATES:
-        if not set(tasks) <= set(int8_sessions):
-            continue
-        candidate = networks | {task: dataclasses.replace(networks[task],
-                                                          predict=int8_sessions[task])
-                                for task in tasks}
-        int8_scores = [s for name, test in test_sets.items()
-                       for s in evaluate(test, candidate, name, calibrations)]
-        rows = [row | {"int8_networks": label}
-                for row in precision_parity(scores, int8_scores)]
-        parity.extend(rows)
-        # Each pipeline takes the fastest candidate that held on every test set, for the
-        # networks it runs (the myocardium U-Net and its scar network).
-        for method in {row["method"] for row in rows}:
-            if method not in int8_pipelines and all(
-                    row["met"] for row in rows if row["method"] == method):
-                runs = ("myocardium_unet", PIPELINE_RUNS[method][0])
-                int8_pipelines[method] = tuple(task for task in tasks if task in runs)
-    int8 = {task: {"file": path.name, "sha256": sha256_of(path), "default": False,
-                   "pipelines": sorted(m for m, tasks in int8_pipelines.items()
-                                       if task in tasks),
-                   "calibration": f"{min(CALIBRATION_ROWS, training[task]['val_slices'])} "
-                                  "validation inputs, MinMax ranges, QDQ (weights int8 per "
-                                  "channel, activations uint8)"}
-            for task, path in int8_files.items()}
-    t = lap("evaluation int8", t)
-    figures_dir = work / "figures"
-    # Everything in it is copied into --models: start empty, so that no figure of an
-    # earlier run (e.g. one drawn from EMIDEC images) is released by accident.
-    shutil.rmtree(figures_dir, ignore_errors=True)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(scores, figures_dir / "scores.csv")
-    for name in test_sets:
-        subset = [s for s in scores if s.test_set == name]
-        box_plots(subset, figures_dir / f"boxplots_{name}.png")
-        bland_altman(subset, figures_dir / f"bland_altman_{name}.png", TEST_SET_LABELS[name])
-    worst_figure = work / "private" / "worst_validation_cases.png"
-    worst_cases = []
-    if cross_validated is not None:
-        fold_curves(fold_records, figures_dir / "curves_folds.png")
-        for task in ("enet_p2", "enet_p1"):
-            shutil.copy2(work / "runs" / task / "curves.png",
-                         figures_dir / f"curves_{task}.png")
-        by_set = {"out-of-fold": cross_validated.oof_scores} | {
-            name: [s for s in scores if s.test_set == name] for name in test_sets}
-        strip_plot(choices.strip_sets(by_set, TEST_SET_LABELS), figures_dir / "strip_cases.png")
-        # Real EMIDEC slices: drawn for whoever trains, under WORK, never into --models.
-        worst_figure = work / "private" / "worst_out_of_fold_before_after.png"
-        worst_figure.parent.mkdir(parents=True, exist_ok=True)
-        from training import crossval
-
-        # Each case as acquired, with its own fold's networks under every variant.
-        bright: dict[str, tuple] = {}
-        for variant, fold_nets in cross_validated.variant_networks.items():
-            for source, nets in crossval.out_of_fold(args.emidec, fold_nets, assignment,
-                                                     args.quick):
-                if not source.dark:
-                    bright.setdefault(source.series_id, (source, {}))[1][variant] = nets
-        worst_cases = before_after_cases(list(bright.values()),
-                                         cross_validated.variant_networks, worst_figure)
-    else:
-        for task in TASKS:
-            shutil.copy2(work / "runs" / task / "curves.png", figures_dir / f"curves_{task}.png")
-        bright_validation = [s for s in validation_sources
-                             if isinstance(s, emidec.EmidecCase) and not s.dark]
-        # Real EMIDEC slices: drawn for whoever trains, under WORK, never into --models (the
-        # images may not be committed or redistributed).
-        if bright_validation:
-            worst_figure.parent.mkdir(parents=True, exist_ok=True)
-            worst_cases = worst_validation_cases(bright_validation, networks, worst_figure)
-    t = lap("figures", t)
-    minutes.pop("total", None)
-    minutes["total"] = sum(minutes.values())
-
-    training_data = {
-        "description": TRAINING_DATA_PHANTOMS + (TRAINING_DATA_EMIDEC if real_train else ""),
-        "train_seed": args.train_seed, "train_series": len(train_dirs) - len(val_idx),
-        "validation_series": len(val_idx), "test_seed": args.test_seed,
-        "test_series": len(test_dirs), "obstruction_probability": OBSTRUCTION_PROBABILITY,
-        "contrasts": sorted({s.contrast for s in sources}),
-        "emidec": None if not real_train else {
-            "citation": emidec.CITATION,
-            "train_cases": len(emidec.read_split(args.emidec)["train"]),
-            "copies_per_case_and_contrast": args.emidec_copies,
-            "train_spacing_range_mm": list(emidec.SPACING_RANGE_MM),
-            "nominal_spacing_mm": emidec.NOMINAL_SPACING_MM,
-            "validation_cases": len(real_val) // 2,
-            "test_cases": len(real_tests["emidec"])}}
-    members, post_processing = {}, {}
-    if cross_validated is not None:
-        from training.crossval import RING_TASKS
-        from training.data.folds import FOLDS_FILE
-
-        training_data["description"] = TRAINING_DATA_PHANTOMS + TRAINING_DATA_EMIDEC_FOLDS
-        training_data["emidec"] |= {
-            "train_cases": len(assignment), "validation_cases": 0,
-            "cross_validation": {"folds": len(set(assignment.values())),
-                                 "cases": len(assignment),
-                                 "file": str(FOLDS_FILE.relative_to(README.parent))}}
-        members = cross_validated.members
-        post_processing = {task: {"complete_ring": cross_validated.complete_ring}
-                           for task in RING_TASKS}
-    evaluation = manifest_evaluation(summaries)
-    manifest = build_manifest(__version__, onnx_files, TASKS, parameters, training, evaluation,
-                              training_data, thresholds, intervals, int8, members,
-                              post_processing)
-    context = {
-        "command": "python -m training " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}",
-        "test_sets": {name: len(test) for name, test in test_sets.items()},
-        "test_seed": args.test_seed, "train_series": training_data["train_series"],
-        "validation_series": len(val_idx), "train_seed": args.train_seed,
-        "emidec": training_data["emidec"], "minutes": minutes,
-        "thresholds": {task: thresholds[task] for task in chosen},
-        "precision_parity": parity,
-        "int8_pipelines": {m: list(t) for m, t in int8_pipelines.items()}, "note": args.note,
-        "rendered_negatives": rendered_negatives,
-        "worst_cases": worst_cases, "worst_figure": str(worst_figure),
-        "interval_calibration": {m: c.to_dict() for m, c in calibrations.items()},
-        "cross_validation": None if cross_validated is None else {
-            "variants": cross_validated.variants, "tta": cross_validated.tta,
-            "chosen_ring": cross_validated.complete_ring,
-            "out_of_fold": choices.oof_summaries(cross_validated.oof_scores)}}
-    (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
-    figures = {p.name: p for p in figures_dir.iterdir()}
-    shipped_files = onnx_files | {f"{k} int8": v for k, v in int8_files.items()} | {
-        f"{k} fold {i}": p for k, paths in members.items() for i, p in enumerate(paths)}
-    if cross_validated is not None:
-        write_csv(cross_validated.oof_scores, figures_dir / "scores_out_of_fold.csv")
-        figures["scores_out_of_fold.csv"] = figures_dir / "scores_out_of_fold.csv"
-    write_models_dir(models_dir, manifest, shipped_files,
-                     markdown_report(summaries, TARGETS, context), figures)
-    if args.release:
-        write_block(README, "accuracy", accuracy_table(summaries))
-    (work / "summary.json").write_text(json.dumps(
-        {"summaries": summaries, "minutes": minutes}, indent=1, default=float))
-    print(json.dumps({"minutes": minutes} | {
-        name: {f: summary["methods"]["cascade-unet"][f]["median"]
-               for f in ("myocardium_dsc", "scar_dsc", "abs_scar_percent_error")}
-        for name, summary in summaries.items()}, indent=1, default=float))
-    print(f"training: done in {(time.perf_counter() - started_at) / 60.0:.1f} minutes "
-          f"(this invocation); models in {models_dir}", flush=True)
+    publish.publish(
+        args, work, models_dir,
+        publish.Shipped(networks, onnx_files, int8_files, parameters, training, thresholds,
+                        chosen, calibrations, cross_validated,
+                        fold_records if cross_validated is not None else None,
+                        assignment if cross_validated is not None else None),
+        publish.Data(train_dirs, val_idx, sources, real_train, real_val, real_tests, test_dirs,
+                     negative_dirs, validation_sources),
+        publish.Clock(minutes, lap, t, started_at), argv)
     return 0
