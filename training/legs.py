@@ -115,10 +115,28 @@ def finished(leg: Leg, root: Path = LEGS_ROOT) -> dict | None:
     for name, digest in files.items():
         if not (folder / name).is_file() or sha256_file(folder / name) != digest:
             return None
-    if (record.get("config") != json.loads(json.dumps(dataclasses.asdict(leg.config)))
+    if (not config_matches(record.get("config"), leg.config)
             or record.get("uses", []) != list(leg.uses)):
         return None  # the plan changed since: this folder is another leg's
     return record
+
+
+def config_matches(recorded: dict | None, config) -> bool:
+    """Whether a kept leg was trained with ``config``. A field the config class gained
+    after the leg was kept matches at its default (the leg was trained as the default
+    trains); any other difference does not."""
+    if not isinstance(recorded, dict):
+        return False
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    defaults = {f.name: f.default for f in dataclasses.fields(config)
+                if f.default is not dataclasses.MISSING}
+    for name, value in current.items():
+        if name in recorded:
+            if recorded[name] != value:
+                return False
+        elif name not in defaults or json.loads(json.dumps(defaults[name])) != value:
+            return False
+    return set(recorded) <= set(current)
 
 
 def pending(legs: Sequence[Leg], root: Path = LEGS_ROOT) -> list[Leg]:

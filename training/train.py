@@ -99,6 +99,10 @@ class TrainConfig:
     validate_every: int = 1
     # U-Net width: filters at the top level (doubling per level).
     base_filters: int = 16
+    # Steps over which the learning rate rises linearly to its schedule's value: a fresh
+    # Adam's first steps are as large as the learning rate whatever the gradient, which
+    # knocks a network started from trained weights off its minimum.
+    warmup_steps: int = 0
 
     def validates(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (1-based) ends with a validation pass."""
@@ -251,6 +255,33 @@ def _plot_curves(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+class _WarmedUp(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule whose first ``warmup_steps`` are scaled by (step + 1) / warmup_steps."""
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule,
+                 warmup_steps: int) -> None:
+        self.schedule, self.warmup_steps = schedule, warmup_steps
+
+    def __call__(self, step):
+        ramp = keras.ops.minimum(1.0, (keras.ops.cast(step, "float32") + 1.0)
+                                 / float(self.warmup_steps))
+        return self.schedule(step) * ramp
+
+    def get_config(self) -> dict:
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule),
+                "warmup_steps": self.warmup_steps}
+
+
+def learning_rate_schedule(config: TrainConfig, total_steps: int
+                           ) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Exponential decay to ``final_learning_rate_fraction`` over the run, warmed up over
+    its first ``warmup_steps`` where there are any."""
+    decay = keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, decay_steps=total_steps,
+        decay_rate=config.final_learning_rate_fraction)
+    return _WarmedUp(decay, config.warmup_steps) if config.warmup_steps > 0 else decay
+
+
 def _save_optimizer(optimizer: keras.optimizers.Optimizer, path: Path) -> None:
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, *[v.numpy() for v in optimizer.variables])
@@ -338,9 +369,7 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
     with precision_policy(config.precision):
         model = build()
     total_steps = config.epochs * config.steps_per_epoch
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        config.learning_rate, decay_steps=total_steps,
-        decay_rate=config.final_learning_rate_fraction)
+    schedule = learning_rate_schedule(config, total_steps)
     optimizer = keras.optimizers.Adam(schedule, use_ema=config.ema_momentum is not None,
                                       ema_momentum=config.ema_momentum or 0.99)
     state = TrainState()

@@ -138,3 +138,57 @@ def test_stages_and_their_curves_join_into_one_network() -> None:
     two = [{"steps": 100, "seconds": 12.0, "val_dsc": 0.7}]
     assert [(h["steps"], h["seconds"]) for h in joined_curves([one, two])] == [
         (100, 10.0), (200, 20.0), (300, 32.0)]
+
+
+def test_the_fourth_stage_goes_on_where_the_third_ended_and_the_box_stays_at_the_third(
+) -> None:
+    from training.fold_legs import BOX_STAGE, WARMUP_STEPS, plan
+    from training.run import CONFIGS, task_config
+
+    by_name = {leg.name: leg for leg in plan({task: task_config(task) for task in CONFIGS})}
+    third, fourth = by_name["fold0-myocardium_unet-s3"], by_name["fold0-myocardium_unet-s4"]
+    assert fourth.needs == (third.name,)
+    ended = third.config.learning_rate * third.config.final_learning_rate_fraction
+    assert fourth.config.learning_rate == pytest.approx(ended)
+    assert (third.config.warmup_steps, fourth.config.warmup_steps) == (0, WARMUP_STEPS)
+    for fold in range(5):
+        assert by_name[f"fold{fold}-scar_unet"].uses == (
+            f"fold{fold}-myocardium_unet-s{BOX_STAGE}",)
+
+
+def test_a_kept_leg_matches_a_config_that_gained_a_field_at_its_default() -> None:
+    from dataclasses import asdict
+
+    config = TrainConfig(epochs=4)
+    recorded = asdict(config)
+    del recorded["warmup_steps"]  # kept before the field existed
+    assert legs.config_matches(recorded, config)
+    assert not legs.config_matches(recorded, TrainConfig(epochs=4, warmup_steps=10))
+    assert not legs.config_matches(recorded | {"epochs": 5}, config)
+    assert not legs.config_matches(recorded | {"gone": 1}, config)
+    assert not legs.config_matches(None, config)
+
+
+def test_every_kept_leg_is_finished_under_todays_plan() -> None:
+    """A change of the plan must never silently un-finish legs already kept in git."""
+    from training.fold_legs import plan
+    from training.run import CONFIGS, task_config
+
+    by_name = {leg.name: leg for leg in plan({task: task_config(task) for task in CONFIGS})}
+    kept = sorted(p.parent.name for p in legs.LEGS_ROOT.glob(f"*/{legs.LEG_FILE}"))
+    assert kept, "no kept legs found"
+    for name in kept:
+        assert name in by_name, f"{name} is kept but not in the plan"
+        assert legs.finished(by_name[name]) is not None, f"{name} no longer counts as finished"
+
+
+def test_a_warm_up_ramps_the_learning_rate_then_follows_the_decay() -> None:
+    from training.train import learning_rate_schedule
+
+    plain = learning_rate_schedule(TrainConfig(learning_rate=1e-3), 1000)
+    warmed = learning_rate_schedule(TrainConfig(learning_rate=1e-3, warmup_steps=100), 1000)
+    assert float(warmed(0)) == pytest.approx(float(plain(0)) / 100, rel=1e-5)
+    assert float(warmed(49)) == pytest.approx(float(plain(49)) / 2, rel=1e-5)
+    for step in (99, 100, 500, 999):
+        assert float(warmed(step)) == pytest.approx(float(plain(step)), rel=1e-5)
+    assert float(plain(1000)) == pytest.approx(1e-4, rel=1e-5)
