@@ -1,10 +1,11 @@
-"""The result store's durable writes before and after issue 54's change, side by side.
+"""The result store's durable writes before and after issue 54's changes, side by side.
 
 One analysis' files as the service stores them (the latency series' report, arrays,
 identity and source headers before the answer; its SEG and SR after), written by the
-store as it is (their fsyncs issued together, :func:`service.store.files.write_synced`)
-and by a copy of the store as it was (one fsync after another, a folder fsync per SEG and
-SR), alternately, ``--runs`` pairs. The disk's speed drifts with whatever else writes to
+store as it is (their fsyncs issued together, :func:`service.store.files.write_synced`;
+the masks as bits, :mod:`service.store.arrays`) and by a copy of the store as it was (one
+fsync after another, a folder fsync per SEG and SR; a bool a pixel), alternately,
+``--runs`` pairs. The disk's speed drifts with whatever else writes to
 it, so the figure is the median over pairs of old / new. Prints it and writes
 ``benchmarks/results/store_speed.json``.
 
@@ -14,6 +15,7 @@ it, so the figure is the median over pairs of old / new. Prints it and writes
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -24,6 +26,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -83,6 +87,15 @@ def analysis_files(out: Path) -> tuple[dict, dict[str, bytes], dict[str, bytes]]
     return analysed.report, analysed.files, encode_stored(analysed.report, analysed.files)
 
 
+def old_layout(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The same files with the arrays as stored before: one bool a pixel for each mask."""
+    from service.store import arrays
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays.load(files["arrays"]))
+    return files | {"arrays": buffer.getvalue()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
@@ -91,6 +104,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("DATA_DIR")) as tmp:
         report, files, encoded = analysis_files(Path(tmp) / "series")
+        before = old_layout(files)
         stores = {"old": SequentialStore(Path(tmp) / "old"), "new": ResultStore(Path(tmp) / "new")}
         times: dict[str, dict[str, list[float]]] = {
             name: {"save": [], "save_encoded": []} for name in stores}
@@ -98,7 +112,7 @@ def main() -> int:
             for name in ("old", "new") if k % 2 == 0 else ("new", "old"):
                 store, analysis = stores[name], report | {"id": uuid.uuid4().hex}
                 t0 = time.perf_counter()
-                store.save(analysis, files)
+                store.save(analysis, files if name == "new" else before)
                 t1 = time.perf_counter()
                 store.save_encoded(analysis["id"], encoded)
                 t2 = time.perf_counter()
@@ -118,6 +132,7 @@ def main() -> int:
     record = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
               "runs": args.runs, "bytes": {k: len(v) for k, v in (files | encoded).items()},
+              "old_arrays_bytes": len(before["arrays"]),
               "summary": summary, "per_run_ms": times}
     args.out.write_text(json.dumps(record, indent=1))
     for step, s in summary.items():

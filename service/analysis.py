@@ -10,7 +10,6 @@ Synchronous: called from worker threads.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import time
@@ -54,6 +53,7 @@ from service.pipeline.report import Report
 from service.pipeline.segment import myocardium_probability, ring_from, segment_on
 from service.pipeline.uncertainty import calibrated_interval
 from service.pipeline.volume import Volume, build_volume
+from service.store import arrays as stored_arrays
 from service.store.results import ResultStore
 
 log = logging.getLogger("service")
@@ -217,11 +217,11 @@ def identity_of(ds: pydicom.Dataset) -> dict[str, str]:
 def stored_files(result: AnalysisResult, volume: Volume) -> dict[str, bytes]:
     """What is stored before the answer: the arrays the overlay needs, whose scan it is,
     and the source headers, which with the report are all the SEG and SR are made from."""
-    arrays = io.BytesIO()
-    np.savez(arrays, myocardium=result.myocardium, scar=result.scar, mvo=result.mvo,
-             crop_ring=result.crop_ring, images=np.stack(volume.images).astype(np.float32))
+    arrays = stored_arrays.dump(np.stack(volume.images).astype(np.float32),
+                                myocardium=result.myocardium, scar=result.scar, mvo=result.mvo,
+                                crop_ring=result.crop_ring)
     identity = identity_of(volume.slices[0].dataset)
-    return {"arrays": arrays.getvalue(), "identity": json.dumps(identity).encode(),
+    return {"arrays": arrays, "identity": json.dumps(identity).encode(),
             "sources": pack_headers(distinct_datasets(volume.slices))}
 
 
@@ -286,20 +286,21 @@ def analyse_files(blobs: list[Blob], pipeline: Pipeline, max_series_pixels: int,
 def analyse_and_store(blobs: list[Blob], pipeline: Pipeline, settings: Settings,
                       store: ResultStore, notes: tuple[str, ...] = (),
                       analysis_id: str | None = None, fingerprint: str | None = None,
-                      encoder: Encoder | None = None) -> dict:
+                      encoder: Encoder | None = None, spooled: int = 0) -> dict:
     """One series' files to a stored report (returned as JSON-ready dict).
 
     Stored durably (report, arrays, source headers) before this returns; the SEG and SR
     are then ``encoder``'s (encoded here, before returning, without one). Overloaded
     before any work when the encoder's queue is full; InsufficientStorage when the store
-    cannot take the series (nothing of it kept)."""
+    cannot take the series (nothing of it kept; ``spooled``: the bytes its upload holds on
+    the store's disk meanwhile, which a retry needs again)."""
     with encoder.place() if encoder is not None else nullcontext():
         analysed = analyse_files(blobs, pipeline, settings.max_series_pixels, notes,
                                  analysis_id, duplicates=settings.duplicate_instances)
         report, files = analysed.report, analysed.files
         if fingerprint:
             report["input_fingerprint"] = fingerprint
-        store.save(report, files, push_to=settings.dicomweb_store_url)
+        store.save(report, files, push_to=settings.dicomweb_store_url, spooled=spooled)
         if encoder is None:
             store.save_encoded(report["id"], encode_stored(report, files))
         else:

@@ -37,6 +37,7 @@ from service.dicom.uids import uids_of
 from service.errors import InputError, InsufficientStorage, InternalFailure, Overloaded
 from service.pipeline.registry import Pipeline
 from service.pipeline.segment import region_spread
+from service.store import arrays as stored_arrays
 from service.store.results import ResultStore
 
 log = logging.getLogger("service")
@@ -60,7 +61,7 @@ class _Frame:
 
 def encode_stored(report: dict, files: Mapping[str, bytes]) -> dict[str, bytes]:
     """The SEG and SR of an analysis from its stored report, arrays and source headers."""
-    arrays = np.load(io.BytesIO(files["arrays"]))
+    arrays = stored_arrays.load(files["arrays"], ("myocardium", "scar", "mvo"))
     headers = unpack_headers(files["sources"])
     slices = [_Frame(headers[s["sop_instance_uid"]], s.get("frame_number"))
               for s in report["slices"]]
@@ -81,10 +82,10 @@ def disagreement(report: dict, files: Mapping[str, bytes], pipeline: Pipeline) -
     """The viewer's layer of where the scar network disagrees with itself over flips and
     turns of its input (:func:`service.pipeline.segment.region_spread`), as stored; None for
     an analysis stored without the ring that placed the crop."""
-    with np.load(io.BytesIO(files["arrays"])) as arrays:
-        if "crop_ring" not in arrays.files:
-            return None
-        images, ring = list(arrays["images"]), arrays["crop_ring"]
+    arrays = stored_arrays.load(files["arrays"], ("images", "crop_ring"))
+    if "crop_ring" not in arrays:
+        return None
+    images, ring = list(arrays["images"]), arrays["crop_ring"]
     spread = region_spread(images, tuple(report["pixel_spacing_mm"]), ring,
                            pipeline.scar.network)
     if spread is None:

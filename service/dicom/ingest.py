@@ -77,6 +77,10 @@ class Spool:
         self._files += 1
         return self.folder / f"{self._files:06d}"
 
+    def size(self) -> int:
+        """The bytes its files hold on disk now."""
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 

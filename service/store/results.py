@@ -112,18 +112,20 @@ class ResultStore:
                                      "next_attempt_at) VALUES (?, ?, 'pending', 0)",
                                      (report["id"], push_to))
 
-    def save(self, report: dict, files: dict[str, bytes], push_to: str | None = None) -> None:
+    def save(self, report: dict, files: dict[str, bytes], push_to: str | None = None,
+             spooled: int = 0) -> None:
         """Write every file of one analysis, then make it visible (and queue its push) at once.
 
         InsufficientStorage when the disk cannot take it (checked first, so most refusals
         write nothing): then nothing of it is left, in staging, the folder or the index.
+        ``spooled``: the bytes its upload holds on this disk until answered (:meth:`Space.check`).
         """
         analysis_id = report["id"]
         tmp = self.staging / analysis_id
         payloads = {FILES["report"]: json.dumps(report).encode()} | {
             FILES[key]: data for key, data in files.items()}
         needed = int(sum(len(data) for data in payloads.values()) * (1 + ENCODED_SHARE))
-        self.space.check(needed)
+        self.space.check(needed, spooled)
         placed = False
         try:
             with self.space.guard(needed):

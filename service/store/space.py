@@ -97,12 +97,14 @@ class Space:
                     f"series (MIN_FREE_BYTES {mib(self.min_free_bytes)} kept free)")
         return None
 
-    def check(self, needed: int = 0) -> None:
-        """InsufficientStorage unless ``needed`` bytes and the reserve are free."""
+    def check(self, needed: int = 0, spooled: int = 0) -> None:
+        """InsufficientStorage unless ``needed`` bytes and the reserve are free. ``spooled``:
+        what the series holds on this disk meanwhile (its upload), freed when it is refused
+        and needed again by a retry, so the store stays full until those are free too."""
         free = self.free()
         wanted = needed + self.min_free_bytes
         if free < wanted:
-            self._note_full(wanted)
+            self._note_full(wanted + spooled)
             raise InsufficientStorage(
                 f"{self.name} has {mib(free)} free and needs {mib(wanted)} for this series "
                 f"(MIN_FREE_BYTES {mib(self.min_free_bytes)} kept free): nothing of it was "

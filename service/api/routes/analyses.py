@@ -43,6 +43,7 @@ from service.errors import (
     ServiceError,
 )
 from service.pipeline.report import Report
+from service.store import arrays as stored_arrays
 from service.store.results import ResultStore
 from service.viewer.overlay import auto_window, default_scale, heart_box, render_overlay, to_png
 from service.viewer.pages import viewer_page
@@ -111,7 +112,7 @@ async def create_analysis(
         work = asyncio.ensure_future(run_counted(
             request.app.state.metrics, name, analyse_and_store, blobs,
             registry.pipelines[name], settings, request.app.state.store, (), analysis_id,
-            None, request.app.state.encoder))
+            None, request.app.state.encoder, spool.size()))
         # The files go when the work ends, which may be after this answer (202 below).
         work.add_done_callback(lambda _: spool.close())
         if not await finished_in_time(request.app, work, settings.analysis_timeout_s):
@@ -257,11 +258,11 @@ MAX_OVERLAY_SIDE = 2048
 
 
 def _arrays(store: ResultStore, analysis_id: str) -> dict[str, np.ndarray]:
-    with np.load(store.path(analysis_id, "arrays")) as data:
-        arrays = {key: data[key] for key in ("images", "myocardium", "scar")}
-        # Results stored before MVO was measured have none.
-        arrays["mvo"] = data["mvo"] if "mvo" in data.files else np.zeros_like(arrays["scar"])
-        return arrays
+    arrays = stored_arrays.load(store.path(analysis_id, "arrays"),
+                                ("images", "myocardium", "scar", "mvo"))
+    if "mvo" not in arrays:  # results stored before MVO was measured have none
+        arrays["mvo"] = np.zeros_like(arrays["scar"])
+    return arrays
 
 
 def _shown_region(arrays: dict[str, np.ndarray], spacing: tuple[float, float], zoom: bool

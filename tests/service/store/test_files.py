@@ -72,3 +72,4 @@ def test_an_sr_without_its_seg_is_encoded_again_at_start(tmp_path) -> None:
     assert store.encoding_state(analysis_id) == "pending"
     assert store.unencoded() == [analysis_id]
     assert store.encoder_inputs(analysis_id) is not None
+
