@@ -154,6 +154,12 @@ def test_the_fourth_stage_goes_on_where_the_third_ended_and_the_box_stays_at_the
     for fold in range(5):
         assert by_name[f"fold{fold}-scar_unet"].uses == (
             f"fold{fold}-myocardium_unet-s{BOX_STAGE}",)
+    # The scar U-Net's second stage goes on where its first (no restart) ended.
+    scar, scar2 = by_name["fold0-scar_unet"], by_name["fold0-scar_unet-s2"]
+    assert set(scar2.needs) == {scar.name, *scar.uses}
+    assert scar2.config.learning_rate == pytest.approx(
+        scar.config.learning_rate * scar.config.final_learning_rate_fraction)
+    assert scar2.config.warmup_steps == WARMUP_STEPS
 
 
 def test_a_kept_leg_matches_a_config_that_gained_a_field_at_its_default() -> None:
