@@ -115,12 +115,13 @@ def stage_config(config: TrainConfig, stage: int, last_restart: int = 1) -> Trai
     (warmed up)."""
     if stage == 1:
         return config
-    restart = config.learning_rate * LATER_STAGE_LEARNING_RATE_FACTOR
     if stage <= last_restart:
-        return dataclasses.replace(config, learning_rate=restart)
-    start = config.learning_rate if last_restart == 1 else restart
-    ended = start * config.final_learning_rate_fraction ** (stage - last_restart)
-    return dataclasses.replace(config, learning_rate=ended, warmup_steps=WARMUP_STEPS)
+        return dataclasses.replace(config, learning_rate=config.learning_rate
+                                   * LATER_STAGE_LEARNING_RATE_FACTOR)
+    previous = stage_config(config, stage - 1, last_restart)
+    return dataclasses.replace(config, learning_rate=previous.learning_rate
+                               * config.final_learning_rate_fraction,
+                               warmup_steps=WARMUP_STEPS)
 
 
 def plan(configs: dict[str, TrainConfig], folds: int = 5, epochs: int | None = None,
