@@ -1,0 +1,82 @@
+"""The out-of-fold interval study: cross-fitted coverage, the shifted check, the ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.studies.oof_interval_study import (
+    AS_GIVEN,
+    SHIFTED,
+    candidate_checks,
+    kept_folds,
+    spearman,
+)
+
+
+def _row(fold: int, group: str, error: float, spread_points: float, contrast: str =
+         "bright-blood", distance2: float = 1.0) -> dict:
+    terms = {"rings": spread_points, "myocardium": spread_points, "tta": spread_points}
+    terms |= {f"scar@{o:g}": spread_points for o in (0.1, 0.2, 0.3)}
+    return {"series_id": f"s{fold}-{group}-{error}", "group": group, "contrast": contrast,
+            "fold": fold, "true_scar_percent": 20.0, "scar_percent": 20.0 + error,
+            "error": error, "terms": terms, "lge_distance2": distance2}
+
+
+def _rows(rng: np.random.Generator, folds: int, per_fold: int, shifted_scale: float
+          ) -> list[dict]:
+    """Errors proportional to the spread: as given N(0, spread), shifted ``shifted_scale``
+    times larger at the same spread."""
+    rows = []
+    for fold in range(folds):
+        for _ in range(per_fold):
+            s = float(rng.uniform(0.5, 3.0))
+            rows.append(_row(fold, AS_GIVEN, float(rng.normal(0, s)), s))
+            rows.append(_row(fold, SHIFTED, float(rng.normal(0, s * shifted_scale)), s))
+    return rows
+
+
+def test_an_interval_that_holds_as_given_is_cross_fitted_and_the_shifted_check_can_fail(
+) -> None:
+    rng = np.random.default_rng(53)
+    same = candidate_checks(_rows(rng, folds=4, per_fold=40, shifted_scale=1.0))["tta"]
+    assert not same["in_sample"]
+    assert same[AS_GIVEN]["series"] == same[SHIFTED]["series"] == 160
+    assert same[AS_GIVEN]["coverage"] >= 0.88 and same[SHIFTED]["coverage"] >= 0.88
+    worse = candidate_checks(_rows(rng, folds=4, per_fold=40, shifted_scale=4.0))["tta"]
+    assert worse[SHIFTED]["coverage"] < 0.7, "an interval blind to the shift must fail there"
+
+
+def test_each_folds_series_are_judged_by_the_other_folds_calibration() -> None:
+    rng = np.random.default_rng(7)
+    rows = _rows(rng, folds=2, per_fold=40, shifted_scale=1.0)
+    # Fold 1's as-given errors are ten times fold 0's: fold 0's calibration cannot hold them.
+    for r in rows:
+        if r["fold"] == 1:
+            r["error"] *= 10.0
+            r["scar_percent"] = r["true_scar_percent"] + r["error"]
+    checked = candidate_checks(rows)["tta"][AS_GIVEN]
+    assert checked["coverage"] < 0.8, "in-sample calibration would have covered 95 %"
+
+
+def test_one_fold_is_flagged_in_sample() -> None:
+    rows = _rows(np.random.default_rng(1), folds=1, per_fold=40, shifted_scale=1.0)
+    assert all(c["in_sample"] for c in candidate_checks(rows).values())
+
+
+def test_the_ranking_reads_each_group_apart() -> None:
+    rows = [_row(0, AS_GIVEN, e, s) for e, s in ((1, 1), (2, 2), (3, 3), (4, 4))]
+    rows += [_row(0, SHIFTED, e, s) for e, s in ((4, 1), (3, 2), (2, 3), (1, 4))]
+    rho = spearman(rows)
+    assert rho["as given, bright-blood"]["tta"]["rho"] == pytest.approx(1.0)
+    assert rho[SHIFTED]["tta"]["rho"] == pytest.approx(-1.0)
+
+
+def test_the_kept_fold_zero_has_both_u_nets() -> None:
+    from training.fold_legs import plan
+    from training.run import CONFIGS, task_config
+
+    folds = kept_folds(plan({task: task_config(task) for task in CONFIGS}))
+    assert 0 in folds
+    assert {leg.task for leg in folds[0].values()} == {"myocardium_unet", "scar_unet"}
+    assert all(leg.fold == 0 and not leg.variant for leg in folds[0].values())
