@@ -80,3 +80,16 @@ def test_the_kept_fold_zero_has_both_u_nets() -> None:
     assert 0 in folds
     assert {leg.task for leg in folds[0].values()} == {"myocardium_unet", "scar_unet"}
     assert all(leg.fold == 0 and not leg.variant for leg in folds[0].values())
+
+
+def test_the_review_width_flags_four_in_five_large_errors_and_no_more_than_needed() -> None:
+    from training.studies.oof_interval_study import review_check, review_width
+
+    # (held, width, large): five large errors at widths 9, 8, 7, 6, 1; small ones at 2-5.
+    judged = [(True, w, True) for w in (9.0, 8.0, 7.0, 6.0, 1.0)]
+    judged += [(True, w, False) for w in (2.0, 3.0, 4.0, 5.0, 5.5)]
+    width = review_width(judged)
+    assert 5.5 < width < 6.0 + 1e-6, "the fourth-widest large error sets it"
+    check = review_check(judged, width)
+    assert check["large_flagged"] == 0.8 and check["review_share"] == 0.4
+    assert review_width([(True, 3.0, False)]) is None

@@ -69,6 +69,10 @@ TRAINING_KINDS = ("EMIDEC", "EMIDEC darkened")
 # Candidate spreads: every sum of the interval's terms, test-time augmentation alone and
 # with the disagreement of the two rings.
 CANDIDATES = tuple(term_sets()) + (("tta",), ("rings", "tta"))
+# Issue 53's review flag: at least this share of the series whose scar % is more than
+# LARGE_ERROR points off must be sent to review.
+LARGE_ERROR = 5.0
+LARGE_FLAGGED = 0.8
 SPEARMAN_TERMS = ("rings", "myocardium", *(f"scar@{o:g}" for o in INTERVAL_OFFSETS), "tta",
                   "lge_distance2")
 
@@ -173,21 +177,45 @@ def _series(rows: Sequence[dict]) -> list[CalibrationSeries]:
     return [CalibrationSeries("real scans", r["error"], r["terms"]) for r in rows]
 
 
-def _held(row: dict, calibration: IntervalCalibration) -> tuple[bool, float]:
+def _held(row: dict, calibration: IntervalCalibration) -> tuple[bool, float, bool]:
+    """Whether the interval holds the truth, its width, and whether the error is large."""
     low, high = interval(row["scar_percent"], spread(row["terms"], calibration), calibration)
     truth = row["true_scar_percent"]
-    return bool(low - 1e-9 <= truth <= high + 1e-9), high - low
+    return (bool(low - 1e-9 <= truth <= high + 1e-9), high - low,
+            abs(row["error"]) > LARGE_ERROR)
+
+
+def review_width(judged: Sequence[tuple[bool, float, bool]]) -> float | None:
+    """The widest review width (review: wider than it) that still sends LARGE_FLAGGED of the
+    large errors to review; None without a large error."""
+    large = sorted((w for _, w, is_large in judged if is_large), reverse=True)
+    if not large:
+        return None
+    return large[math.ceil(LARGE_FLAGGED * len(large)) - 1] - 1e-9
+
+
+def review_check(judged: Sequence[tuple[bool, float, bool]], width: float | None
+                 ) -> dict | None:
+    """The review flag on the interval alone: the share sent to review, the large-error
+    share and the share of large errors flagged."""
+    if width is None or not judged:
+        return None
+    large = [w for _, w, is_large in judged if is_large]
+    return {"review_share": float(np.mean([w > width for _, w, _ in judged])),
+            "large_share": len(large) / len(judged),
+            "large_flagged": None if not large else float(np.mean([w > width for w in large]))}
 
 
 def candidate_checks(rows: Sequence[dict], level: float = INTERVAL_LEVEL) -> dict[str, dict]:
     """Per candidate spread: coverage and median width as given and shifted, each fold's
     series judged by the interval calibrated on the other folds' as-given series (on its own
-    while only one fold is kept: ``in_sample``)."""
+    while only one fold is kept: ``in_sample``); and the review width chosen on the as-given
+    series (:func:`review_width`) with the review flag it gives in each group."""
     analysed = [r for r in rows if r.get("scar_percent") is not None]
     folds = sorted({r["fold"] for r in analysed})
     out = {}
     for candidate in CANDIDATES:
-        held: dict[str, list[tuple[bool, float]]] = {AS_GIVEN: [], SHIFTED: []}
+        held: dict[str, list[tuple[bool, float, bool]]] = {AS_GIVEN: [], SHIFTED: []}
         for fold in folds:
             others = [f for f in folds if f != fold] or [fold]
             calibration_rows = [r for r in analysed if r["group"] == AS_GIVEN
@@ -200,11 +228,16 @@ def candidate_checks(rows: Sequence[dict], level: float = INTERVAL_LEVEL) -> dic
             for r in analysed:
                 if r["fold"] == fold:
                     held[r["group"]].append(_held(r, calibration))
+        # The review width that meets the flag's target on the as-given series, then how
+        # it does on the shifted ones.
+        width = review_width(held[AS_GIVEN])
         out["+".join(candidate)] = {
-            group: None if not pairs else {
-                "series": len(pairs), "coverage": float(np.mean([h for h, _ in pairs])),
-                "median_width": float(np.median([w for _, w in pairs]))}
-            for group, pairs in held.items()} | {"in_sample": len(folds) < 2}
+            group: None if not judged else {
+                "series": len(judged), "coverage": float(np.mean([h for h, _, _ in judged])),
+                "median_width": float(np.median([w for _, w, _ in judged])),
+                "review": review_check(judged, width)}
+            for group, judged in held.items()} | {"in_sample": len(folds) < 2,
+                                                  "review_width": width}
     return out
 
 
@@ -240,6 +273,16 @@ def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
         else pattern.format(value)
 
 
+def _review(group: dict | None) -> str:
+    review = group and group["review"]
+    if not review:
+        return ""
+    flagged = review["large_flagged"]
+    return (f"{review['review_share']:.0%} "
+            f"({'none large' if flagged is None else format(flagged, '.0%')}; "
+            f"{review['large_share']:.0%} large)")
+
+
 def docs_block(result: dict) -> str:
     """The study's two tables in Markdown (docs/experiments.md's ``oof-interval-study``)."""
     folds = ", ".join(f"fold {f}: {n['myocardium_unet']} + {n['scar_unet']}"
@@ -263,13 +306,16 @@ def docs_block(result: dict) -> str:
                  if in_sample else "of the other folds") + "; the shifted copies are "
               "never calibrated on:", "",
               "| spread | coverage as given | median width as given | coverage shifted | "
-              "median width shifted |", "|---|---|---|---|---|"]
+              "median width shifted | review width | review share as given (large errors "
+              "flagged) | review share shifted (large errors flagged) |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, c in result["candidates"].items():
         a, s = c[AS_GIVEN], c[SHIFTED]
         lines.append(f"| {name} | {_fmt(a and a['coverage'], '{:.0%}')} | "
                      f"{_fmt(a and a['median_width'], '{:.1f}')} | "
                      f"{_fmt(s and s['coverage'], '{:.0%}')} | "
-                     f"{_fmt(s and s['median_width'], '{:.1f}')} |")
+                     f"{_fmt(s and s['median_width'], '{:.1f}')} | "
+                     f"{_fmt(c['review_width'], '{:.1f}')} | {_review(a)} | {_review(s)} |")
     d = result["lge_distance2"]
     lines += ["", "Distance of the contrast measures from the training scans' (squared "
               "Mahalanobis, nearest EMIDEC kind), median / 90th percentile: " + "; ".join(
