@@ -1,0 +1,88 @@
+"""The stored source headers (issue 54): each element of a series encoded once, the same
+bytes as pydicom writing every instance's header whole, and the same refusals."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_files
+from pydicom.dataelem import RawDataElement
+from pydicom.errors import BytesLengthException
+
+from service.dicom import headers
+from service.dicom.ingest import Blob, read_dataset
+from tests.conftest import read_series
+
+
+def _members(packed: bytes) -> list[bytes]:
+    with zipfile.ZipFile(io.BytesIO(packed)) as archive:
+        return [archive.read(name) for name in sorted(archive.namelist())]
+
+
+def _whole(paths: list[Path]) -> list[bytes]:
+    """Every header written whole by pydicom (the code before issue 54), on fresh reads."""
+    return [headers._header(pydicom.dcmread(p)) for p in paths]
+
+
+def test_a_series_packs_to_the_bytes_of_each_header_written_whole(series_dirs) -> None:
+    paths = sorted((series_dirs[0] / "dicom").glob("*.dcm"))
+    # As the service holds them (every value converted at ingest) and as read (raw).
+    ingested = [read_dataset(Blob(p.name, p)) for p in paths]
+    assert _members(headers.pack_headers(ingested)) == _whole(paths)
+    assert _members(headers.pack_headers([pydicom.dcmread(p) for p in paths])) == _whole(paths)
+
+
+def test_shared_elements_are_encoded_once(series_dirs) -> None:
+    datasets = read_series(series_dirs[0])
+    encoded: headers.Encoded = {}
+    for ds in datasets:
+        headers._header_shared(ds, encoded)
+    elements = len([t for t in datasets[0].keys() if 2 < t.group < headers.PIXEL_GROUP])
+    # The instances differ in a few elements (UIDs, position, number): far fewer encodings
+    # than elements times instances.
+    assert elements <= len(encoded) < 3 * elements
+
+
+@pytest.mark.parametrize("path", [p for p in get_testdata_files("*.dcm")
+                                  if Path(p).stat().st_size < 2_000_000],
+                         ids=lambda p: Path(p).name)
+def test_pydicoms_files_give_the_same_header_or_the_same_error(path: str) -> None:
+    """Implicit VR, big endian, sequences, character sets, private tags: the same bytes
+    (or the same exception) as the header written whole."""
+    try:
+        pydicom.dcmread(path)
+    except Exception:  # noqa: BLE001 - some of pydicom's files are deliberately broken
+        pytest.skip("pydicom cannot read it")
+    try:
+        expected = headers._header(pydicom.dcmread(path))
+    except Exception as exc:  # noqa: BLE001
+        with pytest.raises(type(exc)):
+            headers._header_shared(pydicom.dcmread(path), {})
+        return
+    encoded: headers.Encoded = {}
+    assert headers._header_shared(pydicom.dcmread(path), encoded) == expected
+    # Read again with the elements already encoded: the same bytes from the cache.
+    assert headers._header_shared(pydicom.dcmread(path), encoded) == expected
+
+
+def test_an_element_that_cannot_be_read_back_fails_in_any_instance(series_dirs) -> None:
+    """An element that does not convert fails as it did with every header written whole,
+    whichever instance carries it, after the others' elements were encoded (a US of three
+    bytes: ingest refuses such a file as corrupt before, so this is the last line)."""
+    paths = sorted((series_dirs[0] / "dicom").glob("*.dcm"))
+    tag = pydicom.tag.Tag(0x00181310)  # Acquisition Matrix, US
+
+    def damaged() -> list[pydicom.Dataset]:
+        datasets = [pydicom.dcmread(p) for p in paths]
+        datasets[-1]._dict[tag] = RawDataElement(tag, "US", 3, b"\x01\x02\x03", 0, False,
+                                                 True)
+        return datasets
+
+    with pytest.raises(BytesLengthException):
+        headers._header(damaged()[-1])
+    with pytest.raises(BytesLengthException):
+        headers.pack_headers(damaged())
