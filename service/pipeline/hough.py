@@ -44,14 +44,22 @@ def hough_candidates(image: np.ndarray, spacing: Spacing,
 
 _ISO_MM = 2.0
 _MIN_SHARE = 0.15  # a peak has at least this share of its circumference voting
+# A heart's box grown by this holds the LV's edges and the ring round them that a circle's
+# contrast reads, with room for a ring a network drew short.
+HEART_MARGIN_MM = 15.0
 
 
 def _candidates_of_stack(slices: Sequence[np.ndarray], spacing: Spacing,
-                         radius_range_mm: tuple[float, float], n_peaks: int = 4
+                         radius_range_mm: tuple[float, float], n_peaks: int = 4,
+                         heart: np.ndarray | None = None, margin_mm: float = HEART_MARGIN_MM
                          ) -> list[list[Circle]]:
     """:func:`hough_candidates` of every slice; slices of one shape share the resampling
     and the filters (one matrix product and one filter call per stack: each slice's
-    numbers are the ones it gets alone, as every step works along rows or columns)."""
+    numbers are the ones it gets alone, as every step works along rows or columns).
+
+    ``heart`` (y, x): where the heart is on slices of its shape; their search is cut to
+    its box grown by ``margin_mm`` (:func:`heart_window`).
+    """
     by_shape: dict[tuple[int, int], list[int]] = {}
     for k, image in enumerate(slices):
         by_shape.setdefault(np.shape(image), []).append(k)
@@ -60,7 +68,18 @@ def _candidates_of_stack(slices: Sequence[np.ndarray], spacing: Spacing,
         shape = (max(8, round(source_shape[0] * spacing[0] / _ISO_MM)),
                  max(8, round(source_shape[1] * spacing[1] / _ISO_MM)))
         grid = resample_transform(source_shape, spacing, _ISO_MM, shape)
-        small = grid.to_model(np.stack([zscore(slices[k]) for k in idx]), order=1)
+        window = (slice(0, shape[0]), slice(0, shape[1]))
+        if heart is not None and np.shape(heart) == source_shape:
+            window = heart_window(heart, grid, margin_mm)
+        # The window's part of the whole search's grid, from the source pixels it reads of
+        # each slice z-scored whole (so edges are found on the same values).
+        part = GridTransform(
+            scale=grid.scale, model_shape=(window[0].stop - window[0].start,
+                                           window[1].stop - window[1].start),
+            offset=tuple(grid.offset[a] + window[a].start * grid.scale[a] for a in range(2)),
+            source_shape=grid.source_shape)
+        reads = part.source_window
+        small = part.to_model(np.stack([zscore(slices[k])[reads] for k in idx]), order=1)
         # ndimage.sobel of each slice: the derivative along one axis, smoothing along the
         # other only (never across slices).
         smooth = ndimage.gaussian_filter(small, (0.0, 1.0, 1.0))
@@ -68,15 +87,40 @@ def _candidates_of_stack(slices: Sequence[np.ndarray], spacing: Spacing,
         ndimage.correlate1d(gy, [1, 2, 1], axis=2, output=gy)
         gx = ndimage.correlate1d(smooth, [-1, 0, 1], axis=2)
         ndimage.correlate1d(gx, [1, 2, 1], axis=1, output=gx)
+        origin = (window[0].start, window[1].start)
         for j, k in enumerate(idx):
             out[k] = _slice_candidates(small[j], gy[j], gx[j], grid, radius_range_mm,
-                                       n_peaks)
+                                       n_peaks, origin)
     return out
 
 
+def heart_window(heart: np.ndarray, grid: GridTransform, margin_mm: float
+                 ) -> tuple[slice, slice]:
+    """Rows and columns of the search's 2 mm grid (``grid``'s model grid) within
+    ``margin_mm`` of the box round ``heart`` (y, x, the source grid); the whole grid when
+    ``heart`` is empty."""
+    rows, cols = np.nonzero(np.asarray(heart, dtype=bool))
+    if rows.size == 0:
+        return slice(0, grid.model_shape[0]), slice(0, grid.model_shape[1])
+    reach = margin_mm / _ISO_MM
+    window = []
+    for axis, at in enumerate((rows, cols)):
+        # Source pixel edges (index -/+ 0.5) onto the model grid: index = (source - offset)
+        # / scale.
+        low = (at.min() - 0.5 - grid.offset[axis]) / grid.scale[axis] - reach
+        high = (at.max() + 0.5 - grid.offset[axis]) / grid.scale[axis] + reach
+        n = grid.model_shape[axis]
+        window.append(slice(int(np.clip(np.floor(low), 0, n)),
+                            int(np.clip(np.ceil(high) + 1, 0, n))))
+    return window[0], window[1]
+
+
 def _slice_candidates(small: np.ndarray, gy: np.ndarray, gx: np.ndarray, grid: GridTransform,
-                      radius_range_mm: tuple[float, float], n_peaks: int) -> list[Circle]:
-    iso, shape = _ISO_MM, small.shape
+                      radius_range_mm: tuple[float, float], n_peaks: int,
+                      origin: tuple[int, int] = (0, 0)) -> list[Circle]:
+    """Candidates of one slice, ``small`` being the rows and columns of ``grid``'s model
+    grid from ``origin`` on."""
+    iso, shape, whole = _ISO_MM, small.shape, grid.model_shape
     edges = canny(small, sigma=1.0, low_threshold=0.2, high_threshold=0.6)
     ys, xs = np.nonzero(edges)
     if ys.size == 0:
@@ -113,9 +157,10 @@ def _slice_candidates(small: np.ndarray, gy: np.ndarray, gx: np.ndarray, grid: G
     contrasts = _contrasts(small, *(np.array(v) for v in list(zip(*picks, strict=True))[:3]))
     peaks = []
     for (y, x, r, share), contrast in zip(picks, contrasts, strict=True):
+        y, x = y + origin[0], x + origin[1]
         # The heart is planned near the centre of a short-axis field of view (one circle
         # at a time: numpy's vectorised exp may round the last digit otherwise).
-        off_centre_mm = iso * np.hypot(y - (shape[0] - 1) / 2, x - (shape[1] - 1) / 2)
+        off_centre_mm = iso * np.hypot(y - (whole[0] - 1) / 2, x - (whole[1] - 1) / 2)
         prior = np.exp(-0.5 * (off_centre_mm / 35.0) ** 2)
         src = (grid.scale[0] * y + grid.offset[0], grid.scale[1] * x + grid.offset[1])
         peaks.append(Circle(centre=src, radius_mm=float(r * iso),
@@ -226,7 +271,8 @@ def _sorted_statistic(values: np.ndarray, members: np.ndarray, median: bool) -> 
 
 def hough_lv_circles(slices: Sequence[np.ndarray], spacing: Spacing,
                      radius_range_mm: tuple[float, float] = (10.0, 40.0),
-                     max_jump_mm: float = 20.0) -> list[Circle]:
+                     max_jump_mm: float = 20.0, heart: np.ndarray | None = None
+                     ) -> list[Circle]:
     """One LV circle per slice of a stack, consistent along the long axis.
 
     Per-slice Hough peaks can lock onto the RV, the aorta or the spine. The
@@ -234,8 +280,16 @@ def hough_lv_circles(slices: Sequence[np.ndarray], spacing: Spacing,
     the support it gets from the other slices' candidates within
     ``max_jump_mm``; every slice then takes its candidate nearest to that
     consensus, or the consensus itself (median radius) when it has none.
+
+    ``heart`` (y, x; e.g. the myocardium network's ring over the series): the search is
+    cut to :data:`HEART_MARGIN_MM` round its box, not the whole field of view (the LV's
+    edges and the ring that scores a circle's contrast are inside it; the search costs
+    what its area does: about 4x faster). Not used by the pipelines yet: it changes most
+    slices' circles (weak candidates near the heart are no longer outnumbered by strong
+    ones elsewhere), and training's crops come from the whole slice
+    (docs/experiments.md, "Performance", issue 54 round 4). None: the whole slice.
     """
-    per_slice = _candidates_of_stack(slices, spacing, radius_range_mm)
+    per_slice = _candidates_of_stack(slices, spacing, radius_range_mm, heart=heart)
     flat = [c for cands in per_slice for c in cands]
     if not flat:
         centre = (slices[0].shape[0] / 2.0, slices[0].shape[1] / 2.0)

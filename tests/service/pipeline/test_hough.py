@@ -138,3 +138,46 @@ def test_no_votes_no_cells() -> None:
     rows, cols, share, best_r = hough._accumulator_peaks(
         np.zeros((len(RADII), 12, 9), np.int16), RADII, 0.15)
     assert rows.size == cols.size == share.size == best_r.size == 0
+
+
+# --- The search near the heart (issue 54, round 4; not used by the pipelines yet) ------
+
+
+def test_the_heart_window_is_the_box_and_margin_on_the_2mm_grid() -> None:
+    grid = hough.resample_transform((200, 200), (1.0, 1.0), 2.0, (100, 100))
+    heart = np.zeros((200, 200), bool)
+    assert hough.heart_window(heart, grid, 15.0) == (slice(0, 100), slice(0, 100))
+    heart[80:120, 60:100] = True  # source rows 80-119, columns 60-99: 2 mm cells 40-59, 30-49
+    rows, cols = hough.heart_window(heart, grid, 10.0)
+    assert rows.start <= 40 - 5 and rows.stop >= 60 + 5 and rows.stop - rows.start <= 32
+    assert cols.start <= 30 - 5 and cols.stop >= 50 + 5 and cols.stop - cols.start <= 32
+    heart[:] = False
+    heart[0:4, 190:200] = True  # at the corner: clipped to the grid
+    rows, cols = hough.heart_window(heart, grid, 15.0)
+    assert rows.start == 0 and cols.stop == 100
+
+
+def test_near_the_heart_finds_the_whole_searchs_lv_and_nothing_outside() -> None:
+    """A disk (the cavity) inside a dark ring, a brighter disk far from it: the search near
+    the ring finds the disk's circle as the whole slice's search does, and no candidate
+    outside the window."""
+    slices = []
+    for k in range(3):
+        image = _disk((200, 200), (100.0, 90.0), 15.0, k)
+        yy, xx = np.indices(image.shape)
+        image[np.hypot(yy - 30.0, xx - 170.0) < 12] = 500.0  # something else bright
+        slices.append(image)
+    spacing = (1.4, 1.4)
+    yy, xx = np.indices(slices[0].shape)
+    distance = np.hypot(yy - 100.0, xx - 90.0)
+    heart = (distance >= 15.0) & (distance < 25.0)
+    whole = hough.hough_lv_circles(slices, spacing)
+    near = hough.hough_lv_circles(slices, spacing, heart=heart)
+    for w, n in zip(whole, near, strict=True):
+        assert np.allclose(w.centre, (100.0, 90.0), atol=3.0)
+        assert np.allclose(n.centre, w.centre, atol=1.0) and n.radius_mm == w.radius_mm
+    for candidates in hough._candidates_of_stack(slices, spacing, (10.0, 40.0), heart=heart):
+        for c in candidates:
+            assert 100.0 - 25.0 - 15.0 / 1.4 - 2 <= c.centre[0] <= 100.0 + 25.0 + 15.0 / 1.4 + 2
+    assert _as_tuples(hough.hough_lv_circles(slices, spacing, heart=np.zeros_like(heart))) \
+        == _as_tuples(whole)
