@@ -8,8 +8,8 @@ cases: as given (each case as acquired and darkened) and shifted (the fixed othe
 copies). Per series it keeps the scar-% error, every spread term of
 :mod:`service.pipeline.uncertainty`, the range of the scar % over the eight symmetries of the
 square (test-time augmentation, ``tta``) and how far the image's contrast measures lie from
-the real LGE the models were trained on (``lge_distance2``: the smallest squared Mahalanobis
-distance to the contrast classifier's EMIDEC kinds). It writes
+the LGE the models were trained on (``lge_distance2``: the smallest squared Mahalanobis
+distance to the contrast classifier's kinds of LGE). It writes
 ``docs/results/oof_interval_study.json`` and the ``oof-interval-study`` block of
 docs/experiments.md:
 
@@ -64,8 +64,6 @@ from training.studies.interval_study import DIHEDRAL, _transformed
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_GIVEN, SHIFTED = "as given", "shifted"
-# The contrast classifier's kinds that are the real scans the networks were trained on.
-TRAINING_KINDS = ("EMIDEC", "EMIDEC darkened")
 # Candidate spreads: every sum of the interval's terms, test-time augmentation alone and
 # with the disagreement of the two rings.
 CANDIDATES = tuple(term_sets()) + (("tta",), ("rings", "tta"))
@@ -93,10 +91,11 @@ def _network(task: str, leg: legs_.Leg, root: Path) -> Network:
                    CLASSES[task])
 
 
-def lge_distance2(evidence: acceptance.LgeEvidence) -> float | None:
-    """The image's contrast measures' squared distance from the nearest real-LGE kind."""
-    x = vector(acceptance.contrast_features(evidence), CONTRAST_MODEL.features)
-    kinds = [k for k in CONTRAST_MODEL.kinds if k.name in TRAINING_KINDS]
+def lge_distance2(values: dict[str, float | None]) -> float | None:
+    """The contrast measures' squared Mahalanobis distance from the nearest kind of LGE the
+    networks were trained on (EMIDEC as acquired and darkened, rendered phantoms)."""
+    x = vector(values, CONTRAST_MODEL.features)
+    kinds = [k for k in CONTRAST_MODEL.kinds if k.lge]
     return None if x is None or not kinds else min(k.distance2(x) for k in kinds)
 
 
@@ -117,10 +116,11 @@ def series_row(source: Source, group: str, fold: int, myo_net: Network,
     seg = members[0]  # the identity: what the service reports
     terms = spread_terms(seg.myocardium, seg.scar, seg.myocardium_probability,
                          seg.scar_probability, ring, scar_net.threshold, INTERVAL_OFFSETS)
-    evidence = acceptance.lge_evidence(series.images, ring, series.spacing)
+    values = acceptance.contrast_features(
+        acceptance.lge_evidence(series.images, ring, series.spacing))
     return row | {"scar_percent": percents[0], "error": percents[0] - truth,
                   "terms": terms | {"tta": float(max(percents) - min(percents))},
-                  "lge_distance2": lge_distance2(evidence)}
+                  "contrast_values": values, "lge_distance2": lge_distance2(values)}
 
 
 def fold_rows(emidec_root: Path, fold: int, nets: dict[str, legs_.Leg], work: Path,
@@ -318,8 +318,9 @@ def docs_block(result: dict) -> str:
                      f"{_fmt(c['review_width'], '{:.1f}')} | {_review(a)} | {_review(s)} |")
     d = result["lge_distance2"]
     lines += ["", "Distance of the contrast measures from the training scans' (squared "
-              "Mahalanobis, nearest EMIDEC kind), median / 90th percentile: " + "; ".join(
-                  f"{g} {v['median']:.1f} / {v['p90']:.1f}" for g, v in d.items() if v) + "."]
+              "Mahalanobis, nearest kind of LGE trained on), median / 90th percentile: "
+              + "; ".join(f"{g} {v['median']:.1f} / {v['p90']:.1f}"
+                          for g, v in d.items() if v) + "."]
     return "\n".join(lines)
 
 
