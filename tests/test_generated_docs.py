@@ -101,3 +101,12 @@ def test_the_gate_study_tables_in_the_experiments_are_its_results() -> None:
     result = json.loads((ROOT / "docs" / "results" / "gate_flag_study.json").read_text())
     assert block == docs_block(result), ("run python -m training.studies.gate_flag_study "
                                          "--emidec ... --docs-only")
+
+
+def test_the_oof_interval_tables_in_the_experiments_are_its_results() -> None:
+    from training.studies.oof_interval_study import docs_block
+
+    block = read_block(ROOT / "docs" / "experiments.md", "oof-interval-study")
+    result = json.loads((ROOT / "docs" / "results" / "oof_interval_study.json").read_text())
+    assert block == docs_block(result), ("run python -m training.studies.oof_interval_study "
+                                         "--docs-only")
