@@ -284,10 +284,11 @@ def hough_lv_circles(slices: Sequence[np.ndarray], spacing: Spacing,
     ``heart`` (y, x; e.g. the myocardium network's ring over the series): the search is
     cut to :data:`HEART_MARGIN_MM` round its box, not the whole field of view (the LV's
     edges and the ring that scores a circle's contrast are inside it; the search costs
-    what its area does: about 4x faster). Not used by the pipelines yet: it changes most
-    slices' circles (weak candidates near the heart are no longer outnumbered by strong
-    ones elsewhere), and training's crops come from the whole slice
-    (docs/experiments.md, "Performance", issue 54 round 4). None: the whole slice.
+    what its area does: about 4x faster). It changes most slices' circles (weak
+    candidates near the heart are no longer outnumbered by strong ones elsewhere;
+    docs/experiments.md, "Performance", issue 54 round 4), so a network gets it only where
+    its manifest says it was trained on it (``InputSpec.hough_near_heart``: round 4's
+    ENets, given the first ring); None: the whole slice (0.3.2's ENets).
     """
     per_slice = _candidates_of_stack(slices, spacing, radius_range_mm, heart=heart)
     flat = [c for cands in per_slice for c in cands]

@@ -140,7 +140,7 @@ def test_no_votes_no_cells() -> None:
     assert rows.size == cols.size == share.size == best_r.size == 0
 
 
-# --- The search near the heart (issue 54, round 4; not used by the pipelines yet) ------
+# --- The search near the heart (issue 54, round 4; round 4's ENets are trained on it) --
 
 
 def test_the_heart_window_is_the_box_and_margin_on_the_2mm_grid() -> None:
