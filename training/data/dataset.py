@@ -7,10 +7,13 @@ model grid as fractions (soft labels): a 2 mm pixel half covered by
 myocardium is 0.5 myocardium, which lets the network place a border between
 pixels, and the probability mapped back to the source grid lands there.
 
-Two things differ from serving, on purpose:
+Three things differ from serving, on purpose:
 
 * the heart box is made from the true myocardium with random margin and
   shift, so the scar U-Net sees the spread of boxes CNN1 will give it;
+* the ENets' Hough search near the heart is given the true myocardium's
+  box with its edges moved by a few millimetres, where serving gives it
+  CNN1's ring (no trained network is needed to cut the ENets' arrays);
 * the myocardium given to a network is never just the true one. The scar
   U-Net sees it only through its peak-ratio channel (the crop over the
   99th percentile of the myocardium's signal in the series); one of its
@@ -64,8 +67,12 @@ MYOCARDIUM_UNET = InputSpec(crop="whole_image", shape=(128, 128), spacing_mm=2.0
 # predicted 0.83, on development series); without it, it draws the border itself.
 SCAR_UNET = InputSpec(crop="heart_box", shape=(96, 96), margin_mm=12.0, min_side_mm=60.0,
                       peak_ratio_channel=True, context_slices=1)
-ENET_P1 = InputSpec(crop="hough_circle", shape=(64, 64), masked=False)
-ENET_P2 = InputSpec(crop="hough_circle", shape=(64, 64), masked=True)
+# Round 4's ENets search their Hough circle near the heart (the first ring's box + 15 mm),
+# in training as in serving: 4x faster than the whole slice, and not drawn to strong
+# circles elsewhere (docs/experiments.md, "Performance", issue 54 round 4). 0.3.2's ENets
+# were trained on the whole slice's search; their manifest says so (the field's default).
+ENET_P1 = InputSpec(crop="hough_circle", shape=(64, 64), masked=False, hough_near_heart=True)
+ENET_P2 = InputSpec(crop="hough_circle", shape=(64, 64), masked=True, hough_near_heart=True)
 
 TASKS = {"myocardium_unet": MYOCARDIUM_UNET, "scar_unet": SCAR_UNET,
          "enet_p1": ENET_P1, "enet_p2": ENET_P2}
@@ -79,6 +86,9 @@ CLASSES = {"myocardium_unet": ("background", "cavity", "myocardium"),
 NEEDS_MYOCARDIUM_MODEL = ("scar_unet",)
 # Bump when what series_arrays makes changes, so cached arrays are rebuilt.
 ARRAYS_VERSION = 9
+# How far each edge of the heart's box given to the ENets' Hough search may move in
+# training (:func:`_jittered_heart`).
+HEART_JITTER_MM = 5.0
 # The scar U-Net's emphasis: scar called in blood or fat just outside the
 # myocardium (the largest share of its false positives, measured) costs more.
 SCAR_BORDER_BAND_MM = 3.0
@@ -162,6 +172,35 @@ def _perturbed_masks(myo: np.ndarray, scar: np.ndarray | None, rng: np.random.Ge
     return np.stack([_perturbed_mask(m, s, rng) for m, s in zip(myo, scars, strict=True)])
 
 
+def _jittered_heart(myo: np.ndarray, spacing, rng: np.random.Generator,
+                    reach_mm: float = HEART_JITTER_MM) -> np.ndarray:
+    """(1, y, x): the box round the true myocardium over the series, each edge moved by up
+    to ``reach_mm``; the empty myocardium as it is.
+
+    The heart the Hough search is given in serving is the first ring (the myocardium
+    U-Net's), whose box differs from the truth's by a few millimetres (a ring drawn short
+    or long at the base or apex, a wall a pixel off). The search only reads the box (plus
+    its 15 mm margin), so moving the box's edges by up to a third of that margin shows the
+    ENet the circles such windows give, while the LV stays well inside every window. Gross
+    failures of the first ring (an island far off, no ring at all) are not simulated: an
+    empty ring searches the whole slice, which is what the search near the heart falls
+    back to anyway.
+    """
+    rows, cols = np.nonzero(np.asarray(myo, dtype=bool).any(axis=0))
+    shape = np.shape(myo)[1:]
+    box = np.zeros((1, *shape), dtype=bool)
+    if rows.size == 0:
+        return box
+    edges = []
+    for axis, at in enumerate((rows, cols)):
+        move = rng.uniform(-1.0, 1.0, 2) * reach_mm / spacing[axis]
+        low = int(np.clip(round(at.min() + move[0]), 0, shape[axis] - 1))
+        high = int(np.clip(round(at.max() + move[1]), 0, shape[axis] - 1))
+        edges.append(slice(min(low, high), max(low, high) + 1))
+    box[0][tuple(edges)] = True
+    return box
+
+
 def _band_outside(myo: np.ndarray, spacing, width_mm: float = SCAR_BORDER_BAND_MM) -> np.ndarray:
     """Pixels within ``width_mm`` outside the true myocardium (blood, fat), per slice."""
     out = np.zeros_like(myo)
@@ -216,7 +255,10 @@ def series_arrays(source: Source | Path, series_number: int, seed: int = 0,
         out["scar_unet"] = Arrays.concatenate(parts)
 
     if "enet_p1" in tasks or "enet_p2" in tasks:
-        circles = crop_transforms(images, spacing, ENET_P1)
+        # The search near the heart, given the true myocardium's box a few millimetres off
+        # (the first ring's, as serving gives it: _jittered_heart); drawn after the U-Nets'
+        # draws, so their arrays stay those of ARRAYS_VERSION.
+        circles = crop_transforms(images, spacing, ENET_P1, _jittered_heart(myo, spacing, rng))
         y = np.stack([_targets(circles, scar), _targets(circles, mvo)], axis=-1)
     if "enet_p1" in tasks:
         x, _ = model_inputs(images, spacing, ENET_P1, circles)
