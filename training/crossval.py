@@ -31,10 +31,14 @@ from training.data.dataset import CLASSES, TASKS
 from training.data.folds import fold_cases, read_folds
 from training.data.sources import Source
 
+# The networks trained per fold in every round-4 release (both U-Nets).
 FOLD_TASKS = ("myocardium_unet", "scar_unet")
-# The networks shared by every fold (from the earlier release), and those whose myocardium
-# the ring constraint completes.
-SHARED_TASKS = ("enet_p2", "enet_p1")
+# The ENets: trained per fold where every fold's ENet legs are kept (their own search near
+# the heart); otherwise shared by every fold from the earlier release (``--networks-from``),
+# each with its own manifest's input.
+ENET_TASKS = ("enet_p2", "enet_p1")
+SHARED_TASKS = ENET_TASKS
+# The networks whose myocardium the ring constraint completes.
 RING_TASKS = ("myocardium_unet", "scar_unet")
 SHIFTED_PER_CASE = 2
 

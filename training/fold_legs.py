@@ -12,6 +12,10 @@ training copy's look).
 A fold trains on the phantoms (less their validation series) and the other
 folds' training copies; its curve is measured on its own held-out cases,
 as given (which alone is the curve's ``val_dsc``) and shifted.
+
+Each fold's two ENets come after its U-Nets: 0.3.2's were trained on 70 of
+the 80 cases, so scored out of fold they were in sample, and on the whole
+slice's Hough search, which serving drops for the search near the heart.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from service.pipeline.infer import OnnxModel
-from service.pipeline.segment import Network, myocardium_probability, ring_from
+from service.pipeline.preprocess import InputSpec
+from service.pipeline.quantify import scar_fraction
+from service.pipeline.segment import Network, myocardium_probability, ring_from, segment_on
 from training import legs as legs_
-from training.crossval import FOLD_TASKS, held_out_sources
+from training.crossval import ENET_TASKS, FOLD_TASKS, held_out_sources
 from training.data import emidec
 from training.data.dataset import CLASSES, TASKS, Arrays, build_arrays
 from training.data.folds import fold_cases
@@ -35,10 +41,18 @@ from training.data.sources import PhantomSource, Source
 from training.metrics import dice
 from training.train import TrainConfig, train
 
-# Per-fold schedules: as long as 0.3.2's single networks (12,000 and 15,000 steps), validated
-# every fifth epoch along the whole run, the last epoch kept.
-FOLD_EPOCHS = {"myocardium_unet": 120, "scar_unet": 150}
+# Per-fold schedules: the U-Nets as long as 0.3.2's single networks (12,000 and 15,000
+# steps), validated every fifth epoch (500 steps) along the whole run, the last epoch kept.
+# The ENets: 0.3.2 gave them 1,000 steps (best epoch 7 of 8: still rising); here 5,000 (40
+# epochs of 125), about 35-45 minutes a leg on 2 cores (an ENet step is ~160 ms at batch 8,
+# benchmarks/results/training_steps.json, and a release run took 2.3x the steps' own time;
+# the pool's arrays are cut once, before the first ENet leg). Validated every second epoch
+# (250 steps: three points in each tenth the flatness test compares), on moving-average
+# weights as the U-Nets are, since the last epoch is kept, not the best.
+FOLD_EPOCHS = {"myocardium_unet": 120, "scar_unet": 150, "enet_p2": 40, "enet_p1": 40}
 VALIDATE_EVERY = 5
+TASK_CHANGES: dict[str, dict] = {task: {"validate_every": 2, "ema_momentum": 0.995}
+                                 for task in ENET_TASKS}
 # The capacity study (fold 0's scar U-Net): a network twice as wide at the same wall-clock
 # time as the release's width. Without AMX its step costs about 4x the 16-filter one's here
 # (benchmarks/training_widths.py: 4.3x in one run; convolutions grow with the square of the
@@ -53,16 +67,22 @@ CAPACITY_VARIANTS = {"w32": {"base_filters": 32, "epochs": 40}}
 # stage goes on at the learning rate the third ended at, warmed up, so that its curve
 # says whether the network still learns at the end of its schedule: flat there, it has
 # converged.
-STAGES = {"myocardium_unet": 4, "scar_unet": 2}
+# The ENets get one stage each until fold 0's curves say whether they need a second.
+STAGES = {"myocardium_unet": 4, "scar_unet": 2, "enet_p2": 1, "enet_p1": 1}
 LATER_STAGE_LEARNING_RATE_FACTOR = 0.25
 # The last stage of each network that is a warm restart; later stages go on where the
 # previous one ended. Fold 0's scar U-Net rose 0.009 over the last fifth of its 15,000
 # steps, not flat, so it gets a second stage of that kind straight away (no restart).
-LAST_RESTART_STAGE = {"myocardium_unet": 3, "scar_unet": 1}
+LAST_RESTART_STAGE = {"myocardium_unet": 3, "scar_unet": 1, "enet_p2": 1, "enet_p1": 1}
 WARMUP_STEPS = 500
 # The scar U-Net is trained on the heart boxes of its fold's myocardium U-Net at this
-# stage: later stages polish the ring, not where the box falls.
+# stage: later stages polish the ring, not where the box falls. The ENets' held-out series
+# are scored on that stage's ring too (their first ring in the out-of-fold scoring).
 BOX_STAGE = 3
+# The ENets the scar U-Nets' legs score beside the cascade: 0.3.2's, trained on the whole
+# slice's Hough search (their manifest's input; the release passes it).
+WHOLE_SLICE_ENETS = {task: dataclasses.replace(TASKS[task], hough_near_heart=False)
+                     for task in ENET_TASKS}
 
 
 @dataclass(frozen=True)
@@ -101,7 +121,7 @@ def fold_config(base: TrainConfig, task: str, variant: str = "",
                 epochs: int | None = None) -> TrainConfig:
     """A leg's schedule; ``epochs`` overrides every leg's (checking the command)."""
     changes = {"epochs": FOLD_EPOCHS[task], "validate_last": 1.0,
-               "validate_every": VALIDATE_EVERY, "select_best": False}
+               "validate_every": VALIDATE_EVERY, "select_best": False} | TASK_CHANGES.get(task, {})
     if variant:
         changes |= CAPACITY_VARIANTS[variant]
     if epochs is not None:
@@ -126,9 +146,12 @@ def stage_config(config: TrainConfig, stage: int, last_restart: int = 1) -> Trai
 
 def plan(configs: dict[str, TrainConfig], folds: int = 5, epochs: int | None = None,
          stages: dict[str, int] | None = None) -> list[legs_.Leg]:
-    """The release's legs in order: fold 0's U-Nets (each stage), then the capacity study's
-    wider scar U-Net on fold 0, then the other folds. A scar U-Net uses its fold's
-    myocardium U-Net at BOX_STAGE (it is trained on the heart boxes the cascade gives it)."""
+    """The release's legs in order, fold by fold: the fold's U-Nets (each stage), on fold 0
+    the capacity study's wider scar U-Net, then the fold's ENets (Protocol 2, then 1). A
+    scar U-Net uses its fold's myocardium U-Net at BOX_STAGE (it is trained on the heart
+    boxes the cascade gives it), and so does an ENet (that ring is its pipeline's first in
+    the held-out scores). ``stages``: legs per network; a network it leaves out gets none
+    (the U-Nets' always come first, so adding the ENets moved no kept leg)."""
     stages = STAGES if stages is None else stages
     out = []
     for fold in range(folds):
@@ -147,6 +170,11 @@ def plan(configs: dict[str, TrainConfig], folds: int = 5, epochs: int | None = N
             out += [legs_.Leg("scar_unet", 0, fold_config(configs["scar_unet"], "scar_unet", v,
                                                           epochs), v, uses=myocardium)
                     for v in CAPACITY_VARIANTS]
+        for task in ENET_TASKS:
+            config = fold_config(configs[task], task, epochs=epochs)
+            out += [legs_.Leg(task, fold, stage_config(config, stage, LAST_RESTART_STAGE[task]),
+                              stage=stage, uses=myocardium)
+                    for stage in range(1, stages.get(task, 0) + 1)]
     return out
 
 
@@ -160,13 +188,19 @@ def last_stages(plan_legs: Sequence[legs_.Leg]) -> list[legs_.Leg]:
 
 class FoldLegTrainer:
     """Trains one leg of the plan: its arrays (cut once per task, or per fold where they
-    need the fold's myocardium U-Net), the run, the export and the held-out scores."""
+    need the fold's myocardium U-Net), the run, the export and the held-out scores.
+
+    ``shared``: the earlier release's ENet files, scored beside a scar U-Net's cascade,
+    each with its input from ``shared_specs`` (its manifest's; default: the whole slice's
+    Hough search, as 0.3.2's)."""
 
     def __init__(self, pool: Pool, assignment: dict[str, int], work: Path, build,
                  shared: dict[str, Path], root: Path = legs_.LEGS_ROOT, workers: int = 2,
-                 plan_legs: Sequence[legs_.Leg] = ()) -> None:
+                 plan_legs: Sequence[legs_.Leg] = (),
+                 shared_specs: dict[str, InputSpec] | None = None) -> None:
         self.pool, self.assignment, self.work, self.build = pool, assignment, work, build
         self.shared, self.root, self.workers = shared, root, workers
+        self.shared_specs = WHOLE_SLICE_ENETS | (shared_specs or {})
         self.plan = list(plan_legs)
         self._arrays: dict[tuple, Arrays] = {}
 
@@ -180,17 +214,22 @@ class FoldLegTrainer:
         wanted = np.concatenate([rows["train"], rows["as-given"], rows["shifted"]])
         model = None
         key: tuple = (leg.task,)
+        tasks = [leg.task]
         if leg.task == "scar_unet":
             model = self._onnx(leg.uses[0])
             key = (leg.task, leg.uses[0])
         else:
-            # The myocardium U-Net's arrays need no model: cut once for every fold.
+            # The myocardium U-Net's and the ENets' arrays need no model (the ENets' search
+            # is given the true heart): cut once for every fold, both ENets in one pass (one
+            # Hough search a series).
             wanted = np.arange(len(self.pool.sources))
+            if leg.task in ENET_TASKS:
+                tasks = list(ENET_TASKS)
         if key not in self._arrays:
             self._arrays.clear()  # one task's arrays in memory at a time
             name = "pool" if model is None else f"fold{leg.fold}"
             cut = build_arrays([self.pool.sources[i] for i in wanted],
-                               self.work / "arrays", name, tasks=[leg.task],
+                               self.work / "arrays", name, tasks=tasks,
                                workers=self.workers, myocardium_model=model)[leg.task]
             self._arrays[key] = dataclasses.replace(cut, series=wanted[cut.series])
         return self._arrays[key]
@@ -222,6 +261,7 @@ class FoldLegTrainer:
         _plot(whole, folder / "curves.png", leg.network)
         _, held = fold_cases(self.assignment, leg.fold)
         summary = _summary(scores)
+        own = (_METHOD[leg.task],) if leg.task in ENET_TASKS else ("", _METHOD["scar_unet"])
         record = legs_.record_leg(leg, folder, state.history, {
             "held_out_cases": held, "parameters": int(model.count_params()),
             "train_slices": len(subset["train"].x), "train_minutes": state.seconds / 60.0,
@@ -229,16 +269,19 @@ class FoldLegTrainer:
             "network_flatness": flat,
             "network_flatness_shifted": legs_.flatness(whole, "val_dsc_shifted"),
             "network_steps": whole[-1]["steps"],
-            "held_out": summary, "summary": _one_line(summary, flat)})
+            "held_out": summary, "summary": _one_line(summary, flat, own)})
         return record
 
     def held_out_scores(self, leg: legs_.Leg) -> list[dict]:
         """Per held-out series (as given and shifted), 3-D DSC on the source grid: the
-        myocardium U-Net's ring; for a scar U-Net, the whole cascade (and the ENets on
-        this fold's ring) as the service runs them."""
+        myocardium U-Net's ring; for a scar U-Net, the whole cascade (and the shared ENets
+        on this fold's ring); for an ENet, its pipeline on this fold's ring; each as the
+        service runs them."""
         rows = self.pool.rows(self.assignment, leg.fold)
         items = [(self.pool.sources[i], kind) for kind in ("as-given", "shifted")
                  for i in rows[kind]]
+        if leg.task in ENET_TASKS:
+            return self._enet_scores(leg, items)
         if leg.task == "myocardium_unet":
             net = Network(OnnxModel(self._onnx(leg.name)), TASKS[leg.task], CLASSES[leg.task])
             out = []
@@ -254,7 +297,8 @@ class FoldLegTrainer:
         nets = {"myocardium_unet": self._onnx(leg.uses[0]),
                 "scar_unet": self._onnx(leg.name)} | {
             k: v for k, v in self.shared.items() if k in ("enet_p1", "enet_p2")}
-        networks = {k: Network(OnnxModel(p), TASKS[k], CLASSES[k]) for k, p in nets.items()}
+        specs = TASKS | {k: self.shared_specs[k] for k in self.shared if k in ENET_TASKS}
+        networks = {k: Network(OnnxModel(p), specs[k], CLASSES[k]) for k, p in nets.items()}
         out = []
         for source, kind in items:
             for s in score_series(source, networks, kind):
@@ -265,6 +309,37 @@ class FoldLegTrainer:
                                 "scar_percent": s.scar_percent,
                                 "mvo_case_dsc": s.mvo_case_dsc})
         return out
+
+
+    def _enet_scores(self, leg: legs_.Leg, items: Sequence[tuple[Source, str]]) -> list[dict]:
+        """The ENet's pipeline on each held-out series: the fold's myocardium U-Net
+        (``leg.uses``) draws the first ring, whose box places the Hough search and which
+        Protocol 2 multiplies the crop by; the ENet at threshold 0.5 (the release chooses
+        its threshold out of fold later); source grid, as the service draws it."""
+        first = Network(OnnxModel(self._onnx(leg.uses[0])), TASKS["myocardium_unet"],
+                        CLASSES["myocardium_unet"])
+        enet = Network(OnnxModel(self._onnx(leg.name)), TASKS[leg.task], CLASSES[leg.task])
+        out = []
+        for source, kind in items:
+            series = source.read()
+            p = myocardium_probability(series.images, series.spacing, first)
+            seg = segment_on(series.images, series.spacing, ring_from(p, first), p, enet)
+            truth, true_mvo = series.true_scar, series.true_obstruction
+            out.append({
+                "series": source.series_id, "kind": kind, "contrast": source.contrast,
+                "method": _METHOD[leg.task],
+                "myocardium_dsc": dice(seg.myocardium, series.true_myocardium),
+                "scar_dsc": dice(seg.scar, truth) if truth.any() else float("nan"),
+                "true_scar_percent": 100.0 * scar_fraction(truth, series.true_myocardium),
+                "scar_percent": 100.0 * scar_fraction(seg.scar, seg.myocardium),
+                "mvo_case_dsc": (dice(seg.mvo, true_mvo) if true_mvo.any()
+                                 else float(not seg.mvo.any()))})
+        return out
+
+
+# The pipeline each scar network's held-out scores are read through
+# (training.evaluation.scoring.SCAR_NETWORKS).
+_METHOD = {"scar_unet": "cascade-unet", "enet_p2": "enet", "enet_p1": "enet-raw"}
 
 
 def joined_curves(stages: Sequence[list[dict]]) -> list[dict]:
@@ -299,10 +374,12 @@ def _summary(scores: list[dict]) -> dict:
     return summary
 
 
-def _one_line(summary: dict, flat: dict) -> str:
+def _one_line(summary: dict, flat: dict, methods: Sequence[str] = ("", "cascade-unet")
+              ) -> str:
+    """The leg's own figures (``methods``: "" for a U-Net's ring) and its curve's gain."""
     parts = []
     for key, entry in summary.items():
-        if key.endswith(("enet", "enet-raw")):
+        if (key.split(" ", 1) + [""])[1] not in methods:
             continue
         text = f"{key} myocardium {entry['myocardium_dsc']:.3f}"
         if "scar_dsc" in entry:
@@ -352,7 +429,7 @@ def legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> 
             continue
         last = record["history"][-1]
         held = record["held_out"]
-        method = " cascade-unet" if leg.task == "scar_unet" else ""
+        method = f" {_METHOD[leg.task]}" if leg.task in _METHOD else ""
 
         def pair(field: str, held=held, method=method) -> str:
             values = [held.get(f"{kind}{method}", {}).get(field) for kind in
@@ -365,7 +442,7 @@ def legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> 
             f"| {leg.name} | {steps:,} | {record['parameters']:,} | "
             f"{record['train_minutes']:.0f} | {last['val_dsc']:.3f} / "
             f"{last.get('val_dsc_shifted', float('nan')):.3f} | {pair('myocardium_dsc')} | "
-            f"{pair('scar_dsc') if leg.task == 'scar_unet' else ''} | "
+            f"{pair('scar_dsc') if method else ''} | "
             + " / ".join("n/a" if g is None else f"{g:+.4f}" for g in flat) + " |")
     return "\n".join(lines)
 
@@ -388,9 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         write_block(args.write, "round4-legs",
                     "Written by `python -m training.fold_legs --write docs/experiments.md` "
                     "from the kept legs (`releases/round4/legs/*/leg.json`); held-out DSC "
-                    "is the curve's last point (model grid, moving-average weights); the "
-                    "medians are per series on the source grid, the scar U-Net's through "
-                    "the whole cascade.\n\n" + table)
+                    "is the curve's last point (model grid, moving-average weights; the "
+                    "ENets': scar); the medians are per series on the source grid, the "
+                    "scar U-Net's through the whole cascade, an ENet's through its "
+                    "pipeline on its fold's myocardium ring.\n\n" + table)
     return 0
 
 
