@@ -46,6 +46,11 @@ class CrossValidated:
     variants: dict  # variant name -> its out-of-fold summaries and score
     complete_ring: bool
     tta: dict
+    # Each shipped network's input (the manifest's): the training specs for the networks
+    # trained per fold, the earlier release's for the shared ones.
+    specs: dict = dataclasses.field(default_factory=dict)
+    # The networks trained per fold (crossval.fold_trained), in task order.
+    fold_tasks: tuple = crossval.FOLD_TASKS
     # Each variant's fold networks, for the before/after figure (not written anywhere).
     variant_networks: dict = dataclasses.field(default_factory=dict)
 
@@ -76,19 +81,23 @@ def _scores(pairs_as_given: list, pairs_shifted: list, name: str) -> list:
 
 def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
                     phantom_validation_dirs: Sequence[Path], assignment: dict[str, int],
-                    shared_networks: tuple[dict, dict, dict], limit: int | None = None,
+                    shared_networks: tuple[dict, dict, dict, dict], limit: int | None = None,
                     tta_study: bool = True) -> CrossValidated:
     """Every post-processing choice on the out-of-fold predictions of the 80 EMIDEC cases
     (each with its own fold's networks) and the phantom validation series (the ensemble).
 
     ``fold_records[fold][task]`` holds each finished leg's record, with its ONNX file
-    under ``"onnx"``.
+    under ``"onnx"``: both U-Nets, and the ENets where their legs are kept in every fold
+    (:func:`crossval.fold_trained`). ``shared_networks`` (files, parameters, training
+    records and input specs by task) stand in for the ENets that are not.
     """
     folds = len(fold_records)
-    shared_files, shared_parameters, shared_training = shared_networks
-    shared = {task: Network(OnnxModel(path), TASKS[task], CLASSES[task])
+    own = crossval.fold_trained(fold_records)
+    shared_files, shared_parameters, shared_training, shared_specs = (
+        {task: v for task, v in part.items() if task not in own} for part in shared_networks)
+    shared = {task: Network(OnnxModel(path), shared_specs[task], CLASSES[task])
               for task, path in shared_files.items()}
-    files = [{task: Path(fold_records[f][task]["onnx"]) for task in crossval.FOLD_TASKS}
+    files = [{task: Path(fold_records[f][task]["onnx"]) for task in own}
              for f in range(folds)]
     # Each distinct network input answered once across the passes over the same series.
     per_fold = crossval.remembered(crossval.fold_networks(files, shared))
@@ -96,7 +105,7 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
     def oof(fold_nets: list, shifted: bool = False) -> list:
         return crossval.out_of_fold(emidec_root, fold_nets, assignment, limit, shifted)
 
-    ensemble = crossval.ensemble_networks(per_fold)
+    ensemble = crossval.ensemble_networks(per_fold, own)
     phantom_val = [PhantomSource(d) for d in phantom_validation_dirs]
     variants, chosen_by, nets_by = {}, {}, {}
     for ring in (False, True):
@@ -134,7 +143,7 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
     members, onnx_files, parameters, training = {}, {}, {}, {}
     export = work / "export"
     export.mkdir(parents=True, exist_ok=True)
-    for task in crossval.FOLD_TASKS:
+    for task in own:
         name = next(m.name for m in MODELS if m.key == task)
         members[task] = []
         for fold in range(folds):
@@ -166,4 +175,5 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
         oof_scores=variants[best]["scores"],
         variants={v: {k: x for k, x in d.items() if k != "scores"} for v, d in variants.items()},
         complete_ring=variants[best]["complete_ring"], tta=tta,
-        variant_networks={v: nets_by[v][0] for v in variants})
+        variant_networks={v: nets_by[v][0] for v in variants},
+        specs={task: TASKS[task] for task in own} | shared_specs, fold_tasks=own)

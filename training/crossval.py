@@ -8,9 +8,11 @@ release (thresholds, the ring constraint, test-time augmentation, the
 interval's calibration), as given and shifted (another centre's look), and
 the service runs the mean of the five folds' probabilities.
 
-The ENets are not retrained per fold: they are taken from the release named
-by ``--networks-from`` (trained on EMIDEC ``train``), and run on each fold's
-own myocardium; their out-of-fold figures are out of fold only on the 10
+The ENets are trained per fold too where every fold's ENet legs are kept
+(:func:`fold_trained`), on crops from the Hough search near the heart. Where
+they are not, they are taken from the release named by ``--networks-from``
+(0.3.2's were trained on EMIDEC ``train``) and run on each fold's own
+myocardium; their out-of-fold figures are then out of fold only on the 10
 ``validation`` cases (the report says so).
 """
 
@@ -53,18 +55,30 @@ def held_out_sources(root: Path, cases: Sequence[str], shifted: bool = False
             for case in cases]
 
 
+def fold_trained(fold_records: dict) -> tuple[str, ...]:
+    """The networks every fold has its own of (``fold_records[fold][task]``): both U-Nets,
+    and each ENet whose legs are kept in every fold."""
+    return FOLD_TASKS + tuple(task for task in ENET_TASKS
+                              if all(task in by_task for by_task in fold_records.values()))
+
+
 def fold_networks(files: Sequence[dict[str, Path]], shared: dict[str, Network]
                   ) -> list[dict[str, Network]]:
-    """Each fold's networks: its own U-Nets (``files[fold][task]``) and the shared ENets."""
-    return [{task: Network(OnnxModel(paths[task]), TASKS[task], CLASSES[task])
-             for task in FOLD_TASKS} | shared for paths in files]
+    """Each fold's networks: its own (``files[fold][task]``, the training specs) and, for
+    the networks it has none of, the shared ones (with their release's specs)."""
+    return [{task: Network(OnnxModel(path), TASKS[task], CLASSES[task])
+             for task, path in paths.items()}
+            | {task: net for task, net in shared.items() if task not in paths}
+            for paths in files]
 
 
-def ensemble_networks(per_fold: Sequence[dict[str, Network]]) -> dict[str, Network]:
-    """The shipped networks: each fold-trained network the mean of its folds'."""
+def ensemble_networks(per_fold: Sequence[dict[str, Network]],
+                      tasks: Sequence[str] = FOLD_TASKS) -> dict[str, Network]:
+    """The shipped networks: each fold-trained network (``tasks``) the mean of its folds';
+    the shared ones as they are."""
     first = per_fold[0]
     out = dict(first)
-    for task in FOLD_TASKS:
+    for task in tasks:
         out[task] = dataclasses.replace(
             first[task], predict=MeanOfModels([nets[task].predict for nets in per_fold]))
     return out

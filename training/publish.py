@@ -68,8 +68,11 @@ TRAINING_DATA_EMIDEC_FOLDS = (
     "dark-blood look (the labelled LV cavity brought to normal myocardium; the unlabelled "
     "right ventricle stays bright) and with its labelled tissues remapped to other centres' "
     "looks (SynthSeg-style), at nominal pixel spacings drawn per copy since the files carry "
-    "none; the service runs the mean of the five folds; the ENets are the earlier "
-    "release's (`--networks-from`). " + emidec.CITATION)
+    "none; the service runs the mean of the five folds; {enets} " + emidec.CITATION)
+# How the ENets were trained, in the sentence above.
+ENETS_PER_FOLD = ("the ENets are trained per fold too (one stage each), on crops from the "
+                  "Hough search near the heart, and run as the mean of the five folds.")
+ENETS_SHARED = "the ENets are the earlier release's (`--networks-from`)."
 # The networks released with an int8 copy as well: the U-Nets, 1.5-1.6x faster in int8 on
 # this CPU's VNNI/AMX units; the ENets ran slower in int8 (many small layers, each paying its
 # quantise/dequantise), measured by benchmarks/precision.py.
@@ -97,6 +100,8 @@ class Shipped:
     cross_validated: choices.CrossValidated | None = None
     fold_records: dict | None = None
     assignment: dict[str, int] | None = None
+    # Each network's input as the manifest writes it; None: the training specs (TASKS).
+    specs: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,8 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
                            for task in RING_TASKS}
     intervals = {task: shipped.calibrations[method].to_dict()
                  for task, method in SCAR_NETWORKS.items()}
-    manifest = build_manifest(__version__, shipped.onnx_files, TASKS, shipped.parameters,
+    manifest = build_manifest(__version__, shipped.onnx_files, shipped.specs or TASKS,
+                              shipped.parameters,
                               shipped.training, manifest_evaluation(summaries), training_data,
                               shipped.thresholds, intervals, int8, members, post_processing)
     context = {
@@ -182,6 +188,7 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
         "cross_validation": None if cross_validated is None else {
             "variants": cross_validated.variants, "tta": cross_validated.tta,
             "chosen_ring": cross_validated.complete_ring,
+            "fold_tasks": list(cross_validated.fold_tasks),
             "out_of_fold": choices.oof_summaries(cross_validated.oof_scores)}}
     (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
     figures = {p.name: p for p in figures_dir.iterdir()}
@@ -258,8 +265,12 @@ def _figures(args: argparse.Namespace, work: Path, shipped: Shipped, data: Data,
     if cross_validated is not None:
         fold_curves(shipped.fold_records, figures_dir / "curves_folds.png")
         for task in ("enet_p2", "enet_p1"):
-            shutil.copy2(work / "runs" / task / "curves.png",
-                         figures_dir / f"curves_{task}.png")
+            if task in cross_validated.fold_tasks:  # its folds' curves
+                fold_curves({f: {task: r[task]} for f, r in shipped.fold_records.items()},
+                            figures_dir / f"curves_{task}.png")
+            else:  # the earlier release's (copied by run._shared_networks)
+                shutil.copy2(work / "runs" / task / "curves.png",
+                             figures_dir / f"curves_{task}.png")
         by_set = {"out-of-fold": cross_validated.oof_scores} | {
             name: [s for s in scores if s.test_set == name] for name in test_sets}
         strip_plot(choices.strip_sets(by_set, TEST_SET_LABELS), figures_dir / "strip_cases.png")
@@ -309,7 +320,9 @@ def _training_data(args: argparse.Namespace, shipped: Shipped, data: Data) -> di
         from training.data.folds import FOLDS_FILE
 
         assignment = shipped.assignment or {}
-        training_data["description"] = TRAINING_DATA_PHANTOMS + TRAINING_DATA_EMIDEC_FOLDS
+        per_fold = "enet_p2" in shipped.cross_validated.fold_tasks
+        training_data["description"] = TRAINING_DATA_PHANTOMS + TRAINING_DATA_EMIDEC_FOLDS \
+            .format(enets=ENETS_PER_FOLD if per_fold else ENETS_SHARED)
         training_data["emidec"] |= {
             "train_cases": len(assignment), "validation_cases": 0,
             "remapped_copies_per_case": args.remapped_copies,

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from service.pipeline.infer import OnnxModel
+from service.pipeline.preprocess import InputSpec
 from service.pipeline.registry import sha256_of
 from service.pipeline.segment import Network, disjoint_classes
 from training import choices, publish
@@ -185,8 +186,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "network) and report the validation DSC of each fold (phantom "
                         "releases; with --emidec the cascade is always cross-validated)")
     parser.add_argument("--networks-from", type=Path, default=Path("models"),
-                        help="with --emidec: the released models folder whose ENets are "
-                        "shipped again (both U-Nets are trained per fold)")
+                        help="with --emidec: the released models folder whose ENets the "
+                        "scar U-Nets' legs score beside the cascade, and which ship again "
+                        "where the ENets' own legs are not kept in every fold")
     parser.add_argument("--no-tta-study", dest="tta_study", action="store_false",
                         help="with --emidec: skip measuring test-time augmentation out of fold")
     parser.add_argument("--quick", type=int, default=None, metavar="N",
@@ -360,9 +362,12 @@ def _train_networks(args: argparse.Namespace, work: Path, configs: dict[str, Tra
 
 def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainConfig],
                 train_dirs: list[Path], val_idx: np.ndarray, assignment: dict[str, int],
-                shared_files: dict, lap, t: float) -> tuple[dict | None, float]:
-    """Train the pending legs of the release (both U-Nets of every fold, the capacity
-    study); returns every fold's records once all legs are finished, else None."""
+                shared_files: dict, lap, t: float, shared_specs: dict | None = None
+                ) -> tuple[dict | None, float]:
+    """Train the pending legs of the release (both U-Nets and both ENets of every fold, the
+    capacity study); returns every fold's records once all legs are finished, else None.
+    ``shared_files`` and ``shared_specs``: the earlier release's ENets, which the scar
+    U-Nets' legs score beside the cascade."""
     from training import fold_legs, legs
 
     root = args.legs_root or legs.LEGS_ROOT
@@ -374,7 +379,8 @@ def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainCo
                                       args.emidec_copies, args.remapped_copies,
                                       args.train_seed)
         trainer = fold_legs.FoldLegTrainer(pool, assignment, work, build_network,
-                                           shared_files, root, args.workers, plan)
+                                           shared_files, root, args.workers, plan,
+                                           shared_specs)
         chosen = [leg for leg in plan
                   if args.legs is None or fnmatch.fnmatchcase(leg.name, args.legs)]
         trained = legs.run_legs(chosen, trainer, root, args.max_legs, args.commit_legs,
@@ -426,23 +432,27 @@ def _quick_assignment(assignment: dict[str, int], per_fold: int, folds: int = 2
     return out
 
 
-def _shared_networks(models_dir: Path, work: Path) -> tuple[dict, dict, dict]:
-    """The ENets of a released models folder (not retrained per fold), copied under WORK."""
+def _shared_networks(models_dir: Path, work: Path) -> tuple[dict, dict, dict, dict]:
+    """The ENets of a released models folder, copied under WORK, with their parameters,
+    training records and inputs: they stand in for ENets not trained per fold (and the scar
+    U-Nets' legs score them beside the cascade)."""
     from training.crossval import SHARED_TASKS
 
-    files, parameters, training, _ = _reused_networks(models_dir, work, keys=SHARED_TASKS)
-    return files, parameters, training
+    files, parameters, training, _, specs = _reused_networks(models_dir, work,
+                                                             keys=SHARED_TASKS)
+    return files, parameters, training, specs
 
 
 def _reused_networks(models_dir: Path, work: Path, keys: tuple[str, ...] | None = None):
     """The networks of a released models folder (``keys``: only these), copied under
-    WORK/export, with the parameters and training records of its manifest (the threshold
-    choice is redone)."""
+    WORK/export, with the parameters, training records and input specs of its manifest
+    (the threshold choice is redone). The spec is the manifest's, not today's training
+    spec: 0.3.2's ENets were trained on the whole slice's Hough search."""
     manifest = json.loads((models_dir / "manifest.json").read_text())
     entries = {m["name"]: m for m in manifest["models"]}
     export = work / "export"
     export.mkdir(parents=True, exist_ok=True)
-    onnx_files, parameters, training, int8_files = {}, {}, {}, {}
+    onnx_files, parameters, training, int8_files, specs = {}, {}, {}, {}, {}
     for model in MODELS:
         if keys is not None and model.key not in keys:
             continue
@@ -455,6 +465,7 @@ def _reused_networks(models_dir: Path, work: Path, keys: tuple[str, ...] | None 
             int8_files[model.key] = export / entry["int8"]["file"]
             shutil.copy2(models_dir / entry["int8"]["file"], int8_files[model.key])
         parameters[model.key] = entry["parameters"]
+        specs[model.key] = InputSpec.from_dict(entry["input"]["preprocessing"])
         # The release that trained these weights, carried through releases that reuse them.
         training[model.key] = {k: v for k, v in entry["training"].items()
                                if k != "threshold_choice"} | {
@@ -463,7 +474,7 @@ def _reused_networks(models_dir: Path, work: Path, keys: tuple[str, ...] | None 
         curves = models_dir / "evaluation" / f"curves_{model.key}.png"
         (work / "runs" / model.key).mkdir(parents=True, exist_ok=True)
         shutil.copy2(curves, work / "runs" / model.key / "curves.png")
-    return onnx_files, parameters, training, int8_files
+    return onnx_files, parameters, training, int8_files, specs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -513,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             train_dirs = train_dirs[:max(args.quick * 4, 8)]
             val_idx = val_idx[val_idx < len(train_dirs)]
         fold_records, t = _train_legs(args, work, configs, train_dirs, val_idx, assignment,
-                                      shared_networks[0], lap, t)
+                                      shared_networks[0], lap, t, shared_networks[3])
         if fold_records is None or args.stop_after_training:
             print("training: stopping before the out-of-fold choices (legs pending or "
                   "--stop-after-training)", flush=True)
@@ -528,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
                                             cross_validated.training)
         int8_files = {}  # the fold ensembles have no int8 copies (yet)
         networks, chosen = cross_validated.networks, cross_validated.chosen
+        specs = cross_validated.specs
         thresholds = {task: chosen[task]["threshold"] if task in chosen else 0.5
                       for task in TASKS}
         validation_sources = [PhantomSource(train_dirs[i]) for i in sorted(val_idx)]
@@ -542,17 +554,19 @@ def main(argv: list[str] | None = None) -> int:
         t = lap("interval calibration (out of fold)", t)
     else:
         test_dirs, calibration_dirs, negative_dirs = _evaluation_phantoms(args, work)
+        specs = dict(TASKS)
         if args.reuse_models:
-            onnx_files, parameters, training, int8_files = _reused_networks(
+            onnx_files, parameters, training, int8_files, reused = _reused_networks(
                 args.reuse_models, work)
+            specs |= reused  # each network as its release trained it
             t = lap("networks reused", t)
         else:
             onnx_files, parameters, training, int8_files, t = _train_networks(
                 args, work, configs, train_dirs, val_idx, sources, val_numbers, real_train,
                 real_val, lap, t)
         classes = {entry.key: entry.classes for entry in MODELS}
-        networks = {task: Network(OnnxModel(onnx_files[task]), spec, classes[task])
-                    for task, spec in TASKS.items()}
+        networks = {task: Network(OnnxModel(onnx_files[task]), specs[task], classes[task])
+                    for task in TASKS}
         validation_sources = [sources[i] for i in sorted(val_numbers)]
         chosen = choose_thresholds(validation_sources, networks)
         thresholds = {task: chosen[task]["threshold"] if task in chosen else 0.5
@@ -573,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         publish.Shipped(networks, onnx_files, int8_files, parameters, training, thresholds,
                         chosen, calibrations, cross_validated,
                         fold_records if cross_validated is not None else None,
-                        assignment if cross_validated is not None else None),
+                        assignment if cross_validated is not None else None, specs),
         publish.Data(train_dirs, val_idx, sources, real_train, real_val, real_tests, test_dirs,
                      negative_dirs, validation_sources),
         publish.Clock(minutes, lap, t, started_at), argv)

@@ -271,10 +271,13 @@ def _cross_validation_section(context: dict) -> str:
                     "without) | "
                     f"{_variant_cells(tta['summaries'])} | |")
     oof = cv["out_of_fold"]
+    enets = ("the ENets too, each fold's trained on crops from the Hough search near the "
+             "heart" if "enet_p2" in cv.get("fold_tasks", ()) else
+             "the ENets are the earlier release's, trained on `train`: for them only the 10 "
+             "`validation` cases are out of fold")
     return f"""## Out of fold: the 80 EMIDEC `train` + `validation` cases
-Each case scored by the networks of the one fold that never saw it (the ENets are the
-earlier release's, trained on `train`: for them only the 10 `validation` cases are out of
-fold). Every choice of this release was made here: each scar network's threshold, the ring
+Each case scored by the networks of the one fold that never saw it ({enets}).
+Every choice of this release was made here: each scar network's threshold, the ring
 constraint (`service/pipeline/shape.py`) and test-time augmentation. The score is the mean
 over the three groups (as acquired, darkened, and shifted to another centre's look:
 `training/data/appearance.py`) of the cascade's median myocardium and scar DSC; of equal

@@ -1,0 +1,59 @@
+"""The release's out-of-fold machinery takes each fold's own ENets where their legs are kept
+in every fold, and the earlier release's (with that release's input) where not."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from service.pipeline.ensemble import MeanOfModels
+from service.pipeline.infer import OnnxModel
+from service.pipeline.segment import Network
+from training import crossval
+from training.data.dataset import CLASSES, TASKS
+
+MODELS = Path(__file__).parents[2] / "models"
+FILES = {"myocardium_unet": MODELS / "myocardium-unet.onnx",
+         "scar_unet": MODELS / "scar-unet.onnx", "enet_p2": MODELS / "enet-p2.onnx",
+         "enet_p1": MODELS / "enet-p1.onnx"}
+
+
+def test_the_enets_are_the_folds_own_only_where_every_fold_has_them() -> None:
+    unets = {"myocardium_unet": {}, "scar_unet": {}}
+    assert crossval.fold_trained({0: unets, 1: unets}) == crossval.FOLD_TASKS
+    both = unets | {"enet_p2": {}, "enet_p1": {}}
+    assert crossval.fold_trained({0: both, 1: both}) == (*crossval.FOLD_TASKS, "enet_p2",
+                                                         "enet_p1")
+    # A fold without its Protocol 2 leg: that ENet is shared for every fold.
+    assert crossval.fold_trained({0: both, 1: unets | {"enet_p1": {}}}) == (
+        *crossval.FOLD_TASKS, "enet_p1")
+
+
+def test_fold_networks_and_the_ensemble_take_own_enets_and_keep_shared_ones_as_released(
+        ) -> None:
+    whole = dataclasses.replace(TASKS["enet_p1"], hough_near_heart=False)
+    shared = {"enet_p1": Network(OnnxModel(FILES["enet_p1"]), whole, CLASSES["enet_p1"]),
+              "enet_p2": Network(OnnxModel(FILES["enet_p2"]), whole, CLASSES["enet_p2"])}
+    own = [{task: FILES[task] for task in ("myocardium_unet", "scar_unet", "enet_p2")}
+           for _ in range(2)]
+    per_fold = crossval.fold_networks(own, shared)
+    for nets in per_fold:
+        assert set(nets) == set(FILES)
+        assert nets["enet_p2"] is not shared["enet_p2"] and nets["enet_p2"].spec.hough_near_heart
+        assert nets["enet_p1"] is shared["enet_p1"] and not nets["enet_p1"].spec.hough_near_heart
+    ensemble = crossval.ensemble_networks(per_fold, (*crossval.FOLD_TASKS, "enet_p2"))
+    for task in (*crossval.FOLD_TASKS, "enet_p2"):
+        assert isinstance(ensemble[task].predict, MeanOfModels)
+    assert ensemble["enet_p1"] is shared["enet_p1"]
+
+
+def test_shared_enets_carry_their_manifests_input(tmp_path: Path) -> None:
+    from training.run import _shared_networks
+
+    files, parameters, training, specs = _shared_networks(MODELS, tmp_path)
+    assert set(files) == set(parameters) == set(training) == set(specs) == set(
+        crossval.SHARED_TASKS)
+    # 0.3.2's ENets: the whole slice's Hough search, whatever today's training spec says.
+    assert all(not spec.hough_near_heart for spec in specs.values())
+    assert all(TASKS[task].hough_near_heart for task in specs)
+    assert specs["enet_p2"].masked and not specs["enet_p1"].masked
