@@ -22,7 +22,11 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import pydicom
+from pydicom.charset import default_encoding
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
+from pydicom.valuerep import STANDARD_VR, VR
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
@@ -301,15 +305,60 @@ def _nonempty(blobs: list[Blob]) -> list[Blob]:
     return blobs
 
 
-def read_dataset(blob: Blob) -> pydicom.Dataset:
-    """Parse one blob as DICOM Part 10; pixel data are decoded later, in the volume stage."""
-    try:
-        ds = pydicom.dcmread(blob.path)
-        # pydicom converts element values lazily; convert them all now, so a broken
-        # element (a flipped VR, a value that does not parse) is a 4xx here rather
-        # than an exception deep in a later stage.
+# The raw elements of one series already converted once: (tag, VR, length, value bytes,
+# character set). The instances of a series repeat most of their header byte for byte.
+Converted = set[tuple]
+# Explicit VRs whose conversion depends on the element's own bytes and character set
+# alone: a sequence holds datasets (checked item by item), and pydicom may replace UN
+# from the dictionary or the private creator.
+_PLAIN_VRS = STANDARD_VR - {VR.SQ, VR.UN}
+_CHARSET = BaseTag(0x00080005)
+
+
+def _convert_all(ds: pydicom.Dataset, converted: Converted | None) -> None:
+    """Every element's value converted, so a broken element (a flipped VR, a value that
+    does not parse) is a 4xx at ingest rather than an exception deep in a later stage.
+
+    With ``converted`` (one per series), an element of an explicit VR little endian source
+    whose bytes were converted before is not converted again, and every such element is
+    left as read (its conversion dropped): pydicom converts it the same way where it is
+    used, and the source headers (:mod:`service.dicom.headers`) encode it once a series.
+    """
+    if converted is None or ds.original_encoding != (False, True):
         for _ in ds.iterall():
             pass
+        return
+    _convert_shared(ds, converted)
+
+
+def _convert_shared(ds: pydicom.Dataset, converted: Converted) -> None:
+    # The character set Dataset.__getitem__ converts with.
+    charset = ds.original_character_set
+    for tag, raw in sorted(ds.items()):  # in tag order, as iterall converts
+        if charset and isinstance(raw, RawDataElement) and raw.VR in _PLAIN_VRS \
+                and raw.value is not None:
+            encoding = default_encoding if tag == _CHARSET else charset
+            key = (tag, raw.VR, raw.length, raw.value,
+                   encoding if isinstance(encoding, str) else tuple(encoding))
+            if key not in converted:
+                convert_raw_data_element(raw, encoding=encoding, ds=ds)
+                converted.add(key)
+            continue
+        element = ds[tag]
+        if element.VR == VR.SQ:
+            for item in element.value:
+                _convert_shared(item, converted)
+
+
+def read_dataset(blob: Blob, converted: Converted | None = None) -> pydicom.Dataset:
+    """Parse one blob as DICOM Part 10; pixel data are decoded later, in the volume stage.
+
+    ``converted``: shared by the instances of one series, so that each distinct element is
+    converted once (:func:`_convert_all`); None converts every element of this one.
+    """
+    try:
+        ds = pydicom.dcmread(blob.path)
+        _convert_all(ds, converted)
     except InvalidDicomError:
         raise InputError(f"{blob.name} is not a DICOM Part 10 file (no DICM preamble)",
                          code="not_dicom") from None

@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 import pydicom
 
-from service.dicom.ingest import Blob, pixel_count, read_dataset
+from service.dicom.ingest import Blob, Converted, pixel_count, read_dataset
 from service.errors import ConflictingInstances, InputError
 from service.pipeline.volume import decode_pixels
 
@@ -97,10 +97,11 @@ def _named(blob: Blob, error: InputError) -> InputError:
 def _read(blobs: Iterable[Blob], max_pixels: int) -> dict[str, list[_Copy]]:
     copies: dict[str, list[_Copy]] = {}
     pixels = 0
+    converted: Converted = set()  # each distinct element of the series converted once
     for blob in blobs:
         copy = _Copy(blob)
         try:
-            copy.dataset = read_dataset(blob)
+            copy.dataset = read_dataset(blob, converted)
             uid = str(copy.dataset.SOPInstanceUID)
             if uid not in copies:  # counted before decoding: the limit bounds memory
                 pixels += pixel_count(copy.dataset)

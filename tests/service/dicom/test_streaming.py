@@ -148,7 +148,7 @@ def test_an_upload_over_the_pixel_limit_is_413_and_reading_stops_there(make_clie
     read = []
     original = instances.read_dataset
     monkeypatch.setattr(instances, "read_dataset",
-                        lambda blob: read.append(blob) or original(blob))
+                        lambda blob, *rest: read.append(blob) or original(blob, *rest))
     with make_client(MAX_SERIES_PIXELS=str(3 * per_slice)) as client:
         r = client.post("/v1/analyses", files=multipart(files))
         assert r.status_code == 413 and r.json()["error"]["code"] == "series_too_large"
