@@ -3,7 +3,8 @@
 An analysis is written to a temporary folder, fsynced and renamed into
 place, then indexed in one SQLite transaction; only then is it answered.
 A crash leaves either no trace or a complete folder, and folders missing
-from the index (crash between rename and insert) are re-indexed at start.
+from the index (crash between rename and insert, or a power cut that lost
+the row: it is committed without waiting for the disk) are re-indexed at start.
 
 When a DICOMweb destination is configured, the same transaction queues the
 push of the analysis' SEG and SR (table ``pushes``), so a push can fail,
@@ -95,22 +96,40 @@ class ResultStore:
                             json.loads(identity.read_text()) if identity.exists() else {},
                             self.push_to)
 
-    def _index(self, report: dict, identity: dict, push_to: str | None = None) -> None:
+    def _index(self, report: dict, identity: dict, push_to: str | None = None,
+               synced: bool = True) -> None:
+        """The analysis' index row (and its queued push) in one transaction.
+
+        ``synced=False`` commits without waiting for the disk (synchronous=NORMAL: in WAL
+        mode the index stays consistent, and the commit is made durable by the next
+        checkpoint or FULL commit). Only for a folder already durable in place: a power cut
+        that loses the row leaves the folder, which :meth:`_recover` indexes again at start,
+        its push queued with it.
+        """
         with self._lock:
-            with transaction(self._db):
-                self._db.execute("INSERT OR REPLACE INTO analyses (id, created_at, pipeline, "
-                                 "series_instance_uid, scar_percent, verdict, fingerprint, "
-                                 f"{', '.join(IDENTITY)}) VALUES (?, ?, ?, ?, ?, ?, ?, "
-                                 f"{', '.join('?' * len(IDENTITY))})",
-                                 (report["id"], report["created_at"], report["pipeline"],
-                                  report["series_instance_uid"], report["scar_percent"],
-                                  (report.get("quality") or {}).get("verdict"),
-                                  report.get("input_fingerprint"),
-                                  *(identity.get(k) for k in IDENTITY)))
-                if push_to:
-                    self._db.execute("INSERT OR IGNORE INTO pushes (id, destination, status, "
-                                     "next_attempt_at) VALUES (?, ?, 'pending', 0)",
-                                     (report["id"], push_to))
+            if not synced:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._insert(report, identity, push_to)
+            finally:
+                if not synced:
+                    self._db.execute("PRAGMA synchronous=FULL")
+
+    def _insert(self, report: dict, identity: dict, push_to: str | None) -> None:
+        with transaction(self._db):
+            self._db.execute("INSERT OR REPLACE INTO analyses (id, created_at, pipeline, "
+                             "series_instance_uid, scar_percent, verdict, fingerprint, "
+                             f"{', '.join(IDENTITY)}) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                             f"{', '.join('?' * len(IDENTITY))})",
+                             (report["id"], report["created_at"], report["pipeline"],
+                              report["series_instance_uid"], report["scar_percent"],
+                              (report.get("quality") or {}).get("verdict"),
+                              report.get("input_fingerprint"),
+                              *(identity.get(k) for k in IDENTITY)))
+            if push_to:
+                self._db.execute("INSERT OR IGNORE INTO pushes (id, destination, status, "
+                                 "next_attempt_at) VALUES (?, ?, 'pending', 0)",
+                                 (report["id"], push_to))
 
     def save(self, report: dict, files: dict[str, bytes], push_to: str | None = None,
              spooled: int = 0) -> None:
@@ -135,7 +154,9 @@ class ResultStore:
                 placed = True
                 fsync_dir(self.analyses)
                 identity = json.loads(files["identity"]) if "identity" in files else {}
-                self._index(report, identity, push_to)
+                # The folder is durable in place (fsynced, renamed, its parent fsynced): the
+                # row can wait for the disk (issue 54; about one fsync less an answer).
+                self._index(report, identity, push_to, synced=False)
         except BaseException:
             # Not answered: a folder left in place would be indexed at the next start.
             if placed:

@@ -67,6 +67,63 @@ def test_an_analysis_recovered_at_start_has_its_push_queued_once(tmp_path) -> No
     assert again.pushes_due(now=1e12) == [(analysis_id, "http://pacs/dicom-web")]
 
 
+def test_an_answered_analysis_whose_index_row_a_power_cut_lost_is_indexed_at_start(
+        tmp_path) -> None:
+    """The index row of a save is committed without waiting for the disk (issue 54): a
+    power cut may lose it, never the analysis. The cut is played by putting back the index
+    files as the disk held them before the save's commit (WAL frames not yet synced)."""
+    push_to = "http://pacs/dicom-web"
+    store = ResultStore(tmp_path, push_to=push_to)
+    store.save(_report("a" * 32), {"arrays": b"x"}, push_to=push_to)
+    index = {p.name: p.read_bytes() for p in tmp_path.glob("index.sqlite*")}
+    report = _report("b" * 32) | {"input_fingerprint": "f" * 64,
+                                  "quality": {"verdict": "review", "reasons": ["r"]}}
+    identity = {"patient_name": "DOE^JANE", "patient_id": "P1", "study_date": "20261201",
+                "series_description": "LGE"}
+    store.save(report, {"arrays": b"x", "identity": json.dumps(identity).encode(),
+                        "sources": b"z"}, push_to=push_to)
+    assert store.find_fingerprint("f" * 64) == "b" * 32
+    store._db.close()  # the process dies with the machine
+    for path in tmp_path.glob("index.sqlite*"):
+        path.unlink()
+    for name, data in index.items():
+        (tmp_path / name).write_bytes(data)
+    lost = sqlite3.connect(tmp_path / "index.sqlite")
+    assert lost.execute("SELECT id FROM analyses").fetchall() == [("a" * 32,)]
+    lost.close()
+
+    recovered = ResultStore(tmp_path, push_to=push_to)
+    assert sorted(r["id"] for r in recovered.recent()) == ["a" * 32, "b" * 32]
+    assert {k: v for k, v in recovered.report("b" * 32).items() if k != "store_back"} == report
+    assert recovered.identity("b" * 32) == identity
+    assert recovered.find_fingerprint("f" * 64) == "b" * 32  # a re-send is not analysed again
+    assert [r["verdict"] for r in recovered.recent() if r["id"] == "b" * 32] == ["review"]
+    assert ("b" * 32, push_to) in recovered.pushes_due(now=1e12)
+    assert "b" * 32 in recovered.unencoded()  # its SEG and SR are made after the restart
+
+
+def test_only_a_saves_index_row_waits_less_for_the_disk(tmp_path) -> None:
+    """The save's commit at synchronous=NORMAL (its folder is durable first); the connection
+    back at FULL for everything else, deletes and pushes' states included."""
+    store = ResultStore(tmp_path, push_to="http://pacs")
+    real, executed = store._db, []
+
+    class Recording:
+        def execute(self, sql, *args):
+            executed.append(sql.split(" (")[0])
+            return real.execute(sql, *args)
+
+    store._db = Recording()
+    store.save(_report("a" * 32), {"arrays": b"x"}, push_to="http://pacs")
+    assert executed == ["PRAGMA synchronous=NORMAL", "BEGIN", "INSERT OR REPLACE INTO analyses",
+                        "INSERT OR IGNORE INTO pushes", "COMMIT", "PRAGMA synchronous=FULL"]
+    executed.clear()
+    store.push_succeeded("a" * 32, now=1.0)
+    store.delete("a" * 32)
+    assert not any(sql.startswith("PRAGMA") for sql in executed)
+    assert real.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+
+
 @pytest.mark.slow
 def test_a_received_series_hit_by_an_internal_error_is_retried_then_failed(
         make_client, series_dirs, monkeypatch) -> None:
