@@ -118,8 +118,14 @@ def myocardial_angles(myocardium: np.ndarray, spacing: Spacing, row_direction: n
     """
     angles = np.full(myocardium.shape, np.nan)
     rows, cols = np.nonzero(myocardium)
-    if rows.size == 0:
-        return angles
+    if rows.size:
+        angles[rows, cols] = _angles_of(rows, cols, spacing, row_direction, column_direction)
+    return angles
+
+
+def _angles_of(rows: np.ndarray, cols: np.ndarray, spacing: Spacing,
+               row_direction: np.ndarray, column_direction: np.ndarray) -> np.ndarray:
+    """:func:`myocardial_angles` of a slice's myocardial pixels (``np.nonzero``'s order)."""
     normal = np.cross(row_direction, column_direction)
     anterior = PATIENT_ANTERIOR_LPS - (PATIENT_ANTERIOR_LPS @ normal) * normal
     anterior /= np.linalg.norm(anterior)
@@ -129,8 +135,16 @@ def myocardial_angles(myocardium: np.ndarray, spacing: Spacing, row_direction: n
     dr = (rows - rows.mean()) * spacing[0]
     dc = (cols - cols.mean()) * spacing[1]
     offsets = np.outer(dc, row_direction) + np.outer(dr, column_direction)
-    angles[rows, cols] = np.degrees(np.arctan2(offsets @ septal, offsets @ anterior)) % 360.0
-    return angles
+    return np.degrees(np.arctan2(offsets @ septal, offsets @ anterior)) % 360.0
+
+
+def _box(masks: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns holding any pixel of a (z, y, x) stack; None when it is empty."""
+    rows = np.flatnonzero(masks.any(axis=(0, 2)))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(masks[:, rows[0]:rows[-1] + 1].any(axis=(0, 1)))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _segment_of(angle: np.ndarray, third: int) -> np.ndarray:
@@ -152,7 +166,10 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
     """
     myocardium, scar = np.asarray(myocardium, bool), np.asarray(scar, bool) & myocardium
     mvo = np.zeros_like(scar) if mvo is None else np.asarray(mvo, bool) & scar
-    with_myo = [k for k in range(len(myocardium)) if myocardium[k].any()]
+    # Only the box around the myocardium of every slice is searched for its pixels (the
+    # same pixels, in the same order, as the whole slice's).
+    box = _box(myocardium)
+    with_myo = [k for k in range(len(myocardium)) if box and myocardium[k][box].any()]
     thirds = np.array_split(np.array(with_myo, dtype=int), 3) if with_myo else [[], [], []]
     myo_px = dict.fromkeys(AHA_NAMES, 0)
     scar_px = dict.fromkeys(AHA_NAMES, 0)
@@ -160,12 +177,14 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
     chords: dict[int, list[float]] = {s: [] for s in AHA_NAMES}
     for third, slice_indices in enumerate(thirds):
         for k in slice_indices:
-            angles = myocardial_angles(myocardium[k], spacing, row_direction, column_direction)
-            inside = myocardium[k]
-            segments = _segment_of(angles[inside], third)
-            is_scar = scar[k][inside]
-            is_mvo = mvo[k][inside]
-            wedges = (angles[inside] // chord_degrees).astype(int)
+            rows, cols = np.nonzero(myocardium[k][box])
+            rows += box[0].start
+            cols += box[1].start
+            angles = _angles_of(rows, cols, spacing, row_direction, column_direction)
+            segments = _segment_of(angles, third)
+            is_scar = scar[k][rows, cols]
+            is_mvo = mvo[k][rows, cols]
+            wedges = (angles // chord_degrees).astype(int)
             # Pixels, scar and MVO per segment, and per (segment, wedge) pair, counted at once.
             n_wedges = int(np.ceil(360.0 / chord_degrees)) + 1
             pair = segments * n_wedges + wedges
@@ -175,9 +194,10 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
                 counts = np.bincount(segments, weights=weights)
                 for s in np.flatnonzero(counts):
                     totals[int(s)] += int(counts[s])
-            for p in np.flatnonzero(scar_per_pair):
-                chords[int(p // n_wedges)].append(
-                    100.0 * float(scar_per_pair[p] / per_pair[p]))
+            scarred = np.flatnonzero(scar_per_pair)
+            shares = 100.0 * (scar_per_pair[scarred] / per_pair[scarred])
+            for s, share in zip((scarred // n_wedges).tolist(), shares.tolist(), strict=True):
+                chords[s].append(share)
     out = []
     for s, name in AHA_NAMES.items():
         transmural = float(np.median(chords[s])) if chords[s] else 0.0

@@ -293,3 +293,131 @@ def test_series_and_slice_figures_count_mvo_inside_the_scar() -> None:
     assert [s["mvo_area_mm2"] for s in per_slice] == [12.0, 0.0]
     assert per_slice[0]["mvo_percent"] == pytest.approx(100.0 * 6 / 36)
     assert per_slice[0]["scar_percent"] == 50.0
+
+
+# --- aha_segments as it was before issue 54 round 5 searched the myocardium's box only
+# (verbatim but for the names), to hold the new one to the same figures.
+
+from service.pipeline.quantify import (  # noqa: E402
+    AHA_NAMES,
+    PATIENT_ANTERIOR_LPS,
+    PATIENT_RIGHT_LPS,
+    Spacing,
+    transmurality_class,
+)
+
+
+def _old_myocardial_angles(myocardium: np.ndarray, spacing: Spacing, row_direction: np.ndarray,
+                      column_direction: np.ndarray) -> np.ndarray:
+    """Angle (degrees, 0..360) of each pixel around the LV centre; NaN outside the myocardium.
+
+    0 degrees is the patient's anterior direction projected onto the slice,
+    90 degrees points to the septum (the patient's right, made orthogonal).
+    ``row_direction`` is the direction of increasing column index (the first
+    three ImageOrientationPatient values), ``column_direction`` of increasing row.
+    """
+    angles = np.full(myocardium.shape, np.nan)
+    rows, cols = np.nonzero(myocardium)
+    if rows.size == 0:
+        return angles
+    normal = np.cross(row_direction, column_direction)
+    anterior = PATIENT_ANTERIOR_LPS - (PATIENT_ANTERIOR_LPS @ normal) * normal
+    anterior /= np.linalg.norm(anterior)
+    septal = PATIENT_RIGHT_LPS - (PATIENT_RIGHT_LPS @ normal) * normal
+    septal -= (septal @ anterior) * anterior
+    septal /= np.linalg.norm(septal)
+    dr = (rows - rows.mean()) * spacing[0]
+    dc = (cols - cols.mean()) * spacing[1]
+    offsets = np.outer(dc, row_direction) + np.outer(dr, column_direction)
+    angles[rows, cols] = np.degrees(np.arctan2(offsets @ septal, offsets @ anterior)) % 360.0
+    return angles
+
+
+def _old_segment_of(angle: np.ndarray, third: int) -> np.ndarray:
+    if third < 2:  # basal (1-6) and mid (7-12): six 60-degree sectors, anterior centred on 0
+        return 1 + 6 * third + ((angle + 30.0) % 360.0 // 60.0).astype(int)
+    return 13 + ((angle + 45.0) % 360.0 // 90.0).astype(int)  # apical: four 90-degree sectors
+
+
+def _old_aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
+                 row_direction: np.ndarray, column_direction: np.ndarray,
+                 chord_degrees: float = 6.0, mvo: np.ndarray | None = None) -> list[dict]:
+    """Scar %, MVO % and transmurality of the 16 AHA segments.
+
+    Slices with myocardium are split base to apex into thirds (basal, mid,
+    apical). Transmurality is how deep the scar reaches where it is: per
+    ``chord_degrees`` wedge of the wall, the scar fraction of the wall;
+    the segment's figure is the median over its wedges that contain scar
+    (0 when none does), classed 0, 1-25, 26-50, 51-75, 76-100 %.
+    """
+    myocardium, scar = np.asarray(myocardium, bool), np.asarray(scar, bool) & myocardium
+    mvo = np.zeros_like(scar) if mvo is None else np.asarray(mvo, bool) & scar
+    with_myo = [k for k in range(len(myocardium)) if myocardium[k].any()]
+    thirds = np.array_split(np.array(with_myo, dtype=int), 3) if with_myo else [[], [], []]
+    myo_px = dict.fromkeys(AHA_NAMES, 0)
+    scar_px = dict.fromkeys(AHA_NAMES, 0)
+    mvo_px = dict.fromkeys(AHA_NAMES, 0)
+    chords: dict[int, list[float]] = {s: [] for s in AHA_NAMES}
+    for third, slice_indices in enumerate(thirds):
+        for k in slice_indices:
+            angles = _old_myocardial_angles(myocardium[k], spacing, row_direction, column_direction)
+            inside = myocardium[k]
+            segments = _old_segment_of(angles[inside], third)
+            is_scar = scar[k][inside]
+            is_mvo = mvo[k][inside]
+            wedges = (angles[inside] // chord_degrees).astype(int)
+            # Pixels, scar and MVO per segment, and per (segment, wedge) pair, counted at once.
+            n_wedges = int(np.ceil(360.0 / chord_degrees)) + 1
+            pair = segments * n_wedges + wedges
+            per_pair = np.bincount(pair)
+            scar_per_pair = np.bincount(pair, weights=is_scar)
+            for totals, weights in ((myo_px, None), (scar_px, is_scar), (mvo_px, is_mvo)):
+                counts = np.bincount(segments, weights=weights)
+                for s in np.flatnonzero(counts):
+                    totals[int(s)] += int(counts[s])
+            for p in np.flatnonzero(scar_per_pair):
+                chords[int(p // n_wedges)].append(
+                    100.0 * float(scar_per_pair[p] / per_pair[p]))
+    out = []
+    for s, name in AHA_NAMES.items():
+        transmural = float(np.median(chords[s])) if chords[s] else 0.0
+        out.append({"segment": s, "name": name,
+                    "scar_percent": 100.0 * scar_px[s] / myo_px[s] if myo_px[s] else 0.0,
+                    "mvo_percent": 100.0 * mvo_px[s] / myo_px[s] if myo_px[s] else 0.0,
+                    "transmurality_percent": transmural,
+                    "transmurality_class": transmurality_class(transmural),
+                    "myocardium_pixels": myo_px[s]})
+    return out
+
+
+def _rings(seed: int, shape=(12, 128, 160)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rings of random size and place (some at the image's edge, none on some slices),
+    ragged scar and MVO inside."""
+    rng = np.random.default_rng(seed)
+    myocardium = np.zeros(shape, bool)
+    for k in range(1 + seed % 2, shape[0] - seed % 3):
+        centre = rng.uniform((0, 0), shape[1:])
+        r_out = rng.uniform(6, 30)
+        rr, cc = np.ogrid[:shape[1], :shape[2]]
+        d = np.hypot(rr - centre[0], cc - centre[1])
+        myocardium[k] = (d < r_out) & (d > r_out * rng.uniform(0.4, 0.8))
+    scar = myocardium & (rng.random(shape) < rng.uniform(0.1, 0.6))
+    mvo = scar & (rng.random(shape) < 0.3)
+    return myocardium, scar, mvo
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_aha_segments_give_the_figures_of_the_whole_slice_search(seed: int) -> None:
+    from service.pipeline.quantify import aha_segments
+
+    myocardium, scar, mvo = _rings(seed)
+    rng = np.random.default_rng(100 + seed)
+    row = rng.normal(size=3)
+    row /= np.linalg.norm(row)
+    column = np.cross(rng.normal(size=3), row)
+    column /= np.linalg.norm(column)
+    spacing = tuple(rng.uniform(0.8, 2.0, size=2))
+    for masks in ((myocardium, scar, mvo), (myocardium, scar, None),
+                  (np.zeros_like(myocardium),) * 3):
+        args = (masks[0], masks[1], spacing, row, column)
+        assert aha_segments(*args, mvo=masks[2]) == _old_aha_segments(*args, mvo=masks[2])
