@@ -354,13 +354,20 @@ def test_every_source_group_weighs_alike_in_the_threshold_choice() -> None:
 
 
 def test_thresholds_are_chosen_on_the_series_given(series_dirs: list[Path]) -> None:
+    import json
+
     from service.pipeline.infer import OnnxModel
+    from service.pipeline.preprocess import InputSpec
     from service.pipeline.segment import Network
     from training.evaluation.scoring import SCAR_NETWORKS, THRESHOLDS, choose_thresholds
     from training.release import MODELS
 
     models = Path(__file__).parents[2] / "models"
-    networks = {m.key: Network(OnnxModel(models / f"{m.name}.onnx"), TASKS[m.key], m.classes)
+    # Each shipped network with its manifest's input (0.3.2's ENets: the whole slice's search).
+    manifest = json.loads((models / "manifest.json").read_text())
+    specs = {m["name"]: InputSpec.from_dict(m["input"]["preprocessing"])
+             for m in manifest["models"]}
+    networks = {m.key: Network(OnnxModel(models / f"{m.name}.onnx"), specs[m.name], m.classes)
                 for m in MODELS}
     chosen = choose_thresholds(series_dirs[:3], networks)
     with_scar = sum(bool(np.any([t["scar"].any() for t in load_truth(d).values()]))
