@@ -334,11 +334,12 @@ def _convert_all(ds: pydicom.Dataset, converted: Converted | None) -> None:
 def _convert_shared(ds: pydicom.Dataset, converted: Converted) -> None:
     # The character set Dataset.__getitem__ converts with.
     charset = ds.original_character_set
-    for tag, raw in sorted(ds.items()):  # in tag order, as iterall converts
+    # In tag order, as iterall converts; tags as plain ints (pydicom's compare in Python).
+    for tag, raw in sorted(ds.items(), key=lambda item: int(item[0])):
         if charset and isinstance(raw, RawDataElement) and raw.VR in _PLAIN_VRS \
                 and raw.value is not None:
             encoding = default_encoding if tag == _CHARSET else charset
-            key = (tag, raw.VR, raw.length, raw.value,
+            key = (int(tag), raw.VR, raw.length, raw.value,
                    encoding if isinstance(encoding, str) else tuple(encoding))
             if key not in converted:
                 convert_raw_data_element(raw, encoding=encoding, ds=ds)

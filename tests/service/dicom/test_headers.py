@@ -86,3 +86,51 @@ def test_an_element_that_cannot_be_read_back_fails_in_any_instance(series_dirs) 
         headers._header(damaged()[-1])
     with pytest.raises(BytesLengthException):
         headers.pack_headers(damaged())
+
+
+def test_packing_leaves_the_sources_as_they_were() -> None:
+    """pydicom's FileMetaDataset(ds.file_meta) shares the source's elements: setting the
+    copy's transfer syntax set the source's, so an RLE image no longer decoded by its own."""
+    from service.pipeline.volume import decode_pixels
+
+    path = get_testdata_files("MR_small_RLE.dcm")[0]
+    expected = pydicom.dcmread(path).pixel_array
+    ds = pydicom.dcmread(path)
+    syntax, meta = ds.file_meta.TransferSyntaxUID, dict(ds.file_meta.items())
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"  # unlike SOPInstanceUID: the copy's set
+    headers.SourceHeaders([ds]).pack([ds])
+    headers.pack_headers([ds])
+    assert ds.file_meta.TransferSyntaxUID == syntax != pydicom.uid.ExplicitVRLittleEndian
+    assert ds.file_meta.MediaStorageSOPInstanceUID == "1.2.3"
+    assert set(ds.file_meta.keys()) == set(meta)
+    assert (decode_pixels(ds) == expected).all()
+
+
+def test_headers_encoded_as_read_pack_as_after_the_volume_stage(series_dirs) -> None:
+    """Encoded before the volume stage converts what it reads (the service's order), the
+    same bytes as packed after it; the sources' elements left as read share encodings."""
+    from service.dicom.seg import distinct_datasets
+    from service.pipeline.volume import build_volume
+
+    paths = sorted((series_dirs[0] / "dicom").glob("*.dcm"))
+    converted: set = set()
+    datasets = [read_dataset(Blob(p.name, p), converted) for p in paths]
+    early = headers.SourceHeaders(datasets)
+    assert len(early._encoded) < 2 * len(datasets[0])  # shared, file meta included
+    volume = build_volume(datasets)
+    sources = distinct_datasets(volume.slices)
+    assert early.pack(sources) == headers.pack_headers(sources)
+    assert _members(early.pack(sources)) == _whole([Path(s.filename) for s in sources])
+
+
+def test_a_value_that_cannot_be_written_fails_when_its_instance_is_packed(series_dirs) -> None:
+    paths = sorted((series_dirs[0] / "dicom").glob("*.dcm"))
+    datasets = [pydicom.dcmread(p) for p in paths]
+    datasets[-1].add_new(0x00181310, "US", [70000, 0, 0, 256])  # over a US's 65535
+    early = headers.SourceHeaders(datasets)  # no refusal yet: the volume stage comes first
+    assert len(_members(early.pack(datasets[:-1]))) == len(datasets) - 1
+    with pytest.raises(OSError, match="ushort format") as refused:
+        early.pack(datasets)
+    with pytest.raises(OSError) as whole:
+        headers.pack_headers(datasets)
+    assert str(whole.value) == str(refused.value)
