@@ -23,12 +23,16 @@ def sector_labels(myocardium: np.ndarray, n_sectors: int, start_angle_deg: float
     """
     labels = np.full(myocardium.shape, -1, dtype=np.int16)
     rows, cols = np.nonzero(myocardium)
-    if rows.size == 0:
-        return labels
-    angle = np.degrees(np.arctan2(-(rows - rows.mean()), cols - cols.mean()))
-    labels[rows, cols] = ((angle - start_angle_deg) % 360.0 // (360.0 / n_sectors)).astype(
-        np.int16)
+    if rows.size:
+        labels[rows, cols] = _sectors(rows, cols, n_sectors, start_angle_deg)
     return labels
+
+
+def _sectors(rows: np.ndarray, cols: np.ndarray, n_sectors: int, start_angle_deg: float = 0.0
+             ) -> np.ndarray:
+    """:func:`sector_labels` of the myocardial pixels at ``rows``, ``cols`` (nonempty)."""
+    angle = np.degrees(np.arctan2(-(rows - rows.mean()), cols - cols.mean()))
+    return ((angle - start_angle_deg) % 360.0 // (360.0 / n_sectors)).astype(np.int16)
 
 
 def remote_statistics(image: np.ndarray, myocardium: np.ndarray, n_sectors: int = 6,
@@ -38,12 +42,22 @@ def remote_statistics(image: np.ndarray, myocardium: np.ndarray, n_sectors: int 
     Chosen automatically: the sector with the lowest mean signal, since on
     LGE healthy myocardium is the nulled, darkest myocardium.
     """
-    sectors = sector_labels(myocardium, n_sectors)
+    rows, cols = np.nonzero(myocardium)
+    return _remote(np.asarray(image)[rows, cols], rows, cols, n_sectors, min_pixels)
+
+
+def _remote(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_sectors: int = 6,
+            min_pixels: int = 10) -> tuple[float, float] | None:
+    """:func:`remote_statistics` of the myocardial pixels at ``rows``, ``cols`` (in
+    ``np.nonzero``'s order) whose signal is ``values``."""
+    if rows.size == 0:
+        return None
+    sectors = _sectors(rows, cols, n_sectors)
     best = None
     for s in range(n_sectors):
-        values = image[sectors == s]
-        if values.size >= min_pixels and (best is None or values.mean() < best.mean()):
-            best = values
+        sector = values[sectors == s]
+        if sector.size >= min_pixels and (best is None or sector.mean() < best.mean()):
+            best = sector
     return None if best is None else (float(best.mean()), float(best.std()))
 
 
@@ -51,10 +65,17 @@ def nsd_scar(images: Sequence[np.ndarray], myocardium: np.ndarray, n_sd: float =
              ) -> np.ndarray:
     """n-SD method: scar where the signal exceeds remote mean + n SD, slice by slice."""
     out = np.zeros(np.shape(myocardium), dtype=bool)
+    # Each slice's myocardium is found in the box around the series' (the same pixels, in
+    # the same order, as on the whole slice), and nothing outside it can be scar.
+    box = _box(np.asarray(myocardium, dtype=bool))
+    if box is None:
+        return out
     for k, (image, myo) in enumerate(zip(images, myocardium, strict=True)):
-        stats = remote_statistics(image, myo)
+        image, myo = np.asarray(image)[box], np.asarray(myo)[box]
+        rows, cols = np.nonzero(myo)
+        stats = _remote(image[rows, cols], rows + box[0].start, cols + box[1].start)
         if stats is not None:
-            out[k] = myo & (image > stats[0] + n_sd * stats[1])
+            out[k][box] = myo & (image > stats[0] + n_sd * stats[1])
     return out
 
 

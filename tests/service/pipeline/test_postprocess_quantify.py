@@ -421,3 +421,72 @@ def test_aha_segments_give_the_figures_of_the_whole_slice_search(seed: int) -> N
                   (np.zeros_like(myocardium),) * 3):
         args = (masks[0], masks[1], spacing, row, column)
         assert aha_segments(*args, mvo=masks[2]) == _old_aha_segments(*args, mvo=masks[2])
+
+
+# --- nsd_scar as it was before issue 54 round 5 searched the myocardium's box only
+# (verbatim but for the names).
+
+from collections.abc import Sequence  # noqa: E402
+
+
+def _old_sector_labels(myocardium: np.ndarray, n_sectors: int, start_angle_deg: float = 0.0
+                  ) -> np.ndarray:
+    """Angular sector (0..n-1) of every myocardial pixel around the slice's myocardium centroid.
+
+    Angles are counter-clockwise on screen from the image's row direction
+    (``start_angle_deg`` sets sector 0's first edge); -1 outside the myocardium.
+    """
+    labels = np.full(myocardium.shape, -1, dtype=np.int16)
+    rows, cols = np.nonzero(myocardium)
+    if rows.size == 0:
+        return labels
+    angle = np.degrees(np.arctan2(-(rows - rows.mean()), cols - cols.mean()))
+    labels[rows, cols] = ((angle - start_angle_deg) % 360.0 // (360.0 / n_sectors)).astype(
+        np.int16)
+    return labels
+
+
+def _old_remote_statistics(image: np.ndarray, myocardium: np.ndarray, n_sectors: int = 6,
+                      min_pixels: int = 10) -> tuple[float, float] | None:
+    """Mean and SD of the remote (normal) myocardium of one slice.
+
+    Chosen automatically: the sector with the lowest mean signal, since on
+    LGE healthy myocardium is the nulled, darkest myocardium.
+    """
+    sectors = _old_sector_labels(myocardium, n_sectors)
+    best = None
+    for s in range(n_sectors):
+        values = image[sectors == s]
+        if values.size >= min_pixels and (best is None or values.mean() < best.mean()):
+            best = values
+    return None if best is None else (float(best.mean()), float(best.std()))
+
+
+def _old_nsd_scar(images: Sequence[np.ndarray], myocardium: np.ndarray, n_sd: float = 4.0
+             ) -> np.ndarray:
+    """n-SD method: scar where the signal exceeds remote mean + n SD, slice by slice."""
+    out = np.zeros(np.shape(myocardium), dtype=bool)
+    for k, (image, myo) in enumerate(zip(images, myocardium, strict=True)):
+        stats = _old_remote_statistics(image, myo)
+        if stats is not None:
+            out[k] = myo & (image > stats[0] + n_sd * stats[1])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_nsd_scar_gives_the_masks_of_the_whole_slice_search(seed: int) -> None:
+    from service.pipeline.quantify import nsd_scar, remote_statistics
+
+    myocardium, _, _ = _rings(seed)
+    rng = np.random.default_rng(200 + seed)
+    images = [rng.gamma(2.0, 50.0, size=myocardium.shape[1:]).astype(np.float32)
+              for _ in myocardium]
+    for k in range(len(images)):  # a bright patch in some rings: scar for the 4-SD rule
+        images[k][myocardium[k] & (rng.random(myocardium.shape[1:]) < 0.2)] *= 8
+    assert np.array_equal(nsd_scar(images, myocardium), _old_nsd_scar(images, myocardium))
+    assert np.array_equal(nsd_scar(images, myocardium, 2.0),
+                          _old_nsd_scar(images, myocardium, 2.0))
+    for image, myo in zip(images, myocardium, strict=True):
+        assert remote_statistics(image, myo) == _old_remote_statistics(image, myo)
+    empty = np.zeros_like(myocardium)
+    assert not nsd_scar(images, empty).any()
