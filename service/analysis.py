@@ -219,7 +219,7 @@ def stored_files(result: AnalysisResult, volume: Volume,
     """What is stored before the answer: the arrays the overlay needs, whose scan it is,
     and the source headers, which with the report are all the SEG and SR are made from
     (``headers``: those encoded when the sources were read, else encoded now)."""
-    arrays = stored_arrays.dump(np.stack(volume.images).astype(np.float32),
+    arrays = stored_arrays.dump(np.stack(volume.images).astype(np.float32, copy=False),
                                 myocardium=result.myocardium, scar=result.scar, mvo=result.mvo,
                                 crop_ring=result.crop_ring)
     identity = identity_of(volume.slices[0].dataset)

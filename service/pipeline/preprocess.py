@@ -198,4 +198,4 @@ def model_inputs(images: Sequence[np.ndarray], spacing: Spacing, spec: InputSpec
         ratio = to_model_stack(transforms, images)
         ratio /= peak
         channels.append(ratio.clip(0.0, PEAK_RATIO_CLIP))
-    return np.stack(channels, axis=-1).astype(np.float32), list(transforms)
+    return np.stack(channels, axis=-1).astype(np.float32, copy=False), list(transforms)

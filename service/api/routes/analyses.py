@@ -16,6 +16,7 @@ import pydicom
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
 
 from service.analysis import analyse_and_store, identity_of, limits_of
 from service.api.deps import (
@@ -99,7 +100,7 @@ async def create_analysis(
         raise Overloaded(f"{settings.max_concurrent_analyses} analyses are already running; "
                          "try again shortly")
     await slots.acquire()
-    handed_over = False
+    handed_over = answered = False
     spool, work = None, None
     try:
         with store.space.guard():  # the spool is on DATA_DIR too: a full disk is 507
@@ -113,13 +114,12 @@ async def create_analysis(
             request.app.state.metrics, name, analyse_and_store, blobs,
             registry.pipelines[name], settings, request.app.state.store, (), analysis_id,
             None, request.app.state.encoder, spool.size()))
-        # The files go when the work ends, which may be after this answer (202 below).
-        work.add_done_callback(lambda _: spool.close())
         if not await finished_in_time(request.app, work, settings.analysis_timeout_s):
             # The analysis cannot be stopped mid-thread; it is kept, not both failed and
             # stored: the client is told where it will appear, and the slot stays taken
             # until it ends.
             handed_over = True
+            work.add_done_callback(lambda _: spool.close())
             _follow_up(request.app.state, analysis_id, work, slots)
             return JSONResponse(
                 {"id": analysis_id, "status": "running",
@@ -128,13 +128,21 @@ async def create_analysis(
                 status_code=202, headers={"Location": f"/v1/analyses/{analysis_id}",
                                           "Retry-After": "10"})
         report = work.result()
+        answered = True
     finally:
         if not handed_over:
             slots.release()
-        if work is None and spool is not None:  # refused before the work began
-            spool.close()
+        # The files go when the work ends: after the 201 is sent (removing them is no part
+        # of the client's wait), else now, or when the work ends (a stop's grace over, the
+        # client gone).
+        if spool is not None and not handed_over and not answered:
+            if work is None or work.done():
+                spool.close()
+            else:
+                work.add_done_callback(lambda _: spool.close())
     return JSONResponse(report, status_code=201,
-                        headers={"Location": f"/v1/analyses/{report['id']}"})
+                        headers={"Location": f"/v1/analyses/{report['id']}"},
+                        background=BackgroundTask(spool.close))
 
 
 def _follow_up(state, analysis_id: str, work: asyncio.Future, slots: asyncio.Semaphore) -> None:
