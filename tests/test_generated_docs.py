@@ -110,3 +110,12 @@ def test_the_oof_interval_tables_in_the_experiments_are_its_results() -> None:
     result = json.loads((ROOT / "docs" / "results" / "oof_interval_study.json").read_text())
     assert block == docs_block(result), ("run python -m training.studies.oof_interval_study "
                                          "--docs-only")
+
+
+def test_the_box_stage_table_in_the_experiments_is_its_results() -> None:
+    from training.studies.box_stage_study import docs_block
+
+    block = read_block(ROOT / "docs" / "experiments.md", "box-stage-study")
+    result = json.loads((ROOT / "docs" / "results" / "box_stage_study.json").read_text())
+    assert block == docs_block(result), ("run python -m training.studies.box_stage_study "
+                                         "--docs-only")
