@@ -49,7 +49,7 @@ from scipy import ndimage
 from service.errors import NotCardiacLGE
 from service.pipeline.contrast_model import ContrastModel, Judgement, features
 from service.pipeline.lge_contrast import CONTRAST_MODEL
-from service.pipeline.postprocess import mask_box
+from service.pipeline.postprocess import fill_holes, mask_box
 
 # LGE is an inversion-recovery gradient-echo (or SSFP) readout with an echo time of a few
 # milliseconds; T2-weighted and spin-echo series have tens to hundreds.
@@ -142,8 +142,7 @@ def lge_evidence(images: Sequence[np.ndarray], myocardium: np.ndarray,
             continue
         box = mask_box(ring, margin)
         image, ring = np.asarray(image, np.float32)[box], ring[box]
-        filled = ndimage.binary_fill_holes(
-            ndimage.binary_closing(ring, iterations=RING_GAP_CLOSING_PX))
+        filled = fill_holes(ndimage.binary_closing(ring, iterations=RING_GAP_CLOSING_PX))
         inside = filled & ~ring
         cavity_mm2.append(float(inside.sum()) * pixel_mm2)
         cavity = ndimage.binary_erosion(inside)
@@ -292,7 +291,7 @@ def lv_ring_slices(myocardium: np.ndarray, spacing: tuple[float, float]) -> list
             continue
         ring = ring[mask_box(ring, RING_GAP_CLOSING_PX + 1)]  # the same ring, less slice
         closed = ndimage.binary_closing(ring, iterations=RING_GAP_CLOSING_PX, border_value=0)
-        cavity = ndimage.binary_fill_holes(closed) & ~closed
+        cavity = fill_holes(closed) & ~closed
         if cavity.sum() * pixel_mm2 >= MIN_CAVITY_MM2:
             found.append(k)
             largest = max(largest, area)

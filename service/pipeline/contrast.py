@@ -18,6 +18,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from service.pipeline.postprocess import fill_holes
+
 Contrast = Literal["dark-blood", "bright-blood"]
 
 # Free-text hints that a series is dark-blood LGE (vendors name it in the protocol or the
@@ -56,7 +58,7 @@ def blood_position(images: Sequence[np.ndarray], myocardium: np.ndarray) -> floa
     for image, ring in zip(images, np.asarray(myocardium, dtype=bool), strict=True):
         if ring.sum() < 2 * _MIN_CAVITY_PIXELS:
             continue
-        cavity = ndimage.binary_erosion(ndimage.binary_fill_holes(ring) & ~ring)
+        cavity = ndimage.binary_erosion(fill_holes(ring) & ~ring)
         if cavity.sum() < _MIN_CAVITY_PIXELS:
             continue
         blood.append(np.asarray(image, np.float32)[cavity])

@@ -24,6 +24,23 @@ def _sizes(labels: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes`` of a 2-D mask, by one labelling of the background (its
+    4-connected components that do not touch the edge are the holes) instead of a dilation
+    from the edge to a fixed point: the same pixels, several times faster on a ring."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or min(mask.shape) < 3:
+        return ndimage.binary_fill_holes(mask)
+    background, count = ndimage.label(~mask)
+    if count == 0:
+        return mask.copy()
+    outside = np.zeros(count + 1, dtype=bool)
+    outside[np.concatenate([background[0], background[-1], background[:, 0],
+                            background[:, -1]])] = True
+    outside[0] = True  # label 0 is the mask itself
+    return mask | ~outside[background]
+
+
 def encloses_a_hole(mask: np.ndarray) -> bool:
     """Whether ``binary_fill_holes`` would fill anything: some 4-connected component of
     the background does not touch the edge (one labelling, not a dilation to a fixed

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from service.pipeline.postprocess import fill_holes
+
 ANGLES = 72  # rays per slice (every 5 degrees)
 RADIAL_STEP_PX = 0.5
 # A slice whose ring is present on fewer rays than this share is left as the network drew it:
@@ -72,7 +74,7 @@ def fitted_centre(mask: np.ndarray) -> tuple[float, float]:
     An open C-band's own centroid lies inside the band, not in the cavity; a
     least-squares circle through its pixels (Kasa's fit) finds the cavity's centre.
     """
-    filled = ndimage.binary_fill_holes(mask)
+    filled = fill_holes(mask)
     if (filled & ~mask).any():
         cy, cx = ndimage.center_of_mass(filled)
         return float(cy), float(cx)
