@@ -257,8 +257,10 @@ class ResultStore:
         """Remove one analysis (report, SEG, SR, arrays, queued push); returns its report.
 
         The index rows go first, in one transaction, so the analysis disappears at once;
-        its folder is then moved out of sight and removed. A crash in between leaves a
-        folder in staging, which the next start removes.
+        its folder is then moved out of sight, the move made durable before the answer
+        (start-up indexes again a folder it finds without its row: a power cut that undid
+        the move would bring a deleted analysis back), and removed. A crash in between
+        leaves a folder in staging, which the next start removes.
         """
         report = json.loads(self.path(analysis_id, "report").read_text())
         with self._lock:
@@ -267,6 +269,7 @@ class ResultStore:
                 self._db.execute("DELETE FROM pushes WHERE id = ?", (analysis_id,))
         doomed = self.staging / f"deleted-{analysis_id}"
         os.replace(self.analyses / analysis_id, doomed)
+        fsync_dir(self.analyses)
         shutil.rmtree(doomed, ignore_errors=True)
         return report
 

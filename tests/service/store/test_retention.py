@@ -56,3 +56,34 @@ def test_retention_purges_only_what_is_older_than_the_period(make_client, series
         assert removed == 3  # two analyses, one received series
         assert client.get("/v1/analyses").json() == []
         assert client.get(f"/v1/series/{series_uid_of(files)}").status_code == 404
+
+
+def test_a_delete_makes_the_folders_move_durable_before_it_answers(make_client, series_dirs,
+                                                                   tmp_path,
+                                                                   monkeypatch) -> None:
+    """Start-up indexes again a folder without its row: were the move out of analyses/ lost
+    in a power cut, a deleted analysis would come back."""
+    from service.store import results
+
+    events: list[str] = []
+    real_replace, real_fsync = results.os.replace, results.fsync_dir
+    with make_client() as client:
+        r = client.post("/v1/analyses", files=multipart(series_files(series_dirs[0])))
+        analysis_id = r.json()["id"]
+        analyses = tmp_path / "data" / "analyses"
+
+        def replace(src, dst):
+            if str(src).endswith(analysis_id):
+                events.append("moved")
+            return real_replace(src, dst)
+
+        def fsync(folder):
+            if str(folder) == str(analyses) and "moved" in events:
+                events.append("analyses synced")
+            return real_fsync(folder)
+
+        monkeypatch.setattr(results.os, "replace", replace)
+        monkeypatch.setattr(results, "fsync_dir", fsync)
+        assert client.delete(f"/v1/analyses/{analysis_id}").status_code == 200
+        events.append("answered")
+    assert events[:3] == ["moved", "analyses synced", "answered"]
