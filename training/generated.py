@@ -6,6 +6,7 @@ the block back and compare it with the results file it came from.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -33,3 +34,12 @@ def write_block(path: Path, name: str, markdown: str) -> None:
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
     path.write_text(text)
+
+
+def write_results(result: dict, out: Path, docs: Path, name: str, block: str) -> None:
+    """A study's results file and the block written from it, together (so the test that
+    compares them holds)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_block(docs, name, block)

@@ -21,31 +21,24 @@ from pathlib import Path
 
 import numpy as np
 
-from service.pipeline.infer import OnnxModel
 from service.pipeline.quantify import scar_fraction
-from service.pipeline.segment import Network, myocardium_probability, ring_from, segment_on
+from service.pipeline.segment import myocardium_probability, ring_from, segment_on
 from training import legs as legs_
 from training.crossval import held_out_sources
-from training.data.dataset import CLASSES, TASKS
 from training.data.folds import fold_cases, read_folds
 from training.metrics import dice
-from training.studies.oof_interval_study import AS_GIVEN, SHIFTED
+from training.studies.oof_interval_study import AS_GIVEN, SHIFTED, leg_network
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = 2000
-
-
-def _network(task: str, leg: legs_.Leg, root: Path) -> Network:
-    return Network(OnnxModel(legs_.leg_dir(leg, root) / legs_.ONNX_FILE), TASKS[task],
-                   CLASSES[task])
 
 
 def stage_rows(emidec_root: Path, fold: int, myocardium_legs: Sequence[legs_.Leg],
                scar_leg: legs_.Leg, root: Path = legs_.LEGS_ROOT,
                limit: int | None = None) -> list[dict]:
     """Per held-out series and myocardium stage: the cascade's DSCs and scar-% error."""
-    scar_net = _network("scar_unet", scar_leg, root)
-    boxes = {leg.name: _network("myocardium_unet", leg, root) for leg in myocardium_legs}
+    scar_net = leg_network("scar_unet", scar_leg, root)
+    boxes = {leg.name: leg_network("myocardium_unet", leg, root) for leg in myocardium_legs}
     _, held = fold_cases(read_folds(), fold)
     held = held[:limit]
     rows = []
@@ -132,7 +125,7 @@ def docs_block(result: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from training.fold_legs import BOX_STAGE, plan
-    from training.generated import write_block
+    from training.generated import write_block, write_results
     from training.run import CONFIGS, task_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -159,9 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "reference": reference, "summary": summarise(rows, reference), "rows": rows}
     block = docs_block(result)
     if args.limit is None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        write_block(args.docs, "box-stage-study", block)
+        write_results(result, args.out, args.docs, "box-stage-study", block)
     print(block)
     return 0
 

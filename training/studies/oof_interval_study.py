@@ -59,7 +59,7 @@ from training.data.dataset import CLASSES, TASKS
 from training.data.folds import fold_cases, read_folds
 from training.data.sources import Source
 from training.evaluation.scoring import INTERVAL_FLOORS, INTERVAL_LEVEL, INTERVAL_OFFSETS
-from training.generated import write_block
+from training.generated import write_block, write_results
 from training.studies.interval_study import DIHEDRAL, _transformed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,8 @@ def kept_folds(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT
             if {"myocardium_unet", "scar_unet"} <= set(nets)}
 
 
-def _network(task: str, leg: legs_.Leg, root: Path) -> Network:
+def leg_network(task: str, leg: legs_.Leg, root: Path = legs_.LEGS_ROOT) -> Network:
+    """A kept leg's exported network, as the service would run it."""
     return Network(OnnxModel(legs_.leg_dir(leg, root) / legs_.ONNX_FILE), TASKS[task],
                    CLASSES[task])
 
@@ -130,8 +131,8 @@ def fold_rows(emidec_root: Path, fold: int, nets: dict[str, legs_.Leg], work: Pa
     cache = work / f"{key}{'' if limit is None else f'-first{limit}'}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    myo_net = _network("myocardium_unet", nets["myocardium_unet"], root)
-    scar_net = _network("scar_unet", nets["scar_unet"], root)
+    myo_net = leg_network("myocardium_unet", nets["myocardium_unet"], root)
+    scar_net = leg_network("scar_unet", nets["scar_unet"], root)
     _, held = fold_cases(read_folds(), fold)
     held = held[:limit]
     rows = []
@@ -357,9 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["folds"] = {str(f): n for f, n in result["folds"].items()}
     block = docs_block(result)
     if args.limit is None:  # a check of the command writes nothing
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        write_block(args.docs, "oof-interval-study", block)
+        write_results(result, args.out, args.docs, "oof-interval-study", block)
     print(block)
     return 0
 
