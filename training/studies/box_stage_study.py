@@ -24,10 +24,8 @@ import numpy as np
 from service.pipeline.quantify import scar_fraction
 from service.pipeline.segment import myocardium_probability, ring_from, segment_on
 from training import legs as legs_
-from training.crossval import held_out_sources
-from training.data.folds import fold_cases, read_folds
 from training.metrics import dice
-from training.studies.oof_interval_study import AS_GIVEN, SHIFTED, leg_network
+from training.studies.oof_interval_study import AS_GIVEN, SHIFTED, held_out_items, leg_network
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = 2000
@@ -39,29 +37,25 @@ def stage_rows(emidec_root: Path, fold: int, myocardium_legs: Sequence[legs_.Leg
     """Per held-out series and myocardium stage: the cascade's DSCs and scar-% error."""
     scar_net = leg_network("scar_unet", scar_leg, root)
     boxes = {leg.name: leg_network("myocardium_unet", leg, root) for leg in myocardium_legs}
-    _, held = fold_cases(read_folds(), fold)
-    held = held[:limit]
     rows = []
-    for group, sources in ((AS_GIVEN, held_out_sources(emidec_root, held)),
-                           (SHIFTED, held_out_sources(emidec_root, held, shifted=True))):
-        for source in sources:
-            t0 = time.perf_counter()
-            series = source.read()
-            truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
-            for name, myo_net in boxes.items():
-                myo_p = myocardium_probability(series.images, series.spacing, myo_net)
-                ring = ring_from(myo_p, myo_net)
-                row = {"series_id": source.series_id, "group": group, "box": name,
-                       "ring_dsc": dice(ring, series.true_myocardium)}
-                if ring.any():
-                    seg = segment_on(series.images, series.spacing, ring, myo_p, scar_net)
-                    row |= {"myocardium_dsc": dice(seg.myocardium, series.true_myocardium),
-                            "scar_dsc": (dice(seg.scar, series.true_scar)
-                                         if series.true_scar.any() else None),
-                            "abs_error": abs(100.0 * scar_fraction(seg.scar, seg.myocardium)
-                                             - truth)}
-                rows.append(row)
-            print(f"{group}: {source.series_id} {time.perf_counter() - t0:.1f} s", flush=True)
+    for group, source in held_out_items(emidec_root, fold, limit):
+        t0 = time.perf_counter()
+        series = source.read()
+        truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
+        for name, myo_net in boxes.items():
+            myo_p = myocardium_probability(series.images, series.spacing, myo_net)
+            ring = ring_from(myo_p, myo_net)
+            row = {"series_id": source.series_id, "group": group, "box": name,
+                   "ring_dsc": dice(ring, series.true_myocardium)}
+            if ring.any():
+                seg = segment_on(series.images, series.spacing, ring, myo_p, scar_net)
+                row |= {"myocardium_dsc": dice(seg.myocardium, series.true_myocardium),
+                        "scar_dsc": (dice(seg.scar, series.true_scar)
+                                     if series.true_scar.any() else None),
+                        "abs_error": abs(100.0 * scar_fraction(seg.scar, seg.myocardium)
+                                         - truth)}
+            rows.append(row)
+        print(f"{group}: {source.series_id} {time.perf_counter() - t0:.1f} s", flush=True)
     return rows
 
 

@@ -124,6 +124,15 @@ def series_row(source: Source, group: str, fold: int, myo_net: Network,
                   "contrast_values": values, "lge_distance2": lge_distance2(values)}
 
 
+def held_out_items(emidec_root: Path, fold: int, limit: int | None = None
+                   ) -> list[tuple[str, Source]]:
+    """A fold's held-out series with their group: as given, then the shifted copies."""
+    _, held = fold_cases(read_folds(), fold)
+    held = held[:limit]
+    return ([(AS_GIVEN, s) for s in held_out_sources(emidec_root, held)]
+            + [(SHIFTED, s) for s in held_out_sources(emidec_root, held, shifted=True)])
+
+
 def fold_rows(emidec_root: Path, fold: int, nets: dict[str, legs_.Leg], work: Path,
               root: Path = legs_.LEGS_ROOT, limit: int | None = None) -> list[dict]:
     """Every held-out series of one fold, cached per pair of legs."""
@@ -133,16 +142,12 @@ def fold_rows(emidec_root: Path, fold: int, nets: dict[str, legs_.Leg], work: Pa
         return json.loads(cache.read_text())
     myo_net = leg_network("myocardium_unet", nets["myocardium_unet"], root)
     scar_net = leg_network("scar_unet", nets["scar_unet"], root)
-    _, held = fold_cases(read_folds(), fold)
-    held = held[:limit]
     rows = []
-    for group, sources in ((AS_GIVEN, held_out_sources(emidec_root, held)),
-                           (SHIFTED, held_out_sources(emidec_root, held, shifted=True))):
-        for source in sources:
-            t0 = time.perf_counter()
-            rows.append(series_row(source, group, fold, myo_net, scar_net))
-            print(f"fold {fold} {group}: {source.series_id} {time.perf_counter() - t0:.1f} s",
-                  flush=True)
+    for group, source in held_out_items(emidec_root, fold, limit):
+        t0 = time.perf_counter()
+        rows.append(series_row(source, group, fold, myo_net, scar_net))
+        print(f"fold {fold} {group}: {source.series_id} {time.perf_counter() - t0:.1f} s",
+              flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(rows, indent=1) + "\n")
     return rows
