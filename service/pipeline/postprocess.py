@@ -24,36 +24,36 @@ def _sizes(labels: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """``ndimage.binary_fill_holes`` of a 2-D mask, by one labelling of the background (its
-    4-connected components that do not touch the edge are the holes) instead of a dilation
-    from the edge to a fixed point: the same pixels, several times faster on a ring."""
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2 or min(mask.shape) < 3:
-        return ndimage.binary_fill_holes(mask)
+def _background(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 4-connected components of a 2-D mask's background (label 0: the mask), and per
+    label whether it is outside (touches the edge; the mask's label 0 counts as outside):
+    the others are the holes ``binary_fill_holes`` fills, found by one labelling instead
+    of a dilation from the edge to a fixed point."""
     background, count = ndimage.label(~mask)
-    if count == 0:
-        return mask.copy()
     outside = np.zeros(count + 1, dtype=bool)
     outside[np.concatenate([background[0], background[-1], background[:, 0],
                             background[:, -1]])] = True
-    outside[0] = True  # label 0 is the mask itself
+    outside[0] = True
+    return background, outside
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes`` of a 2-D mask (:func:`_background`): the same pixels,
+    several times faster on a ring."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or min(mask.shape) < 3:
+        return ndimage.binary_fill_holes(mask)
+    background, outside = _background(mask)
     return mask | ~outside[background]
 
 
 def encloses_a_hole(mask: np.ndarray) -> bool:
-    """Whether ``binary_fill_holes`` would fill anything: some 4-connected component of
-    the background does not touch the edge (one labelling, not a dilation to a fixed
-    point)."""
+    """Whether ``binary_fill_holes`` would fill anything: some component of the background
+    does not touch the edge (:func:`_background`)."""
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2 or min(mask.shape) < 3:
         return bool((ndimage.binary_fill_holes(mask) & ~mask).any())
-    background, count = ndimage.label(~mask)
-    if count == 0:
-        return False
-    edge = np.concatenate([background[0], background[-1], background[1:-1, 0],
-                           background[1:-1, -1]])
-    return count > np.count_nonzero(np.bincount(edge, minlength=count + 1)[1:])
+    return not _background(mask)[1].all()
 
 
 def clean_myocardium(probability: np.ndarray, threshold: float = 0.5,

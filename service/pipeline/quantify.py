@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from service.pipeline.grid import Spacing
+from service.pipeline.postprocess import mask_box
 from service.pipeline.preprocess import series_peak
 from service.pipeline.volume import Volume
 
@@ -67,7 +68,7 @@ def nsd_scar(images: Sequence[np.ndarray], myocardium: np.ndarray, n_sd: float =
     out = np.zeros(np.shape(myocardium), dtype=bool)
     # Each slice's myocardium is found in the box around the series' (the same pixels, in
     # the same order, as on the whole slice), and nothing outside it can be scar.
-    box = _box(np.asarray(myocardium, dtype=bool))
+    box = mask_box(np.asarray(myocardium, dtype=bool).any(axis=0), 0)
     if box is None:
         return out
     for k, (image, myo) in enumerate(zip(images, myocardium, strict=True)):
@@ -159,15 +160,6 @@ def _angles_of(rows: np.ndarray, cols: np.ndarray, spacing: Spacing,
     return np.degrees(np.arctan2(offsets @ septal, offsets @ anterior)) % 360.0
 
 
-def _box(masks: np.ndarray) -> tuple[slice, slice] | None:
-    """The rows and columns holding any pixel of a (z, y, x) stack; None when it is empty."""
-    rows = np.flatnonzero(masks.any(axis=(0, 2)))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(masks[:, rows[0]:rows[-1] + 1].any(axis=(0, 1)))
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
-
-
 def _segment_of(angle: np.ndarray, third: int) -> np.ndarray:
     if third < 2:  # basal (1-6) and mid (7-12): six 60-degree sectors, anterior centred on 0
         return 1 + 6 * third + ((angle + 30.0) % 360.0 // 60.0).astype(int)
@@ -189,7 +181,7 @@ def aha_segments(myocardium: np.ndarray, scar: np.ndarray, spacing: Spacing,
     mvo = np.zeros_like(scar) if mvo is None else np.asarray(mvo, bool) & scar
     # Only the box around the myocardium of every slice is searched for its pixels (the
     # same pixels, in the same order, as the whole slice's).
-    box = _box(myocardium)
+    box = mask_box(myocardium.any(axis=0), 0)
     with_myo = [k for k in range(len(myocardium)) if box and myocardium[k][box].any()]
     thirds = np.array_split(np.array(with_myo, dtype=int), 3) if with_myo else [[], [], []]
     myo_px = dict.fromkeys(AHA_NAMES, 0)
