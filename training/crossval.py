@@ -39,7 +39,6 @@ FOLD_TASKS = ("myocardium_unet", "scar_unet")
 # the heart); otherwise shared by every fold from the earlier release (``--networks-from``),
 # each with its own manifest's input.
 ENET_TASKS = ("enet_p2", "enet_p1")
-SHARED_TASKS = ENET_TASKS
 # The networks whose myocardium the ring constraint completes.
 RING_TASKS = ("myocardium_unet", "scar_unet")
 SHIFTED_PER_CASE = 2

@@ -436,10 +436,10 @@ def _shared_networks(models_dir: Path, work: Path) -> tuple[dict, dict, dict, di
     """The ENets of a released models folder, copied under WORK, with their parameters,
     training records and inputs: they stand in for ENets not trained per fold (and the scar
     U-Nets' legs score them beside the cascade)."""
-    from training.crossval import SHARED_TASKS
+    from training.crossval import ENET_TASKS
 
     files, parameters, training, _, specs = _reused_networks(models_dir, work,
-                                                             keys=SHARED_TASKS)
+                                                             keys=ENET_TASKS)
     return files, parameters, training, specs
 
 

@@ -52,7 +52,7 @@ def test_shared_enets_carry_their_manifests_input(tmp_path: Path) -> None:
 
     files, parameters, training, specs = _shared_networks(MODELS, tmp_path)
     assert set(files) == set(parameters) == set(training) == set(specs) == set(
-        crossval.SHARED_TASKS)
+        crossval.ENET_TASKS)
     # 0.3.2's ENets: the whole slice's Hough search, whatever today's training spec says.
     assert all(not spec.hough_near_heart for spec in specs.values())
     assert all(TASKS[task].hough_near_heart for task in specs)
