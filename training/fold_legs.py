@@ -316,6 +316,8 @@ class FoldLegTrainer:
         (``leg.uses``) draws the first ring, whose box places the Hough search and which
         Protocol 2 multiplies the crop by; the ENet at threshold 0.5 (the release chooses
         its threshold out of fold later); source grid, as the service draws it."""
+        from training.evaluation.scoring import mvo_scores
+
         first = Network(OnnxModel(self._onnx(leg.uses[0])), TASKS["myocardium_unet"],
                         CLASSES["myocardium_unet"])
         enet = Network(OnnxModel(self._onnx(leg.name)), TASKS[leg.task], CLASSES[leg.task])
@@ -324,7 +326,8 @@ class FoldLegTrainer:
             series = source.read()
             p = myocardium_probability(series.images, series.spacing, first)
             seg = segment_on(series.images, series.spacing, ring_from(p, first), p, enet)
-            truth, true_mvo = series.true_scar, series.true_obstruction
+            truth = series.true_scar
+            mvo = mvo_scores(seg, series.true_obstruction, series.true_myocardium)
             out.append({
                 "series": source.series_id, "kind": kind, "contrast": source.contrast,
                 "method": _METHOD[leg.task],
@@ -332,8 +335,7 @@ class FoldLegTrainer:
                 "scar_dsc": dice(seg.scar, truth) if truth.any() else float("nan"),
                 "true_scar_percent": 100.0 * scar_fraction(truth, series.true_myocardium),
                 "scar_percent": 100.0 * scar_fraction(seg.scar, seg.myocardium),
-                "mvo_case_dsc": (dice(seg.mvo, true_mvo) if true_mvo.any()
-                                 else float(not seg.mvo.any()))})
+                "mvo_case_dsc": mvo["mvo_case_dsc"]})
         return out
 
 

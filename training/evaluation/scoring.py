@@ -279,7 +279,7 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
             contrast_flagged=method in segs and flagged,
             open_slices=open_slices(myocardium) if method in segs else nan,
             true_open_slices=open_slices(true_myo) if method in segs else nan,
-            **(_mvo_scores(segs[method], true_mvo, true_myo) if method in segs else {}),
+            **(mvo_scores(segs[method], true_mvo, true_myo) if method in segs else {}),
         ))
     return out
 
@@ -289,7 +289,9 @@ def open_slices(myocardium: np.ndarray) -> int:
     return sum(bool(m.any()) and not encloses_a_hole(m) for m in np.asarray(myocardium, bool))
 
 
-def _mvo_scores(seg: Segmentation, true_mvo: np.ndarray, true_myo: np.ndarray) -> dict:
+def mvo_scores(seg: Segmentation, true_mvo: np.ndarray, true_myo: np.ndarray) -> dict:
+    """The MVO figures of one result; ``mvo_case_dsc`` scores a case without MVO 1 when none
+    is drawn, 0 otherwise."""
     has_mvo = bool(true_mvo.any())
     dsc = metrics.dice(seg.mvo, true_mvo) if has_mvo else float("nan")
     return {"true_mvo_percent": 100.0 * scar_fraction(true_mvo, true_myo),
