@@ -23,6 +23,7 @@ import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
+from service.pipeline.ensemble import SQUARE_SYMMETRIES, SymmetryAverage
 from service.pipeline.postprocess import clean_myocardium
 from service.pipeline.quantify import scar_fraction
 from service.pipeline.registry import load_registry
@@ -52,19 +53,10 @@ from training.studies.lge_gate_study import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-# The eight symmetries of the square: quarter turns, each with and without a flip.
-DIHEDRAL = tuple((turns, flip) for turns in range(4) for flip in (False, True))
-
-
-def _transformed(net: Network, turns: int, flip: bool) -> Network:
-    """The network run on its input turned and flipped, its output turned back."""
-    def predict(batch: np.ndarray) -> np.ndarray:
-        x = np.rot90(batch, turns, axes=(1, 2))
-        x = np.ascontiguousarray(x[:, :, ::-1] if flip else x)
-        y = net.predict(x)
-        y = y[:, :, ::-1] if flip else y
-        return np.ascontiguousarray(np.rot90(y, -turns, axes=(1, 2)))
-    return dataclasses.replace(net, predict=predict)
+def symmetry_network(net: Network, symmetry: tuple[int, bool]) -> Network:
+    """The network run on its input turned and flipped (one of
+    :data:`~service.pipeline.ensemble.SQUARE_SYMMETRIES`), its output turned back."""
+    return dataclasses.replace(net, predict=SymmetryAverage(net.predict, [symmetry]))
 
 
 def study_row(source: Source, myo_net: Network, scar_net: Network) -> dict:
@@ -73,10 +65,10 @@ def study_row(source: Source, myo_net: Network, scar_net: Network) -> dict:
     myo_p = myocardium_probability(series.images, series.spacing, myo_net)
     ring = clean_myocardium(myo_p)
     members, seconds = [], []
-    for turns, flip in DIHEDRAL:
+    for symmetry in SQUARE_SYMMETRIES:
         t0 = time.perf_counter()
         members.append(segment_on(series.images, series.spacing, ring, myo_p,
-                                  _transformed(scar_net, turns, flip)))
+                                  symmetry_network(scar_net, symmetry)))
         seconds.append(time.perf_counter() - t0)
     percents = [100.0 * scar_fraction(m.scar, m.myocardium) for m in members]
     seg = members[0]  # the identity: the shipped result

@@ -40,6 +40,7 @@ from scipy import stats
 
 from service.pipeline import acceptance
 from service.pipeline.contrast_model import vector
+from service.pipeline.ensemble import SQUARE_SYMMETRIES
 from service.pipeline.infer import OnnxModel
 from service.pipeline.lge_contrast import CONTRAST_MODEL
 from service.pipeline.quantify import scar_fraction
@@ -60,7 +61,7 @@ from training.data.folds import fold_cases, read_folds
 from training.data.sources import Source
 from training.evaluation.scoring import INTERVAL_FLOORS, INTERVAL_LEVEL, INTERVAL_OFFSETS
 from training.generated import write_block, write_results
-from training.studies.interval_study import DIHEDRAL, _transformed
+from training.studies.interval_study import symmetry_network
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_GIVEN, SHIFTED = "as given", "shifted"
@@ -112,7 +113,7 @@ def series_row(source: Source, group: str, fold: int, myo_net: Network,
     if not ring.any():
         return row | {"scar_percent": None}
     members = [segment_on(series.images, series.spacing, ring, myo_p,
-                          _transformed(scar_net, turns, flip)) for turns, flip in DIHEDRAL]
+                          symmetry_network(scar_net, symmetry)) for symmetry in SQUARE_SYMMETRIES]
     percents = [100.0 * scar_fraction(m.scar, m.myocardium) for m in members]
     seg = members[0]  # the identity: what the service reports
     terms = spread_terms(seg.myocardium, seg.scar, seg.myocardium_probability,
