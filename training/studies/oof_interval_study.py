@@ -55,7 +55,7 @@ from service.pipeline.uncertainty import (
     term_sets,
 )
 from training import legs as legs_
-from training.crossval import held_out_sources
+from training.crossval import FOLD_TASKS, held_out_sources
 from training.data.dataset import CLASSES, TASKS
 from training.data.folds import fold_cases, read_folds
 from training.data.sources import Source
@@ -81,7 +81,7 @@ def kept_folds(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT
     """Per fold with both U-Nets kept: the latest kept stage of each (release variant)."""
     latest: dict[int, dict[str, legs_.Leg]] = {}
     for leg in plan_legs:
-        if not leg.variant and legs_.finished(leg, root):
+        if leg.task in FOLD_TASKS and not leg.variant and legs_.finished(leg, root):
             latest.setdefault(leg.fold, {})[leg.task] = leg  # plan order: later stages last
     return {fold: nets for fold, nets in sorted(latest.items())
             if {"myocardium_unet", "scar_unet"} <= set(nets)}
