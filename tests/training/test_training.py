@@ -551,3 +551,28 @@ def test_the_review_flag_is_scored_against_the_large_errors() -> None:
         row = next(r for r in target_rows({"emidec": summarise(flags)})
                    if r["method"] == "cascade-unet" and r["field"] == field)
         assert not row["met"], row
+
+
+def test_fold_curves_put_networks_of_different_epoch_lengths_on_one_step_axis(
+        tmp_path: Path, monkeypatch) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.evaluation.plots import fold_curves
+
+    def record(steps_per_epoch: int) -> dict:
+        return {"config": {"steps_per_epoch": steps_per_epoch},
+                "history": [{"epoch": e, "loss": 1.0 / e, "val_dsc": 0.1 * e if e % 2 == 0
+                             else None} for e in (1, 2, 3, 4)]}
+
+    figures = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
+    fold_curves({0: {"scar_unet": record(100), "enet_p2": record(125)}}, tmp_path / "c.png")
+    (fig,) = figures
+    loss_unet, loss_enet, dsc_unet, dsc_enet = fig.axes
+    assert list(loss_unet.lines[0].get_xdata()) == [100, 200, 300, 400]
+    assert list(loss_enet.lines[0].get_xdata()) == [125, 250, 375, 500]
+    assert list(dsc_enet.lines[0].get_xdata()) == [250, 500]
+    assert all(ax.get_xlabel() == "training steps" for ax in fig.axes)

@@ -228,16 +228,19 @@ def fold_curves(records: dict, path: Path) -> None:
     fig, axes = plt.subplots(2, len(tasks), figsize=(5.5 * len(tasks), 6.5), squeeze=False)
     for col, task in enumerate(tasks):
         for fold, by_task in sorted(records.items(), key=lambda kv: int(kv[0])):
+            # Networks differ in steps per epoch (U-Nets 100, ENets 125): plot steps.
+            steps = by_task[task]["config"]["steps_per_epoch"]
             history = by_task[task]["history"]
-            epochs = [h["epoch"] for h in history]
-            axes[0, col].plot(epochs, [h["loss"] for h in history], label=f"fold {fold}")
-            validated = [(h["epoch"], h["val_dsc"]) for h in history if h["val_dsc"] is not None]
+            axes[0, col].plot([h["epoch"] * steps for h in history],
+                              [h["loss"] for h in history], label=f"fold {fold}")
+            validated = [(h["epoch"] * steps, h["val_dsc"]) for h in history
+                         if h["val_dsc"] is not None]
             if validated:
                 axes[1, col].plot(*zip(*validated, strict=True), marker="o", label=f"fold {fold}")
         axes[0, col].set_title(f"{task}: training loss", fontsize=9)
         axes[1, col].set_title(f"{task}: held-out validation DSC (model grid)", fontsize=9)
         for ax in axes[:, col]:
-            ax.set_xlabel("epoch (100 steps)")
+            ax.set_xlabel("training steps")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
