@@ -23,17 +23,19 @@ def read_block(path: Path, name: str) -> str | None:
     return text[text.index(begin) + len(begin):text.index(end)].strip("\n")
 
 
-def write_block(path: Path, name: str, markdown: str) -> None:
-    """Replace the block (or append it) with ``markdown``; the rest of the file is kept."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
+def replace_block(text: str, name: str, markdown: str) -> str:
+    """``text`` with the block replaced (or appended) by ``markdown``; the rest is kept."""
     begin, end = _markers(name)
     block = f"{begin}\n{markdown.strip(chr(10))}\n{end}"
     if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
+        return text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    return text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+
+
+def write_block(path: Path, name: str, markdown: str) -> None:
+    """Replace the block (or append it) with ``markdown`` in the file."""
+    path = Path(path)
+    path.write_text(replace_block(path.read_text() if path.exists() else "", name, markdown))
 
 
 def write_results(result: dict, out: Path, docs: Path, name: str, block: str) -> None:

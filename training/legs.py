@@ -30,8 +30,10 @@ import csv
 import dataclasses
 import hashlib
 import json
+import os
 import subprocess
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,27 +194,59 @@ def record_leg(leg: Leg, folder: Path, history: list[dict], extra: dict) -> dict
     return record
 
 
-def commit_leg(leg: Leg, folder: Path, summary: str) -> bool:
-    """``git add`` and ``git commit`` the leg's folder (only it); False where git fails."""
-    repo = LEGS_ROOT.parents[2]
+def commit_leg(leg: Leg, folder: Path, summary: str,
+               generated: Mapping[str, Callable[[str], str]] | None = None) -> bool:
+    """Commit the leg's folder, with the documents written from the kept legs
+    (``generated``: a path in the repository and how its text is rewritten), as a commit of
+    their own on HEAD; False where git fails.
+
+    The commit is built on a private index from HEAD, so whatever else the working tree or
+    the index holds (a session's unfinished edits of the same document) stays uncommitted;
+    the working tree's copy of each document is rewritten the same way, so it agrees with
+    the commit. Committing the table with the leg keeps every commit's documents true to
+    its legs, whenever the leg ends.
+    """
+    generated = dict(generated or {})
+    folder = Path(folder).resolve()
+
+    def git(*args: str, env: dict | None = None, stdin: str | None = None) -> str:
+        return subprocess.run(["git", "-C", str(folder), *args], check=True, text=True,
+                              capture_output=True, env=env, input=stdin).stdout
+
     try:
-        subprocess.run(["git", "-C", str(repo), "add", "--", str(folder)], check=True)
-        subprocess.run(["git", "-C", str(repo), "commit", "-m",
-                        f"Release leg {leg.name}: {summary}", "--", str(folder)], check=True)
+        repo = Path(git("rev-parse", "--show-toplevel").strip())
+        head = git("rev-parse", "HEAD").strip()
+        with tempfile.TemporaryDirectory() as tmp:
+            env = os.environ | {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            git("read-tree", head, env=env)
+            git("add", "--", str(folder), env=env)
+            for path, rewrite in generated.items():
+                blob = git("hash-object", "-w", "--stdin",
+                           stdin=rewrite(git("show", f"{head}:{path}"))).strip()
+                git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+            tree = git("write-tree", env=env).strip()
+            commit = git("commit-tree", tree, "-p", head,
+                         "-m", f"Release leg {leg.name}: {summary}").strip()
+            git("update-ref", "HEAD", commit, head)  # refused if HEAD moved meanwhile
+        git("reset", "-q", "--", str(folder), *[str(repo / p) for p in generated])
     except (OSError, subprocess.CalledProcessError):
         return False
+    for path, rewrite in generated.items():
+        document = repo / path
+        document.write_text(rewrite(document.read_text()))
     return True
 
 
 def run_legs(legs: Sequence[Leg], train_leg: Callable[[Leg], dict], root: Path = LEGS_ROOT,
              max_legs: int | None = None, commit: bool = False,
-             log: Callable[[str], None] = print, plan: Sequence[Leg] | None = None
-             ) -> list[str]:
+             log: Callable[[str], None] = print, plan: Sequence[Leg] | None = None,
+             generated: Mapping[str, Callable[[str], str]] | None = None) -> list[str]:
     """Train the pending legs in order (at most ``max_legs``); returns those trained.
 
     ``plan``: the whole release, where ``legs`` is a part of it (prerequisites are looked
     up there). A leg whose prerequisites are not finished is left for later (it cannot
-    start yet), never trained on something else.
+    start yet), never trained on something else. ``generated``: documents committed with
+    each leg (:func:`commit_leg`).
     """
     done: list[str] = []
     whole = list(plan) if plan is not None else list(legs)
@@ -226,7 +260,7 @@ def run_legs(legs: Sequence[Leg], train_leg: Callable[[Leg], dict], root: Path =
         log(f"legs: training {leg.name}")
         record = train_leg(leg)
         summary = record.get("summary", "")
-        if commit and not commit_leg(leg, leg_dir(leg, root), summary):
+        if commit and not commit_leg(leg, leg_dir(leg, root), summary, generated):
             log(f"legs: {leg.name} finished but could not be committed (git)")
         done.append(leg.name)
     return done

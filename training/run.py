@@ -384,7 +384,7 @@ def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainCo
         chosen = [leg for leg in plan
                   if args.legs is None or fnmatch.fnmatchcase(leg.name, args.legs)]
         trained = legs.run_legs(chosen, trainer, root, args.max_legs, args.commit_legs,
-                                plan=plan)
+                                plan=plan, generated=fold_legs.with_legs_table(plan, root))
         t = lap("legs trained this run: " + (", ".join(trained) or "none"), t)
     left = legs.pending(plan, root)
     print(f"training: {len(plan) - len(left)} of {len(plan)} legs finished"

@@ -33,8 +33,9 @@ def test_enet_legs_come_after_each_folds_unets_and_move_no_unet_leg() -> None:
     for fold in range(5):
         last_unet = "fold0-scar_unet-w32" if fold == 0 else f"fold{fold}-scar_unet-s2"
         at = names.index(last_unet)
-        assert names[at + 1:at + 3] == [f"fold{fold}-enet_p2", f"fold{fold}-enet_p1"]
-        assert all(not n.startswith(f"fold{fold}-") for n in names[at + 3:])
+        assert names[at + 1:at + 5] == [f"fold{fold}-enet_p2", f"fold{fold}-enet_p2-s2",
+                                        f"fold{fold}-enet_p1", f"fold{fold}-enet_p1-s2"]
+        assert all(not n.startswith(f"fold{fold}-") for n in names[at + 5:])
         for task in ENET_TASKS:
             leg = full[names.index(f"fold{fold}-{task}")]
             assert leg.uses == (f"fold{fold}-myocardium_unet-s{BOX_STAGE}",)
@@ -44,7 +45,14 @@ def test_enet_legs_come_after_each_folds_unets_and_move_no_unet_leg() -> None:
             assert not cfg.select_best and cfg.ema_momentum is not None
             # A curve for the flatness test: a few points in each of the tenths it compares.
             assert 5000 // (cfg.validate_every * cfg.steps_per_epoch) >= 20
-    assert len(full) == len(unets_only) + 10
+            # The second stage goes on from the first's weights at the learning rate the
+            # first ended at, warmed up: no restart.
+            second = full[names.index(f"fold{fold}-{task}-s2")]
+            assert second.previous == leg.name and second.uses == leg.uses
+            assert second.config.learning_rate == pytest.approx(
+                cfg.learning_rate * cfg.final_learning_rate_fraction)
+            assert second.config.warmup_steps > 0 and second.config.epochs == cfg.epochs
+    assert len(full) == len(unets_only) + 20
 
 
 @pytest.mark.slow
