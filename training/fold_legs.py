@@ -457,13 +457,43 @@ LEGS_DOCUMENT = "docs/experiments.md"
 LEGS_BLOCK = "round4-legs"
 
 
+def legs_progress(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> str:
+    """How far the release is: legs kept, what they add to git, and the training left,
+    estimated per pending leg from the kept legs of the same network (median training
+    minutes; scoring and export add a few minutes a leg)."""
+    kept, minutes, left, unknown = [], {}, 0.0, 0
+    for leg in plan_legs:
+        record = legs_.finished(leg, root)
+        if record is not None:
+            kept.append(leg)
+            minutes.setdefault((leg.task, leg.variant), []).append(record["train_minutes"])
+    for leg in plan_legs:
+        if leg not in kept:
+            seen = minutes.get((leg.task, leg.variant))
+            if seen:
+                left += float(np.median(seen))
+            else:
+                unknown += 1
+    mib = sum(p.stat().st_size for leg in kept
+              for p in legs_.leg_dir(leg, root).iterdir() if p.is_file()) / 2**20
+    pending = len(plan_legs) - len(kept)
+    line = (f"{len(kept)} of {len(plan_legs)} legs kept ({mib:.0f} MiB in git); {pending} "
+            f"left")
+    if pending:
+        line += (f", about {left / 60:.0f} hours of training on the machine the kept legs "
+                 f"ran on" + (f" ({unknown} legs of networks with none kept yet not counted)"
+                              if unknown else ""))
+    return line + "."
+
+
 def legs_block(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> str:
     return ("Written by `python -m training.fold_legs --write docs/experiments.md` from the "
             "kept legs (`releases/round4/legs/*/leg.json`), and with each leg's commit; "
             "held-out DSC is the curve's last point (model grid, moving-average weights; the "
             "ENets': scar); the medians are per series on the source grid, the scar U-Net's "
             "through the whole cascade, an ENet's through its pipeline on its fold's "
-            "myocardium ring.\n\n" + legs_table(plan_legs, root))
+            "myocardium ring.\n\n" + legs_table(plan_legs, root) + "\n\n"
+            + legs_progress(plan_legs, root))
 
 
 def with_legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT

@@ -76,3 +76,31 @@ def test_a_leg_that_git_cannot_commit_says_so_and_leaves_head(repo: Path) -> Non
     assert not legs.commit_leg(leg, folder, "tiny", {"docs/missing.md": _table(folder)})
     assert _git(repo, "rev-parse", "HEAD") == head
     assert not (repo / "docs" / "missing.md").exists()
+
+
+def test_the_legs_progress_counts_kept_legs_their_bytes_and_the_training_left(
+        tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    from training.fold_legs import legs_progress
+
+    def leg(task: str, fold: int, stage: int = 1) -> legs.Leg:
+        return legs.Leg(task, fold, TrainConfig(epochs=1), stage=stage)
+
+    plan = [leg("myocardium_unet", 0), leg("myocardium_unet", 0, 2), leg("enet_p2", 0),
+            leg("myocardium_unet", 1), leg("myocardium_unet", 1, 2), leg("enet_p2", 1)]
+    for kept, minutes in ((plan[0], 40.0), (plan[1], 60.0)):
+        folder = legs.leg_dir(kept, tmp_path)
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(b"\0" * 2**20)  # 1 MiB
+        digest = legs.sha256_file(folder / "model.onnx")
+        (folder / legs.LEG_FILE).write_text(json.dumps(
+            {"config": dataclasses.asdict(kept.config), "uses": [], "train_minutes": minutes,
+             "files": {"model.onnx": digest}}))
+    # Two myocardium legs left at the median of the kept ones (50 minutes each); the ENets
+    # have none kept, so they are said apart.
+    assert legs_progress(plan, tmp_path) == (
+        "2 of 6 legs kept (2 MiB in git); 4 left, about 2 hours of training on the machine "
+        "the kept legs ran on (2 legs of networks with none kept yet not counted).")
+    assert legs_progress(plan[:2], tmp_path) == "2 of 2 legs kept (2 MiB in git); 0 left."
