@@ -85,13 +85,13 @@ def test_every_setting_is_in_the_readmes_configuration_table() -> None:
 
 
 def test_the_round4_legs_table_in_the_experiments_is_the_kept_legs() -> None:
-    from training.fold_legs import legs_table, plan
+    from training.fold_legs import legs_block, plan
     from training.run import CONFIGS, task_config
 
     block = read_block(ROOT / "docs" / "experiments.md", "round4-legs")
     assert block is not None
-    table = legs_table(plan({task: task_config(task) for task in CONFIGS}))
-    assert block.endswith(table), "run python -m training.fold_legs --write docs/experiments.md"
+    expected = legs_block(plan({task: task_config(task) for task in CONFIGS}))
+    assert block == expected, "run python -m training.fold_legs --write docs/experiments.md"
 
 
 def test_the_gate_study_tables_in_the_experiments_are_its_results() -> None:
