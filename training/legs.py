@@ -49,6 +49,9 @@ ONNX_FILE = "model.onnx"
 # (issue 52, point 2).
 FLAT_GAIN = 0.005
 FLAT_SHARE = 0.2
+# Tries at committing a leg: legs of different folds may train side by side, and each
+# commit is built on the HEAD it read.
+COMMIT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -213,23 +216,30 @@ def commit_leg(leg: Leg, folder: Path, summary: str,
         return subprocess.run(["git", "-C", str(folder), *args], check=True, text=True,
                               capture_output=True, env=env, input=stdin).stdout
 
-    try:
-        repo = Path(git("rev-parse", "--show-toplevel").strip())
-        head = git("rev-parse", "HEAD").strip()
-        with tempfile.TemporaryDirectory() as tmp:
-            env = os.environ | {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            git("read-tree", head, env=env)
-            git("add", "--", str(folder), env=env)
-            for path, rewrite in generated.items():
-                blob = git("hash-object", "-w", "--stdin",
-                           stdin=rewrite(git("show", f"{head}:{path}"))).strip()
-                git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
-            tree = git("write-tree", env=env).strip()
-            commit = git("commit-tree", tree, "-p", head,
-                         "-m", f"Release leg {leg.name}: {summary}").strip()
-            git("update-ref", "HEAD", commit, head)  # refused if HEAD moved meanwhile
-        git("reset", "-q", "--", str(folder), *[str(repo / p) for p in generated])
-    except (OSError, subprocess.CalledProcessError):
+    for _ in range(COMMIT_ATTEMPTS):
+        try:
+            repo = Path(git("rev-parse", "--show-toplevel").strip())
+            head = git("rev-parse", "HEAD").strip()
+            with tempfile.TemporaryDirectory() as tmp:
+                env = os.environ | {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+                git("read-tree", head, env=env)
+                git("add", "--", str(folder), env=env)
+                for path, rewrite in generated.items():
+                    blob = git("hash-object", "-w", "--stdin",
+                               stdin=rewrite(git("show", f"{head}:{path}"))).strip()
+                    git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}",
+                        env=env)
+                tree = git("write-tree", env=env).strip()
+                commit = git("commit-tree", tree, "-p", head,
+                             "-m", f"Release leg {leg.name}: {summary}").strip()
+                # Refused where HEAD moved meanwhile (another leg's commit, a person's):
+                # built again on the new HEAD.
+                git("update-ref", "HEAD", commit, head)
+            git("reset", "-q", "--", str(folder), *[str(repo / p) for p in generated])
+            break
+        except (OSError, subprocess.CalledProcessError):
+            continue
+    else:
         return False
     for path, rewrite in generated.items():
         document = repo / path

@@ -104,3 +104,26 @@ def test_the_legs_progress_counts_kept_legs_their_bytes_and_the_training_left(
         "2 of 6 legs kept (2 MiB in git); 4 left, about 2 hours of training on the machine "
         "the kept legs ran on (2 legs of networks with none kept yet not counted).")
     assert legs_progress(plan[:2], tmp_path) == "2 of 2 legs kept (2 MiB in git); 0 left."
+
+
+def test_a_legs_commit_built_on_a_head_that_moved_is_built_again_on_the_new_one(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    leg, folder = _leg_folder(repo)
+    real_run = subprocess.run
+    moved = []
+
+    def run(args, *a, **k):
+        if "update-ref" in args and not moved:
+            # Another leg's commit lands between reading HEAD and moving it.
+            (repo / "other.txt").write_text("another leg\n")
+            _git(repo, "commit", "-q", "-am", "another leg")
+            moved.append(_git(repo, "rev-parse", "HEAD").strip())
+        return real_run(args, *a, **k)
+
+    monkeypatch.setattr(legs.subprocess, "run", run)
+    assert legs.commit_leg(leg, folder, "tiny", {DOC: _table(folder)})
+    assert _git(repo, "rev-parse", "HEAD~1").strip() == moved[0]
+    assert _git(repo, "show", "HEAD:other.txt") == "another leg\n"
+    assert f"releases/legs/{leg.name}/{legs.LEG_FILE}" in _git(
+        repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert "kept: fold0-scar_unet" in _git(repo, "show", f"HEAD:{DOC}")
