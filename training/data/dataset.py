@@ -124,7 +124,9 @@ class Arrays:
         return Arrays(*(getattr(self, f)[keep] for f in self._FIELDS))
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp.npz")
+        # Per process: legs of two folds may cut the same cache at once (the last wins,
+        # and both are the same arrays).
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, x=self.x.astype(np.float16), y=self.y.astype(np.float16),
                  series=self.series, emphasis=self.emphasis.astype(np.float16))
         tmp.replace(path)
