@@ -88,6 +88,10 @@ class ResultStore:
             shutil.rmtree(leftover, ignore_errors=True)
         indexed = {row[0] for row in self._db.execute("SELECT id FROM analyses")}
         for folder in self.analyses.iterdir():
+            # A write the process was killed in (a SEG or SR encoded after the answer)
+            # leaves its temporary file; nothing writes yet at start-up.
+            for partial in folder.glob(".*.tmp"):
+                partial.unlink(missing_ok=True)
             if folder.name not in indexed and (folder / FILES["report"]).exists():
                 # Stored but not indexed (a crash between the two): its push was not
                 # queued either, so it is queued now with the index row.

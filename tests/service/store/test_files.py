@@ -73,3 +73,17 @@ def test_an_sr_without_its_seg_is_encoded_again_at_start(tmp_path) -> None:
     assert store.unencoded() == [analysis_id]
     assert store.encoder_inputs(analysis_id) is not None
 
+
+
+def test_a_write_killed_midway_leaves_no_temporary_file_after_the_next_start(tmp_path) -> None:
+    store = ResultStore(tmp_path)
+    analysis_id = "e" * 32
+    _stored(store, analysis_id)
+    folder = tmp_path / "analyses" / analysis_id
+    # SIGKILL while the SEG and SR were written after the answer: their temporaries stay.
+    (folder / ".seg.dcm.abc123.tmp").write_bytes(b"half a SEG")
+    (folder / ".sr.dcm.def456.tmp").write_bytes(b"half an SR")
+    kept = {p.name for p in folder.iterdir() if not p.name.endswith(".tmp")}
+    ResultStore(tmp_path)
+    assert {p.name for p in folder.iterdir()} == kept
+    assert ResultStore(tmp_path).unencoded() == [analysis_id]  # encoded again at start
