@@ -561,15 +561,18 @@ def test_fold_curves_put_networks_of_different_epoch_lengths_on_one_step_axis(
     import matplotlib.pyplot as plt
 
     from training.evaluation.plots import fold_curves
+    from training.fold_legs import joined_curves
 
-    def record(steps_per_epoch: int) -> dict:
-        return {"config": {"steps_per_epoch": steps_per_epoch},
-                "history": [{"epoch": e, "loss": 1.0 / e, "val_dsc": 0.1 * e if e % 2 == 0
-                             else None} for e in (1, 2, 3, 4)]}
+    def stage(steps_per_epoch: int) -> list[dict]:
+        return [{"epoch": e, "loss": 1.0 / e, "val_dsc": 0.1 * e if e % 2 == 0 else None,
+                 "steps": e * steps_per_epoch, "seconds": float(e)} for e in (1, 2)]
 
+    # Two stages joined, as the release hands them over: epochs restart, steps go on.
+    records = {0: {"scar_unet": {"history": joined_curves([stage(100), stage(100)])},
+                   "enet_p2": {"history": joined_curves([stage(125), stage(125)])}}}
     figures = []
     monkeypatch.setattr(plt.Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
-    fold_curves({0: {"scar_unet": record(100), "enet_p2": record(125)}}, tmp_path / "c.png")
+    fold_curves(records, tmp_path / "c.png")
     (fig,) = figures
     loss_unet, loss_enet, dsc_unet, dsc_enet = fig.axes
     assert list(loss_unet.lines[0].get_xdata()) == [100, 200, 300, 400]

@@ -228,12 +228,12 @@ def fold_curves(records: dict, path: Path) -> None:
     fig, axes = plt.subplots(2, len(tasks), figsize=(5.5 * len(tasks), 6.5), squeeze=False)
     for col, task in enumerate(tasks):
         for fold, by_task in sorted(records.items(), key=lambda kv: int(kv[0])):
-            # Networks differ in steps per epoch (U-Nets 100, ENets 125): plot steps.
-            steps = by_task[task]["config"]["steps_per_epoch"]
+            # Steps from the network's start: epochs differ in length (U-Nets 100 steps,
+            # ENets 125) and restart at 1 in each stage of a joined curve.
             history = by_task[task]["history"]
-            axes[0, col].plot([h["epoch"] * steps for h in history],
+            axes[0, col].plot([h["steps"] for h in history],
                               [h["loss"] for h in history], label=f"fold {fold}")
-            validated = [(h["epoch"] * steps, h["val_dsc"]) for h in history
+            validated = [(h["steps"], h["val_dsc"]) for h in history
                          if h["val_dsc"] is not None]
             if validated:
                 axes[1, col].plot(*zip(*validated, strict=True), marker="o", label=f"fold {fold}")
