@@ -26,6 +26,7 @@ choice is made on, so they must not also pick the weights.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -235,12 +236,15 @@ def commit_leg(leg: Leg, folder: Path, summary: str,
                 # Refused where HEAD moved meanwhile (another leg's commit, a person's):
                 # built again on the new HEAD.
                 git("update-ref", "HEAD", commit, head)
-            git("reset", "-q", "--", str(folder), *[str(repo / p) for p in generated])
             break
         except (OSError, subprocess.CalledProcessError):
             continue
     else:
         return False
+    # Committed: what follows only brings the index and working tree in line with it (a
+    # failure here must not commit the leg again).
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        git("reset", "-q", "--", str(folder), *[str(repo / p) for p in generated])
     for path, rewrite in generated.items():
         document = repo / path
         document.write_text(rewrite(document.read_text()))
