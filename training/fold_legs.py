@@ -419,15 +419,28 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> str:
+def kept_records(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT
+                 ) -> dict[str, dict]:
+    """Each finished leg's record by leg name (each kept file's sha256 checked once)."""
+    records = {}
+    for leg in plan_legs:
+        record = legs_.finished(leg, root)
+        if record is not None:
+            records[leg.name] = record
+    return records
+
+
+def legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT,
+               records: dict[str, dict] | None = None) -> str:
     """Markdown: every leg of the plan, finished or not, with its held-out figures and its
-    curve's flatness (read from the kept ``leg.json`` files)."""
+    curve's flatness (read from the kept ``leg.json`` files, or ``records``)."""
+    records = kept_records(plan_legs, root) if records is None else records
     lines = ["| leg | steps | parameters | training minutes | held-out DSC (as given / shifted) | "
              "myocardium, as given / shifted | scar, as given / shifted | the network's gain "
              "over the last fifth of its steps (as given / shifted) |",
              "|---|---|---|---|---|---|---|---|"]
     for leg in plan_legs:
-        record = legs_.finished(leg, root)
+        record = records.get(leg.name)
         steps = leg.config.epochs * leg.config.steps_per_epoch
         if record is None:
             lines.append(f"| {leg.name} | {steps:,} | | | not trained yet | | | |")
@@ -457,13 +470,15 @@ LEGS_DOCUMENT = "docs/experiments.md"
 LEGS_BLOCK = "round4-legs"
 
 
-def legs_progress(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> str:
+def legs_progress(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT,
+                  records: dict[str, dict] | None = None) -> str:
     """How far the release is: legs kept, what they add to git, and the training left,
     estimated per pending leg from the kept legs of the same network (median training
     minutes; scoring and export add a few minutes a leg)."""
+    records = kept_records(plan_legs, root) if records is None else records
     kept, minutes, left, unknown = [], {}, 0.0, 0
     for leg in plan_legs:
-        record = legs_.finished(leg, root)
+        record = records.get(leg.name)
         if record is not None:
             kept.append(leg)
             minutes.setdefault((leg.task, leg.variant), []).append(record["train_minutes"])
@@ -487,13 +502,14 @@ def legs_progress(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) 
 
 
 def legs_block(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT) -> str:
+    records = kept_records(plan_legs, root)
     return ("Written by `python -m training.fold_legs --write docs/experiments.md` from the "
             "kept legs (`releases/round4/legs/*/leg.json`), and with each leg's commit; "
             "held-out DSC is the curve's last point (model grid, moving-average weights; the "
             "ENets': scar); the medians are per series on the source grid, the scar U-Net's "
             "through the whole cascade, an ENet's through its pipeline on its fold's "
-            "myocardium ring.\n\n" + legs_table(plan_legs, root) + "\n\n"
-            + legs_progress(plan_legs, root))
+            "myocardium ring.\n\n" + legs_table(plan_legs, root, records) + "\n\n"
+            + legs_progress(plan_legs, root, records))
 
 
 def with_legs_table(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT
