@@ -62,12 +62,17 @@ def write_atomic(path: Path, data: bytes, make_folder: bool = True) -> None:
     write_all_atomic(Path(path).parent, {Path(path).name: data}, make_folder)
 
 
-def write_all_atomic(folder: Path, files: Mapping[str, bytes], make_folder: bool = True) -> None:
+def write_all_atomic(folder: Path, files: Mapping[str, bytes], make_folder: bool = True,
+                     staging: Path | None = None) -> None:
     """Files in ``folder``, each whole or not at all: written to temporary files of their own
     beside their names and fsynced together, then renamed in the given order, and the
     folder fsynced once. After a crash any prefix of the renames may be there, or in
     principle any subset (a reader that needs several of them checks for all); without
-    ``make_folder``, a missing folder is a FileNotFoundError (it was removed)."""
+    ``make_folder``, a missing folder is a FileNotFoundError (it was removed).
+
+    ``staging``: where the temporary files are made instead (on the same file system), so
+    that a process killed mid-write leaves them in one folder its owner clears at start
+    rather than in ``folder``."""
     folder = Path(folder)
     if make_folder:
         folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +81,8 @@ def write_all_atomic(folder: Path, files: Mapping[str, bytes], make_folder: bool
         with contextlib.ExitStack() as stack:
             opened = []
             for name, data in files.items():
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+                fd, tmp = tempfile.mkstemp(dir=staging or folder, prefix=f".{name}.",
+                                           suffix=".tmp")
                 temporary[name] = Path(tmp)
                 try:
                     opened.append((stack.enter_context(os.fdopen(fd, "wb")), data))

@@ -84,14 +84,16 @@ class ResultStore:
         self._recover()
 
     def _recover(self) -> None:
+        # An analysis being saved, or a file being added to one (a SEG or SR encoded after
+        # the answer), the process was killed in: all of it is in staging (one listing, not
+        # one per stored analysis); nothing writes yet at start-up.
         for leftover in self.staging.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         indexed = {row[0] for row in self._db.execute("SELECT id FROM analyses")}
         for folder in self.analyses.iterdir():
-            # A write the process was killed in (a SEG or SR encoded after the answer)
-            # leaves its temporary file; nothing writes yet at start-up.
-            for partial in folder.glob(".*.tmp"):
-                partial.unlink(missing_ok=True)
             if folder.name not in indexed and (folder / FILES["report"]).exists():
                 # Stored but not indexed (a crash between the two): its push was not
                 # queued either, so it is queued now with the index row.
@@ -176,7 +178,7 @@ class ResultStore:
             with self.space.guard(sum(len(data) for data in files.values())):
                 write_all_atomic(self.analyses / analysis_id,
                                  {FILES[kind]: data for kind, data in files.items()},
-                                 make_folder=False)
+                                 make_folder=False, staging=self.staging)
         except FileNotFoundError:
             return False
         return True

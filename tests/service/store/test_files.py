@@ -75,15 +75,32 @@ def test_an_sr_without_its_seg_is_encoded_again_at_start(tmp_path) -> None:
 
 
 
-def test_a_write_killed_midway_leaves_no_temporary_file_after_the_next_start(tmp_path) -> None:
+def test_a_write_killed_midway_leaves_no_temporary_file_after_the_next_start(
+        tmp_path, monkeypatch) -> None:
     store = ResultStore(tmp_path)
     analysis_id = "e" * 32
     _stored(store, analysis_id)
     folder = tmp_path / "analyses" / analysis_id
-    # SIGKILL while the SEG and SR were written after the answer: their temporaries stay.
-    (folder / ".seg.dcm.abc123.tmp").write_bytes(b"half a SEG")
-    (folder / ".sr.dcm.def456.tmp").write_bytes(b"half an SR")
-    kept = {p.name for p in folder.iterdir() if not p.name.endswith(".tmp")}
+    kept = {p.name for p in folder.iterdir()}
+    # Where the SEG's and SR's temporaries are while they are written after the answer.
+    seen = {}
+
+    def look(opened):
+        seen["folder"] = {p.name for p in folder.iterdir()}
+        seen["staging"] = {p.name for p in store.staging.iterdir()}
+        raise KeyboardInterrupt  # stopped mid-write
+
+    monkeypatch.setattr(store_files, "_write_and_sync", look)
+    with pytest.raises(KeyboardInterrupt):
+        store.save_encoded(analysis_id, {"seg": b"seg", "sr": b"sr"})
+    assert seen["folder"] == kept
+    assert {n.split(".")[1] for n in seen["staging"]} == {"seg", "sr"}
+    monkeypatch.undo()
+    # SIGKILL at that moment: nothing cleans up then, so the temporaries stay in staging,
+    # and the next start clears them with no listing of each stored analysis.
+    for name in seen["staging"]:
+        (store.staging / name).write_bytes(b"half a file")
     ResultStore(tmp_path)
+    assert list(store.staging.iterdir()) == []
     assert {p.name for p in folder.iterdir()} == kept
     assert ResultStore(tmp_path).unencoded() == [analysis_id]  # encoded again at start
