@@ -81,10 +81,27 @@ def model_file(entry: dict, precision: str = "auto", pipeline: str | None = None
     without one runs in float32 whatever is asked.
     """
     int8 = entry.get("int8")
-    if int8 and (precision == "int8" or (precision == "auto" and (
-            int8.get("default") or pipeline in int8.get("pipelines", ())))):
+    if int8 and _runs_int8(int8, precision, pipeline):
         return int8["file"], int8["sha256"], "int8"
     return entry["file"], entry["sha256"], "fp32"
+
+
+def _runs_int8(int8: dict, precision: str, pipeline: str | None) -> bool:
+    return precision == "int8" or (precision == "auto" and (
+        bool(int8.get("default")) or pipeline in int8.get("pipelines", ())))
+
+
+def member_files(entry: dict, precision: str = "auto", pipeline: str | None = None
+                 ) -> tuple[list[tuple[str, str]], str]:
+    """An ensemble's (file, sha256) per member and the precision they run at: each member's
+    int8 copy where :func:`model_file` would take the entry's int8 (the entry's ``int8``
+    says where it held accuracy) and every member has one; float32 otherwise (an ensemble
+    is never half quantised)."""
+    members = entry["members"]
+    if entry.get("int8") and all(m.get("int8") for m in members) and _runs_int8(
+            entry["int8"], precision, pipeline):
+        return [(m["int8"]["file"], m["int8"]["sha256"]) for m in members], "int8"
+    return [(m["file"], m["sha256"]) for m in members], "fp32"
 
 
 def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool = True,
@@ -112,18 +129,19 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
                          fall_back_to_cpu=provider == "auto", memory_arena=memory_arena)
 
     def load(entry: dict, pipeline: str | None = None) -> LoadedModel:
-        # An ensemble (the release's cross-validation folds, ``members``) runs in float32:
-        # its members have no int8 copies.
-        members = entry.get("members")
-        if members:
-            file, chosen = entry["name"] + " ensemble", "fp32"
+        # An ensemble (the release's cross-validation folds, ``members``): every member
+        # in float32, or every member's int8 copy.
+        members = None
+        if entry.get("members"):
+            members, chosen = member_files(entry, precision, pipeline)
+            file = f"{entry['name']} ensemble {chosen}"
         else:
             file, expected, chosen = model_file(entry, precision, pipeline)
         if file in sessions:
             return sessions[file]
         if members:
-            parts = [checked(m["file"], m["sha256"]) for m in members]
-            model, digest = MeanOfModels(parts), ensemble_digest([m["sha256"] for m in members])
+            model = MeanOfModels([checked(f, digest) for f, digest in members])
+            digest = ensemble_digest([digest for _, digest in members])
         else:
             model, digest = checked(file, expected), expected
         output = entry["output"]

@@ -94,6 +94,51 @@ def test_the_registry_serves_the_mean_of_an_ensembles_members(tmp_path: Path) ->
         load_registry(copy, "cpu")
 
 
+def test_an_ensemble_runs_its_members_int8_copies_where_the_release_made_int8_the_default(
+        tmp_path: Path) -> None:
+    """Every member's int8 copy, or none: where the entry's int8 holds (default, a pipeline
+    it names, or MODEL_PRECISION=int8) and every member has one; the digest names the files
+    that ran."""
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    entry = next(m for m in data["models"] if m["name"] == "scar-unet")
+    side, channels = entry["input"]["shape"][1], entry["input"]["shape"][3]
+    classes = len(entry["output"]["classes"])
+    rng = np.random.default_rng(3)
+    # Stand-ins: the "int8 copies" are other weights, so which files ran shows in the answer.
+    fp32 = [tiny_network(copy / f"m{k}.onnx", rng.normal(size=(channels, classes)), side,
+                         channels) for k in range(3)]
+    int8 = [tiny_network(copy / f"m{k}-int8.onnx", rng.normal(size=(channels, classes)), side,
+                         channels) for k in range(3)]
+    entry["members"] = [{"file": f.name, "sha256": sha256_of(f), "fold": k,
+                         "int8": {"file": q.name, "sha256": sha256_of(q)}}
+                        for k, (f, q) in enumerate(zip(fp32, int8, strict=True))]
+    entry["file"], entry["sha256"] = fp32[0].name, sha256_of(fp32[0])
+    entry["int8"] = {"default": False, "pipelines": ["cascade-unet"]}
+    (copy / "manifest.json").write_text(json.dumps(data))
+    x = rng.random((2, side, side, channels)).astype(np.float32)
+
+    def mean_of(files):
+        return np.mean([OnnxModel(f)(x) for f in files], axis=0)
+
+    registry = load_registry(copy, "cpu")
+    in_cascade = registry.pipelines["cascade-unet"].scar
+    assert in_cascade.precision == "int8"
+    assert np.allclose(in_cascade.network.predict(x), mean_of(int8), atol=1e-6)
+    assert in_cascade.sha256 == ensemble_digest([sha256_of(q) for q in int8])
+    alone = registry.models["scar-unet"]  # not a pipeline the int8 held in
+    assert alone.precision == "fp32"
+    assert np.allclose(alone.network.predict(x), mean_of(fp32), atol=1e-6)
+    assert load_registry(copy, "cpu", precision="fp32").pipelines["cascade-unet"].scar \
+        .precision == "fp32"
+    assert load_registry(copy, "cpu", precision="int8").models["scar-unet"].precision == "int8"
+
+    del entry["members"][1]["int8"]  # one member without a copy: the ensemble stays float32
+    (copy / "manifest.json").write_text(json.dumps(data))
+    assert load_registry(copy, "cpu", precision="int8").models["scar-unet"].precision == "fp32"
+
+
 def test_symmetry_answers_agree_for_a_pointwise_network_and_differ_for_one_that_sees_position(
         ) -> None:
     """The disagreement layer is the spread of these answers: nil where the network's answer
