@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from service import __version__
+from service.pipeline.ensemble import MeanOfModels
 from service.pipeline.infer import OnnxModel
 from service.pipeline.registry import sha256_of
 from service.pipeline.segment import Network
@@ -49,7 +50,7 @@ from training.evaluation.summary import (
     summarise,
 )
 from training.generated import write_block
-from training.quantize import CALIBRATION_ROWS
+from training.quantize import CALIBRATION_ROWS, EMIDEC_CALIBRATION_CASES
 from training.release import build_manifest, write_models_dir
 
 README = Path(__file__).parents[1] / "README.md"
@@ -91,7 +92,8 @@ class Shipped:
 
     networks: dict[str, Network]
     onnx_files: dict[str, Path]
-    int8_files: dict[str, Path]
+    # Each network's int8 copy; an ensemble's: one per member, in member order.
+    int8_files: dict[str, Path | list[Path]]
     parameters: dict
     training: dict
     thresholds: dict[str, float]
@@ -193,7 +195,9 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
     (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
     figures = {p.name: p for p in figures_dir.iterdir()}
     shipped_files = shipped.onnx_files | {
-        f"{k} int8": v for k, v in shipped.int8_files.items()} | {
+        f"{k} int8": v for k, v in shipped.int8_files.items() if not isinstance(v, list)} | {
+        f"{k} fold {i} int8": p for k, v in shipped.int8_files.items() if isinstance(v, list)
+        for i, p in enumerate(v)} | {
         f"{k} fold {i}": p for k, paths in members.items() for i, p in enumerate(paths)}
     if cross_validated is not None:
         write_csv(cross_validated.oof_scores, figures_dir / "scores_out_of_fold.csv")
@@ -215,7 +219,9 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
 def _int8_parity(shipped: Shipped, test_sets: dict[str, list], scores: list
                  ) -> tuple[list, dict, dict]:
     """Each int8 candidate on every test set against float32; the int8 manifest entries."""
-    int8_sessions = {task: OnnxModel(path) for task, path in shipped.int8_files.items()}
+    int8_sessions = {task: (MeanOfModels([OnnxModel(p) for p in path])
+                            if isinstance(path, list) else OnnxModel(path))
+                     for task, path in shipped.int8_files.items()}
     parity, int8_pipelines = [], {}
     for label, tasks in INT8_CANDIDATES:
         if not set(tasks) <= set(int8_sessions):
@@ -235,14 +241,24 @@ def _int8_parity(shipped: Shipped, test_sets: dict[str, list], scores: list
                     row["met"] for row in rows if row["method"] == method):
                 runs = ("myocardium_unet", PIPELINE_RUNS[method][0])
                 int8_pipelines[method] = tuple(task for task in tasks if task in runs)
-    int8 = {task: {"file": path.name, "sha256": sha256_of(path), "default": False,
-                   "pipelines": sorted(m for m, tasks in int8_pipelines.items()
-                                       if task in tasks),
-                   "calibration": f"{min(CALIBRATION_ROWS, shipped.training[task]['val_slices'])} "
-                                  "validation inputs, MinMax ranges, QDQ (weights int8 per "
-                                  "channel, activations uint8)"}
-            for task, path in shipped.int8_files.items()}
+    int8 = {}
+    for task, path in shipped.int8_files.items():
+        where = {"default": False, "pipelines": sorted(m for m, tasks in int8_pipelines.items()
+                                                      if task in tasks)}
+        if isinstance(path, list):  # an ensemble: each member's copy (the manifest's members)
+            int8[task] = where | {
+                "members": [{"file": p.name, "sha256": sha256_of(p)} for p in path],
+                "calibration": f"up to {CALIBRATION_ROWS} inputs of the phantom validation "
+                               f"series and {EMIDEC_CALIBRATION_CASES} EMIDEC train cases, "
+                               f"the same for every member; {_QDQ}"}
+        else:
+            rows = min(CALIBRATION_ROWS, shipped.training[task]["val_slices"])
+            int8[task] = {"file": path.name, "sha256": sha256_of(path)} | where | {
+                "calibration": f"{rows} validation inputs, {_QDQ}"}
     return parity, int8_pipelines, int8
+
+
+_QDQ = "MinMax ranges, QDQ (weights int8 per channel, activations uint8)"
 
 
 def _figures(args: argparse.Namespace, work: Path, shipped: Shipped, data: Data,

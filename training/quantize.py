@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,16 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from service.pipeline.postprocess import clean_myocardium
+from service.pipeline.preprocess import crop_transforms, model_inputs
+from service.pipeline.segment import myocardium_probability
+
 # Validation rows used for the activation ranges (a random subset, drawn with a fixed seed).
 CALIBRATION_ROWS = 256
 CALIBRATION_BATCH = 16
+# EMIDEC train cases whose inputs join the phantoms' in a calibration (their ranges are
+# real LGE's; never a test case).
+EMIDEC_CALIBRATION_CASES = 20
 
 
 class _Batches(CalibrationDataReader):
@@ -80,3 +88,45 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray,
             nodes_to_exclude=last_convolutions(prepared, float_last_convs),
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     return hashlib.sha256(int8_path.read_bytes()).hexdigest()
+
+
+def calibration_inputs(sources: Sequence, networks: dict) -> dict[str, np.ndarray]:
+    """Each U-Net's inputs on these series (training sources: ``read()`` gives images and
+    spacing), cut as the service cuts them (the scar U-Net's box from the myocardium
+    U-Net's ring); a seeded subset of CALIBRATION_ROWS rows each, for each network that
+    got any."""
+    myo_net, scar_net = networks["myocardium_unet"], networks["scar_unet"]
+    rows = {"myocardium_unet": [], "scar_unet": []}
+    for source in sources:
+        series = source.read()
+        batch, _ = model_inputs(series.images, series.spacing, myo_net.spec)
+        rows["myocardium_unet"].append(batch)
+        ring = clean_myocardium(myocardium_probability(series.images, series.spacing,
+                                                       myo_net))
+        transforms = crop_transforms(series.images, series.spacing, scar_net.spec, ring)
+        if transforms is not None:
+            batch, _ = model_inputs(series.images, series.spacing, scar_net.spec, transforms,
+                                    ring)
+            rows["scar_unet"].append(batch)
+    # A network with no inputs (no ring on any series: untrained networks) gets none.
+    return {task: calibration_rows(np.concatenate(parts)) for task, parts in rows.items()
+            if parts}
+
+
+def quantised_members(members: dict[str, list[Path]], calibration: dict[str, np.ndarray],
+                      tasks: Sequence[str]) -> dict[str, list[Path]]:
+    """The int8 copy of every member of an ensemble (``tasks``' only), beside its float32
+    file, all of a network's members on the same calibration rows; a copy newer than its
+    float32 file is kept (a resumed release quantises nothing twice). A network without
+    calibration rows gets no copies (it runs in float32)."""
+    out = {}
+    for task in tasks:
+        if task not in members or task not in calibration:
+            continue
+        out[task] = []
+        for fp32 in members[task]:
+            int8 = Path(fp32).with_name(Path(fp32).stem + "-int8.onnx")
+            if not (int8.exists() and int8.stat().st_mtime > Path(fp32).stat().st_mtime):
+                quantize_int8(Path(fp32), int8, calibration[task])
+            out[task].append(int8)
+    return out

@@ -86,16 +86,20 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
                    members: Mapping[str, list[Path]] | None = None,
                    post_processing: Mapping[str, dict] | None = None) -> dict:
     """The manifest; ``int8`` (by task): each int8 copy's file, sha256, whether it is the
-    default (it held accuracy) and how it was calibrated; ``members`` (by task): the files
+    default (it held accuracy) and how it was calibrated (an ensemble's: ``members``, each
+    member's file and sha256, written into its member); ``members`` (by task): the files
     of an ensemble (the cross-validation folds, in fold order), which the service averages;
     ``post_processing`` (by task): settings of its masks (``complete_ring``)."""
     models = []
     for entry in MODELS:
         path = onnx_files[entry.key]
         spec = specs[entry.key]
+        entry_int8 = dict((int8 or {}).get(entry.key) or {})
+        member_int8 = entry_int8.pop("members", None)  # an ensemble's: one per member
         ensemble = []
         for fold, member in enumerate((members or {}).get(entry.key, [])):
-            ensemble.append({"file": member.name, "sha256": sha256_of(member), "fold": fold})
+            ensemble.append({"file": member.name, "sha256": sha256_of(member), "fold": fold}
+                            | ({"int8": member_int8[fold]} if member_int8 else {}))
         models.append({
             "name": entry.name, "version": version, "file": path.name,
             "sha256": sha256_of(path), "architecture": entry.architecture,
@@ -112,7 +116,7 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
             | dict((post_processing or {}).get(entry.key, {})),
             **({"members": ensemble, "ensemble_sha256": ensemble_digest(
                 [m["sha256"] for m in ensemble])} if ensemble else {}),
-            **({"int8": int8[entry.key]} if int8 and entry.key in int8 else {}),
+            **({"int8": entry_int8} if entry_int8 else {}),
             "training": training[entry.key],
             "evaluation": evaluation.get(entry.key, {}),
             "card": f"cards/{entry.name}.md",
@@ -377,9 +381,10 @@ def _int8_text(model: dict) -> str:
                "accuracy on every test set; the other pipelines run the float32 file"
                if pipelines else
                "run only with `MODEL_PRECISION=int8`: it did not hold accuracy on every test set")
-    return (f"\nAlso as static int8, `{int8['file']}` (sha256 `{int8['sha256']}`; "
-            f"{int8['calibration']}), {default} (`models/EVALUATION.md`, \"int8 against "
-            "float32\").")
+    copies = (f"`{int8['file']}` (sha256 `{int8['sha256']}`; " if "file" in int8 else
+              "each member's copy (the manifest's `members`, each with its file and sha256; ")
+    return (f"\nAlso as static int8, {copies}{int8['calibration']}), {default} "
+            "(`models/EVALUATION.md`, \"int8 against float32\").")
 
 
 def write_models_dir(models_dir: Path, manifest: dict, onnx_files: Mapping[str, Path],

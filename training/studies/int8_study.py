@@ -26,16 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from service.pipeline.infer import OnnxModel
-from service.pipeline.postprocess import clean_myocardium
-from service.pipeline.preprocess import crop_transforms, model_inputs
 from service.pipeline.registry import load_registry
-from service.pipeline.segment import myocardium_probability
 from training.data import emidec
 from training.data.phantoms.__main__ import generate_many
-from training.data.sources import PhantomSource, Source
+from training.data.sources import PhantomSource
 from training.evaluation.scoring import evaluate
 from training.evaluation.summary import precision_parity
-from training.quantize import calibration_rows, quantize_int8
+from training.quantize import EMIDEC_CALIBRATION_CASES, calibration_inputs, quantize_int8
 from training.release import MODELS
 from training.studies.lge_gate_study import CALIBRATION_SEED, CALIBRATION_SERIES
 
@@ -50,27 +47,7 @@ VARIANTS = (("all convolutions, MinMax", 0, "minmax", BOTH),
             ("scar U-Net only, all convolutions, MinMax", 0, "minmax", ("scar_unet",)),
             ("myocardium U-Net only, all convolutions, MinMax", 0, "minmax",
              ("myocardium_unet",)))
-EMIDEC_CALIBRATION_CASES = 20
 SLICES = 12
-
-
-def calibration_inputs(sources: list[Source], networks: dict) -> dict[str, np.ndarray]:
-    """Each U-Net's inputs on these series, cut as the service cuts them (the scar
-    U-Net's box from the float32 myocardium U-Net's ring)."""
-    myo_net, scar_net = networks["myocardium_unet"], networks["scar_unet"]
-    rows = {"myocardium_unet": [], "scar_unet": []}
-    for source in sources:
-        series = source.read()
-        batch, _ = model_inputs(series.images, series.spacing, myo_net.spec)
-        rows["myocardium_unet"].append(batch)
-        ring = clean_myocardium(myocardium_probability(series.images, series.spacing,
-                                                       myo_net))
-        transforms = crop_transforms(series.images, series.spacing, scar_net.spec, ring)
-        if transforms is not None:
-            batch, _ = model_inputs(series.images, series.spacing, scar_net.spec, transforms,
-                                    ring)
-            rows["scar_unet"].append(batch)
-    return {task: calibration_rows(np.concatenate(parts)) for task, parts in rows.items()}
 
 
 def speed_ms(path: Path, spec_shape: tuple[int, ...], runs: int = 20) -> float:
