@@ -131,16 +131,19 @@ def main() -> int:
     args = parser.parse_args()
     from latency import host_calibration_ms, model_batch, write_section  # on sys.path
 
+    from service.pipeline.registry import representative_int8_file
+
     manifest = json.loads((args.models / "manifest.json").read_text())
     calibration = [host_calibration_ms()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for entry in manifest["models"]:
-            if "int8" not in entry:
+            int8 = representative_int8_file(entry)
+            if int8 is None:
                 continue  # the ENets: 16 ms networks, measured in precision.py
             shape = entry["input"]["shape"][1:]
             batch = model_batch(entry, SLICES)
-            for precision, file in (("fp32", entry["file"]), ("int8", entry["int8"]["file"])):
+            for precision, file in (("fp32", entry["file"]), ("int8", int8)):
                 figures = measure(args.models / file, batch, args.runs, Path(tmp))
                 rows.append({"model": entry["name"], "precision": precision,
                              "input": "x".join(map(str, (SLICES, *shape)))} | figures)

@@ -39,6 +39,7 @@ def main() -> int:
     from latency import host_calibration_ms, model_batch, write_section  # on sys.path
 
     from service.pipeline.infer import OnnxModel
+    from service.pipeline.registry import representative_int8_file
     from training.quantize import quantize_int8
 
     manifest = json.loads((args.models / "manifest.json").read_text())
@@ -49,8 +50,9 @@ def main() -> int:
             shape = entry["input"]["shape"][1:]
             batch = model_batch(entry, SLICES)
             fp32 = args.models / entry["file"]
-            shipped = "int8" in entry
-            int8 = args.models / entry["int8"]["file"] if shipped else Path(tmp) / "int8.onnx"
+            shipped = representative_int8_file(entry) is not None
+            int8 = (args.models / representative_int8_file(entry) if shipped
+                    else Path(tmp) / "int8.onnx")
             if not shipped:
                 quantize_int8(fp32, int8, batch)
             sessions = {"fp32": OnnxModel(fp32), "int8": OnnxModel(int8)}

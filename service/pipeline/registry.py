@@ -91,6 +91,16 @@ def _runs_int8(int8: dict, precision: str, pipeline: str | None) -> bool:
         bool(int8.get("default")) or pipeline in int8.get("pipelines", ())))
 
 
+def representative_int8_file(entry: dict) -> str | None:
+    """The int8 file that stands for an entry in per-network benchmarks: its own, or an
+    ensemble's first member's (as ``file`` is that member's float32 one); None: no int8."""
+    int8 = entry.get("int8") or {}
+    if "file" in int8:
+        return int8["file"]
+    members = entry.get("members") or []
+    return members[0]["int8"]["file"] if members and members[0].get("int8") else None
+
+
 def member_files(entry: dict, precision: str = "auto", pipeline: str | None = None
                  ) -> tuple[list[tuple[str, str]], str]:
     """An ensemble's (file, sha256) per member and the precision they run at: each member's

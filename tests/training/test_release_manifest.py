@@ -11,7 +11,12 @@ import numpy as np
 from service.config import REPO_ROOT
 from service.pipeline.infer import OnnxModel
 from service.pipeline.preprocess import InputSpec
-from service.pipeline.registry import ensemble_digest, load_registry, sha256_of
+from service.pipeline.registry import (
+    ensemble_digest,
+    load_registry,
+    representative_int8_file,
+    sha256_of,
+)
 from tests.service.pipeline.test_ensemble import tiny_network
 from training.release import MODELS, build_manifest, model_card, write_models_dir
 
@@ -58,6 +63,7 @@ def test_a_released_fold_ensemble_with_int8_members_is_served_as_the_release_dec
     assert [m["int8"]["file"] for m in entry["members"]] == [p.name for p in copies]
     assert "members" not in entry["int8"] and entry["int8"]["pipelines"] == ["cascade-unet"]
     assert "each member's copy" in model_card(entry, manifest["training_data"])
+    assert representative_int8_file(entry) == copies[0].name  # what the benchmarks time
 
     registry = load_registry(models_dir, "cpu")
     x = rng.random((2, side, side, channels)).astype(np.float32)
