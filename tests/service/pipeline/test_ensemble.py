@@ -64,15 +64,22 @@ def test_symmetry_average_undoes_each_symmetry() -> None:
     assert calls == [16]
 
 
-def test_the_registry_serves_the_mean_of_an_ensembles_members(tmp_path: Path) -> None:
-    """A manifest entry with members runs every file and averages them; the report's digest
-    covers every member; a tampered member is refused."""
+def _models_copy(tmp_path: Path) -> tuple[Path, dict, dict, tuple[int, int, int]]:
+    """The shipped models folder copied, its manifest, its scar U-Net entry and that
+    network's (side, channels, classes)."""
     copy = tmp_path / "models"
     shutil.copytree(MODELS_DIR, copy)
     data = json.loads((copy / "manifest.json").read_text())
     entry = next(m for m in data["models"] if m["name"] == "scar-unet")
-    side, channels = entry["input"]["shape"][1], entry["input"]["shape"][3]
-    classes = len(entry["output"]["classes"])
+    shape = (entry["input"]["shape"][1], entry["input"]["shape"][3],
+             len(entry["output"]["classes"]))
+    return copy, data, entry, shape
+
+
+def test_the_registry_serves_the_mean_of_an_ensembles_members(tmp_path: Path) -> None:
+    """A manifest entry with members runs every file and averages them; the report's digest
+    covers every member; a tampered member is refused."""
+    copy, data, entry, (side, channels, classes) = _models_copy(tmp_path)
     rng = np.random.default_rng(2)
     files = [tiny_network(copy / f"tiny-{k}.onnx", rng.normal(size=(channels, classes)),
                           side, channels) for k in range(3)]
@@ -99,12 +106,7 @@ def test_an_ensemble_runs_its_members_int8_copies_where_the_release_made_int8_th
     """Every member's int8 copy, or none: where the entry's int8 holds (default, a pipeline
     it names, or MODEL_PRECISION=int8) and every member has one; the digest names the files
     that ran."""
-    copy = tmp_path / "models"
-    shutil.copytree(MODELS_DIR, copy)
-    data = json.loads((copy / "manifest.json").read_text())
-    entry = next(m for m in data["models"] if m["name"] == "scar-unet")
-    side, channels = entry["input"]["shape"][1], entry["input"]["shape"][3]
-    classes = len(entry["output"]["classes"])
+    copy, data, entry, (side, channels, classes) = _models_copy(tmp_path)
     rng = np.random.default_rng(3)
     # Stand-ins: the "int8 copies" are other weights, so which files ran shows in the answer.
     fp32 = [tiny_network(copy / f"m{k}.onnx", rng.normal(size=(channels, classes)), side,
