@@ -8,8 +8,9 @@ and each int8 copy calibrated on the benchmark series' own inputs (accuracy is n
 here). Each candidate is a models folder the service's registry loads (members, int8 copies
 as the manifest names them); ``service.analysis.analyse`` runs on the 12 x 256x256 latency
 series, the candidates interleaved run by run with 0.3.2 as shipped (``models/``). The
-ratio to 0.3.2 leaves out what both share outside ``analyse`` (decode, the store, HTTP:
-about 45 ms, "Latency, POST to report"), so over HTTP the ratios come out nearer 1.
+ratio to 0.3.2 leaves out what both share outside ``analyse`` (decode, the encoder
+inputs, the store and HTTP: 19 + 15 + 26 ms in "Latency, POST to report"), so over HTTP
+the ratios come out nearer 1.
 
     python benchmarks/ensemble_cost.py --runs 15
 """
