@@ -18,6 +18,7 @@ the ratios come out nearer 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -33,12 +34,11 @@ import pydicom
 from latency import benchmark_series, host_calibration_ms, write_section
 
 from service.analysis import analyse, warm_up
-from service.pipeline.preprocess import crop_transforms, model_inputs
 from service.pipeline.registry import load_registry, sha256_of
-from service.pipeline.segment import myocardium_probability, ring_from
 from service.pipeline.volume import build_volume
 from training.data.dataset import TASKS
-from training.quantize import quantize_int8
+from training.data.sources import PhantomSource
+from training.quantize import calibration_inputs, quantize_int8
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGS = ROOT / "releases" / "round4" / "legs"
@@ -62,23 +62,17 @@ CANDIDATES = {
 }
 
 
-def int8_copies(volume, work: Path) -> dict[str, Path]:
-    """Each fold-0 network's int8 copy, calibrated on the series' own model inputs (the
-    scar U-Net's on 0.3.2's ring)."""
+def int8_copies(series: Path, work: Path) -> dict[str, Path]:
+    """Each fold-0 network's int8 copy, calibrated on the series' own inputs as the release
+    calibrates (``calibration_inputs``; the scar U-Net's box from 0.3.2's ring)."""
     shipped = load_registry(ROOT / "models", "cpu", precision="fp32").pipelines["cascade-unet"]
-    ring = ring_from(myocardium_probability(volume.images, volume.spacing,
-                                            shipped.myocardium.network),
-                     shipped.myocardium.network)
+    networks = {task: dataclasses.replace(getattr(shipped, role).network, spec=TASKS[task])
+                for role, task in (("myocardium", "myocardium_unet"), ("scar", "scar_unet"))}
+    inputs = calibration_inputs([PhantomSource(series)], networks)
     out = {}
     for name, (task, leg) in NETWORKS.items():
-        spec = TASKS[task]
-        if spec.crop == "whole_image":
-            batch, _ = model_inputs(volume.images, volume.spacing, spec)
-        else:
-            transforms = crop_transforms(volume.images, volume.spacing, spec, ring)
-            batch, _ = model_inputs(volume.images, volume.spacing, spec, transforms, ring)
         out[name] = work / f"{task}-int8.onnx"
-        quantize_int8(LEGS / leg / "model.onnx", out[name], batch)
+        quantize_int8(LEGS / leg / "model.onnx", out[name], inputs[task])
     return out
 
 
@@ -121,7 +115,7 @@ def main() -> int:
         work = Path(tmp)
         series = benchmark_series(work / "series")
         volume = build_volume([pydicom.dcmread(p) for p in (series / "dicom").glob("*.dcm")])
-        int8 = int8_copies(volume, work / "int8")
+        int8 = int8_copies(series, work / "int8")
         pipelines = {"0.3.2 as shipped": load_registry(
             ROOT / "models", "cpu", precision="auto").pipelines["cascade-unet"]}
         for label, networks in CANDIDATES.items():

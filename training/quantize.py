@@ -90,6 +90,17 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray,
     return hashlib.sha256(int8_path.read_bytes()).hexdigest()
 
 
+def int8_copy(fp32_file: Path, inputs: np.ndarray) -> Path:
+    """The int8 file beside the float32 one, calibrated on a seeded subset of ``inputs``
+    (validation inputs, never a test set's); one newer than the float32 file is kept, so a
+    resumed release quantises nothing twice."""
+    fp32_file = Path(fp32_file)
+    path = fp32_file.with_name(fp32_file.stem + "-int8.onnx")
+    if not (path.exists() and path.stat().st_mtime > fp32_file.stat().st_mtime):
+        quantize_int8(fp32_file, path, calibration_rows(inputs))
+    return path
+
+
 def calibration_inputs(sources: Sequence, networks: dict) -> dict[str, np.ndarray]:
     """Each U-Net's inputs on these series (training sources: ``read()`` gives images and
     spacing), cut as the service cuts them (the scar U-Net's box from the myocardium
@@ -115,18 +126,8 @@ def calibration_inputs(sources: Sequence, networks: dict) -> dict[str, np.ndarra
 
 def quantised_members(members: dict[str, list[Path]], calibration: dict[str, np.ndarray],
                       tasks: Sequence[str]) -> dict[str, list[Path]]:
-    """The int8 copy of every member of an ensemble (``tasks``' only), beside its float32
-    file, all of a network's members on the same calibration rows; a copy newer than its
-    float32 file is kept (a resumed release quantises nothing twice). A network without
-    calibration rows gets no copies (it runs in float32)."""
-    out = {}
-    for task in tasks:
-        if task not in members or task not in calibration:
-            continue
-        out[task] = []
-        for fp32 in members[task]:
-            int8 = Path(fp32).with_name(Path(fp32).stem + "-int8.onnx")
-            if not (int8.exists() and int8.stat().st_mtime > Path(fp32).stat().st_mtime):
-                quantize_int8(Path(fp32), int8, calibration[task])
-            out[task].append(int8)
-    return out
+    """The :func:`int8_copy` of every member of an ensemble (``tasks``' only), all of a
+    network's members on the same calibration rows. A network without calibration rows gets
+    no copies (it runs in float32)."""
+    return {task: [int8_copy(fp32, calibration[task]) for fp32 in members[task]]
+            for task in tasks if task in members and task in calibration}

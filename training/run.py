@@ -55,9 +55,8 @@ from training.evaluation.scoring import (
 from training.quantize import (
     EMIDEC_CALIBRATION_CASES,
     calibration_inputs,
-    calibration_rows,
+    int8_copy,
     quantised_members,
-    quantize_int8,
 )
 from training.release import MODELS
 from training.train import TrainConfig, train
@@ -133,12 +132,6 @@ def estimated_minutes(configs: dict[str, TrainConfig]) -> float:
 # myocardium than it gained (README, history step 9; two training seeds each).
 SCAR_OBSTRUCTION_PROBABILITY = 0.6
 
-def _int8_copy(fp32_file: Path, validation_inputs: np.ndarray) -> Path:
-    """The int8 file beside the float32 one, calibrated on validation inputs; kept when newer."""
-    path = fp32_file.with_name(fp32_file.stem + "-int8.onnx")
-    if not (path.exists() and path.stat().st_mtime > fp32_file.stat().st_mtime):
-        quantize_int8(fp32_file, path, calibration_rows(validation_inputs))
-    return path
 
 
 def build_network(task: str, base_filters: int = 16):
@@ -344,7 +337,7 @@ def _train_networks(args: argparse.Namespace, work: Path, configs: dict[str, Tra
             export_onnx(model, onnx_files[task], input_hw=spec.shape)
         parameters[task] = model.count_params()
         if task in publish.INT8_TASKS:
-            int8_files[task] = _int8_copy(onnx_files[task], data.select(is_val).x)
+            int8_files[task] = int8_copy(onnx_files[task], data.select(is_val).x)
         real_rows = np.isin(data.series, np.arange(len(train_dirs), len(sources)))
         training[task] = dataclasses.asdict(configs[task]) | {
             "best_epoch": state.best_epoch, "best_val_dsc": state.best_val_dsc,
@@ -556,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             calibration_inputs(validation_sources
                                + list(real_train)[:EMIDEC_CALIBRATION_CASES], networks),
             publish.INT8_TASKS)
-        for task in set(publish.INT8_TASKS) & set(cross_validated.members) - set(int8_files):
+        for task in set(publish.INT8_TASKS) & (set(cross_validated.members) - set(int8_files)):
             print(f"training: no calibration inputs for {task} (no ring on the calibration "
                   f"series): its members ship without int8 copies", flush=True)
         t = lap("int8 copies of the fold members", t)
