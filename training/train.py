@@ -380,8 +380,13 @@ def train(build: Callable[[], keras.Model], train_data: Arrays, val_data: Arrays
             return _as_float32(build, model, config), state
         model.load_weights(out_dir / "last.weights.h5")
         _load_optimizer(optimizer, model, out_dir / "optimizer.npz")
-    elif initial_weights is not None:
-        model.load_weights(initial_weights)
+    else:
+        if initial_weights is not None:
+            model.load_weights(initial_weights)
+        # Its slots made now, after the weights (the moving average starts from them, as
+        # when the first update makes them): a step that creates variables is traced twice,
+        # 14 s of an ENet leg's first step.
+        optimizer.build(model.trainable_variables)
 
     step = make_step(model, optimizer, config, n_regions=train_data.regions.shape[-1])
 

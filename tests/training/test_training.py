@@ -255,6 +255,29 @@ def test_weight_average_is_what_is_validated_and_kept_and_training_resumes_raw(
     assert state.epoch == 2 and state.best_val_dsc >= 0.0
 
 
+def test_a_fresh_run_traces_its_step_once_and_averages_from_the_initial_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tensorflow")
+    from training import train as train_module
+    from training.train import TrainConfig, train
+
+    steps = []
+    made = train_module.make_step
+    monkeypatch.setattr(train_module, "make_step",
+                        lambda *a, **k: steps.append(made(*a, **k)) or steps[-1])
+    start = _tiny_unet()
+    start.save_weights(tmp_path / "start.weights.h5")
+    data = _tiny_data()
+    config = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=4, ema_momentum=0.999)
+    model, _ = train(_tiny_unet, data, data, config, tmp_path / "run", "tiny",
+                     initial_weights=tmp_path / "start.weights.h5")
+    # A step that made the optimizer's variables would be traced again without them.
+    assert steps[0].experimental_get_tracing_count() == 1
+    # The slow average started from the weights the run started from, not a fresh network's.
+    for kept, begun in zip(model.trainable_variables, start.trainable_variables, strict=True):
+        assert np.allclose(kept.numpy(), begun.numpy(), atol=0.02)
+
+
 def test_prefetched_batches_come_in_order_and_errors_reach_the_loop() -> None:
     pytest.importorskip("tensorflow")
     from training.train import _prefetched
