@@ -37,8 +37,8 @@ class CrossValidated:
 
     networks: dict  # the ensemble, with the chosen thresholds and post-processing
     chosen: dict  # each scar network's threshold choice
-    members: dict  # task -> the fold files, in fold order
-    onnx_files: dict  # task -> the file named in the manifest (fold 0 for an ensemble)
+    members: dict  # task -> its shipped folds' files, in fold order (ensembles only)
+    onnx_files: dict  # task -> the file named in the manifest (fold 0's)
     parameters: dict
     training: dict
     calibration_items: list  # out-of-fold (source, networks) pairs, as given and shifted
@@ -145,15 +145,18 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
     export.mkdir(parents=True, exist_ok=True)
     for task in own:
         name = next(m.name for m in MODELS if m.key == task)
-        members[task] = []
-        for fold in range(folds):
+        shipped_files = []
+        for fold in range(crossval.shipped_folds(task, folds)):
             path = export / f"{name}-fold{fold}.onnx"
             shutil.copy2(files[fold][task], path)
-            members[task].append(path)
-        onnx_files[task] = members[task][0]
+            shipped_files.append(path)
+        onnx_files[task] = shipped_files[0]
+        if len(shipped_files) > 1:
+            members[task] = shipped_files
         records = [fold_records[f][task] for f in range(folds)]
         parameters[task] = records[0]["parameters"]
         training[task] = records[0]["config"] | {
+            "shipped_folds": list(range(len(shipped_files))),
             "best_epoch": records[0]["kept_epoch"],
             "best_val_dsc": float(np.mean([r["held_out_val_dsc"] for r in records])),
             "minutes": float(sum(r["minutes"] for r in records)),

@@ -69,9 +69,11 @@ TRAINING_DATA_EMIDEC_FOLDS = (
     "dark-blood look (the labelled LV cavity brought to normal myocardium; the unlabelled "
     "right ventricle stays bright) and with its labelled tissues remapped to other centres' "
     "looks (SynthSeg-style), at nominal pixel spacings drawn per copy since the files carry "
-    "none; the service runs the mean of the five folds; {enets} " + emidec.CITATION)
+    "none; the service runs one fold's myocardium U-Net (it places the scar U-Net's box) and "
+    "the mean of the first {scar_folds} folds' scar U-Nets, as many as the latency budget "
+    "holds (training/crossval.py, SHIPPED_MEMBERS); {enets} " + emidec.CITATION)
 # How the ENets were trained, in the sentence above.
-ENETS_PER_FOLD = ("the ENets are trained per fold too (one stage each), on crops from the "
+ENETS_PER_FOLD = ("the ENets are trained per fold too (two stages each), on crops from the "
                   "Hough search near the heart, and run as the mean of the five folds.")
 ENETS_SHARED = "the ENets are the earlier release's (`--networks-from`)."
 # The networks released with an int8 copy as well: the U-Nets, 1.5-1.6x faster in int8 on
@@ -242,19 +244,22 @@ def _int8_parity(shipped: Shipped, test_sets: dict[str, list], scores: list
                 runs = ("myocardium_unet", PIPELINE_RUNS[method][0])
                 int8_pipelines[method] = tuple(task for task in tasks if task in runs)
     int8 = {}
+    fold_tasks = () if shipped.cross_validated is None else shipped.cross_validated.fold_tasks
+    fold_calibration = (f"up to {CALIBRATION_ROWS} inputs of the phantom validation series "
+                        f"and {EMIDEC_CALIBRATION_CASES} EMIDEC train cases, ")
     for task, path in shipped.int8_files.items():
         where = {"default": False, "pipelines": sorted(m for m, tasks in int8_pipelines.items()
                                                       if task in tasks)}
         if isinstance(path, list):  # an ensemble: each member's copy (the manifest's members)
             int8[task] = where | {
                 "members": [{"file": p.name, "sha256": sha256_of(p)} for p in path],
-                "calibration": f"up to {CALIBRATION_ROWS} inputs of the phantom validation "
-                               f"series and {EMIDEC_CALIBRATION_CASES} EMIDEC train cases, "
-                               f"the same for every member; {_QDQ}"}
+                "calibration": f"{fold_calibration}the same for every member; {_QDQ}"}
         else:
-            rows = min(CALIBRATION_ROWS, shipped.training[task]["val_slices"])
+            calibration = fold_calibration if task in fold_tasks else (
+                f"{min(CALIBRATION_ROWS, shipped.training[task]['val_slices'])} validation "
+                "inputs, ")
             int8[task] = {"file": path.name, "sha256": sha256_of(path)} | where | {
-                "calibration": f"{rows} validation inputs, {_QDQ}"}
+                "calibration": calibration + _QDQ}
     return parity, int8_pipelines, int8
 
 
@@ -338,7 +343,8 @@ def _training_data(args: argparse.Namespace, shipped: Shipped, data: Data) -> di
         assignment = shipped.assignment or {}
         per_fold = "enet_p2" in shipped.cross_validated.fold_tasks
         training_data["description"] = TRAINING_DATA_PHANTOMS + TRAINING_DATA_EMIDEC_FOLDS \
-            .format(enets=ENETS_PER_FOLD if per_fold else ENETS_SHARED)
+            .format(enets=ENETS_PER_FOLD if per_fold else ENETS_SHARED,
+                    scar_folds=len(shipped.cross_validated.members.get("scar_unet", [None])))
         training_data["emidec"] |= {
             "train_cases": len(assignment), "validation_cases": 0,
             "remapped_copies_per_case": args.remapped_copies,

@@ -541,17 +541,22 @@ def main(argv: list[str] | None = None) -> int:
         thresholds = {task: chosen[task]["threshold"] if task in chosen else 0.5
                       for task in TASKS}
         validation_sources = [PhantomSource(train_dirs[i]) for i in sorted(val_idx)]
-        # Every fold member of the U-Nets gets its int8 copy (issue 54: an ensemble is paid
-        # for in int8 where it holds), its ranges from the ensemble's inputs on the phantom
-        # validation series and EMIDEC train cases (never a test set); publish tries it.
-        int8_files = quantised_members(
-            cross_validated.members,
+        # Every shipped fold of the U-Nets gets its int8 copy (issue 54: an ensemble is paid
+        # for in int8 where it holds), its ranges from the shipped networks' inputs on the
+        # phantom validation series and EMIDEC train cases (never a test set); publish
+        # tries them. A network that ships one fold (not an ensemble) gets its one copy.
+        shipped_files = {task: cross_validated.members.get(task, [onnx_files[task]])
+                         for task in cross_validated.fold_tasks}
+        copies = quantised_members(
+            shipped_files,
             calibration_inputs(validation_sources
                                + list(real_train)[:EMIDEC_CALIBRATION_CASES], networks),
             publish.INT8_TASKS)
-        for task in set(publish.INT8_TASKS) & (set(cross_validated.members) - set(int8_files)):
+        int8_files = {task: paths if task in cross_validated.members else paths[0]
+                      for task, paths in copies.items()}
+        for task in set(publish.INT8_TASKS) & (set(shipped_files) - set(int8_files)):
             print(f"training: no calibration inputs for {task} (no ring on the calibration "
-                  f"series): its members ship without int8 copies", flush=True)
+                  f"series): it ships without int8 copies", flush=True)
         t = lap("int8 copies of the fold members", t)
         # The interval is calibrated on the out-of-fold series (each with its fold's
         # networks) and on phantoms (the ensemble), per group.

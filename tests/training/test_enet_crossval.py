@@ -42,9 +42,25 @@ def test_fold_networks_and_the_ensemble_take_own_enets_and_keep_shared_ones_as_r
         assert nets["enet_p2"] is not shared["enet_p2"] and nets["enet_p2"].spec.hough_near_heart
         assert nets["enet_p1"] is shared["enet_p1"] and not nets["enet_p1"].spec.hough_near_heart
     ensemble = crossval.ensemble_networks(per_fold, (*crossval.FOLD_TASKS, "enet_p2"))
-    for task in (*crossval.FOLD_TASKS, "enet_p2"):
+    for task in ("scar_unet", "enet_p2"):
         assert isinstance(ensemble[task].predict, MeanOfModels)
+    # One myocardium U-Net ships (the latency budget): fold 0's own.
+    assert ensemble["myocardium_unet"] is per_fold[0]["myocardium_unet"]
     assert ensemble["enet_p1"] is shared["enet_p1"]
+
+
+def test_the_ensemble_ships_the_first_folds_the_budget_holds() -> None:
+    per_fold = [{task: Network(lambda x, f=fold: x + f, TASKS[task], CLASSES[task])
+                 for task in (*crossval.FOLD_TASKS, "enet_p2")} for fold in range(5)]
+    ensemble = crossval.ensemble_networks(per_fold, (*crossval.FOLD_TASKS, "enet_p2"))
+    shipped = {task: [next(f for f in range(5) if m is per_fold[f][task].predict)
+                      for m in ensemble[task].predict.members]
+               for task in ("scar_unet", "enet_p2")}
+    assert shipped == {"scar_unet": list(range(crossval.SHIPPED_MEMBERS["scar_unet"])),
+                       "enet_p2": [0, 1, 2, 3, 4]}
+    assert crossval.SHIPPED_MEMBERS["myocardium_unet"] == 1
+    assert ensemble["myocardium_unet"] is per_fold[0]["myocardium_unet"]
+    assert [crossval.shipped_folds("scar_unet", n) for n in (1, 2, 5)] == [1, 2, 2]
 
 
 def test_shared_enets_carry_their_manifests_input(tmp_path: Path) -> None:
