@@ -32,6 +32,7 @@ from service.dicom.uids import uids_of
 from service.encoding import Encoder, encode_stored, to_bytes
 from service.errors import InputError
 from service.pipeline.acceptance import (
+    ClosedRings,
     check_contrast,
     check_headers,
     check_segmentation,
@@ -108,9 +109,10 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     # The myocardium network's own ring decides whether there is a heart (the cascade's
     # scar U-Net redraws it inside its box, which can leave no cavity), before the scar
     # network runs.
-    check_segmentation(first_ring, volume.spacing)
+    closed_rings = ClosedRings(first_ring)  # closed once, for the gate and the evidence
+    check_segmentation(first_ring, volume.spacing, closed_rings)
     # The image must look like LGE too (the headers may lie or be missing).
-    evidence = lge_evidence(images, first_ring, volume.spacing)
+    evidence = lge_evidence(images, first_ring, volume.spacing, closed_rings)
     check_contrast(evidence)
     masks = segment_on(images, volume.spacing, first_ring, myo_p, scar_net)
     myocardium, scar, mvo = masks.myocardium, masks.scar, masks.mvo

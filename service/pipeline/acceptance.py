@@ -130,24 +130,65 @@ class LgeEvidence:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ClosedRing:
+    """A slice's ring on its own box (a margin of RING_GAP_CLOSING_PX + 1, so the closing
+    is the same as on the slice), its small gaps closed, and that closed ring filled."""
+
+    box: tuple[slice, ...]
+    ring: np.ndarray
+    closed: np.ndarray
+    filled: np.ndarray
+
+
+class ClosedRings:
+    """Each slice's :class:`ClosedRing`, made when first asked for: the gate
+    (:func:`lv_ring_slices`) and the evidence (:func:`lge_evidence`) read the same first
+    ring, and the closing is most of what either costs."""
+
+    def __init__(self, myocardium: np.ndarray) -> None:
+        self.myocardium = np.asarray(myocardium, dtype=bool)
+        self._made: dict[int, ClosedRing] = {}
+
+    def __getitem__(self, k: int) -> ClosedRing:
+        made = self._made.get(k)
+        if made is None:
+            box = mask_box(self.myocardium[k], RING_GAP_CLOSING_PX + 1)
+            ring = self.myocardium[k][box]
+            closed = _closed(ring)
+            made = self._made[k] = ClosedRing(box, ring, closed, fill_holes(closed))
+        return made
+
+
+def _closed_rings(myocardium: np.ndarray, rings: ClosedRings | None) -> ClosedRings:
+    if rings is None:
+        return ClosedRings(myocardium)
+    if rings.myocardium.shape != np.shape(myocardium):
+        raise ValueError("the closed rings are another myocardium's")
+    return rings
+
+
 def lge_evidence(images: Sequence[np.ndarray], myocardium: np.ndarray,
-                 spacing: tuple[float, float]) -> LgeEvidence:
-    """The image measures, pooled over the slices with a ring; None where unmeasurable."""
+                 spacing: tuple[float, float], rings: ClosedRings | None = None
+                 ) -> LgeEvidence:
+    """The image measures, pooled over the slices with a ring; None where unmeasurable.
+
+    ``rings``: the myocardium's :class:`ClosedRings`, where the gate has made them."""
     ring_values, blood_values, around_values, cavity_mm2 = [], [], [], []
     pixel_mm2 = float(spacing[0]) * float(spacing[1])
     near, far = SURROUNDINGS_MM
     # Everything measured lies within ``far`` of the ring: work on that box, not the slice.
     margin = tuple(max(RING_GAP_CLOSING_PX, int(np.ceil(far / s))) + 1 for s in spacing)
-    for image, ring in zip(images, np.asarray(myocardium, dtype=bool), strict=True):
+    rings = _closed_rings(myocardium, rings)
+    for k, (image, ring) in enumerate(zip(images, rings.myocardium, strict=True)):
         if ring.sum() < _MIN_PIXELS:
             continue
         box = mask_box(ring, margin)
         image = np.asarray(image, np.float32)[box]
         # The closing, holes and cavity on the ring's own box (the same pixels as on the
         # larger one: its margin holds the closing), the distances on the larger box.
-        tight = mask_box(ring, RING_GAP_CLOSING_PX + 1)
-        small = ring[tight]
-        filled_small = fill_holes(_closed(small))
+        closed_ring = rings[k]
+        tight, small, filled_small = closed_ring.box, closed_ring.ring, closed_ring.filled
         inside_small = filled_small & ~small
         cavity_mm2.append(float(inside_small.sum()) * pixel_mm2)
         cavity_small = ndimage.binary_erosion(inside_small)
@@ -289,18 +330,19 @@ def header_reasons(datasets: Sequence[pydicom.Dataset]) -> list[str]:
     return reasons
 
 
-def lv_ring_slices(myocardium: np.ndarray, spacing: tuple[float, float]) -> list[int]:
+def lv_ring_slices(myocardium: np.ndarray, spacing: tuple[float, float],
+                   rings: ClosedRings | None = None) -> list[int]:
     """Slices whose myocardium is a closed ring of an LV's size; none unless the largest
     of them is one of an LV's mid-ventricle."""
     pixel_mm2 = float(spacing[0]) * float(spacing[1])
     found, largest = [], 0.0
-    for k, ring in enumerate(np.asarray(myocardium, dtype=bool)):
+    rings = _closed_rings(myocardium, rings)
+    for k, ring in enumerate(rings.myocardium):
         area = ring.sum() * pixel_mm2
         if not RING_AREA_MM2[0] <= area <= RING_AREA_MM2[1]:
             continue
-        ring = ring[mask_box(ring, RING_GAP_CLOSING_PX + 1)]  # the same ring, less slice
-        closed = _closed(ring)
-        cavity = fill_holes(closed) & ~closed
+        closed_ring = rings[k]  # on the ring's own box: the same ring, less slice
+        cavity = closed_ring.filled & ~closed_ring.closed
         if cavity.sum() * pixel_mm2 >= MIN_CAVITY_MM2:
             found.append(k)
             largest = max(largest, area)
@@ -333,17 +375,19 @@ def heart_slices(myocardium: np.ndarray, spacing: tuple[float, float]) -> list[i
             if m.sum() * pixel_mm2 >= MIN_HEART_MYOCARDIUM_MM2]
 
 
-def has_heart(myocardium: np.ndarray, spacing: tuple[float, float]) -> bool:
+def has_heart(myocardium: np.ndarray, spacing: tuple[float, float],
+              rings: ClosedRings | None = None) -> bool:
     """A closed LV ring on some slice, or myocardium on most slices (a hidden cavity, an
     apical stack)."""
-    if lv_ring_slices(myocardium, spacing):
+    if lv_ring_slices(myocardium, spacing, rings):
         return True
     seen = heart_slices(myocardium, spacing)
     return bool(seen) and len(seen) >= HEART_SLICE_SHARE * len(myocardium)
 
 
-def check_segmentation(myocardium: np.ndarray, spacing: tuple[float, float]) -> None:
-    if not has_heart(myocardium, spacing):
+def check_segmentation(myocardium: np.ndarray, spacing: tuple[float, float],
+                       rings: ClosedRings | None = None) -> None:
+    if not has_heart(myocardium, spacing, rings):
         seen = len(heart_slices(myocardium, spacing))
         raise NotCardiacLGE(_sentence([
             f"no heart was found: no left-ventricular ring on any slice, and myocardium on "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.pipeline.acceptance import (
+    ClosedRings,
     LgeEvidence,
     contrast_refusal,
     contrast_review,
@@ -35,8 +36,9 @@ class GateVerdict:
 
 def gate_verdict(images, ring: np.ndarray, spacing) -> GateVerdict:
     """What the service's gate decides on a series, given the myocardium network's ring."""
-    has_ring = has_heart(ring, spacing)
-    evidence = lge_evidence(images, ring, spacing)
+    rings = ClosedRings(ring)  # as the service: closed once for both
+    has_ring = has_heart(ring, spacing, rings)
+    evidence = lge_evidence(images, ring, spacing, rings)
     return GateVerdict(has_ring, not has_ring or bool(contrast_refusal(evidence)),
                        bool(contrast_review(evidence)), evidence)
 

@@ -202,6 +202,27 @@ def test_an_lv_ring_must_be_closed_and_of_an_lvs_size() -> None:
     assert lv_ring_slices(np.stack([small, small]), (1.5, 1.5)) == []
 
 
+def test_the_gate_and_the_evidence_close_each_ring_once_and_read_as_alone(monkeypatch) -> None:
+    from service.pipeline import acceptance
+
+    yy, xx = np.mgrid[:128, :128]
+    r = np.hypot(yy - 64, xx - 64)
+    nicked = ((r >= 12) & (r < 18)) & ~((np.abs(yy - 64) <= 1) & (xx > 64))
+    image = np.where(r < 12, 200.0, np.where(nicked, 20.0, 90.0)).astype(np.float32)
+    stack, images = np.stack([nicked, nicked & (yy < 70)]), [image, image]
+    alone = (lv_ring_slices(stack, (1.5, 1.5)), lge_evidence(images, stack, (1.5, 1.5)))
+    closings = []
+    closed = acceptance._closed
+    monkeypatch.setattr(acceptance, "_closed", lambda ring: closings.append(1) or closed(ring))
+    rings = acceptance.ClosedRings(stack)
+    shared = (lv_ring_slices(stack, (1.5, 1.5), rings),
+              lge_evidence(images, stack, (1.5, 1.5), rings))
+    assert shared == alone and alone[0] == [0]
+    assert len(closings) == 2  # a closing per slice, not one for the gate and one again
+    with pytest.raises(ValueError, match="another myocardium"):
+        lge_evidence(images[:1], stack[:1], (1.5, 1.5), rings)
+
+
 def _slice(ring_value: float, blood_value: float, around_value: float,
            around_dark_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """A 128 x 128 slice: an LV ring, its blood pool, and tissue around it, of given signals
