@@ -9,8 +9,8 @@ here). Each candidate is a models folder the service's registry loads (members, 
 as the manifest names them); ``service.analysis.analyse`` runs on the 12 x 256x256 latency
 series, the candidates interleaved run by run with 0.3.2 as shipped (``models/``). The
 ratio to 0.3.2 leaves out what both share outside ``analyse`` (decode, the encoder
-inputs, the store and HTTP: 19 + 15 + 26 ms in "Latency, POST to report"), so over HTTP
-the ratios come out nearer 1.
+inputs, the store and HTTP); the "over HTTP, about" ratio adds it to both sides, read from
+the last ``latency.py`` run (``benchmarks/results/latency.json``).
 
     python benchmarks/ensemble_cost.py --runs 15
 """

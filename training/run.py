@@ -133,7 +133,6 @@ def estimated_minutes(configs: dict[str, TrainConfig]) -> float:
 SCAR_OBSTRUCTION_PROBABILITY = 0.6
 
 
-
 def build_network(task: str, base_filters: int = 16):
     from training.nets import build_enet, build_unet
 
