@@ -93,3 +93,33 @@ def test_the_review_width_flags_four_in_five_large_errors_and_no_more_than_neede
     check = review_check(judged, width)
     assert check["large_flagged"] == 0.8 and check["review_share"] == 0.4
     assert review_width([(True, 3.0, False)]) is None
+
+
+def _enet_row(series: str, ring: str, scar_dsc: float, error: float) -> dict:
+    return {"series_id": series, "group": "bright-blood", "fold": 0, "pipeline": "enet",
+            "ring": ring, "true_scar_percent": 10.0, "scar_percent": 10.0 + error,
+            "error": error, "myocardium_dsc": 0.8, "scar_dsc": scar_dsc}
+
+
+def test_the_enet_ring_study_counts_each_series_better_or_worse_on_the_cascades_ring() -> None:
+    from training.studies.enet_ring_study import docs_block, summarise
+
+    rows = [_enet_row("a", "myocardium U-Net", 0.5, 4.0), _enet_row("a", "cascade", 0.6, 1.0),
+            _enet_row("b", "myocardium U-Net", 0.5, -1.0), _enet_row("b", "cascade", 0.4, 3.0),
+            _enet_row("c", "myocardium U-Net", 0.2, 2.0), _enet_row("c", "cascade", 0.7, 2.0)]
+    cell = summarise(rows, {"0": {}})["table"]["enet"]["bright-blood"]
+    assert (cell["cascade_better_scar_dsc"], cell["cascade_worse_scar_dsc"]) == (2, 1)
+    assert (cell["cascade_better_abs_error"], cell["cascade_worse_abs_error"]) == (1, 1)
+    assert cell["myocardium U-Net"]["scar_dsc"] == 0.5 and cell["cascade"]["scar_dsc"] == 0.6
+    assert cell["cascade"]["abs_error"] == 2.0
+    assert "| enet | bright-blood | 3 |" in docs_block(summarise(rows, {"0": {}}))
+
+
+def test_the_enet_ring_study_reads_folds_with_every_network_kept() -> None:
+    from training.fold_legs import plan
+    from training.run import CONFIGS, task_config
+    from training.studies.enet_ring_study import TASKS
+
+    folds = kept_folds(plan({task: task_config(task) for task in CONFIGS}), tasks=TASKS)
+    assert 0 in folds and set(folds[0]) == set(TASKS)
+    assert folds[0]["enet_p2"].name == "fold0-enet_p2-s2", "the latest stage kept"

@@ -76,15 +76,15 @@ SPEARMAN_TERMS = ("rings", "myocardium", *(f"scar@{o:g}" for o in INTERVAL_OFFSE
                   "lge_distance2")
 
 
-def kept_folds(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT
-               ) -> dict[int, dict[str, legs_.Leg]]:
-    """Per fold with both U-Nets kept: the latest kept stage of each (release variant)."""
+def kept_folds(plan_legs: Sequence[legs_.Leg], root: Path = legs_.LEGS_ROOT,
+               tasks: Sequence[str] = FOLD_TASKS) -> dict[int, dict[str, legs_.Leg]]:
+    """Per fold with every network of ``tasks`` kept: the latest kept stage of each
+    (release variant)."""
     latest: dict[int, dict[str, legs_.Leg]] = {}
     for leg in plan_legs:
-        if leg.task in FOLD_TASKS and not leg.variant and legs_.finished(leg, root):
+        if leg.task in tasks and not leg.variant and legs_.finished(leg, root):
             latest.setdefault(leg.fold, {})[leg.task] = leg  # plan order: later stages last
-    return {fold: nets for fold, nets in sorted(latest.items())
-            if {"myocardium_unet", "scar_unet"} <= set(nets)}
+    return {fold: nets for fold, nets in sorted(latest.items()) if set(tasks) <= set(nets)}
 
 
 def leg_network(task: str, leg: legs_.Leg, root: Path = legs_.LEGS_ROOT) -> Network:
