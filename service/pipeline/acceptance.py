@@ -44,10 +44,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pydicom
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from service.errors import NotCardiacLGE
-from service.pipeline.contrast_model import ContrastModel, Judgement, features
+from service.pipeline.contrast_model import ContrastModel, Judgement, features, vector
 from service.pipeline.intensity import percentile
 from service.pipeline.lge_contrast import CONTRAST_MODEL
 from service.pipeline.postprocess import fill_holes, mask_box
@@ -102,6 +102,13 @@ MAX_RATIO = 99.0
 # 280 or more; the dark-blood T2 renderings it let through, whose black pool the network
 # drew as nulled myocardium, 192 or less) and measured on later seeds.
 SMALL_CAVITY_MM2 = 200.0
+# How unlike every kind of LGE the networks were trained on a series' contrast may be
+# before a reader is told (issue 53): the squared Mahalanobis distance from the nearest
+# kind that a measure drawn from that kind's own Gaussian exceeds once in a thousand (the
+# chi-squared quantile for the model's number of measures), so no fitted choice. Measured
+# out of fold (docs/experiments.md, "The interval out of fold"): no EMIDEC series as given
+# beyond it, a third of the shifted copies (another centre's look).
+UNLIKE_TRAINING_LEVEL = 0.999
 # Names of the classifier's classes of other sequences, as a reader knows them.
 SEQUENCE_NAMES = {"cine": "cine (bSSFP)", "t2-dark-blood": "dark-blood T2-weighted",
                   "t2-bright-blood": "bright-blood T2-weighted"}
@@ -262,6 +269,25 @@ def contrast_refusal(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODE
     return []
 
 
+def unlike_training_bar(model: ContrastModel = CONTRAST_MODEL) -> float:
+    """The squared distance from the nearest kind of LGE beyond which a series is unlike
+    the scans the models were trained on (UNLIKE_TRAINING_LEVEL)."""
+    return float(stats.chi2.ppf(UNLIKE_TRAINING_LEVEL, len(model.features)))
+
+
+def unlike_training(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
+                    ) -> str | None:
+    """A reason to review a series whose contrast lies beyond every kind of LGE the
+    networks were trained on (None: within one, or not measurable)."""
+    x = vector(contrast_features(evidence), model.features)
+    distance2 = None if x is None else model.lge_distance2(x)
+    if distance2 is None or distance2 <= unlike_training_bar(model):
+        return None
+    return (f"the image is unlike the scans the models were trained on ({_measures(evidence)}"
+            "): its scar may be under- or over-called, so check the scar contours against "
+            "the image")
+
+
 def contrast_review(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
                     ) -> list[str]:
     """The image's doubts about the LGE contrast, for a person to check (empty: none)."""
@@ -288,6 +314,8 @@ def contrast_review(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
                        f"{SEQUENCE_NAMES.get(judged.other, judged.other)} series than LGE "
                        f"({_measures(evidence)}); check that this is an LGE series with "
                        "the myocardium nulled")
+    if not reasons and judged is not None and (unlike := unlike_training(evidence, model)):
+        reasons.append(unlike)
     cavity = evidence.cavity_mm2
     if cavity is not None and cavity < SMALL_CAVITY_MM2:
         reasons.append(f"the LV cavity inside the drawn myocardium is small ({cavity:.0f} mm^2 "

@@ -95,6 +95,11 @@ class ContrastModel:
         x = vector(values, self.features)
         return None if x is None or not self.kinds else self.judge(x)
 
+    def lge_distance2(self, x: np.ndarray) -> float | None:
+        """The squared Mahalanobis distance from the nearest kind of LGE (None: none)."""
+        distances = [k.distance2(x) for k in self.kinds if k.lge]
+        return min(distances) if distances else None
+
     def judge(self, x: np.ndarray) -> Judgement:
         lge = max(k.log_likelihood(x) for k in self.kinds if k.lge)
         other = max((k for k in self.kinds if not k.lge), key=lambda k: k.log_likelihood(x))

@@ -123,3 +123,16 @@ def test_the_enet_ring_study_reads_folds_with_every_network_kept() -> None:
     folds = kept_folds(plan({task: task_config(task) for task in CONFIGS}), tasks=TASKS)
     assert 0 in folds and set(folds[0]) == set(TASKS)
     assert folds[0]["enet_p2"].name == "fold0-enet_p2-s2", "the latest stage kept"
+
+
+def test_the_unlike_training_check_counts_series_beyond_the_bar_and_their_large_errors() -> None:
+    from training.studies.oof_interval_study import unlike_training_check
+
+    rows = [_row(0, AS_GIVEN, 1.0, 1.0, distance2=2.0), _row(0, AS_GIVEN, 8.0, 1.0, distance2=3.0),
+            _row(0, SHIFTED, 9.0, 1.0, distance2=40.0), _row(0, SHIFTED, 1.0, 1.0, distance2=30.0),
+            _row(0, SHIFTED, 7.0, 1.0, distance2=5.0)]
+    check = unlike_training_check(rows)
+    assert check[AS_GIVEN] | {"bar": 0} == {"series": 2, "flagged": 0, "large": 1,
+                                            "flagged_large": 0, "bar": 0}
+    assert (check[SHIFTED]["flagged"], check[SHIFTED]["flagged_large"],
+            check[SHIFTED]["large"]) == (2, 1, 2)

@@ -97,8 +97,7 @@ def lge_distance2(values: dict[str, float | None]) -> float | None:
     """The contrast measures' squared Mahalanobis distance from the nearest kind of LGE the
     networks were trained on (EMIDEC as acquired and darkened, rendered phantoms)."""
     x = vector(values, CONTRAST_MODEL.features)
-    kinds = [k for k in CONTRAST_MODEL.kinds if k.lge]
-    return None if x is None or not kinds else min(k.distance2(x) for k in kinds)
+    return None if x is None else CONTRAST_MODEL.lge_distance2(x)
 
 
 def series_row(source: Source, group: str, fold: int, myo_net: Network,
@@ -248,6 +247,22 @@ def candidate_checks(rows: Sequence[dict], level: float = INTERVAL_LEVEL) -> dic
     return out
 
 
+def unlike_training_check(rows: Sequence[dict]) -> dict:
+    """Per group: how many series the "unlike the scans trained on" review reason
+    (:func:`service.pipeline.acceptance.unlike_training`) sends to review, and how many of
+    them, and of the rest, are more than LARGE_ERROR points off."""
+    bar = acceptance.unlike_training_bar(CONTRAST_MODEL)
+    out = {}
+    for group in (AS_GIVEN, SHIFTED):
+        members = [r for r in rows if r["group"] == group and r["lge_distance2"] is not None]
+        unlike = [r for r in members if r["lge_distance2"] > bar]
+        out[group] = {"series": len(members), "flagged": len(unlike),
+                      "large": sum(abs(r["error"]) > LARGE_ERROR for r in members),
+                      "flagged_large": sum(abs(r["error"]) > LARGE_ERROR for r in unlike),
+                      "bar": bar}
+    return out
+
+
 def summarise(rows: Sequence[dict], folds: dict[int, dict[str, str]]) -> dict:
     analysed = [r for r in rows if r.get("scar_percent") is not None]
     as_given = [r for r in analysed if r["group"] == AS_GIVEN]
@@ -272,6 +287,7 @@ def summarise(rows: Sequence[dict], folds: dict[int, dict[str, str]]) -> dict:
         "lge_distance2": {g: None if not v else {"median": float(np.median(v)),
                                                   "p90": float(np.percentile(v, 90))}
                           for g, v in distance.items()},
+        "unlike_training": unlike_training_check(analysed),
         "rows": list(rows)}
 
 
@@ -328,6 +344,14 @@ def docs_block(result: dict) -> str:
               "Mahalanobis, nearest kind of LGE trained on), median / 90th percentile: "
               + "; ".join(f"{g} {v['median']:.1f} / {v['p90']:.1f}"
                           for g, v in d.items() if v) + "."]
+    unlike = result.get("unlike_training")
+    if unlike:
+        bar = next(iter(unlike.values()))["bar"]
+        lines += ["", f"Sent to review as unlike the scans trained on (distance beyond "
+                  f"{bar:.1f}): " + "; ".join(
+                      f"{g} {u['flagged']} of {u['series']} ({u['flagged_large']} of them more "
+                      f"than {LARGE_ERROR:g} points off; {u['large']} such series in all)"
+                      for g, u in unlike.items()) + "."]
     return "\n".join(lines)
 
 

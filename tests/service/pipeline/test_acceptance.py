@@ -247,7 +247,31 @@ def test_nulled_myocardium_on_bright_or_dark_blood_reads_as_lge() -> None:
         evidence = _evidence(10.0, blood, 100.0, around_dark_share=0.2)
         assert evidence.myocardium_rank < NOT_NULLED_RANK
         assert evidence.myocardium_over_blood < BLOOD_DARKER_REVIEW
-        assert contrast_review(evidence) == [] and contrast_refusal(evidence) == []
+        assert contrast_refusal(evidence) == []
+        # These cartoons' contrast is more extreme than any scan's (blood 20 times the
+        # myocardium): read as LGE, and told apart from the scans trained on.
+        assert [r for r in contrast_review(evidence) if "unlike the scans" not in r] == []
+
+
+def test_a_contrast_beyond_every_kind_of_lge_trained_on_is_flagged_as_unlike_them() -> None:
+    from service.pipeline.acceptance import unlike_training, unlike_training_bar
+    from service.pipeline.lge_contrast import CONTRAST_MODEL
+
+    emidec = next(k for k in CONTRAST_MODEL.kinds if k.name == "EMIDEC")
+    rank, position, log_ratio = emidec.mean
+    sd = np.sqrt(np.diag(emidec.covariance))
+
+    def evidence(shift_sd: float) -> LgeEvidence:
+        # The EMIDEC kind's mean, its blood moved ``shift_sd`` of its spread up the range.
+        return LgeEvidence(myocardium_rank=rank, myocardium_over_blood=float(np.exp(log_ratio)),
+                           blood_position=position + shift_sd * sd[1], blood_texture=0.2,
+                           cavity_mm2=1000.0)
+
+    assert contrast_review(evidence(0.0)) == [] and unlike_training(evidence(0.0)) is None
+    assert unlike_training_bar() == pytest.approx(16.27, abs=0.01)  # chi-squared, 3 measures
+    far = contrast_review(evidence(-6.0))  # a blood pool darker than any LGE trained on
+    assert len(far) == 1 and "unlike the scans the models were trained on" in far[0]
+    assert contrast_refusal(evidence(-6.0)) == []
 
 
 def test_grey_myocardium_brighter_than_its_surroundings_is_flagged_as_cine_or_t2() -> None:
