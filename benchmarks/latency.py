@@ -121,16 +121,26 @@ MODELS = ROOT / "models"
 
 
 def bare_networks(pipeline: str, slices: int = 12) -> Callable[[], float]:
-    """The pipeline's two networks alone on their input sizes, as one timed call."""
+    """The pipeline's networks alone on their input sizes, as one timed call: the files
+    the service runs at MODEL_PRECISION=auto (every member of an ensemble, an int8 copy
+    where the release made it the default), and the ring network where the pipeline has
+    one."""
+    from service.pipeline.registry import member_files, model_file
+
     manifest = json.loads((MODELS / "manifest.json").read_text())
     entries = {m["name"]: m for m in manifest["models"]}
+    parts = manifest["pipelines"][pipeline]
     runs = []
-    for role in ("myocardium", "scar"):
-        entry = entries[manifest["pipelines"][pipeline][role]]
-        session = ort.InferenceSession(str(MODELS / entry["file"]),
-                                       providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: model_batch(entry, slices)}
-        runs.append((session, feed))
+    for role in ("myocardium", "ring", "scar"):
+        if not parts.get(role):
+            continue
+        entry = entries[parts[role]]
+        files = ([f for f, _ in member_files(entry, "auto", pipeline)[0]]
+                 if entry.get("members") else [model_file(entry, "auto", pipeline)[0]])
+        for file in files:
+            session = ort.InferenceSession(str(MODELS / file),
+                                           providers=["CPUExecutionProvider"])
+            runs.append((session, {session.get_inputs()[0].name: model_batch(entry, slices)}))
 
     def run() -> float:
         t0 = time.perf_counter()

@@ -88,7 +88,7 @@ class AnalysisResult:
     myocardium: np.ndarray
     scar: np.ndarray
     mvo: np.ndarray
-    crop_ring: np.ndarray  # the first myocardium, which placed the scar network's crop
+    crop_ring: np.ndarray  # the myocardium that placed the scar network's crop
 
 
 def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
@@ -104,6 +104,10 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     scar_timer = _TimedPredictor(pipeline.scar.network.predict)
     myo_net = replace(pipeline.myocardium.network, predict=myo_timer)
     scar_net = replace(pipeline.scar.network, predict=scar_timer)
+    ring_timer = ring_net = None
+    if pipeline.ring is not None:
+        ring_timer = _TimedPredictor(pipeline.ring.network.predict)
+        ring_net = replace(pipeline.ring.network, predict=ring_timer)
     myo_p = myocardium_probability(images, volume.spacing, myo_net)
     first_ring = ring_from(myo_p, myo_net)
     # The myocardium network's own ring decides whether there is a heart (the cascade's
@@ -114,9 +118,13 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     # The image must look like LGE too (the headers may lie or be missing).
     evidence = lge_evidence(images, first_ring, volume.spacing, closed_rings)
     check_contrast(evidence)
-    masks = segment_on(images, volume.spacing, first_ring, myo_p, scar_net)
+    crop_ring, crop_p = first_ring, myo_p
+    if ring_net is not None:
+        redrawn = segment_on(images, volume.spacing, first_ring, myo_p, ring_net)
+        crop_ring, crop_p = redrawn.myocardium, redrawn.myocardium_probability
+    masks = segment_on(images, volume.spacing, crop_ring, crop_p, scar_net)
     myocardium, scar, mvo = masks.myocardium, masks.scar, masks.mvo
-    inference_ms = (myo_timer.seconds + scar_timer.seconds) * 1000.0
+    inference_ms = sum(t.seconds for t in (myo_timer, ring_timer, scar_timer) if t) * 1000.0
     preprocess_ms = (time.perf_counter() - t0) * 1000.0 - inference_ms
 
     t0 = time.perf_counter()
@@ -156,7 +164,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     report = Report(
         id=analysis_id, created_at=datetime.now(UTC), pipeline=pipeline.name,
         models=[{"name": m.name, "version": m.version, "sha256": m.sha256}
-                for m in (pipeline.myocardium, pipeline.scar)],
+                for m in pipeline.models],
         execution_provider=pipeline.scar.execution_provider,
         study_instance_uid=volume.study_instance_uid,
         series_instance_uid=volume.series_instance_uid,
@@ -174,7 +182,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
         lge_evidence=evidence.to_dict(),
         scar_percent_interval=scar_interval, quality=quality, **figures)
     return AnalysisResult(report=report, myocardium=myocardium, scar=scar, mvo=mvo,
-                          crop_ring=first_ring)
+                          crop_ring=crop_ring)
 
 
 def warm_up(pipelines: list[Pipeline]) -> float:
@@ -236,7 +244,7 @@ def limits_of(settings: Settings) -> Limits:
 def models_digest(pipeline: Pipeline):
     """A sha256 begun with the pipeline's name and its models' file hashes."""
     digest = hashlib.sha256(pipeline.name.encode())
-    for model in (pipeline.myocardium, pipeline.scar):
+    for model in pipeline.models:
         digest.update(model.sha256.encode())
     return digest
 

@@ -23,6 +23,9 @@ class PipelineInfo(BaseModel):
     default: bool
     myocardium_model: ModelInfo
     scar_model: ModelInfo
+    ring_model: ModelInfo | None = Field(
+        None, description="the network whose redrawn myocardium places and masks the scar "
+        "model's crop, where the pipeline runs one between the two")
     description: str
 
 

@@ -38,6 +38,15 @@ class Pipeline:
     name: str
     myocardium: LoadedModel
     scar: LoadedModel
+    # A network that redraws the myocardium inside the heart box (the cascade's scar U-Net)
+    # run between the two: its ring, not the myocardium network's, places and masks the
+    # scar network's crop (the manifest's ``ring``, where the release chose it out of fold).
+    ring: LoadedModel | None = None
+
+    @property
+    def models(self) -> tuple[LoadedModel, ...]:
+        """The models an analysis runs, in order."""
+        return (self.myocardium, *((self.ring,) if self.ring else ()), self.scar)
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ class Registry:
     def loaded(self) -> list[LoadedModel]:
         """Every model with a session, once."""
         every = [*self.models.values(),
-                 *(m for p in self.pipelines.values() for m in (p.myocardium, p.scar))]
+                 *(m for p in self.pipelines.values() for m in p.models)]
         return list({id(m): m for m in every}.values())
 
 
@@ -169,8 +178,9 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
     pipelines, default = {}, None
     for name, parts in manifest["pipelines"].items():
         try:
-            pipelines[name] = Pipeline(name, load(entries[parts["myocardium"]], name),
-                                       load(entries[parts["scar"]], name))
+            pipelines[name] = Pipeline(
+                name, load(entries[parts["myocardium"]], name), load(entries[parts["scar"]], name),
+                load(entries[parts["ring"]], name) if parts.get("ring") else None)
         except KeyError as missing:
             raise ModelStoreError(f"pipeline {name} names unknown model {missing}") from None
         if parts.get("default"):

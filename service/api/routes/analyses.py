@@ -73,7 +73,10 @@ def list_models(request: Request) -> list[dict]:
     registry = registry_of(request)
     return [{"name": p.name, "default": p.name == registry.default_pipeline,
              "myocardium_model": _model_info(p.myocardium), "scar_model": _model_info(p.scar),
-             "description": PIPELINE_DESCRIPTIONS.get(p.name, "")}
+             "ring_model": None if p.ring is None else _model_info(p.ring),
+             "description": PIPELINE_DESCRIPTIONS.get(p.name, "") + (
+                 "" if p.ring is None else f"; the myocardium redrawn by {p.ring.name} "
+                 "inside the heart box places and masks the crop")}
             for p in registry.pipelines.values()]
 
 
