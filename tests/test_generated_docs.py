@@ -119,3 +119,11 @@ def test_the_box_stage_table_in_the_experiments_is_its_results() -> None:
     result = json.loads((ROOT / "docs" / "results" / "box_stage_study.json").read_text())
     assert block == docs_block(result), ("run python -m training.studies.box_stage_study "
                                          "--docs-only")
+
+
+def test_the_enet_ring_table_in_the_experiments_is_its_results() -> None:
+    from training.studies.enet_ring_study import docs_block
+
+    block = read_block(ROOT / "docs" / "experiments.md", "enet-ring-study")
+    result = json.loads((ROOT / "docs" / "results" / "enet_ring_study.json").read_text())
+    assert block == docs_block(result), "run python -m training.studies.enet_ring_study"
