@@ -24,11 +24,21 @@ from service.pipeline.segment import Network
 from training import crossval
 from training.data.dataset import CLASSES, TASKS
 from training.data.sources import PhantomSource
-from training.evaluation.scoring import choose_thresholds, evaluate, with_networks
+from training.evaluation.scoring import (
+    SCAR_NETWORKS,
+    choose_thresholds,
+    evaluate,
+    with_crop_ring,
+    with_networks,
+)
 from training.evaluation.summary import summarise
 from training.release import MODELS
 
 SHIFTED = "shifted"
+# The ENets may take their crop from the ring the cascade's scar U-Net redraws instead of
+# the myocardium U-Net's (issue 52, point 2): chosen per ENet pipeline out of fold.
+ENET_TASKS = ("enet_p2", "enet_p1")
+CROP_RING_SOURCE = "scar_unet"
 
 
 @dataclasses.dataclass
@@ -53,6 +63,10 @@ class CrossValidated:
     fold_tasks: tuple = crossval.FOLD_TASKS
     # Each variant's fold networks, for the before/after figure (not written anywhere).
     variant_networks: dict = dataclasses.field(default_factory=dict)
+    # Scar task -> the task whose redrawn ring places its crop (the manifest's ``ring``),
+    # and what chose it (per ENet pipeline: both scores and the threshold on each ring).
+    crop_rings: dict = dataclasses.field(default_factory=dict)
+    crop_ring_choice: dict = dataclasses.field(default_factory=dict)
 
 
 def oof_summaries(scores: list) -> dict:
@@ -77,6 +91,58 @@ def strip_sets(by_set: dict, test_set_labels: dict) -> dict:
 def _scores(pairs_as_given: list, pairs_shifted: list, name: str) -> list:
     return (evaluate(pairs_as_given, None, f"out-of-fold {name}")
             + evaluate(pairs_shifted, None, SHIFTED))
+
+
+def _with_tasks(nets: dict, replacements: dict, tasks) -> dict:
+    return {task: replacements[task] if task in tasks else net for task, net in nets.items()}
+
+
+def _on_cascade_ring(nets: dict, thresholds: dict | None = None) -> dict:
+    """The ENets on the cascade's ring (at ``thresholds`` where given); the rest as they are."""
+    return {task: with_crop_ring(net if thresholds is None else dataclasses.replace(
+                net, threshold=thresholds[task]), CROP_RING_SOURCE)
+            if task in ENET_TASKS else net for task, net in nets.items()}
+
+
+def choose_crop_rings(fold_nets: list, shipped: dict, chosen: dict, summaries: dict,
+                      scores: list, oof, phantom_val: list) -> tuple:
+    """Each ENet pipeline on the cascade's ring or its first one, by its own out-of-fold
+    score (:func:`crossval.variant_score` of that pipeline), its threshold chosen again on
+    the new ring; of equal scores the first ring (nothing more to run).
+
+    Returns the fold networks, the shipped ones, the threshold choices and the out-of-fold
+    scores with the choice applied, then the choice (task -> ring task) and its record.
+    """
+    ringed = [_on_cascade_ring(nets) for nets in fold_nets]
+    ringed_chosen = choose_thresholds(oof(ringed) + oof(ringed, shifted=True)
+                                      + [(s, _on_cascade_ring(shipped)) for s in phantom_val])
+    thresholds = {task: ringed_chosen[task]["threshold"] for task in ENET_TASKS}
+    ringed = [_on_cascade_ring(nets, thresholds) for nets in fold_nets]
+    ringed_shipped = _on_cascade_ring(shipped, thresholds)
+    ringed_scores = _scores(oof(ringed), oof(ringed, shifted=True), "ENets on the cascade's ring")
+    ringed_summaries = oof_summaries(ringed_scores)
+    rings, record = {}, {}
+    for task in ENET_TASKS:
+        method = SCAR_NETWORKS[task]
+        first = crossval.variant_score(summaries, method=method)
+        cascade = crossval.variant_score(ringed_summaries, method=method)
+        taken = round(cascade, 4) > round(first, 4)
+        record[method] = {"first_ring_score": first, "cascade_ring_score": cascade,
+                          "first_ring_threshold": chosen[task]["threshold"],
+                          "cascade_ring_threshold": thresholds[task], "taken": taken,
+                          "summaries": {"first ring": {g: v["methods"][method]
+                                                       for g, v in summaries.items()},
+                                        "cascade's ring": {g: v["methods"][method] for g, v
+                                                           in ringed_summaries.items()}}}
+        if taken:
+            rings[task] = CROP_RING_SOURCE
+    fold_nets = [_with_tasks(n, r, rings) for n, r in zip(fold_nets, ringed, strict=True)]
+    shipped = _with_tasks(shipped, ringed_shipped, rings)
+    chosen = {task: ringed_chosen[task] if task in rings else c for task, c in chosen.items()}
+    methods = {SCAR_NETWORKS[task] for task in rings}
+    scores = ([s for s in scores if s.method not in methods]
+              + [s for s in ringed_scores if s.method in methods])
+    return fold_nets, shipped, chosen, scores, rings, record
 
 
 def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
@@ -127,6 +193,9 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
     best = max(variants, key=lambda v: (round(variants[v]["score"], 4),
                                         not variants[v]["complete_ring"]))
     fold_nets, shipped = nets_by[best]
+    fold_nets, shipped, chosen_best, best_scores, crop_rings, crop_ring_choice = \
+        choose_crop_rings(fold_nets, shipped, chosen_by[best], variants[best]["summaries"],
+                          variants[best]["scores"], oof, phantom_val)
     tta = {}
     if tta_study:
         # On the cases as acquired and shifted: eight network runs a slice.
@@ -169,14 +238,15 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
     onnx_files |= shared_files
     parameters |= shared_parameters
     training |= shared_training
-    for task, choice in chosen_by[best].items():
+    for task, choice in chosen_best.items():
         training[task]["threshold_choice"] = choice
     calibration_items = with_networks(oof(fold_nets) + oof(fold_nets, shifted=True), None)
     return CrossValidated(
-        networks=shipped, chosen=chosen_by[best], members=members, onnx_files=onnx_files,
+        networks=shipped, chosen=chosen_best, members=members, onnx_files=onnx_files,
         parameters=parameters, training=training, calibration_items=calibration_items,
-        oof_scores=variants[best]["scores"],
+        oof_scores=best_scores,
         variants={v: {k: x for k, x in d.items() if k != "scores"} for v, d in variants.items()},
         complete_ring=variants[best]["complete_ring"], tta=tta,
         variant_networks={v: nets_by[v][0] for v in variants},
-        specs={task: TASKS[task] for task in own} | shared_specs, fold_tasks=own)
+        specs={task: TASKS[task] for task in own} | shared_specs, fold_tasks=own,
+        crop_rings=crop_rings, crop_ring_choice=crop_ring_choice)

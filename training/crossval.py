@@ -144,14 +144,16 @@ def with_test_time_augmentation(nets: dict[str, Network]) -> dict[str, Network]:
 
 
 # What chooses between post-processing variants on the out-of-fold cases: the cascade's
-# median myocardium and scar DSC, averaged over both contrasts (each contrast weighs alike).
-def variant_score(summaries: dict[str, dict], contrasts: Sequence[str] | None = None) -> float:
+# (or another pipeline's, for a choice that is its alone) median myocardium and scar DSC,
+# averaged over the groups (each weighs alike).
+def variant_score(summaries: dict[str, dict], contrasts: Sequence[str] | None = None,
+                  method: str = "cascade-unet") -> float:
     values = []
     for contrast, summary in summaries.items():
         if contrasts is not None and contrast not in contrasts:
             continue
-        cascade = summary["methods"]["cascade-unet"]
-        values += [cascade["myocardium_dsc"]["median"], cascade["scar_dsc"]["median"]]
+        scored = summary["methods"][method]
+        values += [scored["myocardium_dsc"]["median"], scored["scar_dsc"]["median"]]
     return float(np.nanmean(values))
 
 

@@ -162,19 +162,21 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
 
     training_data = _training_data(args, shipped, data)
     cross_validated = shipped.cross_validated
-    members, post_processing = {}, {}
+    members, post_processing, crop_rings = {}, {}, {}
     if cross_validated is not None:
         from training.crossval import RING_TASKS
 
         members = cross_validated.members
         post_processing = {task: {"complete_ring": cross_validated.complete_ring}
                            for task in RING_TASKS}
+        crop_rings = cross_validated.crop_rings
     intervals = {task: shipped.calibrations[method].to_dict()
                  for task, method in SCAR_NETWORKS.items()}
     manifest = build_manifest(__version__, shipped.onnx_files, shipped.specs or TASKS,
                               shipped.parameters,
                               shipped.training, manifest_evaluation(summaries), training_data,
-                              shipped.thresholds, intervals, int8, members, post_processing)
+                              shipped.thresholds, intervals, int8, members, post_processing,
+                              crop_rings)
     context = {
         "command": "python -m training " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
@@ -192,6 +194,8 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
         "cross_validation": None if cross_validated is None else {
             "variants": cross_validated.variants, "tta": cross_validated.tta,
             "chosen_ring": cross_validated.complete_ring,
+            "crop_rings": cross_validated.crop_rings,
+            "crop_ring_choice": cross_validated.crop_ring_choice,
             "fold_tasks": list(cross_validated.fold_tasks),
             "out_of_fold": choices.oof_summaries(cross_validated.oof_scores)}}
     (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))

@@ -66,6 +66,18 @@ PIPELINES = {
 }
 
 
+def pipelines(crop_rings: Mapping[str, str] | None = None) -> dict:
+    """The manifest's pipelines; ``crop_rings`` (scar task -> task) gives a pipeline whose
+    scar network's crop the release chose to take from another network's ring its ``ring``."""
+    names = {m.key: m.name for m in MODELS}
+    keys = {m.name: m.key for m in MODELS}
+    out = {}
+    for name, parts in PIPELINES.items():
+        ring = (crop_rings or {}).get(keys[parts["scar"]])
+        out[name] = dict(parts) | ({"ring": names[ring]} if ring else {})
+    return out
+
+
 def _clean(value):
     """JSON has no NaN: missing figures become null."""
     if isinstance(value, float) and math.isnan(value):
@@ -84,12 +96,14 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
                    intervals: Mapping[str, dict] | None = None,
                    int8: Mapping[str, dict] | None = None,
                    members: Mapping[str, list[Path]] | None = None,
-                   post_processing: Mapping[str, dict] | None = None) -> dict:
+                   post_processing: Mapping[str, dict] | None = None,
+                   crop_rings: Mapping[str, str] | None = None) -> dict:
     """The manifest; ``int8`` (by task): each int8 copy's file, sha256, whether it is the
     default (it held accuracy) and how it was calibrated (an ensemble's: ``members``, each
     member's file and sha256, written into its member); ``members`` (by task): the files
     of an ensemble (the cross-validation folds, in fold order), which the service averages;
-    ``post_processing`` (by task): settings of its masks (``complete_ring``)."""
+    ``post_processing`` (by task): settings of its masks (``complete_ring``);
+    ``crop_rings``: see :func:`pipelines`."""
     models = []
     for entry in MODELS:
         path = onnx_files[entry.key]
@@ -124,7 +138,7 @@ def build_manifest(version: str, onnx_files: Mapping[str, Path], specs: Mapping[
     intended_use = not_clinical(training_data) if training_data.get("emidec") else PHANTOM_ONLY
     return _clean({"schema_version": MANIFEST_SCHEMA, "version": version,
                    "intended_use": intended_use, "training_data": training_data,
-                   "pipelines": PIPELINES, "models": models})
+                   "pipelines": pipelines(crop_rings), "models": models})
 
 
 def _class_weights(classes: list[str], training: dict) -> str:

@@ -270,6 +270,21 @@ def _cross_validation_section(context: dict) -> str:
                     f"shifted only, score {tta['score']:.4f} against {tta['without']:.4f} "
                     "without) | "
                     f"{_variant_cells(tta['summaries'])} | |")
+    rings = cv.get("crop_ring_choice") or {}
+    ring_rows = "\n".join(
+        f"| {method} | {r['first_ring_score']:.4f} (threshold {r['first_ring_threshold']:g}) "
+        f"| {r['cascade_ring_score']:.4f} (threshold {r['cascade_ring_threshold']:g}) "
+        f"| {'the cascade' if r['taken'] else 'the myocardium U-Net'} |"
+        for method, r in rings.items())
+    ring_table = "" if not rings else f"""
+Each ENet pipeline on the myocardium U-Net's ring or on the one the cascade's scar U-Net
+redraws (its crop placed and masked by it; the manifest's `ring`), by that pipeline's own
+score, its threshold chosen on each ring:
+
+| pipeline | first ring: score | the cascade's ring: score | ring shipped |
+|---|---|---|---|
+{ring_rows}
+"""
     oof = cv["out_of_fold"]
     enets = ("the ENets too, each fold's trained on crops from the Hough search near the "
              "heart" if "enet_p2" in cv.get("fold_tasks", ()) else
@@ -286,7 +301,7 @@ summed over the cases (the expert's in brackets).
 
 {head}
 {chr(10).join(rows)}
-
+{ring_table}
 The chosen variant, every figure (median and {MEDIAN_CI_LEVEL * 100:g} % CI):
 
 {_side_by_side(oof)}

@@ -193,9 +193,11 @@ def choose_thresholds(sources: Sequence[Item], networks: Mapping[str, Network] |
             continue
         myo_p = myocardium_probability(series.images, series.spacing, nets["myocardium_unet"])
         myo = ring_from(myo_p, nets["myocardium_unet"])
+        redrawn: dict = {}
         for task in SCAR_NETWORKS:
             by_threshold = dsc[task].setdefault(group, {t: [] for t in grid})
-            for t, seg in threshold_masks(series, myo, myo_p, nets[task], grid).items():
+            crop = _crop_ring(series, (myo, myo_p), nets, task, redrawn)
+            for t, seg in threshold_masks(series, *crop, nets[task], grid).items():
                 by_threshold[t].append(metrics.dice(seg.scar, series.true_scar))
     return {task: {"threshold": best_threshold_across(dsc[task]),
                    "validation_median_scar_dsc": {
@@ -207,6 +209,42 @@ def choose_thresholds(sources: Sequence[Item], networks: Mapping[str, Network] |
                    "validation_series_with_scar": sum(len(g[grid[0]])
                                                       for g in dsc[task].values())}
             for task in SCAR_NETWORKS}
+
+
+@dataclass(frozen=True)
+class CropRingNetwork(Network):
+    """A scar network whose crop is placed and masked by the myocardium another network of
+    the pipeline redraws (``ring_from``, a task: the cascade's scar U-Net), not by the
+    myocardium network's ring: the manifest pipeline's ``ring``, where the release chose it
+    out of fold (issue 52, point 2)."""
+
+    ring_from: str = "scar_unet"
+
+
+def with_crop_ring(net: Network, ring_from: str | None) -> Network:
+    """The same network, its crop taken from ``ring_from``'s ring (None: the first ring)."""
+    fields = {f.name: getattr(net, f.name) for f in dataclasses.fields(Network)}
+    return Network(**fields) if ring_from is None else CropRingNetwork(**fields,
+                                                                        ring_from=ring_from)
+
+
+def crop_ring_source(net: Network) -> str | None:
+    """The task whose ring places ``net``'s crop; None for the myocardium network's."""
+    return getattr(net, "ring_from", None)
+
+
+def _crop_ring(series: LabelledSeries, first: tuple[np.ndarray, np.ndarray],
+               networks: Mapping[str, Network], task: str, redrawn: dict
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The (ring, probability) a scar network's crop takes: the first ring, or the one its
+    ``ring_from`` network redraws on it (kept in ``redrawn``, once a series)."""
+    source = crop_ring_source(networks[task])
+    if source is None:
+        return first
+    if source not in redrawn:
+        seg = segment_on(series.images, series.spacing, *first, networks[source])
+        redrawn[source] = (seg.myocardium, seg.myocardium_probability)
+    return redrawn[source]
 
 
 # The network pipelines and the scar network each one runs (on the predicted myocardium),
@@ -224,9 +262,13 @@ def network_segmentations(series: LabelledSeries, networks: Mapping[str, Network
     myo_p = myocardium_probability(images, spacing, networks["myocardium_unet"])
     myo = ring_from(myo_p, networks["myocardium_unet"])
     true_myo = series.true_myocardium
-    given = {"predicted": (myo, myo_p), "true": (true_myo, true_myo.astype(np.float32))}
-    return myo, {method: segment_on(images, spacing, *given[which], networks[net])
-                 for method, (net, which) in PIPELINE_RUNS.items()}
+    redrawn: dict = {}
+    segs = {}
+    for method, (task, which) in PIPELINE_RUNS.items():
+        crop = (_crop_ring(series, (myo, myo_p), networks, task, redrawn)
+                if which == "predicted" else (true_myo, true_myo.astype(np.float32)))
+        segs[method] = segment_on(images, spacing, *crop, networks[task])
+    return myo, segs
 
 
 def score_series(source: Source | Path, networks: Mapping[str, Network], test_set: str = "",
