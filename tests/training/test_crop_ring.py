@@ -67,3 +67,24 @@ def test_the_manifest_names_the_ring_only_where_chosen() -> None:
     assert "ring" not in chosen["enet-raw"] and "ring" not in chosen["cascade-unet"]
     assert all("ring" not in p for p in pipelines().values())
     assert {p["myocardium"] for p in chosen.values()} == {"myocardium-unet"}
+
+
+def test_the_service_names_the_ring_network_in_its_models_and_reports(
+        tmp_path: Path, series_dirs: list[Path], make_client) -> None:
+    from tests.conftest import multipart, series_files
+
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["pipelines"] = pipelines({"enet_p2": "scar_unet"})
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with make_client(MODELS_DIR=str(copy)) as client:
+        listed = {p["name"]: p for p in client.get("/v1/models").json()}
+        assert listed["enet"]["ring_model"]["name"] == "scar-unet"
+        assert "redrawn by scar-unet" in listed["enet"]["description"]
+        assert listed["cascade-unet"]["ring_model"] is None
+        r = client.post("/v1/analyses?pipeline=enet",
+                        files=multipart(series_files(series_dirs[0])))
+        assert r.status_code == 201, r.text
+        assert [m["name"] for m in r.json()["models"]] == ["myocardium-unet", "scar-unet",
+                                                           "enet-p2"]
