@@ -70,36 +70,3 @@ def test_the_service_is_ready_only_after_warming_up(monkeypatch) -> None:
 def _no_cuda(monkeypatch) -> None:
     monkeypatch.setenv("EXECUTION_PROVIDER", "cpu")
 
-
-def test_a_pipeline_with_a_ring_network_crops_the_scar_network_on_its_redrawn_myocardium(
-        tmp_path: Path, series_dirs: list[Path]) -> None:
-    """The manifest's ``ring``: the ENet runs on the cascade's ring, not the first one."""
-    import json
-    import shutil
-
-    from service.analysis import analyse, models_digest
-    from tests.conftest import read_series
-
-    copy = tmp_path / "models"
-    shutil.copytree(MODELS, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["pipelines"]["enet"]["ring"] = "scar-unet"
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    with_ring = load_registry(copy, "cpu")
-    plain = load_registry(MODELS, "cpu")
-    assert with_ring.pipelines["enet"].ring.name == "scar-unet"
-    assert plain.pipelines["enet"].ring is None
-    assert models_digest(with_ring.pipelines["enet"]).digest() != \
-        models_digest(plain.pipelines["enet"]).digest()
-    volume = build_volume(read_series(series_dirs[0]))
-    cascade = analyse(volume, plain.pipelines["cascade-unet"], 0.0)
-    first = analyse(volume, plain.pipelines["enet"], 0.0)
-    ringed = analyse(volume, with_ring.pipelines["enet"], 0.0)
-    assert [m.name for m in ringed.report.models] == ["myocardium-unet", "scar-unet",
-                                                      "enet-p2"]
-    # The ENet's crop is placed and masked by the cascade's ring (Protocol 2 keeps it) ...
-    assert (ringed.crop_ring == cascade.myocardium).all()
-    assert (ringed.myocardium == cascade.myocardium).all()
-    # ... which is not the myocardium network's own.
-    assert not (first.crop_ring == cascade.myocardium).all()
-    assert ringed.report.timings_ms.inference > 0
