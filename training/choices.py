@@ -165,8 +165,9 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
               for task, path in shared_files.items()}
     files = [{task: Path(fold_records[f][task]["onnx"]) for task in own}
              for f in range(folds)]
-    # Each distinct network input answered once across the passes over the same series.
-    per_fold = crossval.remembered(crossval.fold_networks(files, shared))
+    # Each distinct network input answered once across the passes over the same series, and
+    # kept under ``work`` so that a release stopped here answers again from the disk.
+    per_fold = crossval.remembered(crossval.fold_networks(files, shared), work / "answers")
 
     def oof(fold_nets: list, shifted: bool = False) -> list:
         return crossval.out_of_fold(emidec_root, fold_nets, assignment, limit, shifted)

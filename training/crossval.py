@@ -160,10 +160,17 @@ def variant_score(summaries: dict[str, dict], contrasts: Sequence[str] | None = 
 class Remembered:
     """A predictor that answers an input it has seen from memory: the out-of-fold series
     are scored several times (thresholds, each post-processing variant, the calibration),
-    and most of their network inputs repeat exactly."""
+    and most of their network inputs repeat exactly.
 
-    def __init__(self, member) -> None:
+    With a ``store`` (a folder of this network's answers, one file per input) the answers
+    are kept on disk instead, so that a release stopped in its choices (hours on 2 cores)
+    answers again from the disk when run again, with the same bytes: what the first run
+    computed is not computed twice, and memory stays flat.
+    """
+
+    def __init__(self, member, store: Path | None = None) -> None:
         self.member = member
+        self.store = store
         self.answers: dict[bytes, np.ndarray] = {}
 
     @property
@@ -173,13 +180,35 @@ class Remembered:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         key = hashlib.sha256(batch.tobytes()).digest() + str(batch.shape).encode()
-        if key not in self.answers:
-            self.answers[key] = self.member(batch)
-        return self.answers[key]
+        if self.store is None:
+            if key not in self.answers:
+                self.answers[key] = self.member(batch)
+            return self.answers[key]
+        path = self.store / f"{hashlib.sha256(key).hexdigest()}.npy"
+        if path.exists():
+            return np.load(path)
+        answer = np.asarray(self.member(batch))
+        self.store.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npy")
+        np.save(partial, answer)
+        partial.replace(path)  # never a half-written answer under the answer's name
+        return answer
 
 
-def remembered(per_fold: Sequence[dict[str, Network]]) -> list[dict[str, Network]]:
-    """Each fold's networks behind one memory per distinct network (shared ones once)."""
+def answer_store(predict, root: Path | None) -> Path | None:
+    """The folder of a network's answers under ``root``, named by its ONNX file's sha256 (a
+    retrained network answers anew); None for a predictor without a file."""
+    path = getattr(predict, "path", None)
+    if root is None or path is None:
+        return None
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return Path(root) / digest
+
+
+def remembered(per_fold: Sequence[dict[str, Network]], store: Path | None = None
+               ) -> list[dict[str, Network]]:
+    """Each fold's networks behind one memory per distinct network (shared ones once), kept
+    on disk under ``store`` where given (:class:`Remembered`)."""
     memory: dict[int, Remembered] = {}
     out = []
     for nets in per_fold:
@@ -187,7 +216,7 @@ def remembered(per_fold: Sequence[dict[str, Network]]) -> list[dict[str, Network
         for task, net in nets.items():
             key = id(net.predict)
             if key not in memory:
-                memory[key] = Remembered(net.predict)
+                memory[key] = Remembered(net.predict, answer_store(net.predict, store))
             wrapped[task] = dataclasses.replace(net, predict=memory[key])
         out.append(wrapped)
     return out

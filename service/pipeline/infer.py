@@ -86,6 +86,7 @@ class OnnxModel:
     def __init__(self, path: Path, providers: Sequence[str] = (CPU,),
                  intra_op_threads: int = 0, fall_back_to_cpu: bool = False,
                  memory_arena: bool = True) -> None:
+        self.path = Path(path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
