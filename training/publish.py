@@ -212,6 +212,9 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
                      markdown_report(summaries, TARGETS, context), figures)
     if args.release:
         write_block(README, "accuracy", accuracy_table(summaries))
+    # The choices' network answers only serve to resume a stopped run (choices.py); this one
+    # is done, and a release's take gigabytes.
+    shutil.rmtree(work / "answers", ignore_errors=True)
     (work / "summary.json").write_text(json.dumps(
         {"summaries": summaries, "minutes": minutes}, indent=1, default=float))
     print(json.dumps({"minutes": minutes} | {
