@@ -31,7 +31,7 @@ from service.pipeline.segment import Network, myocardium_probability, ring_from,
 from training import legs as legs_
 from training import metrics
 from training.data.sources import Source
-from training.generated import write_results
+from training.studies import finish_study
 from training.studies.oof_interval_study import SHIFTED, held_out_items, kept_folds
 from training.studies.oof_interval_study import leg_network as _leg_network
 
@@ -181,11 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in fold_rows(args.emidec, fold, kept, args.work, args.root, args.limit)]
     result = summarise(rows, {str(f): {t: leg.name for t, leg in n.items()}
                               for f, n in folds.items()})
-    block = docs_block(result)
-    if args.limit is None:  # a check of the command writes nothing
-        write_results(result, args.out, args.docs, "enet-ring-study", block)
-    print(block)
-    return 0
+    return finish_study(result, docs_block(result), args, "enet-ring-study")
 
 
 if __name__ == "__main__":

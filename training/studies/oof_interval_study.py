@@ -60,7 +60,8 @@ from training.data.dataset import CLASSES, TASKS
 from training.data.folds import fold_cases, read_folds
 from training.data.sources import Source
 from training.evaluation.scoring import INTERVAL_FLOORS, INTERVAL_LEVEL, INTERVAL_OFFSETS
-from training.generated import write_block, write_results
+from training.generated import write_block
+from training.studies import finish_study
 from training.studies.interval_study import symmetry_network
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -386,11 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = summarise(rows, {f: {t: leg.name for t, leg in n.items()}
                               for f, n in folds.items()})
     result["folds"] = {str(f): n for f, n in result["folds"].items()}
-    block = docs_block(result)
-    if args.limit is None:  # a check of the command writes nothing
-        write_results(result, args.out, args.docs, "oof-interval-study", block)
-    print(block)
-    return 0
+    return finish_study(result, docs_block(result), args, "oof-interval-study")
 
 
 if __name__ == "__main__":
