@@ -172,8 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path,
                         default=ROOT / "docs" / "results" / "enet_ring_study.json")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "experiments.md")
+    parser.add_argument("--folds", type=int, nargs="*", default=None,
+                        help="only these folds (default: every fold with its networks kept)")
     args = parser.parse_args(argv)
     folds = kept_folds(plan({task: task_config(task) for task in CONFIGS}), args.root, TASKS)
+    folds = {f: kept for f, kept in folds.items() if args.folds is None or f in args.folds}
     if not folds:
         print("no fold has its U-Nets and ENets kept yet")
         return 1
