@@ -35,9 +35,9 @@ from training.evaluation.summary import summarise
 from training.release import MODELS
 
 SHIFTED = "shifted"
-# The ENets may take their crop from the ring the cascade's scar U-Net redraws instead of
-# the myocardium U-Net's (issue 52, point 2): chosen per ENet pipeline out of fold.
-ENET_TASKS = ("enet_p2", "enet_p1")
+# The ENets (crossval.ENET_TASKS) may take their crop from the ring the cascade's scar
+# U-Net redraws instead of the myocardium U-Net's (issue 52, point 2): chosen per ENet
+# pipeline out of fold.
 CROP_RING_SOURCE = "scar_unet"
 
 
@@ -101,7 +101,7 @@ def _on_cascade_ring(nets: dict, thresholds: dict | None = None) -> dict:
     """The ENets on the cascade's ring (at ``thresholds`` where given); the rest as they are."""
     return {task: with_crop_ring(net if thresholds is None else dataclasses.replace(
                 net, threshold=thresholds[task]), CROP_RING_SOURCE)
-            if task in ENET_TASKS else net for task, net in nets.items()}
+            if task in crossval.ENET_TASKS else net for task, net in nets.items()}
 
 
 def choose_crop_rings(fold_nets: list, shipped: dict, chosen: dict, summaries: dict,
@@ -116,13 +116,13 @@ def choose_crop_rings(fold_nets: list, shipped: dict, chosen: dict, summaries: d
     ringed = [_on_cascade_ring(nets) for nets in fold_nets]
     ringed_chosen = choose_thresholds(oof(ringed) + oof(ringed, shifted=True)
                                       + [(s, _on_cascade_ring(shipped)) for s in phantom_val])
-    thresholds = {task: ringed_chosen[task]["threshold"] for task in ENET_TASKS}
+    thresholds = {task: ringed_chosen[task]["threshold"] for task in crossval.ENET_TASKS}
     ringed = [_on_cascade_ring(nets, thresholds) for nets in fold_nets]
     ringed_shipped = _on_cascade_ring(shipped, thresholds)
     ringed_scores = _scores(oof(ringed), oof(ringed, shifted=True), "ENets on the cascade's ring")
     ringed_summaries = oof_summaries(ringed_scores)
     rings, record = {}, {}
-    for task in ENET_TASKS:
+    for task in crossval.ENET_TASKS:
         method = SCAR_NETWORKS[task]
         first = crossval.variant_score(summaries, method=method)
         cascade = crossval.variant_score(ringed_summaries, method=method)

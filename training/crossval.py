@@ -28,6 +28,7 @@ import numpy as np
 
 from service.pipeline.ensemble import MeanOfModels
 from service.pipeline.infer import OnnxModel
+from service.pipeline.registry import sha256_of
 from service.pipeline.segment import Network
 from training.data import emidec
 from training.data.dataset import CLASSES, TASKS
@@ -201,8 +202,7 @@ def answer_store(predict, root: Path | None) -> Path | None:
     path = getattr(predict, "path", None)
     if root is None or path is None:
         return None
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return Path(root) / digest
+    return Path(root) / sha256_of(Path(path))
 
 
 def remembered(per_fold: Sequence[dict[str, Network]], store: Path | None = None

@@ -45,4 +45,3 @@ def write_results(result: dict, out: Path, docs: Path, name: str, block: str) ->
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     write_block(docs, name, block)
-

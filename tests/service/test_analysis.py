@@ -69,4 +69,3 @@ def test_the_service_is_ready_only_after_warming_up(monkeypatch) -> None:
 @pytest.fixture(autouse=True)
 def _no_cuda(monkeypatch) -> None:
     monkeypatch.setenv("EXECUTION_PROVIDER", "cpu")
-

@@ -18,7 +18,6 @@ leaves ``--work``; the JSON holds figures only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
@@ -31,11 +30,14 @@ from service.pipeline.segment import Network, myocardium_probability, ring_from,
 from training import legs as legs_
 from training import metrics
 from training.data.sources import Source
-from training.studies import finish_study
-from training.studies.oof_interval_study import SHIFTED, held_out_items, kept_folds
-from training.studies.oof_interval_study import leg_network as _leg_network
+from training.studies import finish_study, fold_study_parser
+from training.studies.oof_interval_study import (
+    SHIFTED,
+    held_out_items,
+    kept_folds,
+    leg_network,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 ENETS = {"enet": "enet_p2", "enet-raw": "enet_p1"}
 TASKS = ("myocardium_unet", "scar_unet", *ENETS.values())
 # The first ring each ENet may take: the myocardium U-Net's, or the cascade's redrawn one.
@@ -83,7 +85,7 @@ def fold_rows(emidec_root: Path, fold: int, kept: dict[str, legs_.Leg], work: Pa
     cache = work / f"{key}{'' if limit is None else f'-first{limit}'}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    nets = {task: _leg_network(task, kept[task], root) for task in TASKS}
+    nets = {task: leg_network(task, kept[task], root) for task in TASKS}
     rows = []
     for group, source in held_out_items(emidec_root, fold, limit):
         t0 = time.perf_counter()
@@ -163,15 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.fold_legs import plan
     from training.run import CONFIGS, task_config
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = fold_study_parser(__doc__.splitlines()[0], "runs/enet_ring",
+                               "enet_ring_study.json")
     parser.add_argument("--emidec", type=Path, required=True, help="EMIDEC's folder")
-    parser.add_argument("--work", type=Path, default=Path("runs/enet_ring"))
-    parser.add_argument("--root", type=Path, default=legs_.LEGS_ROOT)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first cases of each fold (checks the command)")
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "docs" / "results" / "enet_ring_study.json")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "experiments.md")
     parser.add_argument("--folds", type=int, nargs="*", default=None,
                         help="only these folds (default: every fold with its networks kept)")
     args = parser.parse_args(argv)

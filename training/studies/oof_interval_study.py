@@ -28,7 +28,6 @@ image leaves ``--work``; the JSON holds figures only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -61,10 +60,9 @@ from training.data.folds import fold_cases, read_folds
 from training.data.sources import Source
 from training.evaluation.scoring import INTERVAL_FLOORS, INTERVAL_LEVEL, INTERVAL_OFFSETS
 from training.generated import write_block
-from training.studies import finish_study
+from training.studies import finish_study, fold_study_parser
 from training.studies.interval_study import symmetry_network
 
-ROOT = Path(__file__).resolve().parents[2]
 AS_GIVEN, SHIFTED = "as given", "shifted"
 # Candidate spreads: every sum of the interval's terms, test-time augmentation alone and
 # with the disagreement of the two rings.
@@ -360,15 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.fold_legs import plan
     from training.run import CONFIGS, task_config
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = fold_study_parser(__doc__.splitlines()[0], "runs/oof_interval",
+                               "oof_interval_study.json")
     parser.add_argument("--emidec", type=Path, help="EMIDEC's folder (all but --docs-only)")
-    parser.add_argument("--work", type=Path, default=Path("runs/oof_interval"))
-    parser.add_argument("--root", type=Path, default=legs_.LEGS_ROOT)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first cases of each fold (checks the command)")
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "docs" / "results" / "oof_interval_study.json")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "experiments.md")
     parser.add_argument("--docs-only", action="store_true",
                         help="only rewrite the docs block from the results file --out")
     args = parser.parse_args(argv)
