@@ -21,11 +21,12 @@ import numpy as np
 from service.pipeline.ensemble import SQUARE_SYMMETRIES
 from service.pipeline.infer import OnnxModel
 from service.pipeline.segment import Network
-from training import crossval
+from training import crossval, steps
 from training.data.dataset import CLASSES, TASKS
 from training.data.sources import PhantomSource
 from training.evaluation.scoring import (
     SCAR_NETWORKS,
+    SeriesScore,
     choose_thresholds,
     evaluate,
     with_crop_ring,
@@ -145,35 +146,33 @@ def choose_crop_rings(fold_nets: list, shipped: dict, chosen: dict, summaries: d
     return fold_nets, shipped, chosen, scores, rings, record
 
 
-def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
-                    phantom_validation_dirs: Sequence[Path], assignment: dict[str, int],
-                    shared_networks: tuple[dict, dict, dict, dict], limit: int | None = None,
-                    tta_study: bool = True) -> CrossValidated:
-    """Every post-processing choice on the out-of-fold predictions of the 80 EMIDEC cases
-    (each with its own fold's networks) and the phantom validation series (the ensemble).
+@dataclasses.dataclass
+class Decisions:
+    """What the out-of-fold series decided, as numbers: kept in the repository when it is
+    made (:mod:`training.steps`), so a release resumed in another sitting builds the same
+    networks without running them again."""
 
-    ``fold_records[fold][task]`` holds each finished leg's record, with its ONNX file
-    under ``"onnx"``: both U-Nets, and the ENets where their legs are kept in every fold
-    (:func:`crossval.fold_trained`). ``shared_networks`` (files, parameters, training
-    records and input specs by task) stand in for the ENets that are not.
-    """
-    folds = len(fold_records)
-    own = crossval.fold_trained(fold_records)
-    shared_files, shared_parameters, shared_training, shared_specs = (
-        {task: v for task, v in part.items() if task not in own} for part in shared_networks)
-    shared = {task: Network(OnnxModel(path), shared_specs[task], CLASSES[task])
-              for task, path in shared_files.items()}
-    files = [{task: Path(fold_records[f][task]["onnx"]) for task in own}
-             for f in range(folds)]
-    # Each distinct network input answered once across the passes over the same series, and
-    # kept under ``work`` so that a release stopped here answers again from the disk.
-    per_fold = crossval.remembered(crossval.fold_networks(files, shared), work / "answers")
+    variants: dict  # name -> complete_ring, thresholds, score, summaries
+    best: str  # the variant that ships
+    chosen: dict  # scar task -> its threshold choice (on the crop ring it takes)
+    crop_rings: dict  # scar task -> the task whose ring places its crop, where chosen
+    crop_ring_choice: dict
+    tta: dict
+    oof_scores: list  # SeriesScore of the shipped post-processing, as given and shifted
 
-    def oof(fold_nets: list, shifted: bool = False) -> list:
-        return crossval.out_of_fold(emidec_root, fold_nets, assignment, limit, shifted)
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {
+            "oof_scores": [dataclasses.asdict(s) for s in self.oof_scores]}
 
-    ensemble = crossval.ensemble_networks(per_fold, own)
-    phantom_val = [PhantomSource(d) for d in phantom_validation_dirs]
+    @classmethod
+    def from_dict(cls, data: dict) -> Decisions:
+        return cls(**data | {"oof_scores": [SeriesScore(**s) for s in data["oof_scores"]]})
+
+
+def decide(per_fold: list, ensemble: dict, oof, phantom_val: list,
+           tta_study: bool = True) -> Decisions:
+    """Every post-processing choice on the out-of-fold series (``oof``: fold networks ->
+    (series, networks) pairs) and the phantom validation series (the ensemble)."""
     variants, chosen_by, nets_by = {}, {}, {}
     for ring in (False, True):
         name = "ring completed" if ring else "network's ring"
@@ -210,6 +209,60 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
                "without": crossval.variant_score(variants[best]["summaries"], groups),
                "variant": best, "network_runs_per_slice": len(SQUARE_SYMMETRIES),
                "shipped": False}
+    return Decisions(
+        variants={v: {k: x for k, x in d.items() if k != "scores"} for v, d in variants.items()},
+        best=best, chosen=chosen_best, crop_rings=crop_rings,
+        crop_ring_choice=crop_ring_choice, tta=tta, oof_scores=best_scores)
+
+
+def decided_networks(nets: dict, decisions: Decisions) -> dict:
+    """Networks as the decisions ship them: the chosen ring constraint and thresholds, and
+    each ENet's crop on the ring chosen for it."""
+    thresholds = {task: c["threshold"] for task, c in decisions.chosen.items()}
+    ring = decisions.variants[decisions.best]["complete_ring"]
+    out = crossval.with_post_processing(nets, ring, thresholds)
+    return {task: with_crop_ring(net, decisions.crop_rings[task])
+            if task in decisions.crop_rings else net for task, net in out.items()}
+
+
+def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
+                    phantom_validation_dirs: Sequence[Path], assignment: dict[str, int],
+                    shared_networks: tuple[dict, dict, dict, dict], limit: int | None = None,
+                    tta_study: bool = True, kept: steps.Step | None = None) -> CrossValidated:
+    """Every post-processing choice on the out-of-fold predictions of the 80 EMIDEC cases
+    (each with its own fold's networks) and the phantom validation series (the ensemble).
+
+    ``fold_records[fold][task]`` holds each finished leg's record, with its ONNX file
+    under ``"onnx"``: both U-Nets, and the ENets where their legs are kept in every fold
+    (:func:`crossval.fold_trained`). ``shared_networks`` (files, parameters, training
+    records and input specs by task) stand in for the ENets that are not. ``kept``: where
+    the decisions are kept; found there (made from the same inputs), nothing is run.
+    """
+    folds = len(fold_records)
+    own = crossval.fold_trained(fold_records)
+    shared_files, shared_parameters, shared_training, shared_specs = (
+        {task: v for task, v in part.items() if task not in own} for part in shared_networks)
+    shared = {task: Network(OnnxModel(path), shared_specs[task], CLASSES[task])
+              for task, path in shared_files.items()}
+    files = [{task: Path(fold_records[f][task]["onnx"]) for task in own}
+             for f in range(folds)]
+    # Each distinct network input answered once across the passes over the same series, and
+    # kept under ``work`` so that a release stopped here answers again from the disk.
+    per_fold = crossval.remembered(crossval.fold_networks(files, shared), work / "answers")
+
+    def oof(fold_nets: list, shifted: bool = False) -> list:
+        return crossval.out_of_fold(emidec_root, fold_nets, assignment, limit, shifted)
+
+    ensemble = crossval.ensemble_networks(per_fold, own)
+    found = kept.load() if kept is not None else None
+    if found is not None:
+        decisions = Decisions.from_dict(found)
+    else:
+        decisions = decide(per_fold, ensemble, oof,
+                           [PhantomSource(d) for d in phantom_validation_dirs], tta_study)
+        if kept is not None:
+            kept.keep(decisions.to_dict(), _decisions_summary(decisions))
+    fold_nets = [decided_networks(n, decisions) for n in per_fold]
     members, onnx_files, parameters, training = {}, {}, {}, {}
     export = work / "export"
     export.mkdir(parents=True, exist_ok=True)
@@ -239,15 +292,25 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
     onnx_files |= shared_files
     parameters |= shared_parameters
     training |= shared_training
-    for task, choice in chosen_best.items():
+    for task, choice in decisions.chosen.items():
         training[task]["threshold_choice"] = choice
     calibration_items = with_networks(oof(fold_nets) + oof(fold_nets, shifted=True), None)
     return CrossValidated(
-        networks=shipped, chosen=chosen_best, members=members, onnx_files=onnx_files,
-        parameters=parameters, training=training, calibration_items=calibration_items,
-        oof_scores=best_scores,
-        variants={v: {k: x for k, x in d.items() if k != "scores"} for v, d in variants.items()},
-        complete_ring=variants[best]["complete_ring"], tta=tta,
-        variant_networks={v: nets_by[v][0] for v in variants},
+        networks=decided_networks(ensemble, decisions), chosen=decisions.chosen,
+        members=members, onnx_files=onnx_files, parameters=parameters, training=training,
+        calibration_items=calibration_items, oof_scores=decisions.oof_scores,
+        variants=decisions.variants,
+        complete_ring=decisions.variants[decisions.best]["complete_ring"], tta=decisions.tta,
+        variant_networks={v: [crossval.with_post_processing(n, d["complete_ring"],
+                                                            d["thresholds"])
+                              for n in per_fold]
+                          for v, d in decisions.variants.items()},
         specs={task: TASKS[task] for task in own} | shared_specs, fold_tasks=own,
-        crop_rings=crop_rings, crop_ring_choice=crop_ring_choice)
+        crop_rings=decisions.crop_rings, crop_ring_choice=decisions.crop_ring_choice)
+
+
+def _decisions_summary(decisions: Decisions) -> str:
+    thresholds = ", ".join(f"{task} {c['threshold']:g}" for task, c in decisions.chosen.items())
+    rings = ", ".join(decisions.crop_rings) or "none"
+    return (f"{decisions.best} (score {decisions.variants[decisions.best]['score']:.4f}); "
+            f"thresholds {thresholds}; ENets on the cascade's ring: {rings}")

@@ -201,8 +201,15 @@ def record_leg(leg: Leg, folder: Path, history: list[dict], extra: dict) -> dict
 def commit_leg(leg: Leg, folder: Path, summary: str,
                generated: Mapping[str, Callable[[str], str]] | None = None) -> bool:
     """Commit the leg's folder, with the documents written from the kept legs
-    (``generated``: a path in the repository and how its text is rewritten), as a commit of
-    their own on HEAD; False where git fails.
+    (``generated``: a path in the repository and how its text is rewritten); False where
+    git fails."""
+    return commit_folder(folder, f"Release leg {leg.name}: {summary}", generated)
+
+
+def commit_folder(folder: Path, message: str,
+                  generated: Mapping[str, Callable[[str], str]] | None = None) -> bool:
+    """Commit ``folder``, with the ``generated`` documents rewritten, as a commit of their
+    own on HEAD; False where git fails.
 
     The commit is built on a private index from HEAD, so whatever else the working tree or
     the index holds (a session's unfinished edits of the same document) stays uncommitted;
@@ -232,7 +239,7 @@ def commit_leg(leg: Leg, folder: Path, summary: str,
                         env=env)
                 tree = git("write-tree", env=env).strip()
                 commit = git("commit-tree", tree, "-p", head,
-                             "-m", f"Release leg {leg.name}: {summary}").strip()
+                             "-m", message).strip()
                 # Refused where HEAD moved meanwhile (another leg's commit, a person's):
                 # built again on the new HEAD.
                 git("update-ref", "HEAD", commit, head)

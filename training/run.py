@@ -33,7 +33,8 @@ from service.pipeline.infer import OnnxModel
 from service.pipeline.preprocess import InputSpec
 from service.pipeline.registry import sha256_of
 from service.pipeline.segment import Network, disjoint_classes
-from training import choices, publish
+from service.pipeline.uncertainty import IntervalCalibration
+from training import choices, publish, steps
 from training.data import emidec
 from training.data.dataset import (
     CLASSES,
@@ -406,6 +407,31 @@ def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainCo
     return records, t
 
 
+def _choices_step(args: argparse.Namespace, fold_records: dict, shared_files: dict,
+                  assignment: dict[str, int]) -> steps.Step:
+    """Where the out-of-fold choices are kept (beside the legs, committed with
+    ``--commit-legs``), under what they are computed from."""
+    from training import crossval, legs
+
+    own = crossval.fold_trained(fold_records)
+    made_from = steps.fingerprint(
+        fold_records, {task: path for task, path in shared_files.items() if task not in own},
+        quick=args.quick, tta_study=args.tta_study, assignment=assignment,
+        train_series=args.train_series, val_series=args.val_series, train_seed=args.train_seed)
+    return steps.Step("choices", steps.steps_root(args.legs_root or legs.LEGS_ROOT), made_from,
+                      args.commit_legs)
+
+
+def _calibration_step(args: argparse.Namespace, kept_choices: steps.Step) -> steps.Step:
+    """Where the interval's calibration is kept: made from the choices as kept."""
+    from training import legs
+
+    made_from = dict(kept_choices.fingerprint) | {
+        "choices": legs.sha256_file(kept_choices.path),
+        "calibration": {"series": args.calibration_series, "seed": args.calibration_seed}}
+    return steps.Step("calibration", kept_choices.folder, made_from, args.commit_legs)
+
+
 def _evaluation_phantoms(args: argparse.Namespace, work: Path) -> tuple[list, list, dict]:
     """The phantom test, calibration and negative series (made once, kept under WORK)."""
     test_dirs = generate_many(work / "phantoms" / "test", args.test_series, args.test_seed,
@@ -528,9 +554,12 @@ def main(argv: list[str] | None = None) -> int:
                   "--stop-after-training)", flush=True)
             return 0
         test_dirs, calibration_dirs, negative_dirs = _evaluation_phantoms(args, work)
+        kept_choices = _choices_step(args, fold_records, shared_networks[0], assignment)
+        if kept_choices.load() is not None:
+            print(f"training: out-of-fold choices kept in {kept_choices.path}", flush=True)
         cross_validated = choices.cross_validated(
             args.emidec, work, fold_records, [train_dirs[i] for i in sorted(val_idx)],
-            assignment, shared_networks, args.quick, args.tta_study)
+            assignment, shared_networks, args.quick, args.tta_study, kept_choices)
         t = lap("out-of-fold choices (thresholds, ring, TTA)", t)
         onnx_files, parameters, training = (cross_validated.onnx_files,
                                             cross_validated.parameters,
@@ -559,12 +588,21 @@ def main(argv: list[str] | None = None) -> int:
         t = lap("int8 copies of the fold members", t)
         # The interval is calibrated on the out-of-fold series (each with its fold's
         # networks) and on phantoms (the ensemble), per group.
-        calibrations = calibrate_intervals(
-            cross_validated.calibration_items
-            + [(s, networks) for s in validation_sources]
-            + [(PhantomSource(d), networks) for d in calibration_dirs], None,
-            # --quick has a handful of series, too few for a 95 % quantile.
-            **({"level": 0.5} if args.quick else {}))
+        kept_calibration = _calibration_step(args, kept_choices)
+        kept = kept_calibration.load()
+        if kept is not None:
+            print(f"training: interval calibration kept in {kept_calibration.path}", flush=True)
+            calibrations = {m: IntervalCalibration.from_dict(c) for m, c in kept.items()}
+        else:
+            calibrations = calibrate_intervals(
+                cross_validated.calibration_items
+                + [(s, networks) for s in validation_sources]
+                + [(PhantomSource(d), networks) for d in calibration_dirs], None,
+                # --quick has a handful of series, too few for a 95 % quantile.
+                **({"level": 0.5} if args.quick else {}))
+            kept_calibration.keep({m: c.to_dict() for m, c in calibrations.items()},
+                                  "the scar-% interval of each network pipeline, calibrated "
+                                  "on the out-of-fold series and phantoms")
         t = lap("interval calibration (out of fold)", t)
     else:
         test_dirs, calibration_dirs, negative_dirs = _evaluation_phantoms(args, work)
