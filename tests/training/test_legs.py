@@ -162,6 +162,22 @@ def test_the_fourth_stage_goes_on_where_the_third_ended_and_the_box_stays_at_the
     assert scar2.config.warmup_steps == WARMUP_STEPS
 
 
+def test_the_last_folds_stop_their_myocardium_u_net_at_the_box_stage() -> None:
+    from training.fold_legs import BOX_STAGE, LAST_STAGE_BY_FOLD, last_stages, plan
+    from training.run import CONFIGS, task_config
+
+    legs_plan = plan({task: task_config(task) for task in CONFIGS})
+    last = {leg.network: leg for leg in last_stages(legs_plan)}
+    for fold in range(5):
+        stage = last[f"fold{fold}-myocardium_unet"].stage
+        assert stage == (BOX_STAGE if fold in LAST_STAGE_BY_FOLD else 4)
+        # Every fold's scar U-Net and ENets still take the box stage's ring.
+        for task in ("scar_unet", "enet_p2", "enet_p1"):
+            assert last[f"fold{fold}-{task}"].uses == (
+                f"fold{fold}-myocardium_unet-s{BOX_STAGE}",)
+    assert len(legs_plan) == 51 - len(LAST_STAGE_BY_FOLD)
+
+
 def test_a_kept_leg_matches_a_config_that_gained_a_field_at_its_default() -> None:
     from dataclasses import asdict
 
