@@ -12,7 +12,7 @@ import pytest
 
 from training import legs
 from training.crossval import ENET_TASKS, FOLD_TASKS
-from training.fold_legs import BOX_STAGE, FOLD_EPOCHS, FoldLegTrainer, Pool, plan
+from training.fold_legs import BOX_STAGE, FOLD_EPOCHS, STAGES, FoldLegTrainer, Pool, plan
 
 MODELS = Path(__file__).parents[2] / "models"
 
@@ -33,9 +33,10 @@ def test_enet_legs_come_after_each_folds_unets_and_move_no_unet_leg() -> None:
     for fold in range(5):
         last_unet = "fold0-scar_unet-w32" if fold == 0 else f"fold{fold}-scar_unet-s2"
         at = names.index(last_unet)
-        assert names[at + 1:at + 5] == [f"fold{fold}-enet_p2", f"fold{fold}-enet_p2-s2",
-                                        f"fold{fold}-enet_p1", f"fold{fold}-enet_p1-s2"]
-        assert all(not n.startswith(f"fold{fold}-") for n in names[at + 5:])
+        assert names[at + 1:at + 7] == [f"fold{fold}-enet_p2", f"fold{fold}-enet_p2-s2",
+                                        f"fold{fold}-enet_p2-s3", f"fold{fold}-enet_p1",
+                                        f"fold{fold}-enet_p1-s2", f"fold{fold}-enet_p1-s3"]
+        assert all(not n.startswith(f"fold{fold}-") for n in names[at + 7:])
         for task in ENET_TASKS:
             leg = full[names.index(f"fold{fold}-{task}")]
             assert leg.uses == (f"fold{fold}-myocardium_unet-s{BOX_STAGE}",)
@@ -52,7 +53,12 @@ def test_enet_legs_come_after_each_folds_unets_and_move_no_unet_leg() -> None:
             assert second.config.learning_rate == pytest.approx(
                 cfg.learning_rate * cfg.final_learning_rate_fraction)
             assert second.config.warmup_steps > 0 and second.config.epochs == cfg.epochs
-    assert len(full) == len(unets_only) + 20
+            # The third goes on where the second ended, in the same way.
+            third = full[names.index(f"fold{fold}-{task}-s3")]
+            assert third.previous == second.name and third.uses == leg.uses
+            assert third.config.learning_rate == pytest.approx(
+                second.config.learning_rate * cfg.final_learning_rate_fraction)
+    assert len(full) == len(unets_only) + 5 * 2 * STAGES["enet_p2"]
 
 
 @pytest.mark.slow
