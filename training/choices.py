@@ -68,6 +68,8 @@ class CrossValidated:
     # and what chose it (per ENet pipeline: both scores and the threshold on each ring).
     crop_rings: dict = dataclasses.field(default_factory=dict)
     crop_ring_choice: dict = dataclasses.field(default_factory=dict)
+    # Whether the decisions were taken from where they are kept (nothing run for them).
+    choices_kept: bool = False
 
 
 def oof_summaries(scores: list) -> dict:
@@ -111,15 +113,15 @@ def choose_crop_rings(fold_nets: list, shipped: dict, chosen: dict, summaries: d
     score (:func:`crossval.variant_score` of that pipeline), its threshold chosen again on
     the new ring; of equal scores the first ring (nothing more to run).
 
-    Returns the fold networks, the shipped ones, the threshold choices and the out-of-fold
-    scores with the choice applied, then the choice (task -> ring task) and its record.
+    ``shipped`` (the ensemble) scores the phantom validation series. Returns the fold
+    networks, the threshold choices and the out-of-fold scores with the choice applied,
+    then the choice (task -> ring task) and its record.
     """
     ringed = [_on_cascade_ring(nets) for nets in fold_nets]
     ringed_chosen = choose_thresholds(oof(ringed) + oof(ringed, shifted=True)
                                       + [(s, _on_cascade_ring(shipped)) for s in phantom_val])
     thresholds = {task: ringed_chosen[task]["threshold"] for task in crossval.ENET_TASKS}
     ringed = [_on_cascade_ring(nets, thresholds) for nets in fold_nets]
-    ringed_shipped = _on_cascade_ring(shipped, thresholds)
     ringed_scores = _scores(oof(ringed), oof(ringed, shifted=True), "ENets on the cascade's ring")
     ringed_summaries = oof_summaries(ringed_scores)
     rings, record = {}, {}
@@ -138,12 +140,11 @@ def choose_crop_rings(fold_nets: list, shipped: dict, chosen: dict, summaries: d
         if taken:
             rings[task] = CROP_RING_SOURCE
     fold_nets = [_with_tasks(n, r, rings) for n, r in zip(fold_nets, ringed, strict=True)]
-    shipped = _with_tasks(shipped, ringed_shipped, rings)
     chosen = {task: ringed_chosen[task] if task in rings else c for task, c in chosen.items()}
     methods = {SCAR_NETWORKS[task] for task in rings}
     scores = ([s for s in scores if s.method not in methods]
               + [s for s in ringed_scores if s.method in methods])
-    return fold_nets, shipped, chosen, scores, rings, record
+    return fold_nets, chosen, scores, rings, record
 
 
 @dataclasses.dataclass
@@ -192,8 +193,8 @@ def decide(per_fold: list, ensemble: dict, oof, phantom_val: list,
     # Of equal scores, the simpler post-processing (the network's own ring).
     best = max(variants, key=lambda v: (round(variants[v]["score"], 4),
                                         not variants[v]["complete_ring"]))
-    fold_nets, shipped = nets_by[best]
-    fold_nets, shipped, chosen_best, best_scores, crop_rings, crop_ring_choice = \
+    fold_nets, shipped = nets_by[best]  # the ensemble for the phantom validation series
+    fold_nets, chosen_best, best_scores, crop_rings, crop_ring_choice = \
         choose_crop_rings(fold_nets, shipped, chosen_by[best], variants[best]["summaries"],
                           variants[best]["scores"], oof, phantom_val)
     tta = {}
@@ -306,7 +307,8 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
                               for n in per_fold]
                           for v, d in decisions.variants.items()},
         specs={task: TASKS[task] for task in own} | shared_specs, fold_tasks=own,
-        crop_rings=decisions.crop_rings, crop_ring_choice=decisions.crop_ring_choice)
+        crop_rings=decisions.crop_rings, crop_ring_choice=decisions.crop_ring_choice,
+        choices_kept=found is not None)
 
 
 def _decisions_summary(decisions: Decisions) -> str:

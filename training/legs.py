@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import hashlib
 import json
 import os
 import subprocess
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.pipeline.registry import sha256_of
 from training.train import TrainConfig
 
 LEGS_ROOT = Path(__file__).resolve().parents[1] / "releases" / "round4" / "legs"
@@ -95,11 +95,7 @@ class Leg:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(Path(path))
 
 
 def leg_dir(leg: Leg, root: Path = LEGS_ROOT) -> Path:

@@ -555,11 +555,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         test_dirs, calibration_dirs, negative_dirs = _evaluation_phantoms(args, work)
         kept_choices = _choices_step(args, fold_records, shared_networks[0], assignment)
-        if kept_choices.load() is not None:
-            print(f"training: out-of-fold choices kept in {kept_choices.path}", flush=True)
         cross_validated = choices.cross_validated(
             args.emidec, work, fold_records, [train_dirs[i] for i in sorted(val_idx)],
             assignment, shared_networks, args.quick, args.tta_study, kept_choices)
+        if cross_validated.choices_kept:
+            print(f"training: out-of-fold choices kept in {kept_choices.path}", flush=True)
         t = lap("out-of-fold choices (thresholds, ring, TTA)", t)
         onnx_files, parameters, training = (cross_validated.onnx_files,
                                             cross_validated.parameters,
