@@ -150,7 +150,7 @@ class ClosedRing:
 
 class ClosedRings:
     """Each slice's :class:`ClosedRing`, made when first asked for: the gate
-    (:func:`lv_ring_slices`) and the evidence (:func:`lge_evidence`) read the same first
+    (:func:`has_lv_ring`) and the evidence (:func:`lge_evidence`) read the same first
     ring, and the closing is most of what either costs."""
 
     def __init__(self, myocardium: np.ndarray) -> None:
@@ -358,23 +358,23 @@ def header_reasons(datasets: Sequence[pydicom.Dataset]) -> list[str]:
     return reasons
 
 
-def lv_ring_slices(myocardium: np.ndarray, spacing: tuple[float, float],
-                   rings: ClosedRings | None = None) -> list[int]:
-    """Slices whose myocardium is a closed ring of an LV's size; none unless the largest
-    of them is one of an LV's mid-ventricle."""
+def has_lv_ring(myocardium: np.ndarray, spacing: tuple[float, float],
+                rings: ClosedRings | None = None) -> bool:
+    """A slice whose myocardium is a closed ring of a mid-ventricle's size around a cavity.
+
+    The largest rings are closed first and the first that holds ends the search (the
+    review asks this of the final myocardium, whose rings nothing else closes)."""
     pixel_mm2 = float(spacing[0]) * float(spacing[1])
-    found, largest = [], 0.0
     rings = _closed_rings(myocardium, rings)
-    for k, ring in enumerate(rings.myocardium):
-        area = ring.sum() * pixel_mm2
-        if not RING_AREA_MM2[0] <= area <= RING_AREA_MM2[1]:
+    areas = rings.myocardium.sum(axis=(1, 2)) * pixel_mm2
+    low, high = max(RING_AREA_MM2[0], LARGEST_RING_MM2), RING_AREA_MM2[1]
+    for k in np.argsort(-areas, kind="stable"):
+        if not low <= areas[k] <= high:
             continue
-        closed_ring = rings[k]  # on the ring's own box: the same ring, less slice
-        cavity = closed_ring.filled & ~closed_ring.closed
-        if cavity.sum() * pixel_mm2 >= MIN_CAVITY_MM2:
-            found.append(k)
-            largest = max(largest, area)
-    return found if largest >= LARGEST_RING_MM2 else []
+        closed_ring = rings[int(k)]
+        if (closed_ring.filled & ~closed_ring.closed).sum() * pixel_mm2 >= MIN_CAVITY_MM2:
+            return True
+    return False
 
 
 def _inner(inner: slice, outer: slice, length: int) -> slice:
@@ -407,7 +407,7 @@ def has_heart(myocardium: np.ndarray, spacing: tuple[float, float],
               rings: ClosedRings | None = None) -> bool:
     """A closed LV ring on some slice, or myocardium on most slices (a hidden cavity, an
     apical stack)."""
-    if lv_ring_slices(myocardium, spacing, rings):
+    if has_lv_ring(myocardium, spacing, rings):
         return True
     seen = heart_slices(myocardium, spacing)
     return bool(seen) and len(seen) >= HEART_SLICE_SHARE * len(myocardium)
@@ -425,7 +425,7 @@ def check_segmentation(myocardium: np.ndarray, spacing: tuple[float, float],
 
 def ring_review(myocardium: np.ndarray, spacing: tuple[float, float]) -> list[str]:
     """Why the myocardium, analysed, needs a person's eye (empty: a closed LV ring found)."""
-    if not np.asarray(myocardium).any() or lv_ring_slices(myocardium, spacing):
+    if not np.asarray(myocardium).any() or has_lv_ring(myocardium, spacing):
         return []
     return ["no slice shows a closed left-ventricular ring of an LV's size around a "
             "visible cavity (a thick wall hiding the cavity, a small ventricle, or only "

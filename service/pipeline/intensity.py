@@ -31,13 +31,15 @@ def zscore(image: np.ndarray, mask: np.ndarray | None = None,
     # numpy's mean and std (ndarray.std's own steps), the sum taken once.
     mean = clipped.sum() / clipped.size
     clipped -= mean
-    clipped *= clipped
-    std = float(np.sqrt(clipped.sum() / clipped.size))
+    std = float(np.sqrt(np.square(clipped).sum() / clipped.size))
+    scale = std if std > 1e-6 else 1.0
+    if mask is None:  # the centred values are the image's: no second clip of it
+        clipped /= scale
+        return clipped.reshape(image.shape).astype(np.float32)
     out = np.clip(image, lo, hi)
     out -= float(mean)
-    out /= std if std > 1e-6 else 1.0
-    if mask is not None:
-        out[~mask.astype(bool)] = 0.0
+    out /= scale
+    out[~mask.astype(bool)] = 0.0
     return out.astype(np.float32)
 
 

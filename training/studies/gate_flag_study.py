@@ -181,7 +181,7 @@ def readings(groups: dict[str, list[Source]], work: Path) -> list[dict]:
                 "group": group, "series_id": source.series_id, "kind": kind_of(group),
                 "fold": fold_of(source, folds),
                 "has_heart": acceptance.has_heart(ring, series.spacing),
-                "has_ring": bool(acceptance.lv_ring_slices(ring, series.spacing)),
+                "has_ring": acceptance.has_lv_ring(ring, series.spacing),
                 "evidence": evidence, "values": values,
                 "ring_review": bool(acceptance.ring_review(cached["myocardium"],
                                                            series.spacing)),

@@ -25,9 +25,9 @@ from service.pipeline.acceptance import (
     contrast_refusal,
     contrast_review,
     has_heart,
+    has_lv_ring,
     header_reasons,
     lge_evidence,
-    lv_ring_slices,
     ring_review,
 )
 from service.pipeline.contrast_model import ContrastModel
@@ -192,14 +192,14 @@ def test_an_lv_ring_must_be_closed_and_of_an_lvs_size() -> None:
     open_ring = ring & (xx < 70)
     tiny = (r >= 2) & (r < 4)
     stack = np.stack([ring, disk, open_ring, tiny])
-    assert lv_ring_slices(stack, (1.5, 1.5)) == [0]
-    assert lv_ring_slices(stack, (0.1, 0.1)) == []  # the same pixels, far too small
+    assert has_lv_ring(stack, (1.5, 1.5))
+    assert not has_lv_ring(stack, (0.1, 0.1))  # the same pixels, far too small
     # A ring left open by a gap of a pixel or two (scar, a papillary muscle) still counts.
     nicked = ring & ~((np.abs(yy - 64) <= 1) & (xx > 64))
-    assert lv_ring_slices(np.stack([nicked]), (1.5, 1.5)) == [0]
+    assert has_lv_ring(np.stack([nicked]), (1.5, 1.5))
     # Closed rings all smaller than an LV's mid-ventricle: not a heart.
     small = (r >= 6) & (r < 9)  # about 190 mm^2 at 1.5 mm
-    assert lv_ring_slices(np.stack([small, small]), (1.5, 1.5)) == []
+    assert not has_lv_ring(np.stack([small, small]), (1.5, 1.5))
 
 
 def test_the_gate_and_the_evidence_close_each_ring_once_and_read_as_alone(monkeypatch) -> None:
@@ -210,14 +210,14 @@ def test_the_gate_and_the_evidence_close_each_ring_once_and_read_as_alone(monkey
     nicked = ((r >= 12) & (r < 18)) & ~((np.abs(yy - 64) <= 1) & (xx > 64))
     image = np.where(r < 12, 200.0, np.where(nicked, 20.0, 90.0)).astype(np.float32)
     stack, images = np.stack([nicked, nicked & (yy < 70)]), [image, image]
-    alone = (lv_ring_slices(stack, (1.5, 1.5)), lge_evidence(images, stack, (1.5, 1.5)))
+    alone = (has_lv_ring(stack, (1.5, 1.5)), lge_evidence(images, stack, (1.5, 1.5)))
     closings = []
     closed = acceptance._closed
     monkeypatch.setattr(acceptance, "_closed", lambda ring: closings.append(1) or closed(ring))
     rings = acceptance.ClosedRings(stack)
-    shared = (lv_ring_slices(stack, (1.5, 1.5), rings),
+    shared = (has_lv_ring(stack, (1.5, 1.5), rings),
               lge_evidence(images, stack, (1.5, 1.5), rings))
-    assert shared == alone and alone[0] == [0]
+    assert shared == alone and alone[0] is True
     assert len(closings) == 2  # a closing per slice, not one for the gate and one again
     with pytest.raises(ValueError, match="another myocardium"):
         lge_evidence(images[:1], stack[:1], (1.5, 1.5), rings)
@@ -376,7 +376,7 @@ def test_a_thick_wall_hiding_the_cavity_is_a_heart_to_flag_not_refuse() -> None:
     # A normal-sized LV (30 mm epicardial radius at 1.5 mm) whose wall leaves a cavity of
     # under 30 mm^2: no closed ring counts, yet it is a heart.
     thick = _disks(20, 1.5)
-    assert lv_ring_slices(thick, (1.5, 1.5)) == []
+    assert not has_lv_ring(thick, (1.5, 1.5))
     assert has_heart(thick, (1.5, 1.5))
     check_segmentation(thick, (1.5, 1.5))  # no refusal
     reasons = ring_review(thick, (1.5, 1.5))
@@ -434,9 +434,60 @@ def test_the_measures_on_the_ring_box_are_those_on_the_whole_slice(monkeypatch) 
         images = rng.normal(100, 30, rings.shape).astype(np.float32)
         spacing = (float(rng.uniform(0.7, 2.2)), float(rng.uniform(0.7, 2.2)))
         boxed = (acceptance.lge_evidence(images, rings, spacing),
-                 acceptance.lv_ring_slices(rings, spacing))
+                 acceptance.has_lv_ring(rings, spacing))
         with monkeypatch.context() as patch:
             patch.setattr(acceptance, "mask_box", lambda mask, margin=1: (slice(None),) * 2)
             whole = (acceptance.lge_evidence(images, rings, spacing),
-                     acceptance.lv_ring_slices(rings, spacing))
+                     acceptance.has_lv_ring(rings, spacing))
         assert boxed == whole
+
+
+def _ring_slices_as_before(myocardium, spacing) -> list[int]:
+    """The gate's list of ring slices as it was made before ``has_lv_ring`` (every ring
+    closed), kept here as the reference the early stop must agree with."""
+    from service.pipeline import acceptance
+
+    pixel_mm2 = float(spacing[0]) * float(spacing[1])
+    found, largest = [], 0.0
+    rings = acceptance.ClosedRings(myocardium)
+    for k, ring in enumerate(rings.myocardium):
+        area = ring.sum() * pixel_mm2
+        if not acceptance.RING_AREA_MM2[0] <= area <= acceptance.RING_AREA_MM2[1]:
+            continue
+        closed_ring = rings[k]
+        if (closed_ring.filled & ~closed_ring.closed).sum() * pixel_mm2 \
+                >= acceptance.MIN_CAVITY_MM2:
+            found.append(k)
+            largest = max(largest, area)
+    return found if largest >= acceptance.LARGEST_RING_MM2 else []
+
+
+def test_the_early_stop_finds_a_ring_exactly_where_every_ring_closed_does(monkeypatch) -> None:
+    """Small, large, thick, open and apical rings at random spacings: the answer is the
+    list's, and a series with a large closed ring closes no more than it needs."""
+    from skimage.draw import disk
+
+    from service.pipeline import acceptance
+
+    rng = np.random.default_rng(11)
+    answers = []
+    for _ in range(120):
+        rings = np.zeros((int(rng.integers(1, 6)), 96, 96), bool)
+        for ring in rings:
+            centre, outer = rng.uniform(30, 66, 2), rng.uniform(3, 30)
+            ring[disk(centre, outer, shape=ring.shape)] = True
+            ring[disk(centre, outer * rng.uniform(0.0, 0.9), shape=ring.shape)] = False
+            if rng.random() < 0.3:  # a gap wider than the closing mends
+                ring[:, int(centre[1]):int(centre[1]) + int(rng.integers(1, 8))] = False
+        spacing = (float(rng.uniform(0.7, 2.2)), float(rng.uniform(0.7, 2.2)))
+        expected = bool(_ring_slices_as_before(rings, spacing))
+        assert has_lv_ring(rings, spacing) is expected
+        answers.append(expected)
+    assert 20 < sum(answers) < 100  # both answers were tried often
+    yy, xx = np.mgrid[:128, :128]
+    r = np.hypot(yy - 64, xx - 64)
+    closings = []
+    closed = acceptance._closed
+    monkeypatch.setattr(acceptance, "_closed", lambda ring: closings.append(1) or closed(ring))
+    stack = np.stack([(r >= 12) & (r < 18 + k) for k in range(6)])
+    assert has_lv_ring(stack, (1.5, 1.5)) and len(closings) == 1
