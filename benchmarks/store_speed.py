@@ -9,7 +9,12 @@ fsync after another, a folder fsync per SEG and SR; a bool a pixel), alternately
 it, so the figure is the median over pairs of old / new. Prints it and writes
 ``benchmarks/results/store_speed.json``.
 
+With ``--before float-images`` the old side is today's store with the images stored as
+float32 rather than in the narrowest whole-number type (issue 54, round 6), to
+``store_speed_images.json``.
+
     python benchmarks/store_speed.py --runs 30
+    python benchmarks/store_speed.py --runs 30 --before float-images
 """
 
 from __future__ import annotations
@@ -96,16 +101,35 @@ def old_layout(files: dict[str, bytes]) -> dict[str, bytes]:
     return files | {"arrays": buffer.getvalue()}
 
 
+def float_images(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The same files with the images stored as float32, the masks as bits as today."""
+    with np.load(io.BytesIO(files["arrays"])) as stored:
+        layout = {key: stored[key] for key in stored.files}
+    layout["images"] = layout["images"].astype(np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, **layout)
+    return files | {"arrays": buffer.getvalue()}
+
+
+BEFORE = {"bool-masks": ("store_speed.json", old_layout),
+          "float-images": ("store_speed_images.json", float_images)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "benchmarks" / "results" / "store_speed.json")
+    parser.add_argument("--before", choices=sorted(BEFORE), default="bool-masks",
+                        help="what the old side is: the store before issue 54 (a bool a "
+                             "pixel, fsyncs in turn) or today's with float32 images")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/<see above>")
     args = parser.parse_args()
+    name, layout = BEFORE[args.before]
+    out = args.out or ROOT / "benchmarks" / "results" / name
     with tempfile.TemporaryDirectory(dir=os.environ.get("DATA_DIR")) as tmp:
         report, files, encoded = analysis_files(Path(tmp) / "series")
-        before = old_layout(files)
-        stores = {"old": SequentialStore(Path(tmp) / "old"), "new": ResultStore(Path(tmp) / "new")}
+        before = layout(files)
+        old_store = SequentialStore if args.before == "bool-masks" else ResultStore
+        stores = {"old": old_store(Path(tmp) / "old"), "new": ResultStore(Path(tmp) / "new")}
         times: dict[str, dict[str, list[float]]] = {
             name: {"save": [], "save_encoded": []} for name in stores}
         for k in range(args.runs + 1):
@@ -131,10 +155,11 @@ def main() -> int:
     summary["both"] = {"speedup": statistics.median(both)}
     record = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
-              "runs": args.runs, "bytes": {k: len(v) for k, v in (files | encoded).items()},
+              "runs": args.runs, "before": args.before,
+              "bytes": {k: len(v) for k, v in (files | encoded).items()},
               "old_arrays_bytes": len(before["arrays"]),
               "summary": summary, "per_run_ms": times}
-    args.out.write_text(json.dumps(record, indent=1))
+    out.write_text(json.dumps(record, indent=1))
     for step, s in summary.items():
         figures = f"{s['old_ms']:.1f} -> {s['new_ms']:.1f} ms, " if "old_ms" in s else ""
         print(f"{step}: {figures}x{s['speedup']:.2f} (median over pairs of old / new)")

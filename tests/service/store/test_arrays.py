@@ -41,6 +41,35 @@ def test_masks_come_back_as_stored_from_an_eighth_of_the_bytes() -> None:
         arrays.dump(images, scar=masks["scar"][:2])
 
 
+def _stored_type(data: bytes) -> np.dtype:
+    with np.load(io.BytesIO(data)) as stored:
+        return stored["images"].dtype
+
+
+@pytest.mark.parametrize(("values", "stored"), [
+    (np.arange(0, 250), np.uint8),
+    (np.arange(0, 4096), np.uint16),  # 12-bit MR, as most scanners store it
+    (np.arange(-1024, 3072), np.int16),  # a negative rescale intercept
+    (np.arange(0, 70000), np.float32),  # beyond 16 bits
+    (np.arange(0, 4096) * 0.5, np.float32),  # a fractional rescale slope
+    (np.r_[np.arange(0, 4096), np.nan], np.float32),
+])
+def test_images_of_whole_numbers_are_stored_narrow_and_come_back_the_same(values,
+                                                                           stored) -> None:
+    rng = np.random.default_rng(2)
+    images = rng.choice(np.asarray(values, np.float32), size=(3, 29, 31))
+    images.flat[:2] = [values.min(), values.max()]  # both ends of the range are there
+    masks = {"scar": rng.random(images.shape) > 0.8}
+    data = arrays.dump(images, **masks)
+    assert _stored_type(data) == stored
+    back = arrays.load(data)
+    assert back["images"].dtype == np.float32
+    assert np.array_equal(back["images"], images, equal_nan=True)
+    assert np.array_equal(back["scar"], masks["scar"])
+    if stored != np.float32:
+        assert len(data) < images.nbytes * np.dtype(stored).itemsize / 4 + 2000
+
+
 def test_an_analysis_stored_in_the_old_layout_encodes_and_draws_the_same(
         make_client, series_dirs, tmp_path) -> None:
     with make_client() as client:
