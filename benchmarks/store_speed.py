@@ -10,7 +10,7 @@ it, so the figure is the median over pairs of old / new. Prints it and writes
 ``benchmarks/results/store_speed.json``.
 
 With ``--before float-images`` the old side is today's store with the images stored as
-float32 rather than in the narrowest whole-number type (issue 54, round 6), to
+float32 rather than in the narrowest whole-number type (issue 54, round 8), to
 ``store_speed_images.json``.
 
     python benchmarks/store_speed.py --runs 30
@@ -111,8 +111,9 @@ def float_images(files: dict[str, bytes]) -> dict[str, bytes]:
     return files | {"arrays": buffer.getvalue()}
 
 
-BEFORE = {"bool-masks": ("store_speed.json", old_layout),
-          "float-images": ("store_speed_images.json", float_images)}
+# What the old side is: its results file, its layout of the files and its store.
+BEFORE = {"bool-masks": ("store_speed.json", old_layout, SequentialStore),
+          "float-images": ("store_speed_images.json", float_images, ResultStore)}
 
 
 def main() -> int:
@@ -123,12 +124,11 @@ def main() -> int:
                              "pixel, fsyncs in turn) or today's with float32 images")
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/<see above>")
     args = parser.parse_args()
-    name, layout = BEFORE[args.before]
+    name, layout, old_store = BEFORE[args.before]
     out = args.out or ROOT / "benchmarks" / "results" / name
     with tempfile.TemporaryDirectory(dir=os.environ.get("DATA_DIR")) as tmp:
         report, files, encoded = analysis_files(Path(tmp) / "series")
         before = layout(files)
-        old_store = SequentialStore if args.before == "bool-masks" else ResultStore
         stores = {"old": old_store(Path(tmp) / "old"), "new": ResultStore(Path(tmp) / "new")}
         times: dict[str, dict[str, list[float]]] = {
             name: {"save": [], "save_encoded": []} for name in stores}

@@ -94,10 +94,6 @@ class Leg:
         return self.uses + ((self.previous,) if self.previous else ())
 
 
-def sha256_file(path: Path) -> str:
-    return sha256_of(Path(path))
-
-
 def leg_dir(leg: Leg, root: Path = LEGS_ROOT) -> Path:
     return Path(root) / leg.name
 
@@ -115,7 +111,7 @@ def finished(leg: Leg, root: Path = LEGS_ROOT) -> dict | None:
     except (OSError, ValueError, KeyError):
         return None
     for name, digest in files.items():
-        if not (folder / name).is_file() or sha256_file(folder / name) != digest:
+        if not (folder / name).is_file() or sha256_of(folder / name) != digest:
             return None
     if (not config_matches(record.get("config"), leg.config)
             or record.get("uses", []) != list(leg.uses)):
@@ -180,7 +176,7 @@ def write_scores(rows: Sequence[dict], path: Path) -> None:
 
 def record_leg(leg: Leg, folder: Path, history: list[dict], extra: dict) -> dict:
     """Write ``leg.json`` last, naming every file of the folder with its sha256."""
-    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+    files = {p.name: sha256_of(p) for p in sorted(folder.iterdir())
              if p.is_file() and p.name != LEG_FILE}
     record = {"leg": leg.name, "task": leg.task, "fold": leg.fold, "variant": leg.variant,
               "stage": leg.stage, "uses": list(leg.uses),

@@ -424,10 +424,8 @@ def _choices_step(args: argparse.Namespace, fold_records: dict, shared_files: di
 
 def _calibration_step(args: argparse.Namespace, kept_choices: steps.Step) -> steps.Step:
     """Where the interval's calibration is kept: made from the choices as kept."""
-    from training import legs
-
     made_from = dict(kept_choices.fingerprint) | {
-        "choices": legs.sha256_file(kept_choices.path),
+        "choices": sha256_of(kept_choices.path),
         "calibration": {"series": args.calibration_series, "seed": args.calibration_seed}}
     return steps.Step("calibration", kept_choices.folder, made_from, args.commit_legs)
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.pipeline.registry import sha256_of
 from training import legs as legs_
 
 STEP_SUFFIX = ".json"
@@ -73,6 +74,6 @@ def fingerprint(fold_records: Mapping[int, Mapping[str, dict]], shared_files: Ma
     return {"legs": {f"fold{fold}-{task}": record["files"][legs_.ONNX_FILE]
                      for fold, tasks in sorted(fold_records.items())
                      for task, record in sorted(tasks.items())},
-            "shared": {task: legs_.sha256_file(Path(path))
+            "shared": {task: sha256_of(Path(path))
                        for task, path in sorted(shared_files.items())},
             "options": options}

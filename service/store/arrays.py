@@ -5,10 +5,11 @@ The images are the float32 values analysed, stored in the narrowest integer type
 every one of them exactly (most scanners store whole numbers: 12-bit MR in uint16 is half
 the bytes) and float32 otherwise; each mask is kept as bits (``np.packbits``), eight to a
 byte. The file is written durably before the answer, and the fsync's time grows with its
-bytes: a bool per pixel for the masks took 25 ms where 10 did as bits, and the float32
-images of a 12-slice 256 x 256 series cost about 8 ms more than in uint16 (issue 54,
-docs/experiments.md "Performance"). :func:`load` gives the images back as float32, the same
-values, and reads every layout stored before.
+bytes: a bool per pixel for the masks took 25 ms where 10 did as bits, and float32 images
+made the save of a 12-slice 256 x 256 series about three times slower than uint16
+(benchmarks/results/store_speed_images.json; issue 54, docs/experiments.md "Performance").
+:func:`load` gives the images back as float32, the same values, and reads every layout
+stored before.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from service.pipeline.registry import sha256_of
 from training import legs
 from training.generated import read_block, replace_block
 from training.train import TrainConfig
@@ -94,7 +95,7 @@ def test_the_legs_progress_counts_kept_legs_their_bytes_and_the_training_left(
         folder = legs.leg_dir(kept, tmp_path)
         folder.mkdir(parents=True)
         (folder / "model.onnx").write_bytes(b"\0" * 2**20)  # 1 MiB
-        digest = legs.sha256_file(folder / "model.onnx")
+        digest = sha256_of(folder / "model.onnx")
         (folder / legs.LEG_FILE).write_text(json.dumps(
             {"config": dataclasses.asdict(kept.config), "uses": [], "train_minutes": minutes,
              "files": {"model.onnx": digest}}))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.pipeline.registry import sha256_of
 from service.pipeline.segment import Network
 from training import choices, crossval, legs, steps
 from training.data.dataset import CLASSES, TASKS
@@ -67,7 +68,7 @@ def test_the_fingerprint_names_every_legs_onnx_file_and_the_shared_ones(tmp_path
     records = {f: {"scar_unet": {"files": {legs.ONNX_FILE: f"{f}" * 64}}} for f in (1, 0)}
     made = steps.fingerprint(records, {"enet_p1": shared}, quick=None)
     assert made["legs"] == {"fold0-scar_unet": "0" * 64, "fold1-scar_unet": "1" * 64}
-    assert made["shared"] == {"enet_p1": legs.sha256_file(shared)}
+    assert made["shared"] == {"enet_p1": sha256_of(shared)}
     shared.write_bytes(b"another network")
     assert steps.fingerprint(records, {"enet_p1": shared}, quick=None) != made
 
