@@ -37,6 +37,7 @@ from service.pipeline.acceptance import (
     check_headers,
     check_segmentation,
     contrast_review,
+    is_unlike_training,
     lge_evidence,
 )
 from service.pipeline.contrast import read_contrast
@@ -152,7 +153,7 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
     calibration = pipeline.scar.interval
     scar_interval = None if calibration is None else calibrated_interval(
         figures["scar_percent"], masks, first_ring, pipeline.scar.network.threshold,
-        calibration)
+        calibration, is_unlike_training(evidence))
     reasons = [*review_notes, *contrast_review(evidence),
                *review_reasons(myocardium, figures, volume, scar_interval,
                                None if calibration is None else calibration.review_width)]

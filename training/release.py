@@ -182,6 +182,11 @@ def _interval_text(model: dict) -> str:
             f"split-conformal quantiles of |error| / (spread + floor) in each calibration "
             f"group ({groups or str(cal['calibration_series']) + ' series'}; "
             f"`service/pipeline/uncertainty.py`)."
+            + ("" if cal.get("unlike_scale") is None else
+               f" A series whose contrast lies beyond the LGE the networks were trained on "
+               f"(another centre's look) takes {cal['unlike_scale']:.2f} instead, the quantile "
+               f"of {cal['unlike_series']} such series (the other-centre copies of the "
+               f"held-out cases).")
             + ("" if review is None else
                f" An interval wider than {review:.1f} points sends the result to review."))
 

@@ -196,6 +196,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stop-after-training", action="store_true",
                         help="train (or resume) the networks, then stop: a leg of a long "
                         "release, run in the background and resumed by the full command")
+    parser.add_argument("--stop-before-publish", action="store_true",
+                        help="with --emidec: make and keep the out-of-fold choices and the "
+                        "interval's calibration, then stop before the test sets are read: "
+                        "the long part of a release, in a sitting that may not hold the rest")
     parser.add_argument("--max-legs", type=int, default=None, metavar="N",
                         help="with --emidec: train at most N pending legs this run, then stop "
                         "(each leg is kept; the next run starts at the first unfinished one)")
@@ -567,23 +571,6 @@ def main(argv: list[str] | None = None) -> int:
         thresholds = {task: chosen[task]["threshold"] if task in chosen else 0.5
                       for task in TASKS}
         validation_sources = [PhantomSource(train_dirs[i]) for i in sorted(val_idx)]
-        # Every shipped fold of the U-Nets gets its int8 copy (issue 54: an ensemble is paid
-        # for in int8 where it holds), its ranges from the shipped networks' inputs on the
-        # phantom validation series and EMIDEC train cases (never a test set); publish
-        # tries them. A network that ships one fold (not an ensemble) gets its one copy.
-        shipped_files = {task: cross_validated.members.get(task, [onnx_files[task]])
-                         for task in cross_validated.fold_tasks}
-        copies = quantised_members(
-            shipped_files,
-            calibration_inputs(validation_sources
-                               + list(real_train)[:EMIDEC_CALIBRATION_CASES], networks),
-            publish.INT8_TASKS)
-        int8_files = {task: paths if task in cross_validated.members else paths[0]
-                      for task, paths in copies.items()}
-        for task in set(publish.INT8_TASKS) & (set(shipped_files) - set(int8_files)):
-            print(f"training: no calibration inputs for {task} (no ring on the calibration "
-                  f"series): it ships without int8 copies", flush=True)
-        t = lap("int8 copies of the fold members", t)
         # The interval is calibrated on the out-of-fold series (each with its fold's
         # networks) and on phantoms (the ensemble), per group.
         kept_calibration = _calibration_step(args, kept_choices)
@@ -602,6 +589,28 @@ def main(argv: list[str] | None = None) -> int:
                                   "the scar-% interval of each network pipeline, calibrated "
                                   "on the out-of-fold series and phantoms")
         t = lap("interval calibration (out of fold)", t)
+        if args.stop_before_publish:
+            print("training: stopping before the int8 copies and the test sets "
+                  "(--stop-before-publish): the choices and the calibration are kept",
+                  flush=True)
+            return 0
+        # Every shipped fold of the U-Nets gets its int8 copy (issue 54: an ensemble is paid
+        # for in int8 where it holds), its ranges from the shipped networks' inputs on the
+        # phantom validation series and EMIDEC train cases (never a test set); publish
+        # tries them. A network that ships one fold (not an ensemble) gets its one copy.
+        shipped_files = {task: cross_validated.members.get(task, [onnx_files[task]])
+                         for task in cross_validated.fold_tasks}
+        copies = quantised_members(
+            shipped_files,
+            calibration_inputs(validation_sources
+                               + list(real_train)[:EMIDEC_CALIBRATION_CASES], networks),
+            publish.INT8_TASKS)
+        int8_files = {task: paths if task in cross_validated.members else paths[0]
+                      for task, paths in copies.items()}
+        for task in set(publish.INT8_TASKS) & (set(shipped_files) - set(int8_files)):
+            print(f"training: no calibration inputs for {task} (no ring on the calibration "
+                  f"series): it ships without int8 copies", flush=True)
+        t = lap("int8 copies of the fold members", t)
     else:
         test_dirs, calibration_dirs, negative_dirs = _evaluation_phantoms(args, work)
         specs = dict(TASKS)

@@ -275,13 +275,20 @@ def unlike_training_bar(model: ContrastModel = CONTRAST_MODEL) -> float:
     return float(stats.chi2.ppf(UNLIKE_TRAINING_LEVEL, len(model.features)))
 
 
+def is_unlike_training(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL) -> bool:
+    """Whether the series' contrast lies beyond every kind of LGE the networks were trained
+    on (False where it cannot be measured): the review reason below, and the interval's
+    own scale for such series (:mod:`service.pipeline.uncertainty`)."""
+    x = vector(contrast_features(evidence), model.features)
+    distance2 = None if x is None else model.lge_distance2(x)
+    return distance2 is not None and distance2 > unlike_training_bar(model)
+
+
 def unlike_training(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
                     ) -> str | None:
     """A reason to review a series whose contrast lies beyond every kind of LGE the
     networks were trained on (None: within one, or not measurable)."""
-    x = vector(contrast_features(evidence), model.features)
-    distance2 = None if x is None else model.lge_distance2(x)
-    if distance2 is None or distance2 <= unlike_training_bar(model):
+    if not is_unlike_training(evidence, model):
         return None
     return (f"the image is unlike the scans the models were trained on ({_measures(evidence)}"
             "): its scar may be under- or over-called, so check the scar contours against "

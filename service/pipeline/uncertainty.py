@@ -21,7 +21,15 @@ scar % plus or minus ``scale x (spread + floor)``, where ``scale`` is the
 conformal quantile of ``|error| / (spread + floor)``. The quantile is taken
 in each calibration group (phantoms; real scans) and the largest kept, so
 the many phantoms cannot set it for the few real scans. Which terms, the
-offset and the floor are chosen there too (narrowest median width). No
+offset and the floor are chosen there too (narrowest median width).
+
+A series whose contrast lies beyond every kind of LGE the networks were
+trained on (``acceptance.is_unlike_training``: another centre's look) is
+judged by a scale of its own, the conformal quantile of such series (the
+other-centre copies of the held-out cases at release), never below the
+familiar scale: split conformal per category of a taxonomy fixed before
+calibration ("Mondrian", Vovk et al.), so the interval holds in each and
+widens where the networks err more. No
 extra network run: test-time flips and rotations (the eight symmetries of
 the square) ranked the errors about as well and narrowed the real scans'
 interval a little, at seven more scar-network runs, nearly doubling an
@@ -34,7 +42,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -60,6 +68,10 @@ class IntervalCalibration:
     review_width_percent: float | None = None
     # Series per calibration group (e.g. phantoms, real scans).
     groups: dict[str, int] = field(default_factory=dict)
+    # The scale of a series unlike the scans trained on (its own conformal quantile, at
+    # least ``scale``); None: too few such series were calibrated on, ``scale`` serves.
+    unlike_scale: float | None = None
+    unlike_series: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self) | {"terms": list(self.terms)}
@@ -122,10 +134,13 @@ def spread(terms: Mapping[str, float], calibration: IntervalCalibration) -> floa
                      for t in calibration.terms))
 
 
-def interval(value: float, spread: float, calibration: IntervalCalibration
-             ) -> tuple[float, float]:
-    """[lower, upper] in percent, clipped to 0..100, always holding ``value``."""
-    half = calibration.scale * (spread + calibration.floor_percent)
+def interval(value: float, spread: float, calibration: IntervalCalibration,
+             unlike: bool = False) -> tuple[float, float]:
+    """[lower, upper] in percent, clipped to 0..100, always holding ``value``; ``unlike``: the
+    series is unlike the scans trained on (its own scale, where calibrated)."""
+    scale = (calibration.unlike_scale if unlike and calibration.unlike_scale is not None
+             else calibration.scale)
+    half = scale * (spread + calibration.floor_percent)
     return max(0.0, min(value, value - half)), min(100.0, max(value, value + half))
 
 
@@ -140,11 +155,18 @@ def conformal_scale(errors: Sequence[float], spreads: Sequence[float], floor_per
 
 @dataclass(frozen=True)
 class CalibrationSeries:
-    """One calibration series: its group, signed scar-% error and spread terms."""
+    """One calibration series: its group, signed scar-% error and spread terms.
+
+    ``unlike``: its contrast lies beyond the LGE trained on (it calibrates the unlike
+    scale). ``off_domain``: made to look like another centre (a shifted copy): it
+    calibrates the unlike scale where it is unlike, and nothing where it is not, so the
+    familiar scale is set by the looks trained on and such copies stay its check."""
 
     group: str
     error: float
     terms: Mapping[str, float]  # as :func:`spread_terms` gives them
+    unlike: bool = False
+    off_domain: bool = False
 
 
 def term_sets(terms: Sequence[str] = SPREAD_TERMS) -> list[tuple[str, ...]]:
@@ -156,17 +178,20 @@ def term_sets(terms: Sequence[str] = SPREAD_TERMS) -> list[tuple[str, ...]]:
 def calibrate(series: Sequence[CalibrationSeries], offsets: Sequence[float],
               floors: Sequence[float], level: float = 0.95,
               candidates: Sequence[tuple[str, ...]] | None = None) -> IntervalCalibration:
-    """The terms, offset and floor whose conformal interval is narrowest here.
+    """The terms, offset and floor whose conformal interval is narrowest here, and the
+    scale of the series unlike the scans trained on.
 
-    The scale is the largest of the groups' conformal quantiles (each group
-    must hold at ``level``); the width compared is the mean over groups of
-    their median width, so each group weighs alike whatever its size. The
-    review width is the groups' largest (1 - REVIEW_SHARE) quantile of
-    width, never under ACTIONABLE_WIDTH_PERCENT.
+    The familiar series (neither ``unlike`` nor ``off_domain``) choose: the scale is
+    the largest of the groups' conformal quantiles (each group must hold at ``level``);
+    the width compared is the mean over groups of their median width, so each group
+    weighs alike whatever its size. The review width is the groups' largest
+    (1 - REVIEW_SHARE) quantile of width, never under ACTIONABLE_WIDTH_PERCENT. The
+    ``unlike`` series, every group pooled, then set ``unlike_scale`` for that choice.
     """
     groups: dict[str, list[CalibrationSeries]] = {}
     for s in series:
-        groups.setdefault(s.group, []).append(s)
+        if not (s.unlike or s.off_domain):
+            groups.setdefault(s.group, []).append(s)
     best, best_width = None, math.inf
     for terms in candidates or term_sets():
         for offset in offsets if "scar" in terms else offsets[:1]:
@@ -187,18 +212,31 @@ def calibrate(series: Sequence[CalibrationSeries], offsets: Sequence[float],
                     best_width = width
                     best = IntervalCalibration(
                         offset=float(offset), floor_percent=float(floor), scale=scale,
-                        level=level, calibration_series=len(series), terms=tuple(terms),
+                        level=level, terms=tuple(terms),
+                        calibration_series=sum(len(m) for m in groups.values()),
                         review_width_percent=max(ACTIONABLE_WIDTH_PERCENT, review),
                         groups={g: len(m) for g, m in groups.items()})
     if best is None:
         raise ValueError("too few calibration series in some group for the level")
-    return best
+    return with_unlike_scale(best, [s for s in series if s.unlike], level)
+
+
+def with_unlike_scale(calibration: IntervalCalibration, unlike: Sequence[CalibrationSeries],
+                      level: float) -> IntervalCalibration:
+    """The calibration with the conformal scale of the ``unlike`` series (at least its own
+    scale: unfamiliar never narrows); without enough of them for the level, none."""
+    own = conformal_scale([s.error for s in unlike],
+                          [spread(s.terms, calibration) for s in unlike],
+                          calibration.floor_percent, level) if unlike else math.inf
+    return replace(calibration, unlike_series=len(unlike),
+                   unlike_scale=max(own, calibration.scale) if math.isfinite(own) else None)
 
 
 def calibrated_interval(value: float, masks, first_ring: np.ndarray, threshold: float,
-                        calibration: IntervalCalibration) -> tuple[float, float]:
+                        calibration: IntervalCalibration, unlike: bool = False
+                        ) -> tuple[float, float]:
     """The interval of one result; ``masks`` is its :class:`~service.pipeline.segment.
     Segmentation` (duck-typed: this module stays below the pipeline)."""
     terms = spread_terms(masks.myocardium, masks.scar, masks.myocardium_probability,
                          masks.scar_probability, first_ring, threshold, (calibration.offset,))
-    return interval(value, spread(terms, calibration), calibration)
+    return interval(value, spread(terms, calibration), calibration, unlike)

@@ -69,3 +69,27 @@ def test_the_service_is_ready_only_after_warming_up(monkeypatch) -> None:
 @pytest.fixture(autouse=True)
 def _no_cuda(monkeypatch) -> None:
     monkeypatch.setenv("EXECUTION_PROVIDER", "cpu")
+
+
+def test_a_series_unlike_the_scans_trained_on_takes_the_wider_scale(
+        series_dirs: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The analysis judges the series' look and hands it to the interval: the same masks get
+    the calibration's unlike scale when the look is beyond the LGE trained on."""
+    import service.analysis as analysis
+    from service.pipeline.uncertainty import IntervalCalibration
+    from tests.conftest import read_series
+
+    pipeline = load_registry(MODELS).pipelines["cascade-unet"]
+    calibration = IntervalCalibration(offset=0.1, floor_percent=1.0, scale=1.0,
+                                      terms=("scar",), unlike_scale=3.0, unlike_series=40)
+    pipeline = replace(pipeline, scar=replace(pipeline.scar, interval=calibration))
+    volume = build_volume(read_series(series_dirs[0]))
+    widths = {}
+    for unlike in (False, True):
+        monkeypatch.setattr(analysis, "is_unlike_training", lambda evidence, u=unlike: u)
+        report = analysis.analyse(volume, pipeline, 0.0).report
+        low, high = report.scar_percent_interval
+        assert low <= report.scar_percent <= high
+        widths[unlike] = (report.scar_percent - low, high - report.scar_percent)
+    # Unclipped sides are exactly three times as far from the value.
+    assert widths[True][1] == pytest.approx(3.0 * widths[False][1])

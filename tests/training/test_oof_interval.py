@@ -139,3 +139,29 @@ def test_the_unlike_training_check_counts_series_beyond_the_bar_and_their_large_
                                             "flagged_large": 0, "bar": 0}
     assert (check[SHIFTED]["flagged"], check[SHIFTED]["flagged_large"],
             check[SHIFTED]["large"]) == (2, 1, 2)
+
+
+def test_the_unlike_scale_holds_on_the_shifted_copies_unlike_training_and_widens_there(
+) -> None:
+    """Shifted copies beyond the bar err four times more for the same spread: calibrated on
+    the other folds' such copies, their interval holds and is wider; those of a familiar
+    look are judged by the familiar scale, which they never set."""
+    from training.studies.oof_interval_study import UNLIKE_GROUPS, unlike_scale_checks
+
+    rng = np.random.default_rng(17)
+    rows = []
+    for fold in range(4):
+        for _ in range(40):
+            s = float(rng.uniform(0.5, 3.0))
+            rows.append(_row(fold, AS_GIVEN, float(rng.normal(0, s)), s))
+            rows.append(_row(fold, SHIFTED, float(rng.normal(0, s)), s))
+            rows.append(_row(fold, SHIFTED, float(rng.normal(0, 4 * s)), s, distance2=40.0))
+    checked = unlike_scale_checks(rows)["tta"]
+    given, familiar, unlike = (checked[g] for g in UNLIKE_GROUPS)
+    assert given["series"] == familiar["series"] == unlike["series"] == 160
+    assert checked["unlike_series_per_calibration"] == [120] * 4
+    assert min(given["coverage"], familiar["coverage"], unlike["coverage"]) >= 0.88
+    assert unlike["median_width"] > 3 * given["median_width"]
+    # Judged without the unlike scale, the same copies break the interval.
+    blind = candidate_checks([r | {"lge_distance2": 1.0} for r in rows])["tta"]
+    assert blind[SHIFTED]["coverage"] < 0.8

@@ -342,7 +342,11 @@ def _trust_section(summaries: Mapping[str, dict], context: dict) -> str:
         f"{cal['scale']:.2f}: the largest of the split-conformal 95 % quantiles of the "
         f"calibration groups ("
         + ", ".join(f"{g} {n}" for g, n in cal["groups"].items())
-        + f" series). Wider than {cal['review_width_percent']:.1f} points it sends the "
+        + " series)"
+        + ("" if cal.get("unlike_scale") is None else
+           f"; a series unlike the scans trained on takes {cal['unlike_scale']:.2f}, the "
+           f"quantile of {cal['unlike_series']} such out-of-fold series")
+        + f". Wider than {cal['review_width_percent']:.1f} points it sends the "
         "result to review.")
     return f"""## Trust: the interval, the review flag and the LGE gate
 {how} Review also comes from a gap in the myocardium or a contrast the gate doubts; a

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from service.pipeline.acceptance import is_unlike_training, lge_evidence
 from service.pipeline.contrast import read_contrast
 from service.pipeline.postprocess import encloses_a_hole
 from service.pipeline.quality import interval_reason, myocardium_gaps
@@ -302,7 +303,7 @@ def score_series(source: Source | Path, networks: Mapping[str, Network], test_se
         if calibration is not None and method in segs:
             net = networks[PIPELINE_RUNS[method][0]]
             low, high = calibrated_interval(pct, segs[method], first_ring, net.threshold,
-                                            calibration)
+                                            calibration, is_unlike_training(verdict.evidence))
         out.append(SeriesScore(
             series_id=source.series_id, method=method, has_scar=has_scar,
             has_obstruction=bool(series.true_obstruction.any()),
@@ -371,13 +372,15 @@ def calibration_series(sources: Sequence[Item], networks: Mapping[str, Network] 
         series = source.read()
         first_ring, segs = network_segmentations(series, nets)
         truth = 100.0 * scar_fraction(series.true_scar, series.true_myocardium)
+        unlike = is_unlike_training(lge_evidence(series.images, first_ring, series.spacing))
         for method in NETWORK_METHODS:
             seg, net = segs[method], nets[PIPELINE_RUNS[method][0]]
             out[method].append(CalibrationSeries(
                 group=calibration_group(source),
                 error=100.0 * scar_fraction(seg.scar, seg.myocardium) - truth,
                 terms=spread_terms(seg.myocardium, seg.scar, seg.myocardium_probability,
-                                   seg.scar_probability, first_ring, net.threshold, offsets)))
+                                   seg.scar_probability, first_ring, net.threshold, offsets),
+                unlike=unlike, off_domain=bool(getattr(source, "shifted", False))))
     return out
 
 

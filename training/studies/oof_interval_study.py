@@ -59,7 +59,6 @@ from training.data.dataset import CLASSES, TASKS
 from training.data.folds import fold_cases, read_folds
 from training.data.sources import Source
 from training.evaluation.scoring import INTERVAL_FLOORS, INTERVAL_LEVEL, INTERVAL_OFFSETS
-from training.generated import write_block
 from training.studies import finish_study, fold_study_parser
 from training.studies.interval_study import symmetry_network
 
@@ -178,13 +177,21 @@ def spearman(rows: Sequence[dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
+def _unlike(row: dict) -> bool:
+    """Beyond the LGE trained on, as the service judges it (acceptance.is_unlike_training)."""
+    distance2 = row.get("lge_distance2")
+    return distance2 is not None and distance2 > acceptance.unlike_training_bar(CONTRAST_MODEL)
+
+
 def _series(rows: Sequence[dict]) -> list[CalibrationSeries]:
-    return [CalibrationSeries("real scans", r["error"], r["terms"]) for r in rows]
+    return [CalibrationSeries("real scans", r["error"], r["terms"], unlike=_unlike(r),
+                              off_domain=r["group"] == SHIFTED) for r in rows]
 
 
 def _held(row: dict, calibration: IntervalCalibration) -> tuple[bool, float, bool]:
     """Whether the interval holds the truth, its width, and whether the error is large."""
-    low, high = interval(row["scar_percent"], spread(row["terms"], calibration), calibration)
+    low, high = interval(row["scar_percent"], spread(row["terms"], calibration), calibration,
+                         _unlike(row))
     truth = row["true_scar_percent"]
     return (bool(low - 1e-9 <= truth <= high + 1e-9), high - low,
             abs(row["error"]) > LARGE_ERROR)
@@ -246,6 +253,49 @@ def candidate_checks(rows: Sequence[dict], level: float = INTERVAL_LEVEL) -> dic
     return out
 
 
+UNLIKE_GROUPS = (AS_GIVEN, f"{SHIFTED}, familiar look", f"{SHIFTED}, unlike training")
+
+
+def _unlike_group(row: dict) -> str:
+    if row["group"] == AS_GIVEN:
+        return AS_GIVEN
+    return UNLIKE_GROUPS[2] if _unlike(row) else UNLIKE_GROUPS[1]
+
+
+def unlike_scale_checks(rows: Sequence[dict], level: float = INTERVAL_LEVEL) -> dict[str, dict]:
+    """The release's calibration (:func:`service.pipeline.uncertainty.calibrate`): the
+    familiar scale on the as-given series, the unlike scale on the shifted copies beyond
+    the LGE trained on; each fold's series judged by the other folds' calibration. Per
+    candidate: coverage and median width as given, on the shifted copies of a familiar
+    look (which calibrate nothing: the check), and on those unlike training."""
+    analysed = [r for r in rows if r.get("scar_percent") is not None]
+    folds = sorted({r["fold"] for r in analysed})
+    out = {}
+    for candidate in CANDIDATES:
+        held: dict[str, list[tuple[bool, float, bool]]] = {g: [] for g in UNLIKE_GROUPS}
+        unlike_series = []
+        for fold in folds:
+            others = [f for f in folds if f != fold] or [fold]
+            try:
+                calibration = calibrate(_series([r for r in analysed if r["fold"] in others]),
+                                        INTERVAL_OFFSETS, INTERVAL_FLOORS, level,
+                                        candidates=[candidate])
+            except ValueError:  # too few series for the level
+                continue
+            unlike_series.append(calibration.unlike_series
+                                 if calibration.unlike_scale is not None else 0)
+            for r in analysed:
+                if r["fold"] == fold:
+                    held[_unlike_group(r)].append(_held(r, calibration))
+        out["+".join(candidate)] = {
+            group: None if not judged else {
+                "series": len(judged), "coverage": float(np.mean([h for h, _, _ in judged])),
+                "median_width": float(np.median([w for _, w, _ in judged]))}
+            for group, judged in held.items()} | {
+                "unlike_series_per_calibration": unlike_series, "in_sample": len(folds) < 2}
+    return out
+
+
 def unlike_training_check(rows: Sequence[dict]) -> dict:
     """Per group: how many series the "unlike the scans trained on" review reason
     (:func:`service.pipeline.acceptance.unlike_training`) sends to review, and how many of
@@ -282,6 +332,7 @@ def summarise(rows: Sequence[dict], folds: dict[int, dict[str, str]]) -> dict:
                                                                  for r in analysed)},
         "spearman_with_abs_error": spearman(analysed),
         "candidates": candidate_checks(analysed),
+        "unlike_scale": unlike_scale_checks(analysed),
         "calibrated_on_all_as_given": shipped,
         "lge_distance2": {g: None if not v else {"median": float(np.median(v)),
                                                   "p90": float(np.percentile(v, 90))}
@@ -338,6 +389,17 @@ def docs_block(result: dict) -> str:
                      f"{_fmt(s and s['coverage'], '{:.0%}')} | "
                      f"{_fmt(s and s['median_width'], '{:.1f}')} | "
                      f"{_fmt(c['review_width'], '{:.1f}')} | {_review(a)} | {_review(s)} |")
+    if result.get("unlike_scale"):
+        lines += ["", "With the unlike scale, as the release calibrates: the as-given series "
+                  "and the shifted copies unlike training of the other folds; the shifted "
+                  "copies of a familiar look calibrate nothing (series; coverage; median "
+                  "width):", "",
+                  "| spread | " + " | ".join(UNLIKE_GROUPS) + " |",
+                  "|---|" + "---|" * len(UNLIKE_GROUPS)]
+        for name, c in result["unlike_scale"].items():
+            lines.append(f"| {name} | " + " | ".join(
+                "" if not c[g] else f"{c[g]['series']}; {c[g]['coverage']:.0%}; "
+                f"{c[g]['median_width']:.1f}" for g in UNLIKE_GROUPS) + " |")
     d = result["lge_distance2"]
     lines += ["", "Distance of the contrast measures from the training scans' (squared "
               "Mahalanobis, nearest kind of LGE trained on), median / 90th percentile: "
@@ -362,12 +424,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "oof_interval_study.json")
     parser.add_argument("--emidec", type=Path, help="EMIDEC's folder (all but --docs-only)")
     parser.add_argument("--docs-only", action="store_true",
-                        help="only rewrite the docs block from the results file --out")
+                        help="run no network: summarise again the series rows kept in the "
+                        "results file --out (its figures after a change to the "
+                        "calibration), and rewrite it and the docs block")
     args = parser.parse_args(argv)
     if args.docs_only:
-        write_block(args.docs, "oof-interval-study",
-                    docs_block(json.loads(args.out.read_text())))
-        return 0
+        kept = json.loads(args.out.read_text())
+        result = summarise(kept["rows"], kept["folds"])
+        return finish_study(result, docs_block(result), args, "oof-interval-study")
     if args.emidec is None:
         parser.error("--emidec is required")
     folds = kept_folds(plan({task: task_config(task) for task in CONFIGS}), args.root)

@@ -254,7 +254,11 @@ def test_nulled_myocardium_on_bright_or_dark_blood_reads_as_lge() -> None:
 
 
 def test_a_contrast_beyond_every_kind_of_lge_trained_on_is_flagged_as_unlike_them() -> None:
-    from service.pipeline.acceptance import unlike_training, unlike_training_bar
+    from service.pipeline.acceptance import (
+        is_unlike_training,
+        unlike_training,
+        unlike_training_bar,
+    )
     from service.pipeline.lge_contrast import CONTRAST_MODEL
 
     emidec = next(k for k in CONTRAST_MODEL.kinds if k.name == "EMIDEC")
@@ -268,6 +272,7 @@ def test_a_contrast_beyond_every_kind_of_lge_trained_on_is_flagged_as_unlike_the
                            cavity_mm2=1000.0)
 
     assert contrast_review(evidence(0.0)) == [] and unlike_training(evidence(0.0)) is None
+    assert not is_unlike_training(evidence(0.0)) and is_unlike_training(evidence(-6.0))
     assert unlike_training_bar() == pytest.approx(16.27, abs=0.01)  # chi-squared, 3 measures
     far = contrast_review(evidence(-6.0))  # a blood pool darker than any LGE trained on
     assert len(far) == 1 and "unlike the scans the models were trained on" in far[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -146,3 +147,51 @@ def test_a_calibration_of_an_older_release_keeps_its_meaning() -> None:
                                          "level": 0.95, "calibration_series": 44})
     assert old.terms == ("scar",) and old.review_width == ACTIONABLE_WIDTH_PERCENT
     assert spread({"scar@0.1": 3.0, "rings": 9.0, "myocardium": 9.0}, old) == 3.0
+
+
+def _as(series: list[CalibrationSeries], **changes) -> list[CalibrationSeries]:
+    return [dataclasses.replace(s, **changes) for s in series]
+
+
+def test_series_unlike_training_get_their_own_wider_scale_that_holds() -> None:
+    """Another centre's look errs three times more for the same spread: calibrated on its
+    own, its interval holds there at the level, and the familiar series' is unchanged."""
+    rng = np.random.default_rng(11)
+    familiar = _draw(rng, "real scans", 200, 0.5)
+    unlike = _as(_draw(rng, "real scans", 100, 1.5), unlike=True, off_domain=True)
+    cal = calibrate(familiar + unlike, offsets=(0.1,), floors=(1.0,), level=0.95,
+                    candidates=[("rings",)])
+    alone = calibrate(familiar, offsets=(0.1,), floors=(1.0,), level=0.95,
+                      candidates=[("rings",)])
+    assert cal.scale == alone.scale and cal.calibration_series == 200
+    assert cal.unlike_series == 100 and cal.unlike_scale > 2 * cal.scale
+    new = _draw(rng, "real scans", 3000, 1.5)
+    held = np.mean([abs(s.error) <= interval(50.0, spread(s.terms, cal), cal, unlike=True)[1]
+                    - 50.0 for s in new])
+    assert 0.92 <= held <= 0.98, held
+    assert _coverage(new, cal) < 0.8  # judged as familiar, the same series break it
+    # The interval of one result: wider for the same spread when unlike.
+    low, high = interval(50.0, 2.0, cal)
+    low_u, high_u = interval(50.0, 2.0, cal, unlike=True)
+    assert low_u < low and high_u > high
+
+
+def test_copies_of_another_centre_that_look_familiar_calibrate_nothing() -> None:
+    """Off-domain copies within the familiar look are the familiar scale's check, not its
+    calibration; an unlike scale never narrows the familiar one, and too few unlike series
+    leave none (the familiar scale serves)."""
+    rng = np.random.default_rng(5)
+    familiar = _draw(rng, "real scans", 200, 1.0)
+    checks = _as(_draw(rng, "real scans", 100, 5.0), off_domain=True)
+    easy = _as(_draw(rng, "real scans", 100, 0.1), unlike=True)
+    cal = calibrate(familiar + checks + easy, offsets=(0.1,), floors=(1.0,), level=0.95,
+                    candidates=[("rings",)])
+    alone = calibrate(familiar, offsets=(0.1,), floors=(1.0,), level=0.95,
+                      candidates=[("rings",)])
+    assert cal.scale == alone.scale and cal.unlike_scale == cal.scale
+    few = calibrate(familiar + easy[:5], offsets=(0.1,), floors=(1.0,), level=0.95,
+                    candidates=[("rings",)])
+    assert few.unlike_scale is None and few.unlike_series == 5
+    assert interval(50.0, 2.0, few, unlike=True) == interval(50.0, 2.0, few)
+    back = IntervalCalibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back == cal
