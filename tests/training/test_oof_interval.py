@@ -165,3 +165,19 @@ def test_the_unlike_scale_holds_on_the_shifted_copies_unlike_training_and_widens
     # Judged without the unlike scale, the same copies break the interval.
     blind = candidate_checks([r | {"lge_distance2": 1.0} for r in rows])["tta"]
     assert blind[SHIFTED]["coverage"] < 0.8
+
+
+def test_the_study_takes_the_threshold_and_ring_the_release_chose(tmp_path) -> None:
+    import json
+
+    from training.studies.oof_interval_study import decided_post_processing
+
+    legs_root = tmp_path / "legs"
+    assert decided_post_processing(legs_root) is None  # before the choices: 0.5, no ring
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "choices.json").write_text(json.dumps({"fingerprint": {}, "value": {
+        "chosen": {"scar_unet": {"threshold": 0.35}, "enet_p2": {"threshold": 0.6}},
+        "best": "ring completed",
+        "variants": {"network's ring": {"complete_ring": False},
+                     "ring completed": {"complete_ring": True}}}}))
+    assert decided_post_processing(legs_root) == {"threshold": 0.35, "complete_ring": True}

@@ -28,6 +28,7 @@ image leaves ``--work``; the JSON holds figures only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -54,6 +55,7 @@ from service.pipeline.uncertainty import (
     term_sets,
 )
 from training import legs as legs_
+from training import steps
 from training.crossval import FOLD_TASKS, held_out_sources
 from training.data.dataset import CLASSES, TASKS
 from training.data.folds import fold_cases, read_folds
@@ -131,15 +133,35 @@ def held_out_items(emidec_root: Path, fold: int, limit: int | None = None
             + [(SHIFTED, s) for s in held_out_sources(emidec_root, held, shifted=True)])
 
 
+def decided_post_processing(root: Path = legs_.LEGS_ROOT) -> dict | None:
+    """The scar U-Net's threshold and the ring constraint as the release's out-of-fold
+    choices decided them (its kept ``choices`` step beside the legs), so the study measures
+    the cascade as it ships; None before the choices are made (threshold 0.5, no ring)."""
+    path = steps.steps_root(root) / f"choices{steps.STEP_SUFFIX}"
+    if not path.exists():
+        return None
+    decided = json.loads(path.read_text())["value"]
+    return {"threshold": float(decided["chosen"]["scar_unet"]["threshold"]),
+            "complete_ring": bool(decided["variants"][decided["best"]]["complete_ring"])}
+
+
 def fold_rows(emidec_root: Path, fold: int, nets: dict[str, legs_.Leg], work: Path,
-              root: Path = legs_.LEGS_ROOT, limit: int | None = None) -> list[dict]:
-    """Every held-out series of one fold, cached per pair of legs."""
+              root: Path = legs_.LEGS_ROOT, limit: int | None = None,
+              decided: dict | None = None) -> list[dict]:
+    """Every held-out series of one fold, cached per pair of legs (and post-processing)."""
     key = f"fold{fold}-{nets['myocardium_unet'].name}-{nets['scar_unet'].name}"
+    if decided is not None:
+        key += f"-t{decided['threshold']:g}-ring{int(decided['complete_ring'])}"
     cache = work / f"{key}{'' if limit is None else f'-first{limit}'}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     myo_net = leg_network("myocardium_unet", nets["myocardium_unet"], root)
     scar_net = leg_network("scar_unet", nets["scar_unet"], root)
+    if decided is not None:
+        ring = decided["complete_ring"]
+        myo_net = dataclasses.replace(myo_net, complete_ring=ring)
+        scar_net = dataclasses.replace(scar_net, complete_ring=ring,
+                                       threshold=decided["threshold"])
     rows = []
     for group, source in held_out_items(emidec_root, fold, limit):
         t0 = time.perf_counter()
@@ -366,7 +388,13 @@ def docs_block(result: dict) -> str:
     folds = ", ".join(f"fold {f}: {n['myocardium_unet']} + {n['scar_unet']}"
                       for f, n in result["folds"].items())
     groups = list(result["spearman_with_abs_error"])
-    lines = [f"Legs: {folds}. Series: {result['series'][AS_GIVEN]} as given, "
+    decided = result.get("post_processing")
+    how = ("scar threshold 0.5, no ring constraint (no out-of-fold choice kept yet)"
+           if not decided else
+           f"as the release's out-of-fold choices decided: scar threshold "
+           f"{decided['threshold']:g}, ring constraint "
+           f"{'on' if decided['complete_ring'] else 'off'}")
+    lines = [f"Legs: {folds}; {how}. Series: {result['series'][AS_GIVEN]} as given, "
              f"{result['series'][SHIFTED]} shifted ({result['no_myocardium']} without "
              f"myocardium). Median |error|: " + ", ".join(
                  f"{g} {v:.2f} points" for g, v in result["abs_error_median"].items())
@@ -437,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.docs_only:
         kept = json.loads(args.out.read_text())
-        result = summarise(kept["rows"], kept["folds"])
+        result = summarise(kept["rows"], kept["folds"]) | {
+            "post_processing": kept.get("post_processing")}
         return finish_study(result, docs_block(result), args, "oof-interval-study")
     if args.emidec is None:
         parser.error("--emidec is required")
@@ -445,10 +474,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not folds:
         print("no fold has both U-Nets kept yet")
         return 1
+    decided = decided_post_processing(args.root)
     rows = [r for fold, nets in folds.items()
-            for r in fold_rows(args.emidec, fold, nets, args.work, args.root, args.limit)]
+            for r in fold_rows(args.emidec, fold, nets, args.work, args.root, args.limit,
+                               decided)]
     result = summarise(rows, {f: {t: leg.name for t, leg in n.items()}
-                              for f, n in folds.items()})
+                              for f, n in folds.items()}) | {"post_processing": decided}
     result["folds"] = {str(f): n for f, n in result["folds"].items()}
     return finish_study(result, docs_block(result), args, "oof-interval-study")
 
