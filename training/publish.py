@@ -54,6 +54,8 @@ from training.quantize import CALIBRATION_ROWS, EMIDEC_CALIBRATION_CASES
 from training.release import build_manifest, write_models_dir
 
 README = Path(__file__).parents[1] / "README.md"
+# What the fold ensembles cost the cascade, measured before the release (issue 52, point 5).
+ENSEMBLE_COST = Path(__file__).parents[1] / "benchmarks" / "results" / "ensemble_cost.json"
 TRAINING_DATA_PHANTOMS = ("Synthetic dark-blood LGE short-axis phantoms made by "
                           "`python -m training.data.phantoms` (docs/phantoms.md).")
 TRAINING_DATA_EMIDEC = (
@@ -197,6 +199,8 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
             "crop_rings": cross_validated.crop_rings,
             "crop_ring_choice": cross_validated.crop_ring_choice,
             "fold_tasks": list(cross_validated.fold_tasks),
+            "ensemble_cost": (json.loads(ENSEMBLE_COST.read_text())
+                              if ENSEMBLE_COST.exists() else None),
             "out_of_fold": choices.oof_summaries(cross_validated.oof_scores)}}
     (figures_dir / "summary.json").write_text(json.dumps(summaries, indent=1, default=float))
     figures = {p.name: p for p in figures_dir.iterdir()}

@@ -602,3 +602,16 @@ def test_fold_curves_put_networks_of_different_epoch_lengths_on_one_step_axis(
     assert list(loss_enet.lines[0].get_xdata()) == [125, 250, 375, 500]
     assert list(dsc_enet.lines[0].get_xdata()) == [250, 500]
     assert all(ax.get_xlabel() == "training steps" for ax in fig.axes)
+
+
+def test_tta_is_priced_per_100_ms_from_the_ensemble_benchmark() -> None:
+    from training.evaluation.report import _tta_cost_text
+
+    cost = {"date": "2026-12-07", "rows": [
+        {"candidate": "0.3.2 as shipped", "p50_ms": 200.0, "ratio_to_0_3_2": 1.0},
+        {"candidate": "both x5, float32", "p50_ms": 700.0, "ratio_to_0_3_2": 3.5}]}
+    text = _tta_cost_text({"score": 0.70, "without": 0.68}, cost)
+    assert "3.50x" in text and "500 ms more" in text and "+0.0040 per 100 ms" in text
+    assert "nothing to buy" in _tta_cost_text({"score": 0.67, "without": 0.68}, cost)
+    assert _tta_cost_text({"score": 0.7, "without": 0.6}, None) == ""
+    assert _tta_cost_text({}, cost) == ""

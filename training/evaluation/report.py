@@ -253,6 +253,28 @@ def _variant_cells(summaries: Mapping[str, dict]) -> str:
     return " | ".join(cells)
 
 
+def _tta_cost_text(tta: Mapping, cost: Mapping | None) -> str:
+    """What test-time augmentation would buy per 100 ms (issue 52, point 5), bounded from
+    the ensemble benchmark: eight runs of every U-Net member a slice are more network runs
+    than five members of each, so TTA costs at least what those cost over 0.3.2."""
+    if not tta or not cost:
+        return ""
+    rows = {r["candidate"]: r for r in cost["rows"]}
+    five, base = rows.get("both x5, float32"), rows.get("0.3.2 as shipped")
+    if five is None or base is None:
+        return ""
+    extra_ms = five["p50_ms"] - base["p50_ms"]
+    gain = tta["score"] - tta["without"]
+    return (f"\nTTA runs each U-Net member on the eight symmetries of every slice: more "
+            f"network runs than five members of each, which cost {five['ratio_to_0_3_2']:.2f}x "
+            f"0.3.2's p50 in `analyse` ({extra_ms:.0f} ms more, "
+            f"`benchmarks/results/ensemble_cost.json`, {cost['date']}), outside the 1.5x "
+            f"budget. "
+            + (f"Its out-of-fold score gain, {gain:+.4f}, is at most "
+               f"{gain / extra_ms * 100:+.4f} per 100 ms.\n" if gain > 0 else
+               f"Its out-of-fold score changes by {gain:+.4f}: nothing to buy.\n"))
+
+
 def _cross_validation_section(context: dict) -> str:
     """The out-of-fold figures of the 80 cases, the ring constraint and TTA, side by side."""
     cv = context.get("cross_validation")
@@ -270,6 +292,7 @@ def _cross_validation_section(context: dict) -> str:
                     f"shifted only, score {tta['score']:.4f} against {tta['without']:.4f} "
                     "without) | "
                     f"{_variant_cells(tta['summaries'])} | |")
+    tta_cost = _tta_cost_text(tta, cv.get("ensemble_cost"))
     rings = cv.get("crop_ring_choice") or {}
     ring_rows = "\n".join(
         f"| {method} | {r['first_ring_score']:.4f} (threshold {r['first_ring_threshold']:g}) "
@@ -301,7 +324,7 @@ summed over the cases (the expert's in brackets).
 
 {head}
 {chr(10).join(rows)}
-{ring_table}
+{tta_cost}{ring_table}
 The chosen variant, every figure (median and {MEDIAN_CI_LEVEL * 100:g} % CI):
 
 {_side_by_side(oof)}
