@@ -54,6 +54,10 @@ from training.quantize import CALIBRATION_ROWS, EMIDEC_CALIBRATION_CASES
 from training.release import build_manifest, write_models_dir
 
 README = Path(__file__).parents[1] / "README.md"
+# Issue 52, point 6 (kept from round 3): a release replaces the shipped one only where its
+# EMIDEC `test` medians of the cascade's myocardium and scar DSC are not below the shipped
+# release's; otherwise models/ keeps it and the candidate's report goes to --candidate-dir.
+SHIP_SET, SHIP_METHOD, SHIP_FIGURES = "emidec", "cascade-unet", ("myocardium_dsc", "scar_dsc")
 # What the fold ensembles cost the cascade, measured before the release (issue 52, point 5).
 ENSEMBLE_COST = Path(__file__).parents[1] / "benchmarks" / "results" / "ensemble_cost.json"
 TRAINING_DATA_PHANTOMS = ("Synthetic dark-blood LGE short-axis phantoms made by "
@@ -162,6 +166,15 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
     minutes.pop("total", None)
     minutes["total"] = sum(minutes.values())
 
+    shipped_summary = models_dir / "evaluation" / "summary.json"
+    shipped_manifest = models_dir / "manifest.json"
+    decision = ship_decision(summaries, json.loads(shipped_summary.read_text())
+                             if args.release and shipped_summary.exists() else None)
+    rule = ship_text(decision, json.loads(shipped_manifest.read_text()).get("version")
+                     if shipped_manifest.exists() else None)
+    print(f"training: {rule or 'ship rule: nothing shipped to compare with'}", flush=True)
+    if not decision["ships"]:
+        models_dir = args.candidate_dir
     training_data = _training_data(args, shipped, data)
     cross_validated = shipped.cross_validated
     members, post_processing, crop_rings = {}, {}, {}
@@ -189,8 +202,9 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
         "emidec": training_data["emidec"], "minutes": minutes,
         "thresholds": {task: shipped.thresholds[task] for task in shipped.chosen},
         "precision_parity": parity,
-        "int8_pipelines": {m: list(t) for m, t in int8_pipelines.items()}, "note": args.note,
+        "int8_pipelines": {m: list(t) for m, t in int8_pipelines.items()},
         "rendered_negatives": rendered_negatives,
+        "note": " ".join(n for n in (rule, args.note) if n),
         "worst_cases": worst_cases, "worst_figure": str(worst_figure),
         "interval_calibration": {m: c.to_dict() for m, c in shipped.calibrations.items()},
         "cross_validation": None if cross_validated is None else {
@@ -212,9 +226,11 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
     if cross_validated is not None:
         write_csv(cross_validated.oof_scores, figures_dir / "scores_out_of_fold.csv")
         figures["scores_out_of_fold.csv"] = figures_dir / "scores_out_of_fold.csv"
-    write_models_dir(models_dir, manifest, shipped_files,
+    # A candidate that does not ship keeps its report, manifest and cards, not its networks
+    # (they are in the kept legs).
+    write_models_dir(models_dir, manifest, shipped_files if decision["ships"] else {},
                      markdown_report(summaries, TARGETS, context), figures)
-    if args.release:
+    if args.release and decision["ships"]:
         write_block(README, "accuracy", accuracy_table(summaries))
     # The choices' network answers only serve to resume a stopped run (choices.py); this one
     # is done, and a release's take gigabytes.
@@ -227,6 +243,32 @@ def publish(args: argparse.Namespace, work: Path, models_dir: Path, shipped: Shi
         for name, summary in summaries.items()}, indent=1, default=float))
     print(f"training: done in {(time.perf_counter() - clock.started_at) / 60.0:.1f} minutes "
           f"(this invocation); models in {models_dir}", flush=True)
+
+
+def ship_decision(candidate: dict, shipped: dict | None) -> dict:
+    """The ship rule on the two releases' test summaries (``evaluation/summary.json``): per
+    figure the candidate's and the shipped release's median, and whether it ships (always,
+    where no release with that test set is shipped)."""
+    if not shipped or SHIP_SET not in shipped or SHIP_SET not in candidate:
+        return {"ships": True, "figures": {}, "set": SHIP_SET}
+    figures = {f: {"candidate": candidate[SHIP_SET]["methods"][SHIP_METHOD][f]["median"],
+                   "shipped": shipped[SHIP_SET]["methods"][SHIP_METHOD][f]["median"]}
+               for f in SHIP_FIGURES}
+    return {"ships": all(v["candidate"] >= v["shipped"] for v in figures.values()),
+            "figures": figures, "set": SHIP_SET}
+
+
+def ship_text(decision: dict, shipped_version: str | None) -> str:
+    """The ship rule's outcome, for the report's note."""
+    if not decision["figures"]:
+        return ""
+    cells = ", ".join(f"{f.replace('_', ' ')} {v['candidate']:.3f} against {v['shipped']:.3f}"
+                      for f, v in decision["figures"].items())
+    verdict = ("not below on either: it replaces it" if decision["ships"] else
+               "below on at least one: not shipped, the shipped release stays in models/ "
+               "and this report is kept beside it")
+    return (f"Ship rule: EMIDEC `test` medians of the cascade ({cells}, this release against "
+            f"the shipped {shipped_version or 'release'}): {verdict}.")
 
 
 def _int8_parity(shipped: Shipped, test_sets: dict[str, list], scores: list
@@ -361,5 +403,8 @@ def _training_data(args: argparse.Namespace, shipped: Shipped, data: Data) -> di
             "remapped_copies_per_case": args.remapped_copies,
             "cross_validation": {"folds": len(set(assignment.values())),
                                  "cases": len(assignment),
+                                 "shipped_members": {
+                                     task: len(shipped.cross_validated.members.get(task, [0]))
+                                     for task in shipped.cross_validated.fold_tasks},
                                  "file": str(FOLDS_FILE.relative_to(README.parent))}}
     return training_data

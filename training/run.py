@@ -177,6 +177,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "models folder instead of training them: for a release that changes "
                         "only what is computed on their outputs (thresholds, the interval, "
                         "the gate); everything after training runs again")
+    parser.add_argument("--candidate-dir", type=Path,
+                        default=Path("docs/results/round4_candidate"),
+                        help="with --release: where the report of a release that the ship "
+                        "rule does not ship is written (models/ keeps the shipped one)")
     parser.add_argument("--note", default="",
                         help="a remark printed at the top of EVALUATION.md (e.g. how often "
                         "the test sets were read for this release, and why)")

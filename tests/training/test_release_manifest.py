@@ -100,3 +100,39 @@ def test_every_member_is_quantised_once_and_a_network_without_inputs_is_not(
     written = [p.stat().st_mtime_ns for p in copies["scar_unet"]]
     quantised_members(members, rows, ("scar_unet",))  # a resumed release: kept, not redone
     assert [p.stat().st_mtime_ns for p in copies["scar_unet"]] == written
+
+
+def _summary(myocardium: float, scar: float) -> dict:
+    return {"emidec": {"methods": {"cascade-unet": {"myocardium_dsc": {"median": myocardium},
+                                                    "scar_dsc": {"median": scar}}}}}
+
+
+def test_the_ship_rule_ships_only_a_release_not_below_the_shipped_one_on_test() -> None:
+    from training.publish import ship_decision, ship_text
+
+    shipped = _summary(0.799, 0.508)
+    better = ship_decision(_summary(0.85, 0.60), shipped)
+    assert better["ships"] and "it replaces it" in ship_text(better, "0.3.2")
+    tied = ship_decision(_summary(0.799, 0.508), shipped)
+    assert tied["ships"], "not below is enough"
+    worse_scar = ship_decision(_summary(0.85, 0.50), shipped)
+    assert not worse_scar["ships"]
+    text = ship_text(worse_scar, "0.3.2")
+    assert "not shipped" in text and "scar dsc 0.500 against 0.508" in text
+    assert not ship_decision(_summary(0.79, 0.60), shipped)["ships"]
+    # Nothing shipped with EMIDEC `test` (a first release, or phantoms only): it ships.
+    assert ship_decision(_summary(0.5, 0.1), None)["ships"]
+    assert ship_decision(_summary(0.5, 0.1), {"phantoms": {}})["ships"]
+    assert ship_text(ship_decision(_summary(0.5, 0.1), None), None) == ""
+
+
+def test_the_shipped_release_is_compared_with_its_own_test_summary() -> None:
+    """models/ carries the summary the rule reads: EMIDEC `test` medians of the cascade."""
+    import json
+
+    from training.publish import SHIP_FIGURES, SHIP_METHOD, SHIP_SET, ship_decision
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    summary = json.loads((models / "evaluation" / "summary.json").read_text())
+    assert all(summary[SHIP_SET]["methods"][SHIP_METHOD][f]["median"] > 0 for f in SHIP_FIGURES)
+    assert ship_decision(summary, summary)["ships"]

@@ -397,6 +397,22 @@ def _curves_lines(context: dict) -> str:
             "![scar U-Net](evaluation/curves_scar_unet.png)")
 
 
+NETWORK_NAMES = {"myocardium_unet": "the myocardium U-Net", "scar_unet": "the scar U-Net",
+                 "enet_p2": "the Protocol 2 ENet", "enet_p1": "the Protocol 1 ENet"}
+
+
+def _members_text(cv: Mapping) -> str:
+    """Which folds' networks ship (``crossval.SHIPPED_MEMBERS``): each the mean of its
+    members' probabilities."""
+    members = cv.get("shipped_members")
+    if not members:
+        return f"the shipped networks are the mean of the {cv['folds']} folds"
+    parts = [f"{NETWORK_NAMES.get(task, task)} as "
+             f"{'fold 0' + chr(39) + 's network' if n == 1 else f'the mean of folds 0-{n - 1}'}"
+             for task, n in members.items()]
+    return "what ships: " + "; ".join(parts) + " (a mean of the members' probabilities)"
+
+
 def markdown_report(summaries: Mapping[str, dict], targets: Mapping[str, Mapping],
                     context: dict) -> str:
     """``models/EVALUATION.md``: the targets, every test set side by side, then each in full."""
@@ -413,8 +429,8 @@ def markdown_report(summaries: Mapping[str, dict], targets: Mapping[str, Mapping
                      f"{real['copies_per_case_and_contrast']} copies per contrast at nominal "
                      f"spacings of {real['train_spacing_range_mm'][0]:g}-"
                      f"{real['train_spacing_range_mm'][1]:g} mm), and every choice was made on "
-                     f"the out-of-fold predictions (below); the shipped U-Nets are the mean of "
-                     f"the {cv['folds']} folds. The EMIDEC test cases are read at a nominal "
+                     f"the out-of-fold predictions (below); {_members_text(cv)}. The EMIDEC "
+                     f"test cases are read at a nominal "
                      f"{real['nominal_spacing_mm']:g} mm.")
     elif real:
         real_text = (f" EMIDEC `train` ({real['train_cases']} cases, each as acquired and "
