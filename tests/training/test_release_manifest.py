@@ -128,8 +128,6 @@ def test_the_ship_rule_ships_only_a_release_not_below_the_shipped_one_on_test() 
 
 def test_the_shipped_release_is_compared_with_its_own_test_summary() -> None:
     """models/ carries the summary the rule reads: EMIDEC `test` medians of the cascade."""
-    import json
-
     from training.publish import SHIP_FIGURES, SHIP_METHOD, SHIP_SET, ship_decision
 
     models = Path(__file__).resolve().parents[2] / "models"
