@@ -9,9 +9,13 @@ each revision's ``python -m service`` on loopback (both started once, loaded in 
 its SR is there too (``service_load.py``'s clients); levels and revisions alternate
 within each round. Prints the figures and writes ``benchmarks/results/compare_revisions.json``
 and the section of ``BENCHMARKS.md`` (``--no-markdown``, ``--out``: a trial run that
-leaves both alone).
+leaves both alone). ``--own-models``: each revision serves its own ``models/`` at the
+service's default precision (``auto``: int8 where its release found it holds), which is
+what a user of each release waits: two releases side by side, not two codes on one set of
+networks (issue 54: the new release's default pipeline at most 1.5x the old one's).
 
     python benchmarks/compare_revisions.py OLD NEW --rounds 3 --runs 15 --seconds 60
+    python benchmarks/compare_revisions.py 0.3.2-REV HEAD --own-models --out FILE
 """
 
 from __future__ import annotations
@@ -64,9 +68,10 @@ def _series(out: Path) -> Path:
     return benchmark_series(out)
 
 
-def _run(tree: Path, models: Path, pipeline: str, runs: int, series: Path, data: Path) -> dict:
+def _run(tree: Path, models: Path, pipeline: str, runs: int, series: Path, data: Path,
+         precision: str = "fp32") -> dict:
     env = os.environ | {"PYTHONPATH": str(tree), "MODELS_DIR": str(models),
-                        "DATA_DIR": str(data), "MODEL_PRECISION": "fp32"}
+                        "DATA_DIR": str(data), "MODEL_PRECISION": precision}
     out = subprocess.run([sys.executable, "-c", MEASURE, pipeline, str(runs), str(series)],
                          env=env, cwd=tree, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -75,22 +80,23 @@ def _run(tree: Path, models: Path, pipeline: str, runs: int, series: Path, data:
     return result
 
 
-def _serve(tree: Path, models: Path, data: Path):
+def _serve(tree: Path, models: Path, data: Path, precision: str = "fp32"):
     """``python -m service`` of the worktree (its code: the worktree is the working
-    directory and the path), the newer revision's models, up to 8 analyses at once."""
+    directory and the path), on ``models``, up to 8 analyses at once."""
     from service_load import start  # benchmarks/ is on sys.path
 
-    return start(data, PYTHONPATH=str(tree), MODELS_DIR=str(models), MODEL_PRECISION="fp32",
+    return start(data, PYTHONPATH=str(tree), MODELS_DIR=str(models), MODEL_PRECISION=precision,
                  MAX_CONCURRENT_ANALYSES="8", cwd=str(tree))
 
 
-def _throughput(trees: dict[str, Path], models: Path, files: list, clients: list[int],
-                seconds: float, rounds: int, tmp: Path, revisions: dict[str, str]) -> dict:
+def _throughput(trees: dict[str, Path], models: dict[str, Path], files: list,
+                clients: list[int], seconds: float, rounds: int, tmp: Path,
+                revisions: dict[str, str], precision: str = "fp32") -> dict:
     """Whole analyses a minute per revision and client count, one figure per round."""
     from service_load import stop, throughput
 
     per_round = {name: {str(c): [] for c in clients} for name in trees}
-    servers = {name: _serve(tree, models, tmp / f"serve-{name}")
+    servers = {name: _serve(tree, models[name], tmp / f"serve-{name}", precision)
                for name, tree in trees.items()}
     try:
         for round_ in range(rounds):
@@ -124,6 +130,10 @@ def main() -> int:
                         default=ROOT / "benchmarks" / "results" / "compare_revisions.json")
     parser.add_argument("--no-markdown", action="store_true",
                         help="leave BENCHMARKS.md alone (a trial run)")
+    parser.add_argument("--own-models", action="store_true",
+                        help="each revision on its own models/ at the default precision "
+                        "(two releases side by side); default: both on the newer revision's "
+                        "models in float32 (two codes)")
     args = parser.parse_args()
     from latency import host_calibration_ms, upload_files, write_section  # on sys.path
 
@@ -141,18 +151,22 @@ def main() -> int:
                            cwd=ROOT, capture_output=True, check=True)
         try:
             series = _series(Path(tmp) / "series")
-            models = trees["new"] / "models"
+            models = {name: trees[name if args.own_models else "new"] / "models"
+                      for name in trees}
+            precision = "auto" if args.own_models else "fp32"
             for round_ in range(args.rounds):
                 for pipeline in args.pipelines:
                     for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
                         data = Path(tmp) / f"data-{name}-{round_}-{pipeline}"
-                        r = _run(trees[name], models, pipeline, args.runs, series, data)
+                        r = _run(trees[name], models[name], pipeline, args.runs, series, data,
+                                 precision)
                         results[pipeline][name].append(r["p50_ms"])
                         shutil.rmtree(data, ignore_errors=True)
                         print(f"round {round_} {pipeline} {name} {revisions[name]}: p50 "
                               f"{r['p50_ms']:.0f} ms")
             throughput = (_throughput(trees, models, upload_files(series), args.clients,
-                                      args.seconds, args.rounds, Path(tmp), revisions)
+                                      args.seconds, args.rounds, Path(tmp), revisions,
+                                      precision)
                           if args.seconds > 0 else {})
         finally:
             for tree in trees.values():
@@ -174,6 +188,8 @@ def main() -> int:
     record = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
               "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
               "revisions": revisions, "rounds": args.rounds, "runs": args.runs,
+              "models": "each revision's own, default precision" if args.own_models
+              else "the newer revision's, float32",
               "host_calibration_ms": calibration, "per_round_p50_ms": results,
               "summary": summary, "throughput_seconds": args.seconds,
               "per_round_analyses_per_min": throughput, "analyses_per_min": per_minute}
@@ -196,21 +212,25 @@ def main() -> int:
         "| clients | old analyses/min | new analyses/min | new / old |\n|---|---|---|---|\n"
         + "\n".join(f"| {c} | {s['old']:.1f} | {s['new']:.1f} | **{s['ratio']:.2f}x** |"
                     for c, s in per_minute.items()))
+    what = ("each revision's own models at the default precision (`MODEL_PRECISION=auto`)"
+            if args.own_models else "the newer revision's models in float32")
     write_section(
-        f"## Two revisions side by side ({record['date'][:10]})\n\n"
+        f"## Two {'releases' if args.own_models else 'revisions'} side by side "
+        f"({record['date'][:10]})\n\n"
         f"`python benchmarks/compare_revisions.py {args.old} {args.new} --rounds "
-        f"{args.rounds} --runs {args.runs}`: POST-to-report p50 of revision "
+        f"{args.rounds} --runs {args.runs}{' --own-models' if args.own_models else ''}`: "
+        f"POST-to-report p50 of revision "
         f"`{revisions['old']}` against `{revisions['new']}`, each in its own process from "
         f"its own worktree, alternating, {args.rounds} rounds of {args.runs} runs (after 3 "
-        f"warm-up runs), the same 12 x 256x256 series and the newer revision's models in "
-        f"float32, on {record['machine']}; host calibration {calibration[0]:.0f} / "
+        f"warm-up runs), the same 12 x 256x256 series and {what}, "
+        f"on {record['machine']}; host calibration {calibration[0]:.0f} / "
         f"{calibration[1]:.0f} ms. Each POST is timed to its 201, its SR fetched untimed "
         "before the next (a revision that encodes after the answer is not charged for it, "
         "nor its next request slowed by it). The speed-up is the median over rounds of old "
         "/ new.\n\n"
         "| pipeline | old p50 ms | new p50 ms | speed-up |\n|---|---|---|---|\n" + rows
         + throughput_table,
-        "compare-revisions")
+        "compare-releases" if args.own_models else "compare-revisions")
     return 0
 
 

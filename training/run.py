@@ -527,10 +527,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training: about {estimated_minutes(configs):.0f} minutes on 2 CPU cores from "
               f"scratch (less when resumed); writing {models_dir}", flush=True)
 
-    def lap(stage: str, since: float, done_here: float | None = None) -> float:
+    def lap(stage: str, since: float, done_here: float | None = None,
+            reused: bool = False) -> float:
+        """``reused``: the stage was taken from where it is kept (a kept step), so the time
+        recorded when it was done stands."""
         now = time.perf_counter()
         spent = (now - since) / 60.0 if done_here is None else done_here
-        if spent >= 0.05 or stage not in minutes:
+        if (spent >= 0.05 and not reused) or stage not in minutes:
             minutes[stage] = spent
         timings_path.write_text(json.dumps(minutes, indent=1))
         return now
@@ -566,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
             assignment, shared_networks, args.quick, args.tta_study, kept_choices)
         if cross_validated.choices_kept:
             print(f"training: out-of-fold choices kept in {kept_choices.path}", flush=True)
-        t = lap("out-of-fold choices (thresholds, ring, TTA)", t)
+        t = lap("out-of-fold choices (thresholds, ring, TTA)", t,
+                reused=cross_validated.choices_kept)
         onnx_files, parameters, training = (cross_validated.onnx_files,
                                             cross_validated.parameters,
                                             cross_validated.training)
@@ -592,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
             kept_calibration.keep({m: c.to_dict() for m, c in calibrations.items()},
                                   "the scar-% interval of each network pipeline, calibrated "
                                   "on the out-of-fold series and phantoms")
-        t = lap("interval calibration (out of fold)", t)
+        t = lap("interval calibration (out of fold)", t, reused=kept is not None)
         if args.stop_before_publish:
             print("training: stopping before the int8 copies and the test sets "
                   "(--stop-before-publish): the choices and the calibration are kept",
