@@ -45,6 +45,16 @@ def series_dirs(phantom_dir: Path) -> list[Path]:
     return sorted(phantom_dir.glob("phantom_*"))
 
 
+def shipped_onnx(name: str) -> Path:
+    """The shipped file of a manifest entry (its first member's where several ship), so a
+    test reads the released networks whatever the release names its files."""
+    import json
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    manifest = json.loads((models / "manifest.json").read_text())
+    return models / next(m["file"] for m in manifest["models"] if m["name"] == name)
+
+
 def read_series(series_dir: Path) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p) for p in sorted((series_dir / "dicom").glob("*.dcm"))]
 

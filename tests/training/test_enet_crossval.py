@@ -9,13 +9,13 @@ from pathlib import Path
 from service.pipeline.ensemble import MeanOfModels
 from service.pipeline.infer import OnnxModel
 from service.pipeline.segment import Network
+from tests.conftest import shipped_onnx
 from training import crossval
 from training.data.dataset import CLASSES, TASKS
 
 MODELS = Path(__file__).parents[2] / "models"
-FILES = {"myocardium_unet": MODELS / "myocardium-unet.onnx",
-         "scar_unet": MODELS / "scar-unet.onnx", "enet_p2": MODELS / "enet-p2.onnx",
-         "enet_p1": MODELS / "enet-p1.onnx"}
+FILES = {task: shipped_onnx(task.replace("_", "-"))
+         for task in ("myocardium_unet", "scar_unet", "enet_p2", "enet_p1")}
 
 
 def test_the_enets_are_the_folds_own_only_where_every_fold_has_them() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import shipped_onnx
 from training import legs
 from training.crossval import ENET_TASKS, FOLD_TASKS
 from training.fold_legs import BOX_STAGE, FOLD_EPOCHS, STAGES, FoldLegTrainer, Pool, plan
@@ -72,7 +73,7 @@ def test_an_enet_leg_trains_exports_and_scores_its_pipeline(
     # The fold's myocardium leg: the shipped myocardium U-Net stands in for it.
     ring_leg = f"fold0-myocardium_unet-s{BOX_STAGE}"
     (root / ring_leg).mkdir(parents=True)
-    shutil.copy2(MODELS / "myocardium-unet.onnx", root / ring_leg / legs.ONNX_FILE)
+    shutil.copy2(shipped_onnx("myocardium-unet"), root / ring_leg / legs.ONNX_FILE)
     sources = tuple(PhantomSource(d) for d in series_dirs[:5])
     # Case "a" is fold 0's: held out as given (series 2) and shifted (series 3).
     pool = Pool(sources, (None, None, "a", "a", "b"),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from tests.conftest import shipped_onnx
 from training.data.augment import augment_pair, dihedral
 from training.data.dataset import (
     CLASSES,
@@ -80,7 +81,7 @@ def test_kfold_series_partitions_whole_series() -> None:
         kfold_series(10, 5, 5)
 
 
-MYOCARDIUM_MODEL = Path(__file__).parents[2] / "models" / "myocardium-unet.onnx"
+MYOCARDIUM_MODEL = shipped_onnx("myocardium-unet")
 
 
 def test_series_arrays_cut_every_network_input(series_dirs: list[Path]) -> None:
