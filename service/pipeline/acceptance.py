@@ -275,13 +275,18 @@ def unlike_training_bar(model: ContrastModel = CONTRAST_MODEL) -> float:
     return float(stats.chi2.ppf(UNLIKE_TRAINING_LEVEL, len(model.features)))
 
 
+def beyond_training(distance2: float | None, model: ContrastModel = CONTRAST_MODEL) -> bool:
+    """Whether a squared distance from the nearest kind of LGE trained on is past the bar
+    (False where it could not be measured: None)."""
+    return distance2 is not None and distance2 > unlike_training_bar(model)
+
+
 def is_unlike_training(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL) -> bool:
     """Whether the series' contrast lies beyond every kind of LGE the networks were trained
     on (False where it cannot be measured): the review reason below, and the interval's
     own scale for such series (:mod:`service.pipeline.uncertainty`)."""
     x = vector(contrast_features(evidence), model.features)
-    distance2 = None if x is None else model.lge_distance2(x)
-    return distance2 is not None and distance2 > unlike_training_bar(model)
+    return beyond_training(None if x is None else model.lge_distance2(x), model)
 
 
 def unlike_training(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL

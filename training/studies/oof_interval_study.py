@@ -201,8 +201,7 @@ def spearman(rows: Sequence[dict]) -> dict[str, dict[str, dict]]:
 
 def _unlike(row: dict) -> bool:
     """Beyond the LGE trained on, as the service judges it (acceptance.is_unlike_training)."""
-    distance2 = row.get("lge_distance2")
-    return distance2 is not None and distance2 > acceptance.unlike_training_bar(CONTRAST_MODEL)
+    return acceptance.beyond_training(row.get("lge_distance2"), CONTRAST_MODEL)
 
 
 def _series(rows: Sequence[dict]) -> list[CalibrationSeries]:
@@ -240,37 +239,60 @@ def review_check(judged: Sequence[tuple[bool, float, bool]], width: float | None
             "large_flagged": None if not large else float(np.mean([w > width for w in large]))}
 
 
+def _judged_out_of_fold(analysed: Sequence[dict], candidate: tuple[str, ...], calibrates,
+                        group_of, groups: Sequence[str], level: float
+                        ) -> tuple[dict[str, list[tuple[bool, float, bool]]], list]:
+    """Each fold's series (by ``group_of``) judged by the interval of ``candidate``
+    calibrated on the other folds' series that ``calibrates`` keeps (on the fold's own while
+    only one fold is kept); and the calibrations made."""
+    folds = sorted({r["fold"] for r in analysed})
+    held: dict[str, list[tuple[bool, float, bool]]] = {g: [] for g in groups}
+    made = []
+    for fold in folds:
+        others = [f for f in folds if f != fold] or [fold]
+        try:
+            calibration = calibrate(_series([r for r in analysed
+                                             if r["fold"] in others and calibrates(r)]),
+                                    INTERVAL_OFFSETS, INTERVAL_FLOORS, level,
+                                    candidates=[candidate])
+        except ValueError:  # too few series for the level
+            continue
+        made.append(calibration)
+        for r in analysed:
+            if r["fold"] == fold:
+                held[group_of(r)].append(_held(r, calibration))
+    return held, made
+
+
+def _coverage(judged: Sequence[tuple[bool, float, bool]]) -> dict | None:
+    return None if not judged else {
+        "series": len(judged), "coverage": float(np.mean([h for h, _, _ in judged])),
+        "median_width": float(np.median([w for _, w, _ in judged]))}
+
+
+def _analysed(rows: Sequence[dict]) -> tuple[list[dict], bool]:
+    """The series with a result, and whether only one fold is kept (``in_sample``)."""
+    analysed = [r for r in rows if r.get("scar_percent") is not None]
+    return analysed, len({r["fold"] for r in analysed}) < 2
+
+
 def candidate_checks(rows: Sequence[dict], level: float = INTERVAL_LEVEL) -> dict[str, dict]:
     """Per candidate spread: coverage and median width as given and shifted, each fold's
     series judged by the interval calibrated on the other folds' as-given series (on its own
     while only one fold is kept: ``in_sample``); and the review width chosen on the as-given
     series (:func:`review_width`) with the review flag it gives in each group."""
-    analysed = [r for r in rows if r.get("scar_percent") is not None]
-    folds = sorted({r["fold"] for r in analysed})
+    analysed, in_sample = _analysed(rows)
     out = {}
     for candidate in CANDIDATES:
-        held: dict[str, list[tuple[bool, float, bool]]] = {AS_GIVEN: [], SHIFTED: []}
-        for fold in folds:
-            others = [f for f in folds if f != fold] or [fold]
-            calibration_rows = [r for r in analysed if r["group"] == AS_GIVEN
-                                and r["fold"] in others]
-            try:
-                calibration = calibrate(_series(calibration_rows), INTERVAL_OFFSETS,
-                                        INTERVAL_FLOORS, level, candidates=[candidate])
-            except ValueError:  # too few series for the level
-                continue
-            for r in analysed:
-                if r["fold"] == fold:
-                    held[r["group"]].append(_held(r, calibration))
+        held, _ = _judged_out_of_fold(analysed, candidate, lambda r: r["group"] == AS_GIVEN,
+                                      lambda r: r["group"], (AS_GIVEN, SHIFTED), level)
         # The review width that meets the flag's target on the as-given series, then how
         # it does on the shifted ones.
         width = review_width(held[AS_GIVEN])
         out["+".join(candidate)] = {
-            group: None if not judged else {
-                "series": len(judged), "coverage": float(np.mean([h for h, _, _ in judged])),
-                "median_width": float(np.median([w for _, w, _ in judged])),
+            group: None if not judged else _coverage(judged) | {
                 "review": review_check(judged, width)}
-            for group, judged in held.items()} | {"in_sample": len(folds) < 2,
+            for group, judged in held.items()} | {"in_sample": in_sample,
                                                   "review_width": width}
     return out
 
@@ -290,31 +312,16 @@ def unlike_scale_checks(rows: Sequence[dict], level: float = INTERVAL_LEVEL) -> 
     the LGE trained on; each fold's series judged by the other folds' calibration. Per
     candidate: coverage and median width as given, on the shifted copies of a familiar
     look (which calibrate nothing: the check), and on those unlike training."""
-    analysed = [r for r in rows if r.get("scar_percent") is not None]
-    folds = sorted({r["fold"] for r in analysed})
+    analysed, in_sample = _analysed(rows)
     out = {}
     for candidate in CANDIDATES:
-        held: dict[str, list[tuple[bool, float, bool]]] = {g: [] for g in UNLIKE_GROUPS}
-        unlike_series = []
-        for fold in folds:
-            others = [f for f in folds if f != fold] or [fold]
-            try:
-                calibration = calibrate(_series([r for r in analysed if r["fold"] in others]),
-                                        INTERVAL_OFFSETS, INTERVAL_FLOORS, level,
-                                        candidates=[candidate])
-            except ValueError:  # too few series for the level
-                continue
-            unlike_series.append(calibration.unlike_series
-                                 if calibration.unlike_scale is not None else 0)
-            for r in analysed:
-                if r["fold"] == fold:
-                    held[_unlike_group(r)].append(_held(r, calibration))
-        out["+".join(candidate)] = {
-            group: None if not judged else {
-                "series": len(judged), "coverage": float(np.mean([h for h, _, _ in judged])),
-                "median_width": float(np.median([w for _, w, _ in judged]))}
-            for group, judged in held.items()} | {
-                "unlike_series_per_calibration": unlike_series, "in_sample": len(folds) < 2}
+        held, made = _judged_out_of_fold(analysed, candidate, lambda r: True, _unlike_group,
+                                         UNLIKE_GROUPS, level)
+        out["+".join(candidate)] = {group: _coverage(judged) for group, judged in held.items()
+                                    } | {
+            "unlike_series_per_calibration": [c.unlike_series if c.unlike_scale is not None
+                                              else 0 for c in made],
+            "in_sample": in_sample}
     return out
 
 
@@ -326,7 +333,7 @@ def unlike_training_check(rows: Sequence[dict]) -> dict:
     out = {}
     for group in (AS_GIVEN, SHIFTED):
         members = [r for r in rows if r["group"] == group and r["lge_distance2"] is not None]
-        unlike = [r for r in members if r["lge_distance2"] > bar]
+        unlike = [r for r in members if _unlike(r)]
         out[group] = {"series": len(members), "flagged": len(unlike),
                       "large": sum(abs(r["error"]) > LARGE_ERROR for r in members),
                       "flagged_large": sum(abs(r["error"]) > LARGE_ERROR for r in unlike),
