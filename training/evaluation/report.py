@@ -407,8 +407,8 @@ def _members_text(cv: Mapping) -> str:
     members = cv.get("shipped_members")
     if not members:
         return f"the shipped networks are the mean of the {cv['folds']} folds"
-    parts = [f"{NETWORK_NAMES.get(task, task)} as "
-             f"{'fold 0' + chr(39) + 's network' if n == 1 else f'the mean of folds 0-{n - 1}'}"
+    parts = [NETWORK_NAMES.get(task, task) + " as "
+             + ("fold 0's network" if n == 1 else f"the mean of folds 0-{n - 1}")
              for task, n in members.items()]
     return "what ships: " + "; ".join(parts) + " (a mean of the members' probabilities)"
 
