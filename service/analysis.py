@@ -156,7 +156,8 @@ def analyse(volume: Volume, pipeline: Pipeline, decode_ms: float,
         calibration, is_unlike_training(evidence))
     reasons = [*review_notes, *contrast_review(evidence),
                *review_reasons(myocardium, figures, volume, scar_interval,
-                               None if calibration is None else calibration.review_width)]
+                               None if calibration is None else calibration.review_width,
+                               first_ring, closed_rings)]
     quality = {"verdict": "review" if reasons else "ok", "reasons": reasons}
     quantify_ms = (time.perf_counter() - t0) * 1000.0
 

@@ -8,7 +8,7 @@ UIDs and times come from the report, so encoding is deterministic: a start-up af
 crash encodes whatever is missing (:meth:`Encoder.start`) and gets the bytes an
 undisturbed run would have written. ``GET .../seg`` and ``.../sr`` wait for it, a
 bounded time; the store-back pushes after it. The viewer's layer of where the networks
-disagree (:func:`disagreement`: eight runs of the scar network, as many as the whole
+disagree (:func:`disagreement`: eight runs of each scar network, more than the whole
 analysis' other work) is made when a reader first asks for it, and kept.
 """
 
@@ -79,8 +79,8 @@ def encode_stored(report: dict, files: Mapping[str, bytes]) -> dict[str, bytes]:
 
 
 def disagreement(report: dict, files: Mapping[str, bytes], pipeline: Pipeline) -> bytes | None:
-    """The viewer's layer of where the scar network disagrees with itself over flips and
-    turns of its input (:func:`service.pipeline.segment.region_spread`), as stored; None for
+    """The viewer's layer of where the scar networks (every member) disagree over flips and
+    turns of their input (:func:`service.pipeline.segment.region_spread`), as stored; None for
     an analysis stored without the ring that placed the crop."""
     arrays = stored_arrays.load(files["arrays"], ("images", "crop_ring"))
     if "crop_ring" not in arrays:

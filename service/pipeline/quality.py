@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.pipeline.acceptance import ring_review
+from service.pipeline.acceptance import ClosedRings, ring_review
 from service.pipeline.uncertainty import ACTIONABLE_WIDTH_PERCENT
 from service.pipeline.volume import Volume
 
@@ -61,11 +61,12 @@ def interval_reason(scar_interval: tuple[float, float] | None,
 
 def review_reasons(myocardium: np.ndarray, figures: dict, volume: Volume,
                    scar_interval: tuple[float, float] | None,
-                   review_width: float | None = None) -> list[str]:
+                   review_width: float | None, first_ring: np.ndarray,
+                   rings: ClosedRings | None = None) -> list[str]:
     """Why the result should not be read without a person checking it (empty: ok)."""
     # A series without a heart was refused before (service.pipeline.acceptance); one with a
     # heart but no closed ring (a hidden cavity, apical slices) is analysed and flagged.
-    reasons = ring_review(myocardium, volume.spacing)
+    reasons = ring_review(first_ring, volume.spacing, rings)
     gaps = myocardium_gaps(myocardium)
     if gaps:
         reasons.append(f"no myocardium found on slices {gaps} (0 = most basal), between "

@@ -151,16 +151,20 @@ def scar_regions(images: Sequence[np.ndarray], spacing: Spacing, myocardium: np.
 
 def region_spread(images: Sequence[np.ndarray], spacing: Spacing, myocardium: np.ndarray,
                   net: Network) -> np.ndarray | None:
-    """(z, y, x) where the scar network disagrees with itself: the largest, over its regions,
-    of the standard deviation of a region's probability across the eight symmetries of the
-    square (test-time flips and turns), on the source grid; None: no myocardium.
+    """(z, y, x) where the scar networks disagree: the largest, over the regions, of the
+    standard deviation of a region's probability across every member of an ensemble (each
+    fold's network) under each of the eight symmetries of the square (test-time flips and
+    turns), on the source grid; None: no myocardium.
 
-    The viewer's "where the networks disagree" layer: a reader looks there first."""
+    The viewer's "where the networks disagree" layer: a reader looks there first. The
+    members are asked one by one: their mean, as served, hides where they part."""
     transforms = crop_transforms(images, spacing, net.spec, myocardium)
     if transforms is None:
         return None
     batch, transforms = model_inputs(images, spacing, net.spec, transforms, myocardium)
-    answers = symmetry_answers(net.predict, batch)  # (S, z, h, w, K+1)
+    members = getattr(net.predict, "members", (net.predict,))
+    answers = np.concatenate([symmetry_answers(member, batch)  # (M * S, z, h, w, K+1)
+                              for member in members])
     spread = nested_regions(answers, net.disjoint).std(axis=0).max(axis=-1)  # (z, h, w)
     return np.clip(to_source_stack(transforms, spread), 0.0, 1.0)
 

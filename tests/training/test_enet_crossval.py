@@ -4,6 +4,8 @@ in every fold, and the earlier release's (with that release's input) where not."
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 from service.pipeline.ensemble import MeanOfModels
@@ -66,10 +68,20 @@ def test_the_ensemble_ships_the_first_folds_the_budget_holds() -> None:
 def test_shared_enets_carry_their_manifests_input(tmp_path: Path) -> None:
     from training.run import _shared_networks
 
-    files, parameters, training, specs = _shared_networks(MODELS, tmp_path)
+    files, parameters, training, specs = _shared_networks(MODELS, tmp_path / "shipped")
     assert set(files) == set(parameters) == set(training) == set(specs) == set(
         crossval.ENET_TASKS)
-    # 0.3.2's ENets: the whole slice's Hough search, whatever today's training spec says.
+    # The shipped ENets (0.4.0) were trained on the search near the heart.
+    assert all(spec.hough_near_heart for spec in specs.values())
+    assert specs["enet_p2"].masked and not specs["enet_p1"].masked
+    # A manifest written before the field (0.3.2's): the whole slice's Hough search, whatever
+    # today's training spec says.
+    older = tmp_path / "models"
+    shutil.copytree(MODELS, older)
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    for entry in manifest["models"]:
+        entry["input"]["preprocessing"].pop("hough_near_heart", None)
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    _, _, _, specs = _shared_networks(older, tmp_path / "older")
     assert all(not spec.hough_near_heart for spec in specs.values())
     assert all(TASKS[task].hough_near_heart for task in specs)
-    assert specs["enet_p2"].masked and not specs["enet_p1"].masked

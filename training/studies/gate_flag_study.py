@@ -183,8 +183,7 @@ def readings(groups: dict[str, list[Source]], work: Path) -> list[dict]:
                 "has_heart": acceptance.has_heart(ring, series.spacing),
                 "has_ring": acceptance.has_lv_ring(ring, series.spacing),
                 "evidence": evidence, "values": values,
-                "ring_review": bool(acceptance.ring_review(cached["myocardium"],
-                                                           series.spacing)),
+                "ring_review": bool(acceptance.ring_review(ring, series.spacing)),
                 "gaps": bool(myocardium_gaps(cached["myocardium"])),
                 **cached["figures"]})
     return rows

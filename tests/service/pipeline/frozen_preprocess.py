@@ -534,6 +534,13 @@ def frozen_segment(images, spacing, myocardium_net, scar_net):
     myo_p = regions_on_source(myocardium_net, batch, transforms, keep=[wanted])[0]
     ring = seg.ring_from(myo_p, myocardium_net)
     crops = crop_transforms(images, spacing, scar_net.spec, ring)
+    if scar_net.spec.hough_near_heart:
+        # The search near the heart (round 4's ENets) came after the freeze: its circles
+        # are the service's (test_preprocess_near_heart checks them), the rest is frozen.
+        from service.pipeline.preprocess import crop_transforms as searched_near_the_heart
+
+        crops = [GridTransform(t.scale, t.offset, t.model_shape, t.source_shape)
+                 for t in searched_near_the_heart(images, spacing, scar_net.spec, ring)]
     regions = None
     if crops is not None:
         batch, crops = model_inputs(images, spacing, scar_net.spec, crops, ring)

@@ -400,6 +400,21 @@ def test_myocardium_on_few_slices_is_no_heart() -> None:
         check_segmentation(np.zeros((8, 128, 128), bool), (1.5, 1.5))
 
 
+def test_one_closed_ring_on_a_long_stack_is_no_heart() -> None:
+    # Release 0.4.0's myocardium network drew one closed ring on one slice of eight of the
+    # heartless phantom: a shape in noise. On two slices of eight it is a heart (an LV
+    # whose stack runs past it), and a single-slice series with a ring is one too.
+    lone = np.zeros((8, 128, 128), bool)
+    lone[3] = _disks(14, 8, 1)[0]
+    assert has_lv_ring(lone, (1.5, 1.5))
+    assert not has_heart(lone, (1.5, 1.5))
+    with pytest.raises(NotCardiacLGE, match="myocardium on 1 of 8 slices even with"):
+        check_segmentation(lone, (1.5, 1.5))
+    lone[4] = lone[3]
+    assert has_heart(lone, (1.5, 1.5))
+    assert has_heart(lone[3:4], (1.5, 1.5))
+
+
 def test_a_dark_blood_t2_series_with_lge_headers_is_refused(client, tmp_path) -> None:
     _refused(client, _in_sequence(tmp_path, "t2-dark-blood"), "darker than the myocardium")
 

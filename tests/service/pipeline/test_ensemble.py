@@ -154,3 +154,34 @@ def test_symmetry_answers_agree_for_a_pointwise_network_and_differ_for_one_that_
     ramp = np.linspace(0.0, 1.0, 8, dtype=np.float32)[None, None, :, None]
     positional = symmetry_answers(lambda x: np.broadcast_to(ramp, x.shape).copy(), batch)
     assert positional.std(axis=0).max() > 0.2
+
+
+def test_the_disagreement_layer_asks_each_member_not_their_mean() -> None:
+    """Two pointwise members that part: each agrees with itself under every symmetry, and
+    so does their mean (as served), yet the layer must show where they differ."""
+    from service.pipeline.preprocess import InputSpec
+    from service.pipeline.segment import Network, region_spread
+
+    spec = InputSpec(crop="heart_box", shape=(32, 32), margin_mm=4.0, min_side_mm=20.0)
+    yy, xx = np.indices((64, 64))
+    distance = np.hypot(yy - 32, xx - 32)
+    ring = np.repeat(((distance >= 8) & (distance < 14))[None], 2, axis=0)
+    images = [np.random.default_rng(k).normal(100.0, 20.0, (64, 64)) for k in range(2)]
+
+    def member(scar: float):
+        def predict(batch: np.ndarray) -> np.ndarray:
+            out = np.empty((*batch.shape[:3], 2), np.float32)
+            out[..., 1] = scar
+            out[..., 0] = 1.0 - scar
+            return out
+        return predict
+
+    alone = Network(member(0.2), spec, ("background", "scar"))
+    assert region_spread(images, (1.0, 1.0), ring, alone).max() < 1e-6
+    served = Network(lambda b: MeanOfModels([member(0.2), member(0.6)])(b), spec,
+                     ("background", "scar"))
+    assert region_spread(images, (1.0, 1.0), ring, served).max() < 1e-6  # the mean hides it
+    both = Network(MeanOfModels([member(0.2), member(0.6)]), spec, ("background", "scar"))
+    spread = region_spread(images, (1.0, 1.0), ring, both)
+    assert spread.shape == (2, 64, 64)
+    assert np.isclose(spread[:, 32, 32], 0.2, atol=1e-4).all()  # std of 0.2 and 0.6

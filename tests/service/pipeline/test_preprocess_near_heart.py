@@ -44,10 +44,11 @@ def test_the_near_heart_spec_round_trips_and_an_old_spec_reads_as_the_whole_slic
     old = NEAR.to_dict()
     del old["hough_near_heart"]  # a manifest written before the field
     assert InputSpec.from_dict(old) == WHOLE and not InputSpec.from_dict(old).hough_near_heart
-    # The shipped release (0.3.2) was trained on the whole slice's search, and reads so.
+    # The shipped release (0.4.0) trained both ENets on the search near the heart, and its
+    # manifest says so (0.3.2's, trained on the whole slice's, read False without the field).
     manifest = json.loads((REPO_ROOT / "models" / "manifest.json").read_text())
     shipped = [InputSpec.from_dict(m["input"]["preprocessing"]) for m in manifest["models"]]
-    assert [s.hough_near_heart for s in shipped if s.crop == "hough_circle"] == [False, False]
+    assert [s.hough_near_heart for s in shipped if s.crop == "hough_circle"] == [True, True]
 
 
 def test_a_near_heart_crop_needs_the_myocardium_and_searches_round_it() -> None:
