@@ -387,11 +387,11 @@ def test_thresholds_are_chosen_on_the_series_given(series_dirs: list[Path]) -> N
     from training.release import MODELS
 
     models = Path(__file__).parents[2] / "models"
-    # Each shipped network with its manifest's input (0.3.2's ENets: the whole slice's search).
+    # Each shipped network (its first member) with its manifest's input.
     manifest = json.loads((models / "manifest.json").read_text())
     specs = {m["name"]: InputSpec.from_dict(m["input"]["preprocessing"])
              for m in manifest["models"]}
-    networks = {m.key: Network(OnnxModel(models / f"{m.name}.onnx"), specs[m.name], m.classes)
+    networks = {m.key: Network(OnnxModel(shipped_onnx(m.name)), specs[m.name], m.classes)
                 for m in MODELS}
     chosen = choose_thresholds(series_dirs[:3], networks)
     with_scar = sum(bool(np.any([t["scar"].any() for t in load_truth(d).values()]))
