@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     # auto: each model's int8 file where the release measured it to hold accuracy (and
     # faster), else its float32 file; int8: every int8 file there is; fp32: none.
     model_precision: Literal["auto", "fp32", "int8"] = "auto"
+    # Every model is loaded before ready; which pipelines also run once on a synthetic
+    # series first (default: the default pipeline's; another's first analysis is then
+    # about half a second slower, BENCHMARKS.md).
+    warm_pipelines: Literal["default", "all"] = "default"
     api_key: str | None = None
     # Listening beyond loopback without an API key serves patient data to the network: the
     # service refuses to start so unless this says it is meant (a trusted, closed network).

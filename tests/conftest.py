@@ -95,6 +95,22 @@ def _isolated_result_store(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["DATA_DIR"] = str(tmp_path_factory.mktemp("results"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_registry_per_models_folder():
+    """The apps of the suite share their registry: the release's ten ENet sessions take
+    seconds to make and over a hundred apps start. Same folder and options, same registry
+    (its sessions are thread-safe and immutable); a test of loading itself calls
+    ``load_registry`` directly or copies the models elsewhere, and so loads afresh."""
+    import functools
+
+    import service.api.app as app_module
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app_module, "load_registry",
+                      functools.cache(app_module.load_registry))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings():
     """Settings are cached per process; a test that changes the environment must not leak."""

@@ -217,7 +217,7 @@ def test_the_log_names_analyses_and_uids_never_the_patient(tmp_path, series_dirs
                    "Sentinelbad"):
         assert secret.lower() not in text.lower(), secret  # ...and says nothing of the patient
     # The service's own start-up lines are not buried under highdicom's (one per frame group).
-    assert "models loaded in" in text and " INFO highdicom" not in text
+    assert "models checked and loaded in" in text and " INFO highdicom" not in text
 
 
 def test_a_client_that_stops_sending_gets_408_and_frees_its_slot(tmp_path, series_dirs) -> None:

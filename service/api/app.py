@@ -148,13 +148,17 @@ async def _serving(app: FastAPI, settings: Settings):
     registry = await run_in_threadpool(load_registry, settings.models_dir,
                                        settings.execution_provider, settings.onnx_memory_arena,
                                        settings.model_precision)
-    log.info("models loaded in %.1f s: %s", time.perf_counter() - started,
+    # /readyz says ready only after the pipelines to warm have run once: the first patient's
+    # analysis must not pay for lazy initialisation (BENCHMARKS.md, "First request").
+    await run_in_threadpool(registry.load_all)
+    names = (list(registry.pipelines) if settings.warm_pipelines == "all"
+             else [registry.default_pipeline])
+    pipelines = [registry.pipelines[n] for n in names]
+    log.info("models checked and loaded in %.1f s: %s", time.perf_counter() - started,
              ", ".join(f"{m.name} {m.version} ({m.precision}) on {m.execution_provider}"
                        for m in registry.loaded))
-    # /readyz says ready only after every pipeline has run once: the first patient's
-    # analysis must not pay for lazy initialisation (BENCHMARKS.md, "First request").
-    warmed = await run_in_threadpool(warm_up, list(registry.pipelines.values()))
-    log.info("pipelines warmed up in %.1f s", warmed)
+    warmed = await run_in_threadpool(warm_up, pipelines)
+    log.info("pipelines %s warmed up in %.1f s", ", ".join(names), warmed)
     unencoded = app.state.encoder.start()
     if unencoded:
         log.info("%d stored analyses without SEG and SR (an interrupted run): encoding them",

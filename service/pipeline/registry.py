@@ -1,14 +1,20 @@
 """The model registry: ``models/manifest.json`` read once, every file checked, sessions made.
 
 A file whose sha256 differs from the manifest is refused, so the service
-never runs weights other than the ones described and evaluated.
+never runs weights other than the ones described and evaluated. Every file is checked
+when the registry is made; a model's session is made the first time a pipeline or a
+caller asks for it (and its file checked again then), because a release of fold
+ensembles ships a dozen networks and most analyses run the default pipeline's three.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.errors import ModelStoreError
@@ -49,20 +55,66 @@ class Pipeline:
         return (self.myocardium, *((self.ring,) if self.ring else ()), self.scar)
 
 
+class LazyMapping(Mapping):
+    """Names known at once, values made on first access, once, under the registry's lock
+    (two requests for a pipeline not yet loaded load it once)."""
+
+    def __init__(self, names: list[str], make: Callable[[str], object],
+                 lock: threading.RLock) -> None:
+        self._names, self._make, self._lock = list(names), make, lock
+        self._made: dict[str, object] = {}
+
+    def __getitem__(self, name: str):
+        made = self._made.get(name)
+        if made is not None:
+            return made
+        if name not in self._names:
+            raise KeyError(name)
+        with self._lock:
+            if name not in self._made:
+                self._made[name] = self._make(name)
+            return self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    @property
+    def made(self) -> list:
+        return list(self._made.values())
+
+
 @dataclass(frozen=True)
 class Registry:
     # Each model at the precision asked for the service as a whole; a pipeline may run
-    # a network's int8 copy where the release measured it to hold (``model_file``).
-    models: dict[str, LoadedModel]
-    pipelines: dict[str, Pipeline]
+    # a network's int8 copy where the release measured it to hold (``model_file``). Both
+    # mappings make their sessions on first access.
+    models: LazyMapping
+    pipelines: LazyMapping
     default_pipeline: str
     manifest: dict
+    # Opens every file the manifest may run, so many at once (see :meth:`load_all`).
+    _open_all: Callable[[int], None] = field(repr=False, compare=False)
+
+    def load_all(self, workers: int = 2) -> None:
+        """Every model's and pipeline's session, the files opened ``workers`` at once: an
+        ENet's session takes 0.3-0.5 s to make and a release ships ten, and the service is
+        ready only once every model is loaded (CONTRACT.md, ``/readyz``)."""
+        self._open_all(workers)
+        for name in self.pipelines:
+            self.pipelines[name]
+        for name in self.models:
+            self.models[name]
 
     @property
     def loaded(self) -> list[LoadedModel]:
-        """Every model with a session, once."""
-        every = [*self.models.values(),
-                 *(m for p in self.pipelines.values() for m in p.models)]
+        """Every model with a session so far, once."""
+        every = [*self.models.made, *(m for p in self.pipelines.made for m in p.models)]
         return list({id(m): m for m in every}.values())
 
 
@@ -123,6 +175,16 @@ def member_files(entry: dict, precision: str = "auto", pipeline: str | None = No
     return [(m["file"], m["sha256"]) for m in members], "fp32"
 
 
+def _verified(path: Path, expected: str) -> Path:
+    if not path.exists():
+        raise ModelStoreError(f"model file {path} named in the manifest is missing")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelStoreError(f"{path.name}: sha256 {actual} does not match the manifest's "
+                              f"{expected}; refusing to serve unknown weights")
+    return path
+
+
 def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool = True,
                   precision: str = "auto", intra_op_threads: int = 0) -> Registry:
     """``intra_op_threads`` per session (0: onnxruntime's default, every core); a batch
@@ -135,17 +197,16 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
     providers = choose_providers(provider)
     entries = {entry["name"]: entry for entry in manifest["models"]}
     sessions: dict[str, LoadedModel] = {}
+    opened: dict[str, OnnxModel] = {}  # by file: an ENet member serves two pipelines
+    lock = threading.RLock()
 
     def checked(file: str, expected: str) -> OnnxModel:
-        path = Path(models_dir) / file
-        if not path.exists():
-            raise ModelStoreError(f"model file {path} named in the manifest is missing")
-        actual = sha256_of(path)
-        if actual != expected:
-            raise ModelStoreError(f"{path.name}: sha256 {actual} does not match the manifest's "
-                                  f"{expected}; refusing to serve unknown weights")
-        return OnnxModel(path, providers, intra_op_threads=intra_op_threads,
-                         fall_back_to_cpu=provider == "auto", memory_arena=memory_arena)
+        if file not in opened:
+            path = _verified(Path(models_dir) / file, expected)
+            opened.setdefault(file, OnnxModel(
+                path, providers, intra_op_threads=intra_op_threads,
+                fall_back_to_cpu=provider == "auto", memory_arena=memory_arena))
+        return opened[file]
 
     def load(entry: dict, pipeline: str | None = None) -> LoadedModel:
         # An ensemble (the release's cross-validation folds, ``members``): every member
@@ -174,18 +235,44 @@ def load_registry(models_dir: Path, provider: str = "auto", memory_arena: bool =
                       if output.get("interval") else None))
         return sessions[file]
 
-    models = {name: load(entry) for name, entry in entries.items()}
-    pipelines, default = {}, None
+    def pipeline(name: str) -> Pipeline:
+        parts = manifest["pipelines"][name]
+        return Pipeline(name, load(entries[parts["myocardium"]], name),
+                        load(entries[parts["scar"]], name),
+                        load(entries[parts["ring"]], name) if parts.get("ring") else None)
+
+    # Refusing to start beats failing on a later request: every pipeline's models exist,
+    # and every file the registry may run is on disk with the manifest's sha256.
+    default = None
     for name, parts in manifest["pipelines"].items():
-        try:
-            pipelines[name] = Pipeline(
-                name, load(entries[parts["myocardium"]], name), load(entries[parts["scar"]], name),
-                load(entries[parts["ring"]], name) if parts.get("ring") else None)
-        except KeyError as missing:
-            raise ModelStoreError(f"pipeline {name} names unknown model {missing}") from None
+        for role in ("myocardium", "scar", "ring"):
+            if role in parts and parts[role] not in entries:
+                raise ModelStoreError(f"pipeline {name} names unknown model {parts[role]!r}")
         if parts.get("default"):
             default = name
     if default is None:
         raise ModelStoreError("the manifest names no default pipeline")
-    return Registry(models=models, pipelines=pipelines, default_pipeline=default,
-                    manifest=manifest)
+    files = sorted(_every_file(entries.values(), manifest["pipelines"], precision))
+    for file, digest in files:
+        _verified(Path(models_dir) / file, digest)
+
+    def open_all(workers: int) -> None:
+        # Distinct files on distinct threads: onnxruntime makes sessions outside the GIL.
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(lambda item: checked(*item), files))
+
+    return Registry(models=LazyMapping(list(entries), lambda n: load(entries[n]), lock),
+                    pipelines=LazyMapping(list(manifest["pipelines"]), pipeline, lock),
+                    default_pipeline=default, manifest=manifest, _open_all=open_all)
+
+
+def _every_file(entries, pipelines: dict, precision: str) -> set[tuple[str, str]]:
+    """(file, sha256) of every file a model or pipeline of the manifest may run."""
+    files = set()
+    for entry in entries:
+        for pipeline in (None, *pipelines):
+            if entry.get("members"):
+                files.update(member_files(entry, precision, pipeline)[0])
+            else:
+                files.add(model_file(entry, precision, pipeline)[:2])
+    return files

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.analysis import warm_up
+from service.config import get_settings
 from service.dicom.synthetic import warmup_series
 from service.pipeline.acceptance import header_reasons
 from service.pipeline.registry import load_registry
@@ -62,8 +63,18 @@ def test_the_service_is_ready_only_after_warming_up(monkeypatch) -> None:
 
     monkeypatch.setattr(app_module, "warm_up", recording)
     with TestClient(app) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        # Every model is loaded before ready (CONTRACT.md), whichever pipelines ran once.
+        names = {m["name"] for m in ready.json()["models"]}
+        assert names == {m["name"] for m in client.app.state.registry.manifest["models"]}
+    assert len(seen) == 1 and seen[0][0] == 1 and seen[0][1] is None  # the default pipeline
+    monkeypatch.setenv("WARM_PIPELINES", "all")
+    get_settings.cache_clear()
+    app = app_module.create_app()
+    with TestClient(app) as client:
         assert client.get("/readyz").status_code == 200
-    assert len(seen) == 1 and seen[0][0] >= 3 and seen[0][1] is None
+    assert len(seen) == 2 and seen[1][0] == len(client.app.state.registry.pipelines) >= 3
 
 
 @pytest.fixture(autouse=True)

@@ -225,8 +225,9 @@ def test_auto_falls_back_to_cpu_when_a_cuda_session_cannot_start(monkeypatch) ->
     assert infer.choose_providers("auto") == [infer.CUDA, infer.CPU]
     registry = load_registry(MODELS_DIR, "auto")
     assert {m.execution_provider for m in registry.models.values()} == {infer.CPU}
-    with pytest.raises(RuntimeError, match="CUDA failure"):
-        load_registry(MODELS_DIR, "cuda")
+    cuda = load_registry(MODELS_DIR, "cuda")  # sessions are made on first use: the
+    with pytest.raises(RuntimeError, match="CUDA failure"):  # service's start-up loads
+        cuda.pipelines[cuda.default_pipeline]  # the default pipeline, and fails there
 
 
 def test_numpys_blas_leaves_the_cores_to_onnxruntime(registry) -> None:
@@ -235,3 +236,30 @@ def test_numpys_blas_leaves_the_cores_to_onnxruntime(registry) -> None:
 
     blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert blas and all(pool["num_threads"] == 1 for pool in blas)
+
+
+def test_sessions_are_made_on_first_use_once_and_every_file_is_checked_at_once(
+        tmp_path: Path, manifest: dict) -> None:
+    """A dozen fold networks ship; the default pipeline's load first, another pipeline's
+    when it is asked for (once, even by two threads at once), and a tampered file of a
+    pipeline nobody asked for yet still stops the registry from being made."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    registry = load_registry(MODELS_DIR, "cpu")
+    assert registry.loaded == []
+    default = registry.pipelines[registry.default_pipeline]
+    assert {id(m) for m in registry.loaded} == {id(m) for m in default.models}
+    other = next(n for n in registry.pipelines if n != registry.default_pipeline)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: registry.pipelines[other], range(2))
+    assert first is second and other in registry.pipelines and "nothing" not in registry.pipelines
+    with pytest.raises(KeyError):
+        registry.pipelines["nothing"]
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, copy)
+    parts = manifest["pipelines"][other]
+    entry = next(m for m in manifest["models"] if m["name"] == parts["scar"])
+    victim = copy / (entry["members"][-1]["file"] if entry.get("members") else entry["file"])
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ModelStoreError, match="sha256"):
+        load_registry(copy, "cpu")
