@@ -116,6 +116,47 @@ def _throughput(trees: dict[str, Path], models: dict[str, Path], files: list,
     return per_round
 
 
+def write_markdown(record: dict, old: str, new: str) -> None:
+    """The section of BENCHMARKS.md from a results file (``--markdown-from``: a run made
+    with ``--no-markdown``, or ``--out``, published later)."""
+    from latency import write_section  # on sys.path
+
+    own_models = record["models"].startswith("each revision's own")
+    summary, per_minute, revisions = (record["summary"], record["analyses_per_min"],
+                                      record["revisions"])
+    calibration = record["host_calibration_ms"]
+    rows = "\n".join(f"| {p} | {s['old_p50_ms']:.0f} | {s['new_p50_ms']:.0f} | "
+                     f"**{s['speedup']:.2f}x** |" for p, s in summary.items())
+    throughput_table = "" if not per_minute else (
+        f"\n\nWhole analyses a minute (cascade-unet; each revision's `python -m service` on "
+        f"loopback, `MAX_CONCURRENT_ANALYSES=8`, {record['throughput_seconds']:.0f} s per "
+        "client count and round, an analysis counted once its SR is there; medians over "
+        "rounds, the ratio the median over rounds of new / old):\n\n"
+        "| clients | old analyses/min | new analyses/min | new / old |\n|---|---|---|---|\n"
+        + "\n".join(f"| {c} | {s['old']:.1f} | {s['new']:.1f} | **{s['ratio']:.2f}x** |"
+                    for c, s in per_minute.items()))
+    what = ("each revision's own models at the default precision (`MODEL_PRECISION=auto`)"
+            if own_models else "the newer revision's models in float32")
+    rounds, runs = record["rounds"], record["runs"]
+    write_section(
+        f"## Two {'releases' if own_models else 'revisions'} side by side "
+        f"({record['date'][:10]})\n\n"
+        f"`python benchmarks/compare_revisions.py {old} {new} --rounds "
+        f"{rounds} --runs {runs}{' --own-models' if own_models else ''}`: "
+        f"POST-to-report p50 of revision "
+        f"`{revisions['old']}` against `{revisions['new']}`, each in its own process from "
+        f"its own worktree, alternating, {rounds} rounds of {runs} runs (after 3 "
+        f"warm-up runs), the same 12 x 256x256 series and {what}, "
+        f"on {record['machine']}; host calibration {calibration[0]:.0f} / "
+        f"{calibration[1]:.0f} ms. Each POST is timed to its 201, its SR fetched untimed "
+        "before the next (a revision that encodes after the answer is not charged for it, "
+        "nor its next request slowed by it). The speed-up is the median over rounds of old "
+        "/ new.\n\n"
+        "| pipeline | old p50 ms | new p50 ms | speed-up |\n|---|---|---|---|\n" + rows
+        + throughput_table,
+        "compare-releases" if own_models else "compare-revisions")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("old")
@@ -134,8 +175,13 @@ def main() -> int:
                         help="each revision on its own models/ at the default precision "
                         "(two releases side by side); default: both on the newer revision's "
                         "models in float32 (two codes)")
+    parser.add_argument("--markdown-from", type=Path, default=None,
+                        help="only write the BENCHMARKS.md section from this results file")
     args = parser.parse_args()
-    from latency import host_calibration_ms, upload_files, write_section  # on sys.path
+    if args.markdown_from is not None:
+        write_markdown(json.loads(args.markdown_from.read_text()), args.old, args.new)
+        return 0
+    from latency import host_calibration_ms, upload_files  # on sys.path
 
     revisions = {name: subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT,
                                       capture_output=True, text=True, check=True).stdout.strip()
@@ -200,37 +246,8 @@ def main() -> int:
               f"x{s['ratio']:.2f}")
     for p, s in summary.items():
         print(f"{p}: {s['old_p50_ms']:.0f} -> {s['new_p50_ms']:.0f} ms, x{s['speedup']:.2f}")
-    if args.no_markdown:
-        return 0
-    rows = "\n".join(f"| {p} | {s['old_p50_ms']:.0f} | {s['new_p50_ms']:.0f} | "
-                     f"**{s['speedup']:.2f}x** |" for p, s in summary.items())
-    throughput_table = "" if not per_minute else (
-        f"\n\nWhole analyses a minute (cascade-unet; each revision's `python -m service` on "
-        f"loopback, `MAX_CONCURRENT_ANALYSES=8`, {args.seconds:.0f} s per client count and "
-        "round, an analysis counted once its SR is there; medians over rounds, the ratio "
-        "the median over rounds of new / old):\n\n"
-        "| clients | old analyses/min | new analyses/min | new / old |\n|---|---|---|---|\n"
-        + "\n".join(f"| {c} | {s['old']:.1f} | {s['new']:.1f} | **{s['ratio']:.2f}x** |"
-                    for c, s in per_minute.items()))
-    what = ("each revision's own models at the default precision (`MODEL_PRECISION=auto`)"
-            if args.own_models else "the newer revision's models in float32")
-    write_section(
-        f"## Two {'releases' if args.own_models else 'revisions'} side by side "
-        f"({record['date'][:10]})\n\n"
-        f"`python benchmarks/compare_revisions.py {args.old} {args.new} --rounds "
-        f"{args.rounds} --runs {args.runs}{' --own-models' if args.own_models else ''}`: "
-        f"POST-to-report p50 of revision "
-        f"`{revisions['old']}` against `{revisions['new']}`, each in its own process from "
-        f"its own worktree, alternating, {args.rounds} rounds of {args.runs} runs (after 3 "
-        f"warm-up runs), the same 12 x 256x256 series and {what}, "
-        f"on {record['machine']}; host calibration {calibration[0]:.0f} / "
-        f"{calibration[1]:.0f} ms. Each POST is timed to its 201, its SR fetched untimed "
-        "before the next (a revision that encodes after the answer is not charged for it, "
-        "nor its next request slowed by it). The speed-up is the median over rounds of old "
-        "/ new.\n\n"
-        "| pipeline | old p50 ms | new p50 ms | speed-up |\n|---|---|---|---|\n" + rows
-        + throughput_table,
-        "compare-releases" if args.own_models else "compare-revisions")
+    if not args.no_markdown:
+        write_markdown(record, args.old, args.new)
     return 0
 
 
