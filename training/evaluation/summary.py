@@ -334,11 +334,23 @@ def manifest_evaluation(summaries: Mapping[str, dict]) -> dict[str, dict]:
 
 
 
-# int8 may be the default only where, on every test set and network method, the median
-# DSC drops by at most this and the per-series scar % moves by at most this (median).
-PARITY_DSC_DROP = 0.005
-PARITY_SCAR_PERCENT = 0.2
+# int8 may be the default only where, on every test set and network method (issue 54's
+# bound): the median scar DSC moves by at most PARITY_DSC either way (a rise is a change of
+# answer too), the median myocardium DSC drops by at most that, and the median scar % moves
+# by at most PARITY_SCAR_PERCENT points. Releases to 0.4.0 asked a drop of at most 0.005
+# and a median per-series move of at most 0.2 points.
+PARITY_DSC = 0.01
+PARITY_SCAR_PERCENT = 0.3
 PARITY_METHODS = ("cascade-unet", "enet", "enet-raw")
+
+
+def parity_met(row: dict) -> bool:
+    """Issue 54's bound on one row of :func:`precision_parity` (NaN medians: no series with
+    that tissue, nothing to move)."""
+    scar, myocardium = row["scar_dsc"]["drop"], row["myocardium_dsc"]["drop"]
+    return bool((math.isnan(scar) or abs(scar) <= PARITY_DSC)
+                and (math.isnan(myocardium) or myocardium <= PARITY_DSC)
+                and abs(row["scar_percent"]["move"]) <= PARITY_SCAR_PERCENT)
 
 
 def precision_parity(fp32: Sequence[SeriesScore], int8: Sequence[SeriesScore]) -> list[dict]:
@@ -353,7 +365,6 @@ def precision_parity(fp32: Sequence[SeriesScore], int8: Sequence[SeriesScore]) -
             if not keys:
                 continue
             row = {"test_set": test_set, "method": method, "series": len(keys)}
-            drops = []
             for field in ("myocardium_dsc", "scar_dsc", "mvo_dsc"):
                 va = np.array([getattr(a[k], field) for k in keys], float)
                 vb = np.array([getattr(b[k], field) for k in keys], float)
@@ -361,12 +372,13 @@ def precision_parity(fp32: Sequence[SeriesScore], int8: Sequence[SeriesScore]) -
                 ma = float(np.median(va[ok])) if ok.any() else math.nan
                 mb = float(np.median(vb[ok])) if ok.any() else math.nan
                 row[field] = {"fp32": ma, "int8": mb, "drop": ma - mb}
-                if field != "mvo_dsc" and not math.isnan(ma):
-                    drops.append(ma - mb)
+            percents = [float(np.median([s[k].scar_percent for k in keys]))
+                        for s in (a, b)]
+            row["scar_percent"] = {"fp32": percents[0], "int8": percents[1],
+                                   "move": percents[1] - percents[0]}
             moved = [abs(a[k].scar_percent - b[k].scar_percent) for k in keys]
             row["scar_percent_change_median"] = float(np.median(moved))
             row["scar_percent_change_max"] = float(np.max(moved))
-            row["met"] = bool(all(d <= PARITY_DSC_DROP for d in drops)
-                              and row["scar_percent_change_median"] <= PARITY_SCAR_PERCENT)
+            row["met"] = parity_met(row)
             rows.append(row)
     return rows
