@@ -103,7 +103,8 @@ class Registry:
 
     def load_all(self, workers: int = 2) -> None:
         """Every model's and pipeline's session, the files opened ``workers`` at once: an
-        ENet's session takes 0.3-0.5 s to make and a release ships ten, and the service is
+        ENet's session takes about a quarter of a second to make
+        (benchmarks/results/enet_sessions.json) and a release ships ten, and the service is
         ready only once every model is loaded (CONTRACT.md, ``/readyz``)."""
         self._open_all(workers)
         for name in self.pipelines:
