@@ -372,7 +372,8 @@ def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainCo
                 shared_files: dict, lap, t: float, shared_specs: dict | None = None
                 ) -> tuple[dict | None, float]:
     """Train the pending legs of the release (both U-Nets and both ENets of every fold, the
-    capacity study); returns every fold's records once all legs are finished, else None.
+    capacity study); returns every fold's records once the release's legs are finished (the
+    capacity study's never hold it back), else None.
     ``shared_files`` and ``shared_specs``: the earlier release's ENets, which the scar
     U-Nets' legs score beside the cascade."""
     from training import fold_legs, legs
@@ -396,7 +397,7 @@ def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainCo
     left = legs.pending(plan, root)
     print(f"training: {len(plan) - len(left)} of {len(plan)} legs finished"
           + (f"; next: {left[0].name}" if left else ""), flush=True)
-    if left:
+    if legs.pending(fold_legs.release_legs(plan), root):
         return None, t
     records = {fold: {} for fold in range(folds)}
     for leg in fold_legs.last_stages(plan):

@@ -162,6 +162,25 @@ def test_the_fourth_stage_goes_on_where_the_third_ended_and_the_box_stays_at_the
     assert scar2.config.warmup_steps == WARMUP_STEPS
 
 
+def test_the_capacity_study_goes_on_last_as_a_warm_restart_and_holds_no_release_back(
+) -> None:
+    from training.fold_legs import BOX_STAGE, plan, release_legs
+    from training.run import CONFIGS, task_config
+
+    legs_plan = plan({task: task_config(task) for task in CONFIGS})
+    first, second = (next(leg for leg in legs_plan if leg.name == name)
+                     for name in ("fold0-scar_unet-w32", "fold0-scar_unet-w32-s2"))
+    assert legs_plan[-1] is second
+    assert set(second.needs) == {first.name, f"fold0-myocardium_unet-s{BOX_STAGE}"}
+    assert second.config.base_filters == first.config.base_filters == 32
+    # A warm restart: a quarter of the first stage's learning rate, not where it ended.
+    assert second.config.learning_rate == pytest.approx(first.config.learning_rate / 4)
+    assert second.config.epochs == 2 * first.config.epochs
+    release = release_legs(legs_plan)
+    assert first not in release and second not in release
+    assert len(release) == len(legs_plan) - 2
+
+
 def test_the_last_folds_stop_their_myocardium_u_net_at_the_box_stage() -> None:
     from training.fold_legs import BOX_STAGE, LAST_STAGE_BY_FOLD, last_stages, plan
     from training.run import CONFIGS, task_config
