@@ -16,6 +16,7 @@ from pathlib import Path
 from service.pipeline.preprocess import InputSpec
 from service.pipeline.registry import ensemble_digest, sha256_of
 from training.data.dataset import CLASSES
+from training.evaluation.report import review_choice_text
 
 MANIFEST_SCHEMA = 1
 def not_clinical(training_data: dict) -> str:
@@ -188,7 +189,9 @@ def _interval_text(model: dict) -> str:
                f"of {cal['unlike_series']} such series (the other-centre copies of the "
                f"held-out cases).")
             + ("" if review is None else
-               f" An interval wider than {review:.1f} points sends the result to review."))
+               f" An interval wider than {review:.1f} points sends the result to review"
+               + review_choice_text(cal.get("review_choice")) + "."))
+
 
 
 def _averaging_text(training: dict) -> str:

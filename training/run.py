@@ -435,7 +435,8 @@ def _calibration_step(args: argparse.Namespace, kept_choices: steps.Step) -> ste
     """Where the interval's calibration is kept: made from the choices as kept."""
     made_from = dict(kept_choices.fingerprint) | {
         "choices": sha256_of(kept_choices.path),
-        "calibration": {"series": args.calibration_series, "seed": args.calibration_seed}}
+        "calibration": {"series": args.calibration_series, "seed": args.calibration_seed,
+                        "review_width": "out of fold"}}
     return steps.Step("calibration", kept_choices.folder, made_from, args.commit_legs)
 
 
@@ -593,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                 + [(s, networks) for s in validation_sources]
                 + [(PhantomSource(d), networks) for d in calibration_dirs], None,
                 # --quick has a handful of series, too few for a 95 % quantile.
-                **({"level": 0.5} if args.quick else {}))
+                **({"level": 0.5} if args.quick else {}), fold_of=assignment)
             kept_calibration.keep({m: c.to_dict() for m, c in calibrations.items()},
                                   "the scar-% interval of each network pipeline, calibrated "
                                   "on the out-of-fold series and phantoms")

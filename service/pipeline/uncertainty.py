@@ -72,6 +72,10 @@ class IntervalCalibration:
     # least ``scale``); None: too few such series were calibrated on, ``scale`` serves.
     unlike_scale: float | None = None
     unlike_series: int = 0
+    # How ``review_width_percent`` was chosen where it was chosen out of fold (the training
+    # side's ``review_out_of_fold``): the series judged, the share sent and the large errors
+    # caught. Read by the release report, not by the service.
+    review_choice: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self) | {"terms": list(self.terms)}
@@ -167,6 +171,10 @@ class CalibrationSeries:
     terms: Mapping[str, float]  # as :func:`spread_terms` gives them
     unlike: bool = False
     off_domain: bool = False
+    # The series' scar % and its cross-validation fold (None: not a fold's held-out series,
+    # e.g. a phantom), for a review width chosen out of fold.
+    scar_percent: float | None = None
+    fold: int | None = None
 
 
 def term_sets(terms: Sequence[str] = SPREAD_TERMS) -> list[tuple[str, ...]]:

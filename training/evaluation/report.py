@@ -338,6 +338,16 @@ Per-case out-of-fold numbers: `evaluation/scores_out_of_fold.csv`.
 """
 
 
+def review_choice_text(choice: dict | None) -> str:
+    """How the review width was chosen, where it was chosen out of fold (a clause)."""
+    if not choice:
+        return ""
+    return (f" (chosen out of fold: on the {choice['series']} held-out series as given, each "
+            f"judged by the interval calibrated without its fold, it sends "
+            f"{choice['review_share']:.0%} to review and catches {choice['large_caught']} of "
+            f"their {choice['large_errors']} scar-% errors over 5 points; "
+            f"{choice['large_share']:.0%} of them have such an error)")
+
 def _trust_section(summaries: Mapping[str, dict], context: dict) -> str:
     """The interval, the review flag against the large errors, and the gate's rates."""
     lines = ["| test set | pipeline | interval holds the expert's scar % | median width "
@@ -372,7 +382,7 @@ def _trust_section(summaries: Mapping[str, dict], context: dict) -> str:
            f"; a series unlike the scans trained on takes {cal['unlike_scale']:.2f}, the "
            f"quantile of {cal['unlike_series']} such out-of-fold series")
         + f". Wider than {cal['review_width_percent']:.1f} points it sends the "
-        "result to review.")
+        "result to review" + review_choice_text(cal.get("review_choice")) + ".")
     return f"""## Trust: the interval, the review flag and the LGE gate
 {how} Review also comes from a gap in the myocardium or a contrast the gate doubts; a
 large error is one over 5 points of scar %; refused series have no result and are left out

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from training import metrics
-from training.evaluation.scoring import METHODS, SeriesScore
+from training.evaluation.scoring import LARGE_ERROR_PERCENT, METHODS, SeriesScore
 
 
 def method_values(scores: Sequence[SeriesScore], method: str, field: str) -> np.ndarray:
@@ -99,10 +99,6 @@ def summarise(scores: Sequence[SeriesScore]) -> dict:
                                        "p_value": result.p_value})
     summary["subgroups"] = subgroup_medians(scores)
     return summary
-
-
-# A scar-% error past this many points is one the review flag should have caught.
-LARGE_ERROR_PERCENT = 5.0
 
 
 def review_table(scores: Sequence[SeriesScore], method: str,

@@ -47,6 +47,7 @@ from training.data.folds import FOLDS_FILE
 from training.data.phantoms.__main__ import generate_many
 from training.data.phantoms.sequences import OTHER_SEQUENCES, generate_in_sequence
 from training.data.sources import PhantomSource, Source
+from training.evaluation.scoring import LARGE_ERROR_PERCENT
 from training.generated import write_block
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # was looked at while setting it).
 CHOOSING_SEED, HELD_OUT_SEED, HELD_OUT_2_SEED = 5300, 5301, 5302
 NEGATIVES_PER_SEED, LGE_PHANTOMS_PER_SEED = 20, 20
-LARGE_ERROR = 5.0
+LARGE_ERROR = LARGE_ERROR_PERCENT
 
 
 def study_sources(emidec_root: Path, work: Path) -> dict[str, list[Source]]:

@@ -60,7 +60,13 @@ from training.crossval import FOLD_TASKS, held_out_sources
 from training.data.dataset import CLASSES, TASKS
 from training.data.folds import fold_cases, read_folds
 from training.data.sources import Source
-from training.evaluation.scoring import INTERVAL_FLOORS, INTERVAL_LEVEL, INTERVAL_OFFSETS
+from training.evaluation.scoring import (
+    INTERVAL_FLOORS,
+    INTERVAL_LEVEL,
+    INTERVAL_OFFSETS,
+    LARGE_ERROR_PERCENT,
+    widest_catching,
+)
 from training.studies import finish_study, fold_study_parser
 from training.studies.interval_study import symmetry_network
 
@@ -68,10 +74,8 @@ AS_GIVEN, SHIFTED = "as given", "shifted"
 # Candidate spreads: every sum of the interval's terms, test-time augmentation alone and
 # with the disagreement of the two rings.
 CANDIDATES = tuple(term_sets()) + (("tta",), ("rings", "tta"))
-# Issue 53's review flag: at least this share of the series whose scar % is more than
-# LARGE_ERROR points off must be sent to review.
-LARGE_ERROR = 5.0
-LARGE_FLAGGED = 0.8
+# Issue 53's review flag (the release's rule, training.evaluation.scoring).
+LARGE_ERROR = LARGE_ERROR_PERCENT
 SPEARMAN_TERMS = ("rings", "myocardium", *(f"scar@{o:g}" for o in INTERVAL_OFFSETS), "tta",
                   "lge_distance2")
 
@@ -219,12 +223,9 @@ def _held(row: dict, calibration: IntervalCalibration) -> tuple[bool, float, boo
 
 
 def review_width(judged: Sequence[tuple[bool, float, bool]]) -> float | None:
-    """The widest review width (review: wider than it) that still sends LARGE_FLAGGED of the
-    large errors to review; None without a large error."""
-    large = sorted((w for _, w, is_large in judged if is_large), reverse=True)
-    if not large:
-        return None
-    return large[math.ceil(LARGE_FLAGGED * len(large)) - 1] - 1e-9
+    """The widest review width that still sends REVIEW_CATCH of the large errors to review;
+    None without a large error."""
+    return widest_catching([w for _, w, _ in judged], [is_large for _, _, is_large in judged])
 
 
 def review_check(judged: Sequence[tuple[bool, float, bool]], width: float | None

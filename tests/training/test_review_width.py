@@ -1,0 +1,72 @@
+"""The release's review width, chosen out of fold (issue 53's flag: four in five large errors)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.pipeline.uncertainty import (
+    ACTIONABLE_WIDTH_PERCENT,
+    CalibrationSeries,
+    IntervalCalibration,
+    calibrate,
+)
+from training.evaluation.scoring import (
+    INTERVAL_FLOORS,
+    INTERVAL_OFFSETS,
+    REVIEW_CATCH,
+    review_out_of_fold,
+    with_review_out_of_fold,
+)
+
+LEVEL = 0.9
+
+
+def _series(rng: np.random.Generator, folds: int = 4, per_fold: int = 40,
+            phantoms: int = 40) -> list[CalibrationSeries]:
+    """Errors that grow with the spread, in every fold, with shifted copies (off domain)
+    and phantoms (no fold) beside them."""
+    out = []
+    for fold in [*range(folds), None]:
+        for _ in range(per_fold if fold is not None else phantoms):
+            spread = float(rng.uniform(0.5, 6.0))
+            terms = {"rings": spread, "myocardium": 0.2, **{f"scar@{o:g}": spread / 2
+                                                           for o in INTERVAL_OFFSETS}}
+            error = float(rng.normal(0.0, spread))
+            group = "phantoms" if fold is None else "real scans"
+            out.append(CalibrationSeries(group, error, terms, scar_percent=30.0 + error,
+                                         fold=fold))
+            if fold is not None:
+                out.append(CalibrationSeries(group, 3 * error, terms, off_domain=True,
+                                             scar_percent=30.0 + 3 * error, fold=fold))
+    return out
+
+
+def test_the_review_width_is_chosen_on_each_folds_series_judged_without_that_fold() -> None:
+    series = _series(np.random.default_rng(0))
+    shipped = calibrate(series, INTERVAL_OFFSETS, INTERVAL_FLOORS, LEVEL)
+    choice = review_out_of_fold(series, shipped, level=LEVEL)
+    held = [s for s in series if s.fold is not None and not s.off_domain]
+    assert choice["series"] == len(held) and choice["folds"] == 4
+    large = sum(abs(s.error) > 5.0 for s in held)
+    assert choice["large_errors"] == large > 10
+    assert choice["large_caught"] >= REVIEW_CATCH * large
+    assert choice["large_share"] == pytest.approx(large / len(held))
+    assert 0 < choice["review_share"] < 1
+    assert choice["width_percent"] >= ACTIONABLE_WIDTH_PERCENT
+
+    # The width is the one the cross-fitted intervals give, not the shipped interval's own.
+    chosen = with_review_out_of_fold(shipped, series, level=LEVEL)
+    assert chosen.review_width_percent == choice["width_percent"]
+    assert chosen.review_choice == choice
+    assert (chosen.scale, chosen.terms) == (shipped.scale, shipped.terms)
+    # Kept as the release keeps it (JSON), read back as the service reads it.
+    assert IntervalCalibration.from_dict(chosen.to_dict()) == chosen
+
+
+def test_without_folds_the_in_sample_width_stands() -> None:
+    series = [CalibrationSeries(s.group, s.error, s.terms, scar_percent=s.scar_percent)
+              for s in _series(np.random.default_rng(2)) if not s.off_domain]
+    shipped = calibrate(series, INTERVAL_OFFSETS, INTERVAL_FLOORS, LEVEL)
+    assert review_out_of_fold(series, shipped, level=LEVEL) is None
+    assert with_review_out_of_fold(shipped, series, level=LEVEL) == shipped
