@@ -12,7 +12,6 @@ post-processing wins.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from training.evaluation.scoring import (
     with_networks,
 )
 from training.evaluation.summary import summarise
+from training.onnx_graph import fused_copy
 from training.release import MODELS
 
 SHIFTED = "shifted"
@@ -269,10 +269,11 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
     export.mkdir(parents=True, exist_ok=True)
     for task in own:
         name = next(m.name for m in MODELS if m.key == task)
-        shipped_files = []
+        shipped_files, fused = [], 0
         for fold in range(crossval.shipped_folds(task, folds)):
             path = export / f"{name}-fold{fold}.onnx"
-            shutil.copy2(files[fold][task], path)
+            # Shipped with the exporter's PReLUs fused (the same answers, a faster start).
+            fused = fused_copy(files[fold][task], path)
             shipped_files.append(path)
         onnx_files[task] = shipped_files[0]
         if len(shipped_files) > 1:
@@ -284,6 +285,7 @@ def cross_validated(emidec_root: Path, work: Path, fold_records: dict,
             "best_epoch": records[0]["kept_epoch"],
             "best_val_dsc": float(np.mean([r["held_out_val_dsc"] for r in records])),
             "minutes": float(sum(r["minutes"] for r in records)),
+            "prelus_fused": fused,
             "cross_validation": [{"fold": r["fold"], "held_out_cases": len(r["held_out_cases"]),
                                   "held_out_val_dsc": r["held_out_val_dsc"],
                                   "kept_epoch": r["kept_epoch"], "minutes": r["minutes"],

@@ -378,7 +378,16 @@ def _files_text(model: dict) -> str:
             f"(sha256 of the members' sha256s, as the reports name it) "
             f"`{model['ensemble_sha256']}`."
             + (" Its myocardium is completed into a left-ventricular ring "
-               "(`service/pipeline/shape.py`)." if model["output"].get("complete_ring") else ""))
+               "(`service/pipeline/shape.py`)." if model["output"].get("complete_ring") else "")
+            + _fused_text(model.get("training") or {}))
+
+
+def _fused_text(training: dict) -> str:
+    fused = training.get("prelus_fused")
+    return "" if not fused else (
+        f" Each member's {fused} PReLUs, which the exporter writes as five nodes each, are "
+        f"fused into ONNX's `PRelu` (`training/onnx_graph.py`): the same answers, a session "
+        f"made faster (`benchmarks/results/enet_sessions.json`).")
 
 
 def _kept_epoch_text(t: dict) -> str:
