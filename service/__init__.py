@@ -5,4 +5,4 @@ synthetic phantoms and 70 real scans from one centre (EMIDEC), and are not
 validated clinically.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
