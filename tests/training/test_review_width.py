@@ -70,3 +70,21 @@ def test_without_folds_the_in_sample_width_stands() -> None:
     shipped = calibrate(series, INTERVAL_OFFSETS, INTERVAL_FLOORS, LEVEL)
     assert review_out_of_fold(series, shipped, level=LEVEL) is None
     assert with_review_out_of_fold(shipped, series, level=LEVEL) == shipped
+
+
+def test_the_reports_flag_targets_are_issue_53s() -> None:
+    """On EMIDEC `test`: four in five large errors caught, and at most their share plus
+    20 points sent to review; other sets are reported."""
+    from training.evaluation.summary import _review_rows
+
+    def rows(review_large: int, ok_large: int, review_small: int, ok_small: int,
+             test_set: str = "emidec") -> tuple[bool, bool]:
+        table = {"review_large": review_large, "ok_large": ok_large,
+                 "review_small": review_small, "ok_small": ok_small}
+        share, catch = _review_rows(test_set, "cascade-unet", {"review_table": table})
+        return share["met"], catch["met"]
+
+    assert rows(4, 4, 6, 6) == (True, False)  # 10 of 20 sent, bound 8 + 4; 4 of 8 caught
+    assert rows(7, 1, 6, 6) == (False, True)  # 13 sent, bound 12; 7 of 8 caught
+    assert rows(7, 1, 5, 7) == (True, True)
+    assert rows(0, 8, 12, 0, test_set="phantoms") == (True, True)
