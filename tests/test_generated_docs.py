@@ -127,3 +127,11 @@ def test_the_enet_ring_table_in_the_experiments_is_its_results() -> None:
     block = read_block(ROOT / "docs" / "experiments.md", "enet-ring-study")
     result = json.loads((ROOT / "docs" / "results" / "enet_ring_study.json").read_text())
     assert block == docs_block(result), "run python -m training.studies.enet_ring_study"
+
+
+def test_the_interval_bounds_in_the_experiments_are_their_results() -> None:
+    from training.studies.interval_bounds import docs_block
+
+    text = (ROOT / "docs" / "experiments.md").read_text()
+    result = json.loads((ROOT / "docs" / "results" / "interval_bounds.json").read_text())
+    assert docs_block(result) in text, ("run python -m training.studies.interval_bounds")

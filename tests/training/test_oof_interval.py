@@ -181,3 +181,13 @@ def test_the_study_takes_the_threshold_and_ring_the_release_chose(tmp_path) -> N
         "variants": {"network's ring": {"complete_ring": False},
                      "ring completed": {"complete_ring": True}}}}))
     assert decided_post_processing(legs_root) == {"threshold": 0.35, "complete_ring": True}
+
+
+def test_the_interval_bounds_hold_ninety_percent_constant_or_by_an_oracle() -> None:
+    from training.studies.interval_bounds import bounds
+
+    b = bounds([float(e) for e in range(1, 11)])  # |errors| 1..10 points
+    assert b["constant_width"] == 18.0  # +-9 holds nine of ten
+    # The oracle's widths: 2, 4, ..., 18 and 0 for the one it gives up; median 9.
+    assert b["oracle_median_width"] == 9.0
+    assert b["large_share"] == 0.5 and b["median_abs_error"] == 5.5
