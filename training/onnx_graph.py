@@ -29,7 +29,7 @@ def fuse_prelus(model: onnx.ModelProto) -> int:
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    replaced, dropped = {}, set()
+    replaced, dropped, negated_slopes = {}, set(), set()
     for neg in [n for n in graph.node if n.op_type == "Neg"]:
         x = neg.input[0]
         chain = _single_consumers(consumers, neg.output[0], 3)
@@ -44,6 +44,7 @@ def fuse_prelus(model: onnx.ModelProto) -> int:
                 or set(plus.input) != {relu_of_x.output[0], times_slope.output[0]} \
                 or len(consumers[relu_of_x.output[0]]) != 1:
             continue
+        negated_slopes.add(negated)
         slope = f"{negated}_prelu_slope"
         graph.initializer.append(numpy_helper.from_array(
             -numpy_helper.to_array(constants[negated]), slope))
@@ -52,6 +53,11 @@ def fuse_prelus(model: onnx.ModelProto) -> int:
     kept = [replaced.get(id(n), n) for n in graph.node if id(n) not in dropped]
     del graph.node[:]
     graph.node.extend(kept)
+    # The negated slopes nothing reads any more (onnxruntime warns of each at every load).
+    read = {name for node in graph.node for name in node.input}
+    unread = [i for i in graph.initializer if i.name in negated_slopes and i.name not in read]
+    for initializer in unread:
+        graph.initializer.remove(initializer)
     onnx.checker.check_model(model)
     return len(replaced)
 

@@ -235,3 +235,20 @@ def test_a_warm_up_ramps_the_learning_rate_then_follows_the_decay() -> None:
     for step in (99, 100, 500, 999):
         assert float(warmed(step)) == pytest.approx(float(plain(step)), rel=1e-5)
     assert float(plain(1000)) == pytest.approx(1e-4, rel=1e-5)
+
+
+def test_the_capacity_curves_are_compared_at_equal_compute() -> None:
+    from training.studies.capacity_study import at_equal_compute, step_cost
+
+    narrow = {"curve": [{"steps": s, "val_dsc": s / 10000, "val_dsc_shifted": s / 20000}
+                        for s in (1000, 2000, 4000, 8000)]}
+    wide = {"curve": [{"steps": 500, "val_dsc": 0.9, "val_dsc_shifted": 0.8},
+                      {"steps": 1000, "val_dsc": 0.95, "val_dsc_shifted": 0.85},
+                      {"steps": 3000, "val_dsc": 0.97, "val_dsc_shifted": 0.9}]}
+    rows = at_equal_compute(narrow, wide, cost=4.0)
+    assert [r["narrow_steps"] for r in rows] == [2000.0, 4000.0, 12000.0]
+    assert rows[0]["val_dsc"] == {"wide": 0.9, "narrow": pytest.approx(0.2)}
+    assert rows[1]["val_dsc_shifted"]["narrow"] == pytest.approx(0.2)
+    assert rows[2]["val_dsc"]["narrow"] is None  # past the narrow curve's end
+    # The measured cost of a 32-filter step (benchmarks/results/training_widths.json).
+    assert 3.0 < step_cost(32) < 6.0 and step_cost(16) == 1.0
