@@ -247,8 +247,10 @@ def test_the_capacity_curves_are_compared_at_equal_compute() -> None:
                       {"steps": 3000, "val_dsc": 0.97, "val_dsc_shifted": 0.9}]}
     rows = at_equal_compute(narrow, wide, cost=4.0)
     assert [r["narrow_steps"] for r in rows] == [2000.0, 4000.0, 12000.0]
-    assert rows[0]["val_dsc"] == {"wide": 0.9, "narrow": pytest.approx(0.2)}
+    assert rows[0]["val_dsc"] == {"wide": 0.9, "narrow": pytest.approx(0.2),
+                                  "narrow_same_steps": None}  # before the narrow curve
     assert rows[1]["val_dsc_shifted"]["narrow"] == pytest.approx(0.2)
     assert rows[2]["val_dsc"]["narrow"] is None  # past the narrow curve's end
+    assert rows[2]["val_dsc"]["narrow_same_steps"] == pytest.approx(0.3)
     # The measured cost of a 32-filter step (benchmarks/results/training_widths.json).
     assert 3.0 < step_cost(32) < 6.0 and step_cost(16) == 1.0

@@ -56,18 +56,18 @@ def network_curve(network: str, root: Path = legs_.LEGS_ROOT) -> dict | None:
 
 def at_equal_compute(narrow: dict, wide: dict, cost: float) -> list[dict]:
     """The wider network's curve points beside the narrow one's at the same compute (its
-    steps times ``cost`` in narrow steps, interpolated; None past the narrow curve's end)."""
+    steps times ``cost`` in narrow steps) and at the same steps (interpolated; None past
+    the narrow curve's end)."""
     x = np.array([p["steps"] for p in narrow["curve"]], float)
-    out = []
-    for p in wide["curve"]:
-        equal = p["steps"] * cost
-        row = {"steps": p["steps"], "narrow_steps": equal}
-        for k in KEYS:
-            ys = np.array([q[k] for q in narrow["curve"]], float)
-            row[k] = {"wide": p[k], "narrow": float(np.interp(equal, x, ys))
-                      if x[0] <= equal <= x[-1] else None}
-        out.append(row)
-    return out
+
+    def narrow_at(steps: float, key: str) -> float | None:
+        ys = np.array([q[key] for q in narrow["curve"]], float)
+        return float(np.interp(steps, x, ys)) if x[0] <= steps <= x[-1] else None
+
+    return [{"steps": p["steps"], "narrow_steps": p["steps"] * cost,
+             **{k: {"wide": p[k], "narrow": narrow_at(p["steps"] * cost, k),
+                    "narrow_same_steps": narrow_at(p["steps"], k)} for k in KEYS}}
+            for p in wide["curve"]]
 
 
 def docs_block(result: dict) -> str:
@@ -100,6 +100,12 @@ def docs_block(result: dict) -> str:
                   f"{last['val_dsc']['wide']:.3f} against {last['val_dsc']['narrow']:.3f} as "
                   f"given, {last['val_dsc_shifted']['wide']:.3f} against "
                   f"{last['val_dsc_shifted']['narrow']:.3f} shifted (wide against narrow)."]
+    end = result["equal_compute"][-1]
+    if end["val_dsc"]["narrow_same_steps"] is not None:
+        lines += ["", f"At equal steps, the wider network's last point ({end['steps']:,}): "
+                  f"{end['val_dsc']['wide']:.3f} against {end['val_dsc']['narrow_same_steps']:.3f}"
+                  f" as given, {end['val_dsc_shifted']['wide']:.3f} against "
+                  f"{end['val_dsc_shifted']['narrow_same_steps']:.3f} shifted."]
     return "\n".join(lines)
 
 
