@@ -168,17 +168,22 @@ def test_the_capacity_study_goes_on_last_as_a_warm_restart_and_holds_no_release_
     from training.run import CONFIGS, task_config
 
     legs_plan = plan({task: task_config(task) for task in CONFIGS})
-    first, second = (next(leg for leg in legs_plan if leg.name == name)
-                     for name in ("fold0-scar_unet-w32", "fold0-scar_unet-w32-s2"))
-    assert legs_plan[-1] is second
+    first, second, third = (next(leg for leg in legs_plan if leg.name == name)
+                            for name in ("fold0-scar_unet-w32", "fold0-scar_unet-w32-s2",
+                                         "fold0-scar_unet-w32-s3"))
+    assert legs_plan[-2:] == [second, third]
     assert set(second.needs) == {first.name, f"fold0-myocardium_unet-s{BOX_STAGE}"}
-    assert second.config.base_filters == first.config.base_filters == 32
+    assert second.config.base_filters == third.config.base_filters == 32
     # A warm restart: a quarter of the first stage's learning rate, not where it ended.
     assert second.config.learning_rate == pytest.approx(first.config.learning_rate / 4)
     assert second.config.epochs == 2 * first.config.epochs
+    # Then on where the second ended, warmed up.
+    assert third.config.learning_rate == pytest.approx(
+        second.config.learning_rate * second.config.final_learning_rate_fraction)
+    assert third.config.warmup_steps > 0 and third.needs[-1] == second.name
     release = release_legs(legs_plan)
-    assert first not in release and second not in release
-    assert len(release) == len(legs_plan) - 2
+    assert not {first, second, third} & set(release)
+    assert len(release) == len(legs_plan) - 3
 
 
 def test_the_last_folds_stop_their_myocardium_u_net_at_the_box_stage() -> None:

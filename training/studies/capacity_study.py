@@ -86,7 +86,7 @@ def docs_block(result: dict) -> str:
         last = net["curve"][-1]
         a, s = (net["medians"][m] for m in MEDIANS)
         lines.append(
-            f"| {' + '.join(net['stages'])} | {net['steps']:,} | {net['steps'] * cost:,.0f} | "
+            f"| {' + '.join(net['stages'])} | {net['steps']:,.0f} | {net['steps'] * cost:,.0f} | "
             f"{last['val_dsc']:.3f} / {last['val_dsc_shifted']:.3f} | "
             f"{net['flatness']['val_dsc']['gain']:+.4f} / "
             f"{net['flatness']['val_dsc_shifted']['gain']:+.4f} | "
@@ -95,14 +95,14 @@ def docs_block(result: dict) -> str:
     paired = [r for r in result["equal_compute"] if r["val_dsc"]["narrow"] is not None]
     if paired:
         last = paired[-1]
-        lines += ["", f"At equal compute, the last point both curves reach ({last['steps']:,} "
+        lines += ["", f"At equal compute, the last point both curves reach ({last['steps']:,.0f} "
                   f"wide steps, {last['narrow_steps']:,.0f} narrow ones): "
                   f"{last['val_dsc']['wide']:.3f} against {last['val_dsc']['narrow']:.3f} as "
                   f"given, {last['val_dsc_shifted']['wide']:.3f} against "
                   f"{last['val_dsc_shifted']['narrow']:.3f} shifted (wide against narrow)."]
     end = result["equal_compute"][-1]
     if end["val_dsc"]["narrow_same_steps"] is not None:
-        lines += ["", f"At equal steps, the wider network's last point ({end['steps']:,}): "
+        lines += ["", f"At equal steps, the wider network's last point ({end['steps']:,.0f}): "
                   f"{end['val_dsc']['wide']:.3f} against {end['val_dsc']['narrow_same_steps']:.3f}"
                   f" as given, {end['val_dsc_shifted']['wide']:.3f} against "
                   f"{end['val_dsc_shifted']['narrow_same_steps']:.3f} shifted."]
