@@ -135,3 +135,11 @@ def test_the_interval_bounds_in_the_experiments_are_their_results() -> None:
     text = (ROOT / "docs" / "experiments.md").read_text()
     result = json.loads((ROOT / "docs" / "results" / "interval_bounds.json").read_text())
     assert docs_block(result) in text, ("run python -m training.studies.interval_bounds")
+
+
+def test_the_capacity_study_in_the_experiments_is_its_results() -> None:
+    from training.studies.capacity_study import docs_block
+
+    text = (ROOT / "docs" / "experiments.md").read_text()
+    result = json.loads((ROOT / "docs" / "results" / "capacity_study.json").read_text())
+    assert docs_block(result) in text, "run python -m training.studies.capacity_study"

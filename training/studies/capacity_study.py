@@ -37,13 +37,20 @@ def step_cost(base_filters: int, widths_file: Path = WIDTHS) -> float:
 
 
 def network_curve(network: str, root: Path = legs_.LEGS_ROOT) -> dict | None:
-    """The network's kept stages joined: its curve, the last stage's held-out medians and
-    its flatness; None while any stage is not kept."""
+    """The network's stages kept so far (from the first, in order) joined: its curve, the
+    last kept stage's held-out medians and its flatness; None while none is kept."""
     from training.run import CONFIGS, task_config
 
-    legs = [leg for leg in plan({t: task_config(t) for t in CONFIGS}) if leg.network == network]
-    records = [legs_.finished(leg, root) for leg in legs]
-    if not legs or any(r is None for r in records):
+    legs, records = [], []
+    for leg in plan({t: task_config(t) for t in CONFIGS}):
+        if leg.network != network:
+            continue
+        record = legs_.finished(leg, root)
+        if record is None:
+            break
+        legs.append(leg)
+        records.append(record)
+    if not legs:
         return None
     history = joined_curves([r["history"] for r in records])
     return {"stages": [leg.name for leg in legs], "base_filters": legs[0].config.base_filters,
@@ -73,7 +80,7 @@ def at_equal_compute(narrow: dict, wide: dict, cost: float) -> list[dict]:
 def docs_block(result: dict) -> str:
     n, w = result["narrow"], result["wide"]
     if w is None:
-        return "The wider network's stages are not all kept yet."
+        return "No stage of the wider network is kept yet."
     lines = [f"Fold 0's scar U-Net, {n['base_filters']} against {w['base_filters']} filters "
              f"(`python -m training.studies.capacity_study`, "
              f"[results](results/capacity_study.json)); a {w['base_filters']}-filter step "
