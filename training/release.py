@@ -193,7 +193,6 @@ def _interval_text(model: dict) -> str:
                + review_choice_text(cal.get("review_choice")) + "."))
 
 
-
 def _averaging_text(training: dict) -> str:
     momentum = training.get("ema_momentum")
     if momentum is None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from training.evaluation.scoring import METHOD_LABELS, METHODS, SCAR_NETWORKS, SHORT_LABELS
+from training.evaluation.scoring import (
+    LARGE_ERROR_PERCENT,
+    METHOD_LABELS,
+    METHODS,
+    SCAR_NETWORKS,
+    SHORT_LABELS,
+)
 from training.evaluation.summary import (
     CHALLENGE_WINNER,
     FIELD_LABELS,
@@ -345,8 +351,9 @@ def review_choice_text(choice: dict | None) -> str:
     return (f" (chosen out of fold: on the {choice['series']} held-out series as given, each "
             f"judged by the interval calibrated without its fold, it sends "
             f"{choice['review_share']:.0%} to review and catches {choice['large_caught']} of "
-            f"their {choice['large_errors']} scar-% errors over 5 points; "
-            f"{choice['large_share']:.0%} of them have such an error)")
+            f"their {choice['large_errors']} scar-% errors over {LARGE_ERROR_PERCENT:g} "
+            f"points; {choice['large_share']:.0%} of them have such an error)")
+
 
 def _trust_section(summaries: Mapping[str, dict], context: dict) -> str:
     """The interval, the review flag against the large errors, and the gate's rates."""
