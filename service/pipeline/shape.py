@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from service.pipeline.postprocess import fill_holes
+from service.pipeline.postprocess import fill_holes, mask_box
 
 ANGLES = 72  # rays per slice (every 5 degrees)
 RADIAL_STEP_PX = 0.5
@@ -74,11 +74,17 @@ def fitted_centre(mask: np.ndarray) -> tuple[float, float]:
     An open C-band's own centroid lies inside the band, not in the cavity; a
     least-squares circle through its pixels (Kasa's fit) finds the cavity's centre.
     """
-    filled = fill_holes(mask)
-    if (filled & ~mask).any():
-        cy, cx = ndimage.center_of_mass(filled)
-        return float(cy), float(cx)
-    ys, xs = np.nonzero(mask)
+    box = mask_box(mask)
+    if box is None:
+        return float("nan"), float("nan")
+    on_box = mask[box]  # the same holes as on the slice (mask_box's margin)
+    filled = fill_holes(on_box)
+    if (filled & ~on_box).any():
+        # ndimage.center_of_mass's sums, exact in integers, moved back onto the slice.
+        ys, xs = np.nonzero(filled)
+        return (float((ys.sum() + box[0].start * ys.size) / ys.size),
+                float((xs.sum() + box[1].start * xs.size) / xs.size))
+    ys, xs = _points(mask, box)
     design = np.column_stack([xs, ys, np.ones_like(xs)]).astype(float)
     rhs = (xs.astype(float) ** 2 + ys.astype(float) ** 2)
     try:
@@ -91,6 +97,16 @@ def fitted_centre(mask: np.ndarray) -> tuple[float, float]:
     if np.hypot(cy - ys.mean(), cx - xs.mean()) > span:
         return float(ys.mean()), float(xs.mean())
     return float(cy), float(cx)
+
+
+def _points(mask: np.ndarray, box: tuple[slice, slice] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a 2-D mask, searched on its bounding box only."""
+    box = mask_box(mask) if box is None else box
+    if box is None:
+        return np.nonzero(mask)
+    ys, xs = np.nonzero(mask[box])
+    return ys + box[0].start, xs + box[1].start
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -138,15 +154,23 @@ def _ray_samples(image: np.ndarray, centre: tuple[float, float], radii: np.ndarr
                                    mode="constant", cval=0.0)
 
 
-def _first_run(on: np.ndarray, radii: np.ndarray, bridge: int = 2
-               ) -> tuple[float, float] | None:
-    """(first, last) radius of the first run along a ray, bridging dips of ``bridge`` samples."""
-    hits = np.flatnonzero(on)
-    if hits.size == 0:
-        return None
-    breaks = np.flatnonzero(np.diff(hits) > bridge + 1)
-    end = hits[breaks[0]] if breaks.size else hits[-1]
-    return float(radii[hits[0]]), float(radii[end])
+def _first_runs(on: np.ndarray, radii: np.ndarray, bridge: int = 2
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per ray (a row of ``on``): the first and last radius of its first run, bridging dips of
+    up to ``bridge`` samples, and whether it has one (radii 0 where not). All rays at once:
+    one ray at a time was most of the ring model's time."""
+    rays, samples = on.shape
+    index = np.arange(samples)
+    # The next hit at or after each sample (``never`` past the last): a hit ends the first
+    # run when the next hit after it lies more than ``bridge`` samples on.
+    never = samples + bridge + 2
+    next_hit = np.minimum.accumulate(np.where(on, index, never)[:, ::-1], axis=1)[:, ::-1]
+    after = np.concatenate([next_hit[:, 1:], np.full((rays, 1), never)], axis=1)
+    ends_run = on & (after - index - 1 > bridge)
+    present = on.any(axis=1)
+    first, end = on.argmax(axis=1), ends_run.argmax(axis=1)
+    return (np.where(present, radii[first], 0.0), np.where(present, radii[end], 0.0),
+            present)
 
 
 def ring_model(mask: np.ndarray, filled_probability: np.ndarray | None = None,
@@ -163,18 +187,11 @@ def ring_model(mask: np.ndarray, filled_probability: np.ndarray | None = None,
         # A centre on the wall: a disc (the apex, nothing to complete) or a short arc whose
         # circle could not be found; either way the rays would not see a ring.
         return None
-    ys, xs = np.nonzero(mask)
+    ys, xs = _points(mask)
     reach = float(np.max(np.hypot(ys - centre[0], xs - centre[1]))) + 2.0
     radii = np.arange(0.0, reach + RADIAL_STEP_PX, RADIAL_STEP_PX)
     on = _ray_samples(mask.astype(np.float32), centre, radii, order=0) > 0.5
-    inner = np.zeros(ANGLES)
-    outer = np.zeros(ANGLES)
-    present = np.zeros(ANGLES, bool)
-    for a in range(ANGLES):
-        run = _first_run(on[a], radii)
-        if run is not None:
-            inner[a], outer[a] = run
-            present[a] = True
+    inner, outer, present = _first_runs(on, radii)
     if present.mean() < MIN_PRESENT_SHARE:
         return None
     thickness = outer - inner
@@ -195,11 +212,10 @@ def ring_model(mask: np.ndarray, filled_probability: np.ndarray | None = None,
             # The filled LV (cavity + wall) reaches the epicardium also where the network
             # took bright scar for cavity: trust it where it agrees with the bridge.
             filled = _ray_samples(filled_probability, centre, radii, order=1) >= 0.5
-            for a in np.flatnonzero(repaired):
-                run = _first_run(filled[a], radii)
-                if run is not None and run[0] <= 1.0 and \
-                        0.8 * bridged_outer[a] <= run[1] <= 1.25 * bridged_outer[a]:
-                    bridged_outer[a] = run[1]
+            start, end, found = _first_runs(filled, radii)
+            agrees = (repaired & found & (start <= 1.0) & (0.8 * bridged_outer <= end)
+                      & (end <= 1.25 * bridged_outer))
+            bridged_outer = np.where(agrees, end, bridged_outer)
         outer = np.where(repaired, bridged_outer, outer)
         inner = np.where(repaired, np.maximum(outer - median_wall, 0.0), inner)
     outer = np.where(keep_open, outer, _circular_smooth(outer))
@@ -262,7 +278,7 @@ def slice_centres(masks: np.ndarray) -> list[tuple[float, float] | None]:
             sizes.append(0.0)
             continue
         c = fitted_centre(mask)
-        ys, xs = np.nonzero(mask)
+        ys, xs = _points(mask)
         centres.append(c)
         sizes.append(float(np.median(np.hypot(ys - c[0], xs - c[1]))))
     out = list(centres)

@@ -7,7 +7,13 @@ import pytest
 from scipy import ndimage
 
 from service.pipeline.postprocess import attach_scar, encloses_a_hole
-from service.pipeline.shape import constrain_ring, constrain_slice, fitted_centre, slice_centres
+from service.pipeline.shape import (
+    _first_runs,
+    constrain_ring,
+    constrain_slice,
+    fitted_centre,
+    slice_centres,
+)
 
 SIZE = 128
 YY, XX = np.mgrid[:SIZE, :SIZE]
@@ -120,3 +126,28 @@ def test_a_centre_that_jumps_away_from_its_neighbours_is_moved_to_theirs() -> No
     centres = slice_centres(stack)
     assert abs(centres[2][1] - 64) < 1.0
     assert abs(centres[1][1] - 64) < 1.0
+
+
+def _first_run_of_one_ray(on: np.ndarray, radii: np.ndarray, bridge: int
+                          ) -> tuple[float, float] | None:
+    """The definition, one ray at a time: the first hit, and the last hit before a gap of
+    more than ``bridge`` samples."""
+    hits = np.flatnonzero(on)
+    if hits.size == 0:
+        return None
+    breaks = np.flatnonzero(np.diff(hits) > bridge + 1)
+    return float(radii[hits[0]]), float(radii[hits[breaks[0]] if breaks.size else hits[-1]])
+
+
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.7, 0.97])
+def test_every_rays_first_run_is_found_at_once(density: float) -> None:
+    rng = np.random.default_rng(7)
+    on = rng.random((200, 40)) < density
+    on[0], on[1] = False, True  # a ray with no hit, a ray all hit
+    radii = np.arange(40) * 0.5
+    for bridge in (0, 2, 5):
+        inner, outer, present = _first_runs(on, radii, bridge)
+        for ray, hits in enumerate(on):
+            run = _first_run_of_one_ray(hits, radii, bridge)
+            assert present[ray] == (run is not None)
+            assert (inner[ray], outer[ray]) == (run or (0.0, 0.0))
