@@ -167,7 +167,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-seed", type=int, default=2000)
     parser.add_argument("--calibration-series", type=int, default=60,
                         help="phantom series (their own seed) added to the validation series "
-                        "to calibrate the scar % interval")
+                        "to calibrate the scar-%% interval")
     parser.add_argument("--calibration-seed", type=int, default=3000)
     parser.add_argument("--negative-series", type=int, default=20,
                         help="test-seed phantom hearts rendered per other sequence (cine, T2) "

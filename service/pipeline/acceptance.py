@@ -106,6 +106,13 @@ MAX_RATIO = 99.0
 # 280 or more; the dark-blood T2 renderings it let through, whose black pool the network
 # drew as nulled myocardium, 192 or less) and measured on later seeds.
 SMALL_CAVITY_MM2 = 200.0
+# The blood pool's position in the surrounding tissue's range (LgeEvidence.blood_position)
+# below which it is as black as air and lung: dark-blood T2-weighted TSE suppresses the
+# blood that far, LGE does not (dark-blood LGE leaves it about as grey as the nulled
+# myocardium). Below every LGE series of the gate study's choosing set, real, darkened or
+# rendered (lowest 0.13 of 340; docs/results/gate_flag_study.json), where 2 % of fresh
+# dark-blood T2 renders passed the classifier with their pool drawn inside the ring.
+BLACK_POOL_POSITION = 0.12
 # How unlike every kind of LGE the networks were trained on a series' contrast may be
 # before a reader is told (issue 53): the squared Mahalanobis distance from the nearest
 # kind that a measure drawn from that kind's own Gaussian exceeds once in a thousand (the
@@ -332,6 +339,13 @@ def contrast_review(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
                        "the myocardium nulled")
     if not reasons and judged is not None and (unlike := unlike_training(evidence, model)):
         reasons.append(unlike)
+    position = evidence.blood_position
+    if position is not None and position < BLACK_POOL_POSITION and not contrast_refusal(
+            evidence, model):
+        reasons.append(f"the contrast does not look like LGE: the LV blood pool is as dark as "
+                       f"the darkest tissue around the heart ({position:.0%} of its range, "
+                       f"no LGE series seen went below {BLACK_POOL_POSITION:.0%}), as in a "
+                       "dark-blood T2-weighted series; check that this is an LGE series")
     cavity = evidence.cavity_mm2
     if cavity is not None and cavity < SMALL_CAVITY_MM2:
         reasons.append(f"the LV cavity inside the drawn myocardium is small ({cavity:.0f} mm^2 "

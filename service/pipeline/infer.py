@@ -40,6 +40,12 @@ def share_cores_with_onnxruntime() -> None:
 
 _ARENA_LOCK = threading.Lock()
 _arena_registered = False
+# One network run at a time in the process. Each run already takes every core (intra-op
+# threads), so two at once only share them, slower than one after the other (two myocardium
+# U-Nets at once: 132 ms, against 58 ms for one, BENCHMARKS.md "onnxruntime options"); and
+# each concurrent run leaves its buffers in the shared arena's high-water mark. The analyses
+# still overlap: one's pre- and post-processing runs while the other's networks do.
+_RUN_LOCK = threading.Lock()
 
 
 def _register_shared_cpu_arena() -> None:
@@ -119,8 +125,9 @@ class OnnxModel:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim == 3:
             batch = batch[..., None]
-        if len(batch) <= BATCH_SLICES:
-            return self.session.run(None, {self.input_name: batch})[0]
-        return np.concatenate([
-            self.session.run(None, {self.input_name: batch[k:k + BATCH_SLICES]})[0]
-            for k in range(0, len(batch), BATCH_SLICES)])
+        with _RUN_LOCK:
+            if len(batch) <= BATCH_SLICES:
+                return self.session.run(None, {self.input_name: batch})[0]
+            return np.concatenate([
+                self.session.run(None, {self.input_name: batch[k:k + BATCH_SLICES]})[0]
+                for k in range(0, len(batch), BATCH_SLICES)])

@@ -149,3 +149,13 @@ def test_int8_parity_is_issue_54s_bound_either_way() -> None:
     assert not met(shifted(dsc=-0.011)) and not met(shifted(percent=0.31))
     (row,) = precision_parity(fp32, shifted(percent=0.2))
     assert row["scar_percent"]["move"] == pytest.approx(0.2)
+
+
+def test_the_release_command_prints_its_help(capsys) -> None:
+    """argparse formats each help with %: a bare one (\"scar % interval\") broke --help."""
+    from training.run import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    assert stopped.value.code == 0
+    assert "--stop-after-training" in capsys.readouterr().out

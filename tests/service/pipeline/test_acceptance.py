@@ -243,7 +243,9 @@ def _evidence(*slice_args: float, **kwargs: float):
 
 
 def test_nulled_myocardium_on_bright_or_dark_blood_reads_as_lge() -> None:
-    for blood in (200.0, 12.0):  # bright-blood; dark-blood (about as dark as the myocardium)
+    # Bright-blood; dark-blood (the pool grey, darker than the tissue around, above the
+    # myocardium nulled black).
+    for blood in (200.0, 30.0):
         evidence = _evidence(10.0, blood, 100.0, around_dark_share=0.2)
         assert evidence.myocardium_rank < NOT_NULLED_RANK
         assert evidence.myocardium_over_blood < BLOOD_DARKER_REVIEW
@@ -272,11 +274,14 @@ def test_a_contrast_beyond_every_kind_of_lge_trained_on_is_flagged_as_unlike_the
                            cavity_mm2=1000.0)
 
     assert contrast_review(evidence(0.0)) == [] and unlike_training(evidence(0.0)) is None
-    assert not is_unlike_training(evidence(0.0)) and is_unlike_training(evidence(-6.0))
+    assert not is_unlike_training(evidence(0.0)) and is_unlike_training(evidence(6.0))
     assert unlike_training_bar() == pytest.approx(16.27, abs=0.01)  # chi-squared, 3 measures
-    far = contrast_review(evidence(-6.0))  # a blood pool darker than any LGE trained on
+    far = contrast_review(evidence(6.0))  # a blood pool brighter than any LGE trained on
     assert len(far) == 1 and "unlike the scans the models were trained on" in far[0]
-    assert contrast_refusal(evidence(-6.0)) == []
+    assert contrast_refusal(evidence(6.0)) == []
+    # One darker than any: unlike them, and as black as a dark-blood T2-weighted pool.
+    black = contrast_review(evidence(-6.0))
+    assert len(black) == 2 and "unlike the scans" in black[0] and "T2-weighted" in black[1]
 
 
 def test_grey_myocardium_brighter_than_its_surroundings_is_flagged_as_cine_or_t2() -> None:
@@ -304,6 +309,20 @@ def test_grey_myocardium_on_black_blood_is_refused_and_a_milder_one_flagged() ->
     judged = contrast_judgement(milder)
     assert judged.other == "t2-dark-blood" and judged.score > 0
     assert contrast_review(milder)
+
+
+def test_a_blood_pool_as_black_as_the_darkest_tissue_is_flagged_as_dark_blood_t2() -> None:
+    """Grey myocardium on black blood is refused by the ratio; a pool as black drawn inside
+    the ring (a dark-blood T2 the classifier took for LGE) is flagged, never refused."""
+    from service.pipeline.acceptance import BLACK_POOL_POSITION
+
+    for blood, flagged in ((12.0, True), (30.0, False)):  # 2 % and 22 % of the range
+        evidence = _evidence(10.0, blood, 100.0, around_dark_share=0.2)
+        assert (evidence.blood_position < BLACK_POOL_POSITION) == flagged
+        reasons = [r for r in contrast_review(evidence, NO_MODEL)
+                   if "as dark as the darkest tissue" in r and "dark-blood T2-weighted" in r]
+        assert bool(reasons) == flagged
+        assert contrast_refusal(evidence, NO_MODEL) == []
 
 
 def test_a_ring_around_a_small_cavity_is_analysed_and_flagged() -> None:
