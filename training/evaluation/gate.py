@@ -19,6 +19,7 @@ from service.pipeline.acceptance import (
     contrast_review,
     has_heart,
     lge_evidence,
+    ring_review,
 )
 from service.pipeline.segment import Network, myocardium_probability, ring_from
 from training.data.sources import Source
@@ -32,6 +33,9 @@ class GateVerdict:
     refused: bool  # no heart, or a contrast strong enough to refuse
     doubted: bool  # the image's contrast raises a review reason (refused or not)
     evidence: LgeEvidence
+    # No closed LV ring of an LV's size: the service analyses it and sends it to review
+    # (acceptance.ring_review), so it does not come back ``ok`` either.
+    ring_doubted: bool = False
 
 
 def gate_verdict(images, ring: np.ndarray, spacing) -> GateVerdict:
@@ -40,7 +44,8 @@ def gate_verdict(images, ring: np.ndarray, spacing) -> GateVerdict:
     has_ring = has_heart(ring, spacing, rings)
     evidence = lge_evidence(images, ring, spacing, rings)
     return GateVerdict(has_ring, not has_ring or bool(contrast_refusal(evidence)),
-                       bool(contrast_review(evidence)), evidence)
+                       bool(contrast_review(evidence)), evidence,
+                       bool(ring_review(ring, spacing, rings)))
 
 
 def gate_reading(source: Source, network: Network) -> dict:
@@ -49,7 +54,8 @@ def gate_reading(source: Source, network: Network) -> dict:
     ring = ring_from(myocardium_probability(series.images, series.spacing, network), network)
     verdict = gate_verdict(series.images, ring, series.spacing)
     return {"series_id": source.series_id, "has_ring": verdict.has_ring,
-            "refused": verdict.refused, "flagged": not verdict.refused and verdict.doubted
+            "refused": verdict.refused, "flagged": not verdict.refused and verdict.doubted,
+            "ring_flagged": not (verdict.refused or verdict.doubted) and verdict.ring_doubted
             } | verdict.evidence.to_dict()
 
 
@@ -57,7 +63,8 @@ def summarise_readings(rows: Sequence[dict]) -> dict:
     """Counts, and each measure's range, over one group's readings."""
     out = {"series": len(rows), "no_ring": sum(not r["has_ring"] for r in rows),
            "refused": sum(r["refused"] for r in rows),
-           "flagged": sum(r["flagged"] for r in rows)}
+           "flagged": sum(r["flagged"] for r in rows),
+           "ring_flagged": sum(r.get("ring_flagged", False) for r in rows)}
     for key in MEASURES:
         values = [r[key] for r in rows if r[key] is not None]
         out[key] = None if not values else {
