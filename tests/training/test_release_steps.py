@@ -159,3 +159,13 @@ def test_the_release_command_prints_its_help(capsys) -> None:
         main(["--help"])
     assert stopped.value.code == 0
     assert "--stop-after-training" in capsys.readouterr().out
+
+
+def test_the_gate_table_counts_a_ring_review_as_not_ok() -> None:
+    """A render the contrast rules let through but the service sends to review for want of
+    a closed LV ring does not come back ``ok``."""
+    from training.evaluation.report import _trust_section
+
+    table = _trust_section({}, {"rendered_negatives": {"cine": {
+        "series": 20, "no_ring": 0, "refused": 17, "flagged": 1, "ring_flagged": 1}}})
+    assert "| cine | 20 | 0 | 17 | 1 | 2 | 1 | 1 |" in table

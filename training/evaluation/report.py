@@ -407,10 +407,13 @@ slice shows a closed LV ring of an LV's size, and the rest, which come back `ok`
 thresholds and the classifier were set on EMIDEC `train`/`validation` and rendered phantoms
 of other seeds (`docs/results/gate_flag_study.json`).
 
-| rendered sequence | series | no LV ring | refused | flagged | let through | of them, no closed ring (review) | ok |
-|---|---|---|---|---|---|---|---|
+{GATE_HEADER}
 {gate}
 """
+
+
+GATE_HEADER = ("| rendered sequence | series | no LV ring | refused | flagged | let through | "
+               "of them, no closed ring (review) | ok |\n|---|---|---|---|---|---|---|---|")
 
 
 def _curves_lines(context: dict) -> str:
