@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import sqlite3
 import threading
@@ -39,6 +40,24 @@ def test_compose_gives_the_stop_more_time_than_the_service_takes(path) -> None:
     compose_s = float(lge["stop_grace_period"].removesuffix("s"))
     # The drain, the last encoding, the wait for open requests, the exit (a few seconds).
     assert compose_s >= grace + LAST_ENCODING_S + OPEN_REQUESTS_S + 5, (path, grace, compose_s)
+
+
+# Loaded by the service's interpreter at start (``sitecustomize``): each encoding waits a
+# second first.
+SLOW_ENCODER = """
+import time
+from service.encoding import Encoder
+
+_encode = Encoder.encode
+
+
+def encode(self, analysis_id):
+    time.sleep(1.0)
+    return _encode(self, analysis_id)
+
+
+Encoder.encode = encode
+"""
 
 
 def _in_flight(url: str) -> float:
@@ -131,11 +150,17 @@ def test_sigterm_finishes_what_is_in_flight_and_a_restart_finishes_what_was_park
     # The received series stays parked, durably, for the next process.
     assert _inbox_state(data, series_uid_of(received)) == "waiting"
 
-    # 2. No grace: SIGTERM while SEG/SR encodings are queued parks them.
+    # 2. No grace: SIGTERM while SEG/SR encodings are queued parks them. The networks run
+    # one at a time, so the answers come out one by one and the encoder could keep up: in
+    # this process it takes a second more per analysis (the code is the service's).
+    slow_encoder = tmp_path / "slow_encoder"
+    slow_encoder.mkdir()
+    (slow_encoder / "sitecustomize.py").write_text(SLOW_ENCODER)
     for attempt in range(3):
         process, url = start_service(data, tmp_path / f"second{attempt}.log",
                                      MAX_CONCURRENT_ANALYSES="6", STOW_QUIET_PERIOD_S="600",
-                                     SHUTDOWN_GRACE_S="0")
+                                     SHUTDOWN_GRACE_S="0", PYTHONPATH=os.pathsep.join(
+                                         [str(slow_encoder), os.environ.get("PYTHONPATH", "")]))
         batch: list[httpx.Response] = []
         try:
             def post(to: str = url, into: list = batch) -> None:
