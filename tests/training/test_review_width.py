@@ -64,6 +64,21 @@ def test_the_review_width_is_chosen_on_each_folds_series_judged_without_that_fol
     assert IntervalCalibration.from_dict(chosen.to_dict()) == chosen
 
 
+def test_a_held_out_series_without_its_scar_percent_is_not_judged() -> None:
+    """Its interval's centre is unknown (no stand-in): it is left out, not judged at its
+    error."""
+    from dataclasses import replace
+
+    series = _series(np.random.default_rng(1))
+    shipped = calibrate(series, INTERVAL_OFFSETS, INTERVAL_FLOORS, LEVEL)
+    held = [k for k, s in enumerate(series) if s.fold is not None and not s.off_domain]
+    blanked = list(series)
+    for k in held[:5]:
+        blanked[k] = replace(series[k], scar_percent=None)
+    assert (review_out_of_fold(blanked, shipped, level=LEVEL)["series"]
+            == review_out_of_fold(series, shipped, level=LEVEL)["series"] - 5)
+
+
 def test_without_folds_the_in_sample_width_stands() -> None:
     series = [CalibrationSeries(s.group, s.error, s.terms, scar_percent=s.scar_percent)
               for s in _series(np.random.default_rng(2)) if not s.off_domain]

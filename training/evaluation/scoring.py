@@ -431,8 +431,10 @@ def review_out_of_fold(series: Sequence[CalibrationSeries], calibration: Interva
     everything but that fold; the width is the widest that sends REVIEW_CATCH of their large
     errors to review. The in-sample alternative (a quantile of the calibration series' own
     widths) set 0.4.0's 24.1 points, which caught 4 of `test`'s 8 large errors. None with
-    fewer than two folds or no large error."""
-    held = [s for s in series if s.fold is not None and not s.off_domain]
+    fewer than two folds or no large error. A series judged needs its scar % (the interval's
+    centre, where its clipping at 0 and 100 sets the width); one without is not judged."""
+    held = [s for s in series
+            if s.fold is not None and not s.off_domain and s.scar_percent is not None]
     folds = sorted({s.fold for s in held})
     if len(folds) < 2:
         return None
@@ -445,8 +447,8 @@ def review_out_of_fold(series: Sequence[CalibrationSeries], calibration: Interva
             continue
         for s in held:
             if s.fold == fold:
-                value = s.error if s.scar_percent is None else s.scar_percent
-                low, high = interval(value, spread(s.terms, crossed), crossed, s.unlike)
+                low, high = interval(s.scar_percent, spread(s.terms, crossed), crossed,
+                                     s.unlike)
                 widths.append(high - low)
                 large.append(abs(s.error) > LARGE_ERROR_PERCENT)
     width = widest_catching(widths, large) if widths else None
