@@ -328,11 +328,14 @@ def contrast_review(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
                        f"than the myocardium ({ratio:.1f} times as bright), as in a dark-blood "
                        "T2-weighted series; LGE shows the blood bright or about as dark")
     judged = contrast_judgement(evidence, model)
+    # A series the contrast refuses is not also flagged for what refuses it (the study and
+    # the release's report read both on every series; the service refuses first).
+    refused = bool(contrast_refusal(evidence, model))
     if not reasons and evidence.myocardium_rank is not None and judged is None and model.kinds:
         reasons.append("the contrast could not be read: no blood pool was found inside the "
                        "myocardium to compare it with; check that this is an LGE series")
     if (not reasons and judged is not None and judged.score >= model.review_score
-            and not contrast_refusal(evidence, model)):
+            and not refused):
         reasons.append(f"the contrast looks more like a "
                        f"{SEQUENCE_NAMES.get(judged.other, judged.other)} series than LGE "
                        f"({_measures(evidence)}); check that this is an LGE series with "
@@ -340,8 +343,7 @@ def contrast_review(evidence: LgeEvidence, model: ContrastModel = CONTRAST_MODEL
     if not reasons and judged is not None and (unlike := unlike_training(evidence, model)):
         reasons.append(unlike)
     position = evidence.blood_position
-    if position is not None and position < BLACK_POOL_POSITION and not contrast_refusal(
-            evidence, model):
+    if position is not None and position < BLACK_POOL_POSITION and not refused:
         reasons.append(f"the contrast does not look like LGE: the LV blood pool is as dark as "
                        f"the darkest tissue around the heart ({position:.0%} of its range, "
                        f"no LGE series seen went below {BLACK_POOL_POSITION:.0%}), as in a "

@@ -64,7 +64,7 @@ def summarise_readings(rows: Sequence[dict]) -> dict:
     out = {"series": len(rows), "no_ring": sum(not r["has_ring"] for r in rows),
            "refused": sum(r["refused"] for r in rows),
            "flagged": sum(r["flagged"] for r in rows),
-           "ring_flagged": sum(r.get("ring_flagged", False) for r in rows)}
+           "ring_flagged": sum(r["ring_flagged"] for r in rows)}
     for key in MEASURES:
         values = [r[key] for r in rows if r[key] is not None]
         out[key] = None if not values else {

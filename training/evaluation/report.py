@@ -375,8 +375,8 @@ def _trust_section(summaries: Mapping[str, dict], context: dict) -> str:
     negatives = context.get("rendered_negatives") or {}
     gate = "\n".join(
         f"| {sequence} | {g['series']} | {g['no_ring']} | {g['refused']} | {g['flagged']} | "
-        f"{g['series'] - g['refused'] - g['flagged']} | {g.get('ring_flagged', 0)} | "
-        f"{g['series'] - g['refused'] - g['flagged'] - g.get('ring_flagged', 0)} |"
+        f"{(let_through := g['series'] - g['refused'] - g['flagged'])} | "
+        f"{g['ring_flagged']} | {let_through - g['ring_flagged']} |"
         for sequence, g in negatives.items())
     calibration = context.get("interval_calibration") or {}
     cal = calibration.get("cascade-unet")
