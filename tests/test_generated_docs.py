@@ -129,6 +129,14 @@ def test_the_enet_ring_table_in_the_experiments_is_its_results() -> None:
     assert block == docs_block(result), "run python -m training.studies.enet_ring_study"
 
 
+def test_the_patch_gate_table_in_the_experiments_is_its_results() -> None:
+    from training.studies.patch_gate_study import docs_block
+
+    block = read_block(ROOT / "docs" / "experiments.md", "patch-gate-study")
+    result = json.loads((ROOT / "docs" / "results" / "patch_gate_study.json").read_text())
+    assert block == docs_block(result), "run python -m training.studies.patch_gate_study"
+
+
 def test_the_interval_bounds_in_the_experiments_are_their_results() -> None:
     from training.studies.interval_bounds import docs_block
 

@@ -393,7 +393,7 @@ def _train_legs(args: argparse.Namespace, work: Path, configs: dict[str, TrainCo
                   if args.legs is None or fnmatch.fnmatchcase(leg.name, args.legs)]
         trained = legs.run_legs(chosen, trainer, root, args.max_legs, args.commit_legs,
                                 plan=plan, generated=fold_legs.with_legs_table(plan, root))
-        t = lap("legs trained this run: " + (", ".join(trained) or "none"), t)
+        t = lap("legs trained in one sitting: " + (", ".join(trained) or "none"), t)
     left = legs.pending(plan, root)
     print(f"training: {len(plan) - len(left)} of {len(plan)} legs finished"
           + (f"; next: {left[0].name}" if left else ""), flush=True)
