@@ -367,18 +367,67 @@ def review_table(rows: Sequence[dict], model: ContrastModel, review_width: float
     return out
 
 
+# The review bars the trade-off table tries, as quantiles (%) of the out-of-fold LGE scores:
+# 100 is the shipped bar (no out-of-fold LGE flagged by the classifier).
+TRADEOFF_QUANTILES = (100.0, 99.0, 97.5, 95.0, 90.0)
+# Its columns: LGE sets counted when not ``ok``, the other sequences when ``ok``.
+TRADEOFF_SETS = (("EMIDEC", "out of fold"), ("EMIDEC darkened", "out of fold"),
+                 ("rendered LGE", "held out"), ("cine", "held out"),
+                 ("t2-dark-blood", "held out"), ("t2-bright-blood", "out of fold"),
+                 ("t2-bright-blood", "held out"))
+
+
+def review_bar_tradeoff(rows: Sequence[dict], model: ContrastModel,
+                        oof_models: dict[int, ContrastModel]) -> dict:
+    """What a lower review bar would buy and cost: for each bar (a quantile of the choosing
+    rows' out-of-fold LGE scores), per kind and role, the series the gate leaves ``ok``.
+    The bar is a decision (how much real LGE to send to review), so this reports the
+    curve and chooses nothing."""
+    lge = [j.score for r in rows if "held-out" not in r["group"] and is_lge(r["kind"])
+           for j in [oof_models[r["fold"]].judge_values(r["values"])] if j is not None]
+    out = {}
+    for q in TRADEOFF_QUANTILES:
+        bar = float(np.percentile(lge, q))
+        at_bar = replace(model, review_score=bar)
+        folds_at_bar = {f: replace(m, review_score=bar) for f, m in oof_models.items()}
+        ok, series = Counter(), Counter()
+        for r in rows:
+            key = f"{r['kind']}, {'held out' if 'held-out' in r['group'] else 'out of fold'}"
+            series[key] += 1
+            ok[key] += gate_outcome(r, model_for(r, at_bar, folds_at_bar)) == "ok"
+        out[f"{q:g}"] = {"bar": bar, "ok": dict(ok), "series": dict(series)}
+    return out
+
+
+_SEQUENCE_LABELS = {"t2-dark-blood": "dark-blood T2", "t2-bright-blood": "bright-blood T2"}
+
+
+def _tradeoff_lines(tradeoff: dict) -> list[str]:
+    names = [f"{k}, {role}" for k, role in TRADEOFF_SETS]
+    heads = [f"{_SEQUENCE_LABELS.get(k, k)} {'not ok' if is_lge(k) else 'ok'} ({role})"
+             for k, role in TRADEOFF_SETS]
+    lines = ["", "| review bar: out-of-fold LGE quantile (score) | " + " | ".join(heads) + " |",
+             "|---|" + "---|" * len(heads)]
+    for q, t in tradeoff.items():
+        cells = []
+        for name, (kind, _) in zip(names, TRADEOFF_SETS, strict=True):
+            n, ok = t["series"].get(name, 0), t["ok"].get(name, 0)
+            cells.append(f"{n - ok if is_lge(kind) else ok} of {n}")
+        lines.append(f"| {q} % ({t['bar']:.2f}) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _group_label(group: str) -> str:
     for role in sorted(SEEDS, key=len, reverse=True):
         if group.endswith(" " + role):
             name = group[:-len(role) - 1].replace("rendered ", "")
-            name = {"t2-dark-blood": "dark-blood T2", "t2-bright-blood": "bright-blood T2"
-                    }.get(name, name)
+            name = _SEQUENCE_LABELS.get(name, name)
             return f"{name}, {role.replace('-', ' ')}"
     return group
 
 
 def docs_block(result: dict) -> str:
-    """The study's two tables in Markdown (docs/experiments.md's ``gate-flag-study``)."""
+    """The study's tables in Markdown (docs/experiments.md's ``gate-flag-study``)."""
     lines = ["| group | series | refused | flagged | ok | 0.3.2: refused / flagged / ok |",
              "|---|---|---|---|---|---|"]
     for group, t in result["gate"].items():
@@ -393,6 +442,8 @@ def docs_block(result: dict) -> str:
         lines.append(f"| {_group_label(group)} | {t['review_large']} | {t['ok_large']} | "
                      f"{t['review_small']} | {t['ok_small']} | {reasons} | "
                      f"{'met' if t['target_met'] else 'not met'} |")
+    if "review_bar_tradeoff" in result:
+        lines += _tradeoff_lines(result["review_bar_tradeoff"])
     return "\n".join(lines)
 
 
@@ -449,7 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "model": model.to_dict(),
               "choice": {"feature_sets": compared, "refuse_margin": REFUSE_MARGIN,
                          "max_distance2": MAX_DISTANCE2},
-              "gate": gate, "review": review}
+              "gate": gate, "review": review,
+              "review_bar_tradeoff": review_bar_tradeoff(rows, model, oof_models)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     write_block(args.docs, "gate-flag-study", docs_block(result))
