@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from training.evaluation.scoring import (
     INTERVAL_FLOORS,
     INTERVAL_OFFSETS,
     REVIEW_CATCH,
+    calibrated_without_each_fold,
     review_out_of_fold,
     with_review_out_of_fold,
 )
@@ -103,3 +106,24 @@ def test_the_reports_flag_targets_are_issue_53s() -> None:
     assert rows(7, 1, 6, 6) == (False, True)  # 13 sent, bound 12; 7 of 8 caught
     assert rows(7, 1, 5, 7) == (True, True)
     assert rows(0, 8, 12, 0, test_set="phantoms") == (True, True)
+
+
+def test_each_folds_calibration_never_sees_that_fold() -> None:
+    series = _series(np.random.default_rng(11), folds=3)
+    terms = ("rings",)
+    before = dict(calibrated_without_each_fold(series, [0, 1, 2], terms,
+                                               INTERVAL_OFFSETS, INTERVAL_FLOORS, LEVEL))
+    # Fold 1's errors made ten times larger: fold 1's own calibration stays, the others grow.
+    scaled = [s if s.fold != 1 else dataclasses.replace(s, error=10 * s.error)
+              for s in series]
+    after = dict(calibrated_without_each_fold(scaled, [0, 1, 2], terms,
+                                              INTERVAL_OFFSETS, INTERVAL_FLOORS, LEVEL))
+    assert set(before) == set(after) == {0, 1, 2}
+    assert after[1] == before[1]
+    assert after[0].scale > before[0].scale and after[2].scale > before[2].scale
+    # A single fold is calibrated in sample, on all of it.
+    only = [s for s in series if s.fold == 0]
+    ((fold, alone),) = calibrated_without_each_fold(only, [0], terms, INTERVAL_OFFSETS,
+                                                    INTERVAL_FLOORS, LEVEL)
+    assert fold == 0 and alone == calibrate(only, INTERVAL_OFFSETS, INTERVAL_FLOORS, LEVEL,
+                                            candidates=[terms])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -421,6 +421,24 @@ def widest_catching(widths: Sequence[float], large: Sequence[bool],
     return large_widths[math.ceil(catch * len(large_widths)) - 1] - 1e-9
 
 
+def calibrated_without_each_fold(series: Sequence[CalibrationSeries], folds: Sequence[int],
+                                 terms: tuple[str, ...],
+                                 offsets: Sequence[float] = INTERVAL_OFFSETS,
+                                 floors: Sequence[float] = INTERVAL_FLOORS,
+                                 level: float = INTERVAL_LEVEL
+                                 ) -> Iterator[tuple[int, IntervalCalibration]]:
+    """Each fold with the interval of ``terms`` calibrated on every series outside it, so
+    that the fold's own series are judged by a calibration that never saw them (on all of
+    them while there is a single fold: in sample). A fold whose rest is too small for the
+    level is skipped."""
+    for fold in folds:
+        pool = [s for s in series if s.fold != fold] if len(folds) > 1 else list(series)
+        try:
+            yield fold, calibrate(pool, offsets, floors, level, candidates=[terms])
+        except ValueError:  # too few series left for the level
+            continue
+
+
 def review_out_of_fold(series: Sequence[CalibrationSeries], calibration: IntervalCalibration,
                        offsets: Sequence[float] = INTERVAL_OFFSETS,
                        floors: Sequence[float] = INTERVAL_FLOORS,
@@ -439,12 +457,8 @@ def review_out_of_fold(series: Sequence[CalibrationSeries], calibration: Interva
     if len(folds) < 2:
         return None
     widths, large = [], []
-    for fold in folds:
-        try:
-            crossed = calibrate([s for s in series if s.fold != fold], offsets, floors, level,
-                                candidates=[calibration.terms])
-        except ValueError:  # too few series left for the level
-            continue
+    for fold, crossed in calibrated_without_each_fold(series, folds, calibration.terms,
+                                                      offsets, floors, level):
         for s in held:
             if s.fold == fold:
                 low, high = interval(s.scar_percent, spread(s.terms, crossed), crossed,

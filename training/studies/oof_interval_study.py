@@ -65,6 +65,7 @@ from training.evaluation.scoring import (
     INTERVAL_LEVEL,
     INTERVAL_OFFSETS,
     LARGE_ERROR_PERCENT,
+    calibrated_without_each_fold,
     widest_catching,
 )
 from training.studies import finish_study, fold_study_parser
@@ -210,7 +211,7 @@ def _unlike(row: dict) -> bool:
 
 def _series(rows: Sequence[dict]) -> list[CalibrationSeries]:
     return [CalibrationSeries("real scans", r["error"], r["terms"], unlike=_unlike(r),
-                              off_domain=r["group"] == SHIFTED) for r in rows]
+                              off_domain=r["group"] == SHIFTED, fold=r["fold"]) for r in rows]
 
 
 def _held(row: dict, calibration: IntervalCalibration) -> tuple[bool, float, bool]:
@@ -249,15 +250,9 @@ def _judged_out_of_fold(analysed: Sequence[dict], candidate: tuple[str, ...], ca
     folds = sorted({r["fold"] for r in analysed})
     held: dict[str, list[tuple[bool, float, bool]]] = {g: [] for g in groups}
     made = []
-    for fold in folds:
-        others = [f for f in folds if f != fold] or [fold]
-        try:
-            calibration = calibrate(_series([r for r in analysed
-                                             if r["fold"] in others and calibrates(r)]),
-                                    INTERVAL_OFFSETS, INTERVAL_FLOORS, level,
-                                    candidates=[candidate])
-        except ValueError:  # too few series for the level
-            continue
+    pool = _series([r for r in analysed if calibrates(r)])
+    for fold, calibration in calibrated_without_each_fold(
+            pool, folds, candidate, INTERVAL_OFFSETS, INTERVAL_FLOORS, level):
         made.append(calibration)
         for r in analysed:
             if r["fold"] == fold:
