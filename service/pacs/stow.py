@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
@@ -109,10 +110,14 @@ def accept(blob: Blob, study_instance_uid: str | None = None) -> Dataset:
     return ds
 
 
-def receive(blobs: list[Blob], study_uid: str | None, inbox: Inbox) -> StowOutcome:
-    """Keep every acceptable part in the inbox; the outcome lists what was kept and refused."""
+def receive(blobs: list[Blob], study_uid: str | None, inbox: Inbox,
+            clock: Callable[[], float] = time.time) -> StowOutcome:
+    """Keep every acceptable part in the inbox; the outcome lists what was kept and refused.
+
+    Each instance is stamped when it is kept, not when the request began: the quiet period
+    runs from the last instance, so a request slower than it (a large series, a busy
+    machine) is never claimed half-received, analysed, pushed and then superseded."""
     outcome = StowOutcome()
-    now = time.time()
     for blob in blobs:
         try:
             ds = accept(blob, study_uid)
@@ -122,7 +127,7 @@ def receive(blobs: list[Blob], study_uid: str | None, inbox: Inbox) -> StowOutco
         sop_class, sop_instance = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
         try:
             inbox.add(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop_instance,
-                      blob.read_bytes(), now)
+                      blob.read_bytes(), clock())
         except SeriesFull as exc:
             outcome.refused.append(Refused(OUT_OF_RESOURCES, str(exc), sop_class, sop_instance))
             continue

@@ -252,3 +252,26 @@ def test_a_uid_that_is_not_one_never_becomes_a_path(make_client, series_dirs, tm
     data_dir = tmp_path / "data"
     assert not [p for p in data_dir.rglob("*.dcm")], "an instance was written"
     assert is_uid("1.2.840.10008.5.1.4.1.1.4") and is_uid("0.1") and is_uid("2.25.0")
+
+
+def test_a_request_slower_than_the_quiet_period_waits_for_its_last_instance(
+        tmp_path, series_dirs) -> None:
+    """Each instance is stamped as it is kept: a STOW-RS request that takes longer than the
+    quiet period is quiet from its last instance, never claimed half-received."""
+    from service.dicom.ingest import Blob
+    from service.pacs.inbox import Inbox
+    from service.pacs.stow import receive
+
+    files = series_files(series_dirs[2])[:4]
+    blobs = []
+    for name, data in files:
+        (tmp_path / name).write_bytes(data)
+        blobs.append(Blob(name, tmp_path / name))
+    seconds = iter(range(1000, 1100, 5))  # each instance kept 5 s after the one before
+    inbox = Inbox(tmp_path / "inbox")
+    outcome = receive(blobs, None, inbox, clock=lambda: float(next(seconds)))
+    assert len(outcome.stored) == len(files) and not outcome.refused
+    last, quiet = 1015.0, 10.0
+    assert inbox.due(last + quiet / 2, quiet) == []  # the request began 15 s before
+    assert inbox.due(last + quiet, quiet) == [series_uid_of(files)]
+    inbox.close()
