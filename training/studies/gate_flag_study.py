@@ -377,6 +377,12 @@ TRADEOFF_SETS = (("EMIDEC", "out of fold"), ("EMIDEC darkened", "out of fold"),
                  ("t2-bright-blood", "held out"))
 
 
+def set_name(row: dict) -> str:
+    """The row's kind and how it is judged: "out of fold" (the choosing rows, by the fold
+    models) or "held out" (the held-out seeds, by the model on every choosing row)."""
+    return f"{row['kind']}, {'held out' if 'held-out' in row['group'] else 'out of fold'}"
+
+
 def review_bar_tradeoff(rows: Sequence[dict], model: ContrastModel,
                         oof_models: dict[int, ContrastModel]) -> dict:
     """What a lower review bar would buy and cost: for each bar (a quantile of the choosing
@@ -392,7 +398,7 @@ def review_bar_tradeoff(rows: Sequence[dict], model: ContrastModel,
         folds_at_bar = {f: replace(m, review_score=bar) for f, m in oof_models.items()}
         ok, series = Counter(), Counter()
         for r in rows:
-            key = f"{r['kind']}, {'held out' if 'held-out' in r['group'] else 'out of fold'}"
+            key = set_name(r)
             series[key] += 1
             ok[key] += gate_outcome(r, model_for(r, at_bar, folds_at_bar)) == "ok"
         out[f"{q:g}"] = {"bar": bar, "ok": dict(ok), "series": dict(series)}

@@ -161,14 +161,6 @@ def _reading(series, ring: np.ndarray) -> dict:
             "ring_review": bool(acceptance.ring_review(ring, series.spacing))}
 
 
-def role_of(group: str) -> str:
-    return "held out" if "held-out" in group else "out of fold"
-
-
-def set_name(row: dict) -> str:
-    return f"{row['kind']}, {role_of(row['group'])}"
-
-
 def tally(entries: Sequence[tuple[str, str, float]], thresholds: dict[str, float]) -> dict:
     """Per set: the gate's outcomes, and at each threshold the series the patches flag
     (of all) and those left ``ok`` by both."""
@@ -240,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         r["patch_score"] = s
     lge_scores = [r["patch_score"] for r in choosing if is_lge(r["kind"])]
     thresholds = {str(q): float(np.percentile(lge_scores, q)) for q in FLAG_QUANTILES}
-    entries = [(set_name(r), gate_flag_study.gate_outcome(
+    entries = [(gate_flag_study.set_name(r), gate_flag_study.gate_outcome(
         r, gate_flag_study.model_for(r, feature_model, feature_folds)), r["patch_score"])
         for r in rows]
 
