@@ -28,7 +28,7 @@ import argparse
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from pprint import pformat
@@ -46,7 +46,7 @@ from training.data import emidec
 from training.data.folds import FOLDS_FILE
 from training.data.phantoms.__main__ import generate_many
 from training.data.phantoms.sequences import OTHER_SEQUENCES, generate_in_sequence
-from training.data.sources import PhantomSource, Source
+from training.data.sources import LabelledSeries, PhantomSource, Source
 from training.evaluation.scoring import LARGE_ERROR_PERCENT
 from training.generated import write_block
 
@@ -175,8 +175,22 @@ def fold_of(source: Source, folds: dict[str, int]) -> int:
     return int(source.series_id.rsplit("_", 1)[-1]) % FOLDS
 
 
-def readings(groups: dict[str, list[Source]], work: Path) -> list[dict]:
-    """Every series' gate measures, heart rule and cached figures."""
+def gate_inputs(images: Sequence[np.ndarray], ring: np.ndarray,
+                spacing: tuple[float, float]) -> dict:
+    """What the gate reads of a series (:func:`gate_outcome`): its heart and ring rules and
+    its contrast measures, on the myocardium network's ring."""
+    evidence = acceptance.lge_evidence(images, ring, spacing)
+    return {"has_heart": acceptance.has_heart(ring, spacing),
+            "has_ring": acceptance.has_lv_ring(ring, spacing),
+            "evidence": evidence, "values": acceptance.contrast_features(evidence),
+            "ring_review": bool(acceptance.ring_review(ring, spacing))}
+
+
+def readings(groups: dict[str, list[Source]], work: Path,
+             extra: Callable[[str, LabelledSeries, np.ndarray], dict] | None = None
+             ) -> list[dict]:
+    """Every series' gate measures, heart rule and cached figures; ``extra(group, series,
+    ring)`` adds what another study reads of the same pixels (each series is read once)."""
     folds = json.loads(FOLDS_FILE.read_text())["folds"]
     rows = []
     for group, sources in groups.items():
@@ -184,17 +198,13 @@ def readings(groups: dict[str, list[Source]], work: Path) -> list[dict]:
             cached = load_cached(cache_path(work / "cache", group, source))
             series = source.read()
             ring = cached["first_ring"]
-            evidence = acceptance.lge_evidence(series.images, ring, series.spacing)
-            values = acceptance.contrast_features(evidence)
             rows.append({
                 "group": group, "series_id": source.series_id, "kind": kind_of(group),
                 "fold": fold_of(source, folds),
-                "has_heart": acceptance.has_heart(ring, series.spacing),
-                "has_ring": acceptance.has_lv_ring(ring, series.spacing),
-                "evidence": evidence, "values": values,
-                "ring_review": bool(acceptance.ring_review(ring, series.spacing)),
+                **gate_inputs(series.images, ring, series.spacing),
                 "gaps": bool(myocardium_gaps(cached["myocardium"])),
-                **cached["figures"]})
+                **cached["figures"],
+                **(extra(group, series, ring) if extra is not None else {})})
     return rows
 
 

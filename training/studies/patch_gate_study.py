@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from service.pipeline import acceptance
 from service.pipeline.registry import load_registry
 from service.pipeline.segment import myocardium_probability, ring_from
 from training.data import emidec
@@ -154,11 +153,17 @@ def _ring(series, network) -> np.ndarray:
     return ring_from(myocardium_probability(series.images, series.spacing, network), network)
 
 
-def _reading(series, ring: np.ndarray) -> dict:
-    """What ``gate_flag_study.gate_outcome`` reads, for a series outside the study's cache."""
-    evidence = acceptance.lge_evidence(series.images, ring, series.spacing)
-    return {"has_heart": acceptance.has_heart(ring, series.spacing), "evidence": evidence,
-            "ring_review": bool(acceptance.ring_review(ring, series.spacing))}
+def patches_and_un_nulled(group: str, series, ring: np.ndarray) -> dict:
+    """What this study reads of a gate-study series, beside the gate's own measures: its
+    patches, and for EMIDEC (which has expert contours) its un-nulled patches and gate
+    inputs."""
+    out = {"patches": ring_patches(series.images, ring, series.spacing)}
+    if group.startswith("EMIDEC"):
+        images = un_nulled(series.images, series.true_myocardium, series.true_scar,
+                           series.spacing)
+        out["un_nulled"] = {"patches": ring_patches(images, ring, series.spacing),
+                            **gate_flag_study.gate_inputs(images, ring, series.spacing)}
+    return out
 
 
 def tally(entries: Sequence[tuple[str, str, float]], thresholds: dict[str, float]) -> dict:
@@ -205,13 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.generated import write_results
 
     groups = gate_flag_study.study_sources(args.emidec, args.work)
-    rows = gate_flag_study.readings(groups, args.work)
-    sources = {(g, s.series_id): s for g, ss in groups.items() for s in ss}
-    for row in rows:
-        cached = gate_flag_study.load_cached(gate_flag_study.cache_path(
-            args.work / "cache", row["group"], sources[row["group"], row["series_id"]]))
-        series = sources[row["group"], row["series_id"]].read()
-        row["patches"] = ring_patches(series.images, cached["first_ring"], series.spacing)
+    rows = gate_flag_study.readings(groups, args.work, extra=patches_and_un_nulled)
     rows = [r for r in rows if len(r["patches"])]
     choosing = [r for r in rows if "held-out" not in r["group"]]
     feature_model, feature_folds, _ = gate_flag_study.choose_model(choosing)
@@ -247,27 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         patches = ring_patches(series.images, ring, series.spacing)
         if len(patches):
             checks.append(("EMIDEC other-centre copies, out of fold",
-                           gate_flag_study.gate_outcome(_reading(series, ring),
-                                                        feature_folds[folds[case.case]]),
+                           gate_flag_study.gate_outcome(
+                               gate_flag_study.gate_inputs(series.images, ring, series.spacing),
+                               feature_folds[folds[case.case]]),
                            series_scores(fold_nets[folds[case.case]], [patches])[0]))
-    for group in ("EMIDEC train", "EMIDEC train darkened", "EMIDEC validation",
-                  "EMIDEC validation darkened"):
-        for source in groups[group]:
-            series = source.read()
-            ring = gate_flag_study.load_cached(gate_flag_study.cache_path(
-                args.work / "cache", group, source))["first_ring"]
-            images = un_nulled(series.images, series.true_myocardium, series.true_scar,
-                               series.spacing)
-            patches = ring_patches(images, ring, series.spacing)
-            if not len(patches):
-                continue
-            name = ("EMIDEC darkened" if group.endswith("darkened") else "EMIDEC") + \
-                ", myocardium un-nulled, out of fold"
-            reading = _reading(series, ring)
-            reading["evidence"] = acceptance.lge_evidence(images, ring, series.spacing)
-            checks.append((name, gate_flag_study.gate_outcome(
-                reading, feature_folds[folds[source.case]]),
-                series_scores(fold_nets[folds[source.case]], [patches])[0]))
+    for row in rows:
+        if "un_nulled" in row:  # EMIDEC; its fold is the case's
+            changed = row["un_nulled"]
+            checks.append((f"{row['kind']}, myocardium un-nulled, out of fold",
+                           gate_flag_study.gate_outcome(changed, feature_folds[row["fold"]]),
+                           series_scores(fold_nets[row["fold"]], [changed["patches"]])[0]))
     result = {"about": __doc__.split("\n\n")[0], "epochs": args.epochs, "fov_mm": FOV_MM,
               "patch": PATCH, "un_nulled_percentile": UN_NULLED_PERCENTILE,
               "thresholds": thresholds,
